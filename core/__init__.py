@@ -1,0 +1,1 @@
+"""Energy Data Connections core: everything except the UI. Importable without Streamlit."""

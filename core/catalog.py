@@ -1,0 +1,261 @@
+"""Sites, meters and energy sources in DuckDB: reading the whole configuration and changing it safely.
+
+Every change runs in one transaction under the store's write lock, and checks names against what is stored at
+that moment, so two browser tabs or an import running beside the dashboard cannot create duplicates. Deletes
+remove children first in the same transaction: a site takes its meters, their sources and their secrets along.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import duckdb
+
+from core.models import ApiSettings, Category, Meter, MeterIn, Site, SiteIn, Source, SourceIn
+from core.store import Store
+
+
+class InvalidInput(Exception):
+    """Input that must not be saved, with messages keyed by field path."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+class NotFound(Exception):
+    """The row was deleted meanwhile (for example from another tab)."""
+
+
+@dataclass
+class Catalog:
+    """The whole configuration, read in one connection. Small: hundreds of rows even for large fleets."""
+
+    sites: list[Site] = field(default_factory=list)
+    meters: list[Meter] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+
+    def site(self, site_id: int) -> Site:
+        for site in self.sites:
+            if site.id == site_id:
+                return site
+        raise NotFound(f"site {site_id} no longer exists")
+
+    def meter(self, meter_id: int) -> Meter:
+        for meter in self.meters:
+            if meter.id == meter_id:
+                return meter
+        raise NotFound(f"meter {meter_id} no longer exists")
+
+    def source(self, source_id: int) -> Source:
+        for source in self.sources:
+            if source.id == source_id:
+                return source
+        raise NotFound(f"source {source_id} no longer exists")
+
+    def meters_of(self, site_id: int, category: Category | None = None) -> list[Meter]:
+        return [m for m in self.meters if m.site_id == site_id and (category is None or m.category == category)]
+
+    def sources_of(self, meter_id: int) -> list[Source]:
+        return [s for s in self.sources if s.meter_id == meter_id]
+
+    def sources_of_site(self, site_id: int) -> list[Source]:
+        meter_ids = {m.id for m in self.meters_of(site_id)}
+        return [s for s in self.sources if s.meter_id in meter_ids]
+
+
+def read_catalog(con: duckdb.DuckDBPyConnection) -> Catalog:
+    sites = [
+        Site(id=r[0], name=r[1], latitude=r[2], longitude=r[3], timezone=r[4])
+        for r in con.sql("SELECT id, name, latitude, longitude, timezone FROM sites ORDER BY lower(name)").fetchall()
+    ]
+    meters = [
+        Meter(id=r[0], site_id=r[1], name=r[2], category=Category(r[3]))
+        for r in con.sql("SELECT id, site_id, name, category FROM meters ORDER BY lower(name)").fetchall()
+    ]
+    secret_names: dict[int, set[str]] = {}
+    for source_id, name in con.sql("SELECT source_id, name FROM source_secrets").fetchall():
+        secret_names.setdefault(source_id, set()).add(name)
+    sources = [
+        Source(
+            id=r[0],
+            meter_id=r[1],
+            name=r[2],
+            source_type=r[3],
+            capacity_kw=r[4],
+            carbon_intensity_g_per_kwh=r[5],
+            cost_per_mwh=r[6],
+            api=ApiSettings.model_validate(json.loads(r[7])),
+            secret_names=frozenset(secret_names.get(r[0], ())),
+        )
+        for r in con.sql(
+            "SELECT id, meter_id, name, source_type, capacity_kw, carbon_intensity_g_per_kwh, cost_per_mwh,"
+            " metadata FROM energy_sources ORDER BY id"
+        ).fetchall()
+    ]
+    return Catalog(sites=sites, meters=meters, sources=sources)
+
+
+def load_catalog(store: Store) -> Catalog:
+    with store.connect(read_only=True) as con:
+        return read_catalog(con)
+
+
+def _taken(names: list[tuple[int, str]], name: str, exclude_id: int | None) -> bool:
+    return any(n.casefold() == name.casefold() and i != exclude_id for i, n in names)
+
+
+# --- sites -------------------------------------------------------------------------------------------------
+
+
+def _check_site_name(con: duckdb.DuckDBPyConnection, name: str, exclude_id: int | None) -> None:
+    rows = [(int(r[0]), str(r[1])) for r in con.sql("SELECT id, name FROM sites").fetchall()]
+    if _taken(rows, name, exclude_id):
+        raise InvalidInput({"name": f"a site named {name!r} already exists"})
+
+
+def create_site(store: Store, site: SiteIn) -> Site:
+    with store.transaction() as con:
+        _check_site_name(con, site.name, None)
+        row = con.execute(
+            "INSERT INTO sites (name, latitude, longitude, timezone) VALUES (?, ?, ?, ?) RETURNING id",
+            [site.name, site.latitude, site.longitude, site.timezone],
+        ).fetchall()
+    return Site(id=int(row[0][0]), **site.model_dump())
+
+
+def update_site(store: Store, site_id: int, site: SiteIn) -> Site:
+    with store.transaction() as con:
+        _require(con, "sites", site_id, "site")
+        _check_site_name(con, site.name, site_id)
+        con.execute(
+            "UPDATE sites SET name = ?, latitude = ?, longitude = ?, timezone = ?, updated_at = now() WHERE id = ?",
+            [site.name, site.latitude, site.longitude, site.timezone, site_id],
+        )
+    return Site(id=site_id, **site.model_dump())
+
+
+def delete_site(store: Store, site_id: int) -> None:
+    """Delete a site with its meters, their sources and secrets."""
+    with store.transaction() as con:
+        _require(con, "sites", site_id, "site")
+        meter_ids = [r[0] for r in con.execute("SELECT id FROM meters WHERE site_id = ?", [site_id]).fetchall()]
+        for meter_id in meter_ids:
+            _delete_meter_rows(con, meter_id)
+        con.execute("DELETE FROM sites WHERE id = ?", [site_id])
+
+
+# --- meters ------------------------------------------------------------------------------------------------
+
+
+def _check_meter_name(con: duckdb.DuckDBPyConnection, site_id: int, name: str, exclude_id: int | None) -> None:
+    rows = [
+        (int(r[0]), str(r[1]))
+        for r in con.execute("SELECT id, name FROM meters WHERE site_id = ?", [site_id]).fetchall()
+    ]
+    if _taken(rows, name, exclude_id):
+        raise InvalidInput({"name": f"this site already has a meter named {name!r}"})
+
+
+def create_meter(store: Store, site_id: int, meter: MeterIn) -> Meter:
+    with store.transaction() as con:
+        _require(con, "sites", site_id, "site")
+        _check_meter_name(con, site_id, meter.name, None)
+        row = con.execute(
+            "INSERT INTO meters (site_id, name, category) VALUES (?, ?, ?) RETURNING id",
+            [site_id, meter.name, meter.category.value],
+        ).fetchall()
+    return Meter(id=int(row[0][0]), site_id=site_id, **meter.model_dump())
+
+
+def update_meter(store: Store, meter_id: int, meter: MeterIn) -> None:
+    with store.transaction() as con:
+        current = con.execute("SELECT site_id, category FROM meters WHERE id = ?", [meter_id]).fetchall()
+        if not current:
+            raise NotFound(f"meter {meter_id} no longer exists")
+        site_id, category = current[0]
+        _check_meter_name(con, site_id, meter.name, meter_id)
+        if category != meter.category.value:
+            count = con.execute("SELECT count(*) FROM energy_sources WHERE meter_id = ?", [meter_id]).fetchall()[0][0]
+            if count:
+                raise InvalidInput(
+                    {"category": f"remove this meter's {count} data source(s) before changing its category"}
+                )
+        con.execute(
+            "UPDATE meters SET name = ?, category = ?, updated_at = now() WHERE id = ?",
+            [meter.name, meter.category.value, meter_id],
+        )
+
+
+def delete_meter(store: Store, meter_id: int) -> None:
+    """Delete a meter with its sources and their secrets."""
+    with store.transaction() as con:
+        _require(con, "meters", meter_id, "meter")
+        _delete_meter_rows(con, meter_id)
+
+
+def _delete_meter_rows(con: duckdb.DuckDBPyConnection, meter_id: int) -> None:
+    con.execute(
+        "DELETE FROM source_secrets WHERE source_id IN (SELECT id FROM energy_sources WHERE meter_id = ?)",
+        [meter_id],
+    )
+    con.execute("DELETE FROM energy_sources WHERE meter_id = ?", [meter_id])
+    con.execute("DELETE FROM meters WHERE id = ?", [meter_id])
+
+
+def _require(con: duckdb.DuckDBPyConnection, table: str, row_id: int, what: str) -> None:
+    # `table` is one of our own constants, never user input.
+    if not con.execute(f"SELECT 1 FROM {table} WHERE id = ?", [row_id]).fetchall():
+        raise NotFound(f"{what} {row_id} no longer exists")
+
+
+# --- sources (low level; `core.connections` validates and plans the changes) -------------------------------
+
+
+def insert_source(con: duckdb.DuckDBPyConnection, meter_id: int, source: SourceIn) -> int:
+    row = con.execute(
+        "INSERT INTO energy_sources (meter_id, name, source_type, capacity_kw, carbon_intensity_g_per_kwh,"
+        " cost_per_mwh, metadata) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        [
+            meter_id,
+            source.name,
+            source.source_type,
+            source.capacity_kw,
+            source.carbon_intensity_g_per_kwh,
+            source.cost_per_mwh,
+            json.dumps(source.api.to_metadata()),
+        ],
+    ).fetchall()
+    return int(row[0][0])
+
+
+def update_source(con: duckdb.DuckDBPyConnection, source_id: int, source: SourceIn) -> None:
+    con.execute(
+        "UPDATE energy_sources SET name = ?, source_type = ?, capacity_kw = ?, carbon_intensity_g_per_kwh = ?,"
+        " cost_per_mwh = ?, metadata = ?, updated_at = now() WHERE id = ?",
+        [
+            source.name,
+            source.source_type,
+            source.capacity_kw,
+            source.carbon_intensity_g_per_kwh,
+            source.cost_per_mwh,
+            json.dumps(source.api.to_metadata()),
+            source_id,
+        ],
+    )
+
+
+def delete_source(con: duckdb.DuckDBPyConnection, source_id: int) -> None:
+    con.execute("DELETE FROM source_secrets WHERE source_id = ?", [source_id])
+    con.execute("DELETE FROM energy_sources WHERE id = ?", [source_id])
+
+
+def dependents(catalog: Catalog, *, site_id: int | None = None, meter_id: int | None = None) -> tuple[int, int]:
+    """(meters, sources) that deleting this site or meter takes along, for the confirmation prompt."""
+    if site_id is not None:
+        meters = catalog.meters_of(site_id)
+        return len(meters), sum(len(catalog.sources_of(m.id)) for m in meters)
+    if meter_id is not None:
+        return 0, len(catalog.sources_of(meter_id))
+    raise ValueError("site_id or meter_id is required")

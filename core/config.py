@@ -1,0 +1,32 @@
+"""Settings, read once at the edges (CLI, app start) from `DATACONN_*` environment variables and passed in.
+
+Every field here is documented in the README's settings table; a test fails when one is missing there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DATACONN_", extra="ignore")
+
+    db_path: Path = Field(Path("data/dataconn.duckdb"), description="DuckDB file holding configuration and data.")
+    secret_keys: str | None = Field(
+        None,
+        description="Comma-separated Fernet keys, newest first; when unset the key file is used.",
+    )
+    key_file: Path = Field(Path("data/secret.key"), description="Key file used when DATACONN_SECRET_KEYS is unset.")
+    lock_timeout_s: float = Field(
+        15.0, gt=0, description="How long a database operation waits for the file before reporting it busy."
+    )
+    seed_demo: bool = Field(True, description="Seed the 'Demo Rooftop' site on the first start of an empty database.")
+    log_level: str = Field("INFO", description="Python logging level for the CLI and collector.")
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment (and nothing else: no hidden config files)."""
+    return Settings()

@@ -1,0 +1,496 @@
+"""Configuration as code: export sites, meters and sources to YAML or JSON, and import such a file back.
+
+Operators keep a fleet's configuration under version control and review changes as diffs, so an export is
+deterministic (sorted by name) and holds neither secrets (not even ciphertext) nor runtime state such as the
+connection status. An import *merges*: rows are matched by name (case-insensitively, like the page), what is
+missing is created, what differs is updated, and sites, meters or sources absent from the file are never deleted.
+The whole file is validated first, with the page's rules and messages, then written in one transaction, or not at
+all. Credentials come inline or, better, as {"env": "VARIABLE"} so that the file itself can be committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import duckdb
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SecretStr,
+    StrictBool,
+    TypeAdapter,
+    ValidationError,
+)
+
+from core import catalog as cat
+from core import models as m
+from core.connections import MAX_SECRET_LENGTH
+from core.crypto import SecretBox, SecretsError
+from core.secret_store import delete_secret, put_secret
+from core.store import Store
+from core.validation import field_errors, format_path
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+FORMATS = ("yaml", "json")
+CREDENTIAL_NAMES = tuple(dict.fromkeys(name for names in m.PROVIDER_SECRETS.values() for name, _ in names))
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_STATUS_FIELDS = {"connection_status", "last_tested", "last_error", "last_power_w"}
+Loc = list[str | int]
+
+
+class ConfigFileError(Exception):
+    """The text is not valid YAML or JSON; the message says where, without quoting the file's content."""
+
+
+class ConfigImportError(Exception):
+    """The file breaks the rules; `errors` holds every problem as "path: message". Nothing was written."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(f"{len(errors)} problem(s) in the configuration; nothing was imported")
+        self.errors = errors
+
+
+# --- the file format: the page's field types and rules, with unknown keys refused -------------------------------
+
+
+def _text(value: Any) -> Any:
+    """YAML reads an unquoted 1234567 as a number (and 0123 as octal!): ask for quotes rather than guess."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("must be text: put it in quotes")
+    return value
+
+
+Text = BeforeValidator(_text)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A credential as the file gives it: the value itself, or the name of the environment variable holding it."""
+
+    value: SecretStr | None = None
+    env: str | None = None
+
+
+def _to_credential(raw: Any) -> Credential:
+    if isinstance(raw, Credential):
+        return raw
+    if isinstance(raw, str):
+        return Credential(value=SecretStr(raw))
+    if isinstance(raw, dict) and list(raw) == ["env"] and isinstance(raw["env"], str) and _ENV_NAME.match(raw["env"]):
+        return Credential(env=raw["env"])
+    raise ValueError('must be the value as text or {"env": "VARIABLE_NAME"}')  # never echo what was given
+
+
+_NAME: TypeAdapter[str] = TypeAdapter(Annotated[m.Name, Text])
+
+
+class _FileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiFile(_FileModel):
+    enabled: StrictBool = False
+    provider: m.Provider = m.Provider.SIMULATOR
+    system_id: Annotated[m.Identifier, Text] = ""
+    client_id: Annotated[m.Identifier, Text] = ""
+    update_frequency: m.UpdateFrequency = m.UpdateFrequency.MIN15
+
+    def settings(self) -> m.ApiSettings:
+        """As stored, with an untested connection: a test result belongs to the database, not to the file."""
+        same_names = self.model_dump(include={"system_id", "client_id", "update_frequency"})
+        return m.ApiSettings(use_api=self.enabled, api_provider=self.provider, **same_names)
+
+
+class SourceFile(_FileModel):
+    name: Annotated[m.Name, Text]
+    source_type: Annotated[str, Text]
+    capacity_kw: Annotated[m.Number, Field(ge=0, le=m.MAX_CAPACITY_KW)]
+    carbon_intensity_g_per_kwh: Annotated[m.Number, Field(ge=0, le=m.MAX_CARBON_G_PER_KWH)]
+    cost_per_mwh: Annotated[m.Number, Field(ge=0, le=m.MAX_COST_PER_MWH)]
+    api: ApiFile = Field(default_factory=ApiFile)
+    credentials: dict[str, Annotated[Credential, PlainValidator(_to_credential)]] = Field(default_factory=dict)
+
+
+class MeterFile(_FileModel):
+    name: Annotated[m.Name, Text]
+    category: m.Category
+    sources: list[SourceFile] = Field(default_factory=list)
+
+
+class SiteFile(_FileModel):
+    name: Annotated[m.Name, Text]
+    latitude: Annotated[m.Number, Field(ge=-90, le=90)]
+    longitude: Annotated[m.Number, Field(ge=-180, le=180)]
+    timezone: Annotated[m.Timezone, Text]
+    meters: list[MeterFile] = Field(default_factory=list)
+
+
+class ConfigFile(_FileModel):
+    version: Literal[1]
+    sites: list[SiteFile] = Field(default_factory=list)
+
+
+# --- export and text formats ----------------------------------------------------------------------------------
+
+
+def _by_name(items: list[Any]) -> list[Any]:
+    return sorted(items, key=lambda item: (item.name.casefold(), item.name))
+
+
+def export_config(store: Store) -> dict[str, Any]:
+    """The configuration as plain data, sorted by name so that two exports of the same state are identical."""
+    catalog = cat.load_catalog(store)
+    site_fields = ("name", "latitude", "longitude", "timezone")
+    source_fields = ("name", "source_type", "capacity_kw", "carbon_intensity_g_per_kwh", "cost_per_mwh")
+    sites = []
+    for site in _by_name(catalog.sites):
+        meters = []
+        for meter in _by_name(catalog.meters_of(site.id)):
+            sources = []
+            for s in _by_name(catalog.sources_of(meter.id)):
+                api = {"enabled": s.api.use_api, "provider": s.api.api_provider.value, "system_id": s.api.system_id}
+                api |= {"client_id": s.api.client_id, "update_frequency": s.api.update_frequency.value}
+                sources.append({k: getattr(s, k) for k in source_fields} | {"api": api})
+            meters.append({"name": meter.name, "category": meter.category.value, "sources": sources})
+        sites.append({k: getattr(site, k) for k in site_fields} | {"meters": meters})
+    return {"version": FORMAT_VERSION, "sites": sites}
+
+
+def dump(data: Any, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if fmt == "yaml":
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A mapping with the same key twice is a mistake that plain YAML hides by keeping the last value."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: list[Any] = []
+        for key_node, _ in node.value:
+            key = None if key_node.tag.endswith(":merge") else self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.append(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    for index, key in enumerate(keys):
+        if key in keys[:index]:
+            raise ConfigFileError(f"invalid JSON: duplicate key {key!r}")
+    return dict(pairs)
+
+
+def parse(text: str, fmt: str) -> Any:
+    """Parse YAML or JSON; a syntax error becomes a `ConfigFileError` naming the line, never quoting the text."""
+    try:
+        if fmt == "json":
+            return json.loads(text, object_pairs_hook=_unique_json_object)
+        if fmt == "yaml":
+            return yaml.load(text, Loader=_UniqueKeyLoader)
+    except json.JSONDecodeError as exc:
+        raise ConfigFileError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        mark, context = getattr(exc, "problem_mark", None), getattr(exc, "context", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigFileError(f"invalid YAML{where}: {problem}" + (f" ({context})" if context else "")) from None
+    raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+# --- import -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Counts:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged"
+
+
+@dataclass
+class ImportReport:
+    """What an import changed (or, with `dry_run`, would change): counts only, never values."""
+
+    sites: Counts = field(default_factory=Counts)
+    meters: Counts = field(default_factory=Counts)
+    sources: Counts = field(default_factory=Counts)
+    secrets_set: int = 0
+    secrets_removed: int = 0
+    dry_run: bool = False
+
+    def lines(self) -> list[str]:
+        return [
+            "Dry run, nothing was written. The import would change:" if self.dry_run else "Imported:",
+            f"  sites:   {self.sites}",
+            f"  meters:  {self.meters}",
+            f"  sources: {self.sources}",
+            f"  secrets: {self.secrets_set} set, {self.secrets_removed} removed",
+        ]
+
+
+def import_config(
+    store: Store, box: SecretBox, data: Any, *, environ: Mapping[str, str] = os.environ, dry_run: bool = False
+) -> ImportReport:
+    """Merge parsed file `data` into the store, or raise `ConfigImportError` with every problem and write nothing.
+
+    Validation runs inside the writing transaction, against the rows as they are then, so a change made meanwhile
+    (another tab, another import) cannot slip between the checks and the writes.
+    """
+    if dry_run:
+        with store.connect(read_only=True) as con:
+            return _run(con, box, data, environ, write=False)
+    with store.transaction() as con:
+        report = _run(con, box, data, environ, write=True)
+    log.info("configuration imported: sites %s; meters %s; sources %s", report.sites, report.meters, report.sources)
+    return report
+
+
+def _run(con: duckdb.DuckDBPyConnection, box: SecretBox, data: Any, environ: Mapping[str, str], write: bool) -> Any:
+    catalog = cat.read_catalog(con)
+    config = _Validator(catalog, environ).validate(data)
+    return _Sync(con, box, catalog, write).apply(config)
+
+
+class _Index:
+    """Stored rows by natural key, case-folded: site name; (site id, meter name); (meter id, source name)."""
+
+    def __init__(self, catalog: cat.Catalog) -> None:
+        self.catalog = catalog
+        self.sites = {s.name.casefold(): s for s in catalog.sites}
+        self.meters = {(x.site_id, x.name.casefold()): x for x in catalog.meters}
+        self.sources = {(s.meter_id, s.name.casefold()): s for s in catalog.sources}
+
+
+class _Validator(_Index):
+    """Walks the data level by level, so that one bad row does not hide the problems of the others."""
+
+    def __init__(self, catalog: cat.Catalog, environ: Mapping[str, str]) -> None:
+        super().__init__(catalog)
+        self.environ = environ
+        self.errors: list[str] = []
+
+    def error(self, loc: Loc, message: str) -> None:
+        self.errors.append(f"{format_path(loc) or '(file)'}: {message}")
+
+    def model(self, cls: type[_FileModel], raw: Any, loc: Loc, children: str = "") -> tuple[Any, list[Any]]:
+        """Validate one level with its list of children left empty; the caller validates them one by one."""
+        if not isinstance(raw, dict):
+            self.error(loc, "must be a mapping of fields")
+            return None, []
+        kids = raw.get(children) if children else None
+        if kids is not None and not isinstance(kids, list):
+            self.error([*loc, children], "must be a list")
+        kids = kids if isinstance(kids, list) else []
+        try:
+            return cls.model_validate({**raw, children: []} if children else raw), kids
+        except ValidationError as exc:
+            self.errors.extend(f"{path}: {message}" for path, message in field_errors(exc, loc).items())
+            return None, kids
+
+    def unique(self, seen: dict[str, Loc], raw: Any, loc: Loc, what: str) -> None:
+        """Report a duplicate name even when other fields of the row are invalid."""
+        try:
+            name = _NAME.validate_python(raw.get("name") if isinstance(raw, dict) else None)
+        except ValidationError:
+            return  # reported by `model`
+        if name.casefold() in seen:
+            self.error(
+                [*loc, "name"], f"duplicate {what.format(repr(name))} (also {format_path(seen[name.casefold()])})"
+            )
+        seen.setdefault(name.casefold(), loc)
+
+    def validate(self, data: Any) -> ConfigFile:
+        if not isinstance(data, dict):
+            self.error([], 'must be a mapping with "version" and "sites"')
+            raise ConfigImportError(self.errors)
+        version = data.get("version")
+        if isinstance(version, bool) or version != FORMAT_VERSION:
+            problem = "is required" if "version" not in data else f"unsupported version {str(version)[:20]!r}"
+            self.error(["version"], f"{problem}: this program reads version {FORMAT_VERSION}")
+            raise ConfigImportError(self.errors)
+        root, raw_sites = self.model(ConfigFile, data, [], "sites")
+        seen: dict[str, Loc] = {}
+        sites = []
+        for i, raw in enumerate(raw_sites):
+            site, raw_meters = self.model(SiteFile, raw, ["sites", i], "meters")
+            self.unique(seen, raw, ["sites", i], "site name {}")
+            stored = self.sites.get(site.name.casefold()) if site else None
+            names: dict[str, Loc] = {}
+            meters = [self.meter(r, ["sites", i, "meters", j], stored, names) for j, r in enumerate(raw_meters)]
+            sites.append(site.model_copy(update={"meters": meters}) if site else None)
+        if self.errors:
+            raise ConfigImportError(self.errors)
+        return root.model_copy(update={"sites": sites})
+
+    def meter(self, raw: Any, loc: Loc, site: m.Site | None, seen: dict[str, Loc]) -> MeterFile | None:
+        meter, raw_sources = self.model(MeterFile, raw, loc, "sources")
+        stored = self.meters.get((site.id, meter.name.casefold())) if site and meter else None
+        self.unique(seen, raw, loc, "meter name {} in this site")
+        count = len(self.catalog.sources_of(stored.id)) if stored else 0
+        if meter and stored and stored.category != meter.category and count:
+            self.error(
+                [*loc, "category"],
+                f"meter {stored.name!r} is stored as {stored.category.value} with {count} data source(s):"
+                " remove them before changing its category",
+            )
+        names: dict[str, Loc] = {}
+        sources = [self.source(r, [*loc, "sources", k], meter, stored, names) for k, r in enumerate(raw_sources)]
+        return meter.model_copy(update={"sources": sources}) if meter else None
+
+    def source(self, raw: Any, loc: Loc, meter: MeterFile | None, stored_meter: m.Meter | None, seen: dict) -> Any:
+        source, _ = self.model(SourceFile, raw, loc)
+        self.unique(seen, raw, loc, "source name {} in this meter")
+        if source is None:
+            return None
+        if meter and (problem := m.check_source_type(meter.category, source.source_type)):
+            self.error([*loc, "source_type"], problem)
+        provider = source.api.provider
+        needed = [name for name, _ in m.PROVIDER_SECRETS[provider]]
+        resolved: dict[str, Credential] = {}
+        for name, given in source.credentials.items():
+            where: Loc = [*loc, "credentials", name]
+            if name not in CREDENTIAL_NAMES:
+                self.error(where, f"is not a known credential (use {', '.join(CREDENTIAL_NAMES)})")
+            elif name not in needed:
+                self.error(where, f"is not used by {provider.label} (needs {', '.join(needed) or 'no credentials'})")
+            elif isinstance(value := self.resolve(given), SecretStr):
+                resolved[name] = Credential(value=value, env=given.env)
+            else:
+                self.error(where, value)
+        stored = self.sources.get((stored_meter.id, source.name.casefold())) if stored_meter else None
+        present = set(source.credentials) | set(stored.secret_names if stored else ())  # a stored one counts
+        for key, message in m.missing_credentials(source.api.settings(), present).items():
+            self.error([*loc, "api" if key in ("system_id", "client_id") else "credentials", key], message)
+        return source.model_copy(update={"credentials": resolved})
+
+    def resolve(self, given: Credential) -> SecretStr | str:
+        """The credential's value, or a message saying what is wrong with it (never containing the value)."""
+        prefix = f"environment variable {given.env} " if given.env is not None else ""
+        raw = self.environ.get(given.env) if given.env is not None else given.value and given.value.get_secret_value()
+        if raw is None:
+            return prefix + "is not set"
+        value = raw.strip()
+        if not value:
+            return prefix + "must not be empty"
+        if len(value) > MAX_SECRET_LENGTH:
+            return prefix + f"must be at most {MAX_SECRET_LENGTH} characters"
+        if any(ch.isspace() for ch in value):
+            return prefix + "must not contain spaces or line breaks"
+        return SecretStr(value)
+
+
+_SITE_SQL = (
+    "INSERT INTO sites (name, latitude, longitude, timezone) VALUES (?, ?, ?, ?) RETURNING id",
+    "UPDATE sites SET name = ?, latitude = ?, longitude = ?, timezone = ?, updated_at = now() WHERE id = ?",
+)
+_METER_SQL = (
+    "INSERT INTO meters (name, category, site_id) VALUES (?, ?, ?) RETURNING id",
+    "UPDATE meters SET name = ?, category = ?, updated_at = now() WHERE id = ?",
+)
+
+
+class _Sync(_Index):
+    """Applies a validated file: inserts what is missing, updates only what differs (or, dry, just counts)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, box: SecretBox, catalog: cat.Catalog, write: bool) -> None:
+        super().__init__(catalog)
+        self.con, self.box, self.write = con, box, write
+        self.report = ImportReport(dry_run=not write)
+
+    def row(
+        self, counts: Counts, stored_id: int | None, values: list, old: list, sql: tuple, parent: Any = None
+    ) -> Any:
+        """Insert (values + parent id) when nothing is stored, update when the values differ; returns the id."""
+        if stored_id is None:
+            counts.created += 1
+            return (
+                int(self.con.execute(sql[0], [*values, parent][: sql[0].count("?")]).fetchall()[0][0])
+                if self.write
+                else None
+            )
+        counts.updated += values != old
+        counts.unchanged += values == old
+        if values != old and self.write:
+            self.con.execute(sql[1], [*values, stored_id])
+        return stored_id
+
+    def apply(self, config: ConfigFile) -> ImportReport:
+        for site in config.sites:
+            stored = self.sites.get(site.name.casefold())
+            values = [site.name, site.latitude, site.longitude, site.timezone]
+            old = [stored.name, stored.latitude, stored.longitude, stored.timezone] if stored else []
+            site_id = self.row(self.report.sites, stored and stored.id, values, old, _SITE_SQL, [])
+            for meter in site.meters:
+                sm = self.meters.get((site_id, meter.name.casefold()))
+                old = [sm.name, sm.category.value] if sm else []
+                meter_id = self.row(
+                    self.report.meters, sm and sm.id, [meter.name, meter.category.value], old, _METER_SQL, site_id
+                )
+                for source in meter.sources:
+                    self.source(meter_id, source, self.sources.get((meter_id, source.name.casefold())))
+        return self.report
+
+    def source(self, meter_id: int | None, source: SourceFile, stored: m.Source | None) -> None:
+        to_set = {
+            name: given.value
+            for name, given in source.credentials.items()
+            if given.value and not (stored and self.same_secret(stored.id, name, given.value))
+        }
+        keep = {name for name, _ in m.PROVIDER_SECRETS[source.api.provider]}
+        keep |= set(m.TOKEN_SECRETS) if source.api.provider is m.Provider.ENPHASE else set()
+        to_delete = {name for name in (stored.secret_names if stored else ()) if name not in keep}  # as the page does
+        api = source.api.settings()
+        if stored and not (to_set or to_delete) and _tested(stored.api) == _tested(api):
+            api = api.model_copy(update=stored.api.model_dump(include=_STATUS_FIELDS))
+        new = m.SourceIn(**source.model_dump(exclude={"api", "credentials"}), api=api)
+        source_id = stored.id if stored else None
+        if stored is None:
+            self.report.sources.created += 1
+            source_id = cat.insert_source(self.con, meter_id, new) if self.write and meter_id is not None else None
+        elif m.SourceIn.model_validate(stored.model_dump(exclude={"id", "meter_id", "secret_names"})) == new:
+            self.report.sources.unchanged += 1
+        else:
+            self.report.sources.updated += 1
+            if self.write:
+                cat.update_source(self.con, stored.id, new)
+        self.report.secrets_set += len(to_set)
+        self.report.secrets_removed += len(to_delete)
+        if self.write and source_id is not None:
+            for name, value in to_set.items():
+                put_secret(self.con, self.box, source_id, name, value.get_secret_value())
+            for name in to_delete:
+                delete_secret(self.con, source_id, name)
+
+    def same_secret(self, source_id: int, name: str, value: SecretStr) -> bool:
+        """Whether the stored secret already holds this value; an unreadable one (lost key) gets replaced."""
+        sql = "SELECT ciphertext FROM source_secrets WHERE source_id = ? AND name = ?"
+        rows = self.con.execute(sql, [source_id, name]).fetchall()
+        try:
+            return bool(rows) and self.box.decrypt(rows[0][0]).get_secret_value() == value.get_secret_value()
+        except SecretsError:
+            return False
+
+
+def _tested(api: m.ApiSettings) -> tuple[Any, ...]:
+    """The settings a connection test depends on: a test result applies only to these (`core.connections`)."""
+    return (api.use_api, api.api_provider, api.system_id, api.client_id)

@@ -1,0 +1,252 @@
+"""The domain: sites, meters, energy sources and their API connection settings.
+
+Validation lives here so the page, the config import and any future API share the same rules and messages.
+Messages are phrased to stand next to the field they concern ("must be >= 0").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zoneinfo
+from datetime import datetime
+from enum import StrEnum
+from functools import cache
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+MAX_NAME_LENGTH = 100
+MAX_ID_LENGTH = 64
+MAX_CAPACITY_KW = 10_000_000.0  # 10 GW: larger than any single plant; anything above is a unit mistake.
+MAX_CARBON_G_PER_KWH = 2_000.0  # lignite is ~1,100 g/kWh; twice that is certainly a typo.
+MAX_COST_PER_MWH = 100_000.0
+
+
+class Category(StrEnum):
+    PROD = "PROD"
+    CONS = "CONS"
+    STOR = "STOR"
+    INJ = "INJ"
+
+    @property
+    def label(self) -> str:
+        return CATEGORY_LABELS[self]
+
+
+CATEGORY_LABELS = {
+    Category.PROD: "Solar / Production",
+    Category.CONS: "Consumption",
+    Category.STOR: "Storage",
+    Category.INJ: "Injection",
+}
+
+# Source types per category, as stored codes with their labels. KPI formulas rely on these codes:
+# CONS "load" is the building's consumption, CONS "grid" is grid import.
+SOURCE_TYPES: dict[Category, dict[str, str]] = {
+    Category.PROD: {"solar": "Solar", "wind": "Wind", "hydro": "Hydro", "chp": "CHP", "other": "Other"},
+    Category.CONS: {"load": "Load (building)", "grid": "Grid import"},
+    Category.STOR: {"battery": "Battery"},
+    Category.INJ: {"grid": "Grid export"},
+}
+
+
+class Provider(StrEnum):
+    SOLAREDGE = "solaredge"
+    ENPHASE = "enphase"
+    SIMULATOR = "simulator"
+
+    @property
+    def label(self) -> str:
+        return {"solaredge": "SolarEdge", "enphase": "Enphase", "simulator": "Simulator"}[self.value]
+
+
+class UpdateFrequency(StrEnum):
+    MIN5 = "5min"
+    MIN15 = "15min"
+    MIN30 = "30min"
+    HOUR1 = "1hour"
+
+    @property
+    def minutes(self) -> int:
+        return {"5min": 5, "15min": 15, "30min": 30, "1hour": 60}[self.value]
+
+    @property
+    def label(self) -> str:
+        return {"5min": "5 min", "15min": "15 min", "30min": "30 min", "1hour": "1 hour"}[self.value]
+
+
+class ConnectionStatus(StrEnum):
+    UNTESTED = "untested"
+    CONNECTED = "connected"
+    FAILED = "failed"
+
+
+# Which secrets each provider needs, as (stored name, label). Stored names key the `source_secrets` table.
+PROVIDER_SECRETS: dict[Provider, tuple[tuple[str, str], ...]] = {
+    Provider.SOLAREDGE: (("api_key", "API Key"),),
+    Provider.ENPHASE: (("client_secret", "Client Secret"), ("app_api_key", "Application API Key")),
+    Provider.SIMULATOR: (),
+}
+# Secrets a provider obtains itself (OAuth tokens); never typed by the user, kept encrypted like the others.
+TOKEN_SECRETS = ("access_token", "refresh_token", "authorization_code")
+PROVIDER_NEEDS_SYSTEM_ID = {Provider.SOLAREDGE: "Site ID", Provider.ENPHASE: "System ID"}
+
+
+@cache
+def known_timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+_HTML = re.compile(r"<[^>]*>|[<>]")
+_SQL = re.compile(r";|--|/\*|\*/")
+_ALLOWED_NAME = re.compile(r"^[\w .,()/&'#+:@-]+$")
+_ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+def _clean_name(value: str) -> str:
+    value = " ".join(value.split())
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters (got {len(value)})")
+    if _HTML.search(value):
+        raise ValueError("must not contain HTML (< or >)")
+    if _SQL.search(value):
+        raise ValueError("must not contain SQL syntax (; -- /* */)")
+    if not _ALLOWED_NAME.match(value):
+        raise ValueError("may contain letters, digits, spaces and - _ . , ( ) / & ' # + : @ only")
+    return value
+
+
+def _to_number(value: Any) -> Any:
+    """Accept numbers typed as text ("500", "1 200,5") but reject anything that is not a finite number."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "").replace("\u00a0", "")
+        if not text:
+            raise ValueError("is required")
+        if text.count(",") == 1 and "." not in text:
+            text = text.replace(",", ".")
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"must be a number (got {value.strip()[:20]!r})") from None
+    if isinstance(value, int | float):
+        if math.isnan(value) or math.isinf(value):
+            raise ValueError("must be a finite number")
+        return float(value)
+    if value is None:
+        raise ValueError("is required")
+    raise ValueError("must be a number")
+
+
+def _check_timezone(value: str) -> str:
+    value = value.strip()
+    if value not in known_timezones():
+        raise ValueError(f"unknown time zone {value[:40]!r}: use an IANA name such as Europe/Brussels")
+    return value
+
+
+def _clean_id(value: str) -> str:
+    value = value.strip()
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"must be at most {MAX_ID_LENGTH} characters")
+    if value and not _ID.match(value):
+        raise ValueError("may contain letters, digits and - _ . : only")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_clean_name)]
+Number = Annotated[float, BeforeValidator(_to_number)]
+Timezone = Annotated[str, AfterValidator(_check_timezone)]
+Identifier = Annotated[str, AfterValidator(_clean_id)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SiteIn(_Model):
+    """A site as entered by a user or an import file."""
+
+    name: Name
+    latitude: Annotated[Number, Field(ge=-90, le=90)]
+    longitude: Annotated[Number, Field(ge=-180, le=180)]
+    timezone: Timezone
+
+
+class Site(SiteIn):
+    id: int
+
+
+class MeterIn(_Model):
+    name: Name
+    category: Category
+
+
+class Meter(MeterIn):
+    id: int
+    site_id: int
+
+
+class ApiSettings(_Model):
+    """The non-secret part of a source's API connection; stored as the `metadata` JSON column.
+
+    JSON keys follow the original spec (useAPI, apiProvider, ...) so analysts' SQL reads the same names.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+    use_api: bool = Field(False, alias="useAPI")
+    api_provider: Provider = Field(Provider.SIMULATOR, alias="apiProvider")
+    system_id: Identifier = Field("", alias="systemId")
+    client_id: Identifier = Field("", alias="clientId")
+    update_frequency: UpdateFrequency = Field(UpdateFrequency.MIN15, alias="updateFrequency")
+    connection_status: ConnectionStatus = Field(ConnectionStatus.UNTESTED, alias="connectionStatus")
+    last_tested: datetime | None = Field(None, alias="lastTested")
+    last_error: str | None = Field(None, alias="lastError", max_length=500)
+    last_power_w: float | None = Field(None, alias="lastPowerW")
+
+    def to_metadata(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class SourceIn(_Model):
+    name: Name
+    source_type: str
+    capacity_kw: Annotated[Number, Field(ge=0, le=MAX_CAPACITY_KW)]
+    carbon_intensity_g_per_kwh: Annotated[Number, Field(ge=0, le=MAX_CARBON_G_PER_KWH)]
+    cost_per_mwh: Annotated[Number, Field(ge=0, le=MAX_COST_PER_MWH)]
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+
+class Source(SourceIn):
+    id: int
+    meter_id: int
+    secret_names: frozenset[str] = frozenset()
+
+
+def check_source_type(category: Category, source_type: str) -> str | None:
+    """Return an error message when `source_type` does not belong to `category`."""
+    allowed = SOURCE_TYPES[category]
+    if source_type not in allowed:
+        return f"must be one of {', '.join(allowed)} for a {category.value} meter"
+    return None
+
+
+def missing_credentials(api: ApiSettings, secret_names: set[str]) -> dict[str, str]:
+    """Fields a provider needs but that are empty, as {field: message}. Only checked when the API is enabled."""
+    if not api.use_api:
+        return {}
+    errors: dict[str, str] = {}
+    id_label = PROVIDER_NEEDS_SYSTEM_ID.get(api.api_provider)
+    if id_label and not api.system_id:
+        errors["system_id"] = f"{id_label} is required for {api.api_provider.label}"
+    if api.api_provider is Provider.ENPHASE and not api.client_id:
+        errors["client_id"] = "Client ID is required for Enphase"
+    for name, label in PROVIDER_SECRETS[api.api_provider]:
+        if name not in secret_names:
+            errors[name] = f"{label} is required for {api.api_provider.label}"
+    return errors

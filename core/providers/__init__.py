@@ -1,0 +1,1 @@
+"""Monitoring-API providers behind one interface (see `base`)."""

@@ -1,0 +1,34 @@
+"""Wiring for processes: settings -> store, secret box, migrated schema, demo seed."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from core.config import Settings
+from core.crypto import SecretBox, load_keys
+from core.demo import seed_demo
+from core.schema import migrate
+from core.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    store: Store
+    box: SecretBox
+
+
+def open_runtime(settings: Settings, *, prepare: bool = True) -> Runtime:
+    """Build the store and secret box; with `prepare`, migrate the schema and seed the demo if configured."""
+    store = Store(settings.db_path, lock_timeout_s=settings.lock_timeout_s)
+    box = SecretBox(load_keys(settings.secret_keys, settings.key_file))
+    if prepare:
+        applied = migrate(store)
+        if applied:
+            log.info("database %s migrated to version %d", settings.db_path, applied[-1])
+        if settings.seed_demo and seed_demo(store):
+            log.info("seeded the Demo Rooftop site")
+    return Runtime(settings=settings, store=store, box=box)

@@ -1,0 +1,117 @@
+"""Versioned schema migrations. Each runs once, in its own transaction, recorded in `schema_migrations`.
+
+DuckDB's foreign keys block updating a referenced parent row and deleting parent and children in one
+transaction, so referential integrity is kept by `core.catalog` (children deleted first, in the same
+transaction) and checked by tests rather than declared here. Names are unique case-insensitively, which a
+UNIQUE constraint cannot express; `core.catalog` checks that too, under the write lock.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import duckdb
+
+from core.store import Store
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "configuration tables",
+        """
+        CREATE SEQUENCE sites_id_seq;
+        CREATE SEQUENCE meters_id_seq;
+        CREATE SEQUENCE energy_sources_id_seq;
+        CREATE TABLE sites (
+            id BIGINT PRIMARY KEY DEFAULT nextval('sites_id_seq'),
+            name VARCHAR NOT NULL,
+            latitude DOUBLE NOT NULL CHECK (latitude BETWEEN -90 AND 90),
+            longitude DOUBLE NOT NULL CHECK (longitude BETWEEN -180 AND 180),
+            timezone VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE meters (
+            id BIGINT PRIMARY KEY DEFAULT nextval('meters_id_seq'),
+            site_id BIGINT NOT NULL,
+            name VARCHAR NOT NULL,
+            category VARCHAR NOT NULL CHECK (category IN ('PROD', 'CONS', 'STOR', 'INJ')),
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE energy_sources (
+            id BIGINT PRIMARY KEY DEFAULT nextval('energy_sources_id_seq'),
+            meter_id BIGINT NOT NULL,
+            name VARCHAR NOT NULL,
+            source_type VARCHAR NOT NULL,
+            capacity_kw DOUBLE NOT NULL CHECK (capacity_kw >= 0),
+            carbon_intensity_g_per_kwh DOUBLE NOT NULL CHECK (carbon_intensity_g_per_kwh >= 0),
+            cost_per_mwh DOUBLE NOT NULL CHECK (cost_per_mwh >= 0),
+            metadata JSON NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE source_secrets (
+            source_id BIGINT NOT NULL,
+            name VARCHAR NOT NULL,
+            ciphertext VARCHAR NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (source_id, name)
+        );
+        CREATE TABLE app_state (
+            key VARCHAR PRIMARY KEY,
+            value VARCHAR NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def _applied(con: duckdb.DuckDBPyConnection) -> set[int]:
+    rows = con.sql("SELECT version FROM schema_migrations").fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def schema_version(store: Store) -> int:
+    """The newest applied migration, 0 for a new file."""
+    if not store.exists():
+        return 0
+    with store.connect(read_only=True) as con:
+        present = con.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_migrations'").fetchall()[0][
+            0
+        ]
+        if not present:
+            return 0
+        return max(_applied(con), default=0)
+
+
+def migrate(store: Store) -> list[int]:
+    """Apply pending migrations; returns the versions applied (empty when already current)."""
+    if schema_version(store) >= LATEST_VERSION:
+        return []
+    applied_now: list[int] = []
+    with store.connect() as con:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        done = _applied(con)
+        for version, name, sql in MIGRATIONS:
+            if version in done:
+                continue
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(sql)
+                con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+            log.info("applied schema migration %d (%s)", version, name)
+            applied_now.append(version)
+    return applied_now

@@ -1,0 +1,1 @@
+"""Command-line jobs run by operators and schedulers, outside the Streamlit app."""

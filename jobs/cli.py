@@ -1,0 +1,189 @@
+"""Operator command line: initialise the database, export/import configuration, rotate encryption keys.
+
+Run `python -m jobs.cli --help`. A problem the user can fix is printed as a plain message on stderr with exit code 1
+and never as a traceback (a traceback is noise to an operator and may carry values that belong in a debug log
+only); a usage error exits with 2. Settings come from `DATACONN_*` environment variables, as for the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from core import config_io
+from core.catalog import InvalidInput
+from core.config import Settings, load_settings
+from core.crypto import SecretBox, SecretsError, generate_key, parse_keys, read_key_file, write_key_file
+from core.runtime import Runtime, open_runtime
+from core.schema import LATEST_VERSION, schema_version
+from core.secret_store import rotate_all
+from core.store import Store, StoreError
+from core.validation import field_errors
+
+log = logging.getLogger("jobs.cli")
+EXTENSIONS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+
+
+class CliError(Exception):
+    """A message for the user; exit code 1."""
+
+
+def _settings() -> Settings:
+    """Settings from the environment, with logging to stderr at their level (stdout stays clean for exports)."""
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        problems = [f"DATACONN_{path.upper()}: {message}" for path, message in field_errors(exc).items()]
+        raise CliError("invalid setting " + "; ".join(problems)) from None
+    level = logging.getLevelNamesMapping().get(settings.log_level.upper())
+    if level is None:
+        raise CliError(f"invalid setting DATACONN_LOG_LEVEL: {settings.log_level[:20]!r} is not a logging level")
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    return settings
+
+
+def _runtime(settings: Settings) -> Runtime:
+    """The runtime of an initialised database; only `init` creates or migrates one, never as a side effect."""
+    version = schema_version(Store(settings.db_path, lock_timeout_s=settings.lock_timeout_s))
+    if version < LATEST_VERSION:
+        raise CliError(
+            f"The database {settings.db_path} is not initialised or not up to date (schema version {version},"
+            f" this program needs {LATEST_VERSION}): run `python -m jobs.cli init` first."
+        )
+    return open_runtime(settings, prepare=False)
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    settings = _settings()
+    runtime = open_runtime(settings)
+    print(f"Database {settings.db_path} is at schema version {schema_version(runtime.store)}.")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    runtime = _runtime(_settings())
+    data = config_io.export_config(runtime.store)
+    text = config_io.dump(data, args.format)
+    if args.output is None:
+        sys.stdout.write(text)
+        return
+    args.output.write_text(text, encoding="utf-8")
+    print(f"Exported {len(data['sites'])} site(s) to {args.output} (credentials are never exported).", file=sys.stderr)
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    runtime = _runtime(_settings())
+    try:
+        text = args.file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise CliError(f"{args.file}: not UTF-8 text") from None
+    try:
+        data = config_io.parse(text, args.format)
+    except config_io.ConfigFileError as exc:
+        raise CliError(f"{args.file}: {exc}") from None
+    report = config_io.import_config(runtime.store, runtime.box, data, dry_run=args.dry_run)
+    print("\n".join(report.lines()))
+
+
+def cmd_rotate_keys(args: argparse.Namespace) -> None:
+    settings = _settings()
+    store = _runtime(settings).store
+    if settings.secret_keys:
+        keys = parse_keys(settings.secret_keys, "DATACONN_SECRET_KEYS")
+        count = rotate_all(store, SecretBox(keys))
+        print(f"Re-encrypted {count} secret(s) under the first key of DATACONN_SECRET_KEYS.")
+        if len(keys) > 1:
+            print("You can now remove the other keys from DATACONN_SECRET_KEYS and restart the app and collector.")
+        else:
+            print("DATACONN_SECRET_KEYS holds one key: to rotate, set it to 'NEW,OLD' (see generate-key) and rerun.")
+        return
+    path = settings.key_file
+    old = read_key_file(path)
+    new = generate_key()
+    # New key first, old keys kept: whatever happens next, every stored secret stays readable. If re-encryption
+    # fails the file keeps [new, *old]: restoring [*old] could strand a secret another process encrypted meanwhile.
+    write_key_file(path, [new, *old])
+    count = rotate_all(store, SecretBox([new, *old]))
+    if not args.keep_old:
+        write_key_file(path, [new])
+    print(f"Re-encrypted {count} secret(s) under a new key in {path}.")
+    print(
+        "The old key(s) were kept after the new one; run again without --keep-old to drop them."
+        if args.keep_old
+        else "The old key(s) were removed. Restart the app and collector so that they load the new key."
+    )
+
+
+def cmd_generate_key(args: argparse.Namespace) -> None:
+    print(generate_key())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jobs.cli", description="Energy Data Connections operator tools.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(group: argparse._SubParsersAction, name: str, text: str, handler: Callable) -> argparse.ArgumentParser:
+        sub = group.add_parser(name, help=text, description=text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command(commands, "init", "Create or migrate the database (and seed the demo if configured).", cmd_init)
+    config = commands.add_parser("config", help="Export or import sites, meters and sources as YAML or JSON.")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    export = command(config_commands, "export", "Write the configuration (without credentials).", cmd_export)
+    export.add_argument("--format", choices=config_io.FORMATS, help="yaml or json (default: from --output, else yaml)")
+    export.add_argument("--output", type=Path, metavar="FILE", help="write to FILE instead of stdout")
+    imp = command(config_commands, "import", "Merge a configuration file into the database.", cmd_import)
+    imp.add_argument("file", type=Path, metavar="FILE", help="a .yaml, .yml or .json file")
+    imp.add_argument("--dry-run", action="store_true", help="validate and report the changes without writing")
+    rotate = command(commands, "rotate-keys", "Re-encrypt every stored credential under a new key.", cmd_rotate_keys)
+    rotate.add_argument("--keep-old", action="store_true", help="keep the old keys in the key file after the new one")
+    command(commands, "generate-key", "Print a new key for DATACONN_SECRET_KEYS.", cmd_generate_key)
+    return parser
+
+
+def _resolve_format(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The format given, else the one the file name says; an unknown extension is a usage error."""
+    if args.handler is cmd_export and args.format is None:
+        args.format = EXTENSIONS.get(args.output.suffix.lower()) if args.output else "yaml"
+        if args.format is None:
+            parser.error(f"cannot tell the format of {args.output}: use --format yaml or --format json")
+    if args.handler is cmd_import:
+        args.format = EXTENSIONS.get(args.file.suffix.lower())
+        if args.format is None:
+            parser.error(f"cannot tell the format of {args.file}: name it .yaml, .yml or .json")
+
+
+def _fail(*lines: str) -> int:
+    for line in lines:
+        print(line, file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _resolve_format(parser, args)
+    try:
+        args.handler(args)
+    except config_io.ConfigImportError as exc:
+        return _fail(*exc.errors, "Nothing was imported.")
+    except InvalidInput as exc:
+        return _fail(*(f"{path}: {message}" for path, message in exc.errors.items()))
+    except (CliError, config_io.ConfigFileError, StoreError, SecretsError) as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or type(exc).__name__}")
+    except Exception as exc:
+        log.debug("unexpected error", exc_info=True)
+        return _fail(f"unexpected error: {type(exc).__name__}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

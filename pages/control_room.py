@@ -1,0 +1,221 @@
+"""Control Room: sites (name, location, time zone) and their meters."""
+
+from __future__ import annotations
+
+import streamlit as st
+from pydantic import ValidationError
+
+from core import catalog as cat
+from core.models import CATEGORY_LABELS, Category, MeterIn, SiteIn, known_timezones
+from core.validation import field_errors
+from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes
+
+TIMEZONES = sorted(known_timezones())
+CATEGORIES = list(Category)
+
+
+def _category_label(category: Category) -> str:
+    return f"{category.value} · {CATEGORY_LABELS[category]}"
+
+
+# --- callbacks (run before the page renders, so messages land next to their fields) ------------------------
+
+
+def _site_form_values(prefix: str) -> dict:
+    return {
+        "name": st.session_state.get(f"{prefix}_name", ""),
+        "latitude": st.session_state.get(f"{prefix}_lat", ""),
+        "longitude": st.session_state.get(f"{prefix}_lon", ""),
+        "timezone": st.session_state.get(f"{prefix}_tz") or "",
+    }
+
+
+def _validated(model: type, values: dict, errors_key: str):  # type: ignore[no-untyped-def]
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        st.session_state[errors_key] = field_errors(exc)
+        return None
+
+
+def _create_site() -> None:
+    st.session_state["cr_add_site_errors"] = {}
+    site = _validated(SiteIn, _site_form_values("cr_add_site"), "cr_add_site_errors")
+    if site and run_safely(cat.create_site, get_runtime().store, site, errors_key="cr_add_site_errors"):
+        for suffix in ("name", "lat", "lon"):
+            st.session_state[f"cr_add_site_{suffix}"] = ""
+        flash(f"Site {site.name!r} created")
+
+
+def _update_site(site_id: int) -> None:
+    prefix = f"cr_site{site_id}"
+    st.session_state[f"{prefix}_errors"] = {}
+    site = _validated(SiteIn, _site_form_values(prefix), f"{prefix}_errors")
+    if site and run_safely(cat.update_site, get_runtime().store, site_id, site, errors_key=f"{prefix}_errors"):
+        flash(f"Site {site.name!r} saved")
+
+
+def _create_meter(site_id: int) -> None:
+    prefix = f"cr_add_meter{site_id}"
+    st.session_state[f"{prefix}_errors"] = {}
+    values = {"name": st.session_state.get(f"{prefix}_name", ""), "category": st.session_state.get(f"{prefix}_cat")}
+    meter = _validated(MeterIn, values, f"{prefix}_errors")
+    if meter and run_safely(cat.create_meter, get_runtime().store, site_id, meter, errors_key=f"{prefix}_errors"):
+        st.session_state[f"{prefix}_name"] = ""
+        flash(f"Meter {meter.name!r} added")
+
+
+def _update_meter(meter_id: int) -> None:
+    prefix = f"cr_meter{meter_id}"
+    st.session_state[f"{prefix}_errors"] = {}
+    values = {"name": st.session_state.get(f"{prefix}_name", ""), "category": st.session_state.get(f"{prefix}_cat")}
+    meter = _validated(MeterIn, values, f"{prefix}_errors")
+    if meter and run_safely(cat.update_meter, get_runtime().store, meter_id, meter, errors_key=f"{prefix}_errors"):
+        flash(f"Meter {meter.name!r} saved")
+
+
+def _ask_delete(kind: str, row_id: int) -> None:
+    st.session_state["cr_pending_delete"] = (kind, row_id)
+
+
+def _cancel_delete() -> None:
+    st.session_state.pop("cr_pending_delete", None)
+
+
+def _confirm_delete(kind: str, row_id: int, name: str) -> None:
+    st.session_state.pop("cr_pending_delete", None)
+    action = cat.delete_site if kind == "site" else cat.delete_meter
+    run_safely(action, get_runtime().store, row_id)
+    flash(f"{kind.capitalize()} {name!r} deleted", ":material/delete:")
+
+
+# --- rendering ---------------------------------------------------------------------------------------------
+
+
+def _confirm_box(kind: str, row_id: int, name: str, catalog: cat.Catalog) -> None:
+    if st.session_state.get("cr_pending_delete") != (kind, row_id):
+        return
+    meters, sources = cat.dependents(catalog, **{f"{kind}_id": row_id})
+    takes = []
+    if kind == "site":
+        takes.append(f"{meters} meter(s)")
+    takes.append(f"{sources} data source(s) with their stored credentials")
+    st.warning(f"Delete {kind} **{name}** together with {' and '.join(takes)}? This cannot be undone.")
+    yes, no = st.columns(2)
+    yes.button(
+        "Yes, delete",
+        key=f"cr_confirm_{kind}{row_id}",
+        type="primary",
+        on_click=_confirm_delete,
+        args=(kind, row_id, name),
+    )
+    no.button("Cancel", key=f"cr_cancel_{kind}{row_id}", on_click=_cancel_delete)
+
+
+def _site_fields(prefix: str, errors: dict[str, str]) -> None:
+    st.text_input("Site Name", key=f"{prefix}_name", max_chars=200)
+    field_error(errors, "name")
+    lat, lon = st.columns(2)
+    with lat:
+        st.text_input("Latitude", key=f"{prefix}_lat", help="Decimal degrees, -90 to 90 (north positive)")
+        field_error(errors, "latitude")
+    with lon:
+        st.text_input("Longitude", key=f"{prefix}_lon", help="Decimal degrees, -180 to 180 (east positive)")
+        field_error(errors, "longitude")
+    st.selectbox(
+        "Time Zone",
+        TIMEZONES,
+        key=f"{prefix}_tz",
+        accept_new_options=True,
+        help="IANA time zone of the site, used to read vendor times and to show local time",
+    )
+    field_error(errors, "timezone")
+    field_error(errors, "_form")
+
+
+def _init(key: str, value: object) -> None:
+    if key not in st.session_state:
+        st.session_state[key] = value
+
+
+def render_add_site() -> None:
+    with st.expander("Add a site", icon=":material/add_location_alt:", expanded=False):
+        _init("cr_add_site_tz", "Europe/Brussels")
+        errors = st.session_state.get("cr_add_site_errors", {})
+        with st.form("cr_add_site_form", border=False):
+            _site_fields("cr_add_site", errors)
+            st.form_submit_button("Create Site", type="primary", on_click=_create_site)
+
+
+def render_meter(meter: cat.Meter, catalog: cat.Catalog) -> None:
+    prefix = f"cr_meter{meter.id}"
+    _init(f"{prefix}_name", meter.name)
+    _init(f"{prefix}_cat", meter.category)
+    errors = st.session_state.get(f"{prefix}_errors", {})
+    sources = len(catalog.sources_of(meter.id))
+    with st.container(border=True, key=f"meter-{meter.id}"):
+        name_col, cat_col, actions = st.columns([3, 2, 2], vertical_alignment="bottom")
+        with name_col:
+            st.text_input("Meter Name", key=f"{prefix}_name", max_chars=200)
+        with cat_col:
+            st.selectbox("Category", CATEGORIES, key=f"{prefix}_cat", format_func=_category_label)
+        with actions:
+            save, delete = st.columns(2)
+            save.button("Save", key=f"{prefix}_save", on_click=_update_meter, args=(meter.id,))
+            delete.button("Delete", key=f"{prefix}_delete", on_click=_ask_delete, args=("meter", meter.id))
+        field_error(errors, "name")
+        field_error(errors, "category")
+        field_error(errors, "_form")
+        st.caption(f"{sources} data source(s)")
+        _confirm_box("meter", meter.id, meter.name, catalog)
+
+
+def render_site(site: cat.Site, catalog: cat.Catalog) -> None:
+    prefix = f"cr_site{site.id}"
+    _init(f"{prefix}_name", site.name)
+    _init(f"{prefix}_lat", f"{site.latitude:g}")
+    _init(f"{prefix}_lon", f"{site.longitude:g}")
+    _init(f"{prefix}_tz", site.timezone)
+    meters = catalog.meters_of(site.id)
+    title = f"**{site.name}** · {site.timezone} · {len(meters)} meter(s)"
+    with st.expander(title, icon=":material/home_work:", expanded=len(catalog.sites) == 1):
+        errors = st.session_state.get(f"{prefix}_errors", {})
+        with st.form(f"{prefix}_form", border=False):
+            _site_fields(prefix, errors)
+            st.form_submit_button("Save Site", on_click=_update_site, args=(site.id,))
+        st.button("Delete Site", key=f"{prefix}_delete", on_click=_ask_delete, args=("site", site.id))
+        _confirm_box("site", site.id, site.name, catalog)
+
+        st.markdown("##### Meters")
+        if not meters:
+            st.caption("No meters yet.")
+        for meter in meters:
+            render_meter(meter, catalog)
+        add_prefix = f"cr_add_meter{site.id}"
+        add_errors = st.session_state.get(f"{add_prefix}_errors", {})
+        with st.form(f"{add_prefix}_form", border=True):
+            name_col, cat_col = st.columns([3, 2])
+            with name_col:
+                st.text_input("New Meter Name", key=f"{add_prefix}_name", max_chars=200)
+                field_error(add_errors, "name")
+            with cat_col:
+                st.selectbox("Meter Category", CATEGORIES, key=f"{add_prefix}_cat", format_func=_category_label)
+                field_error(add_errors, "category")
+            field_error(add_errors, "_form")
+            st.form_submit_button("Add Meter", on_click=_create_meter, args=(site.id,))
+
+
+def main() -> None:
+    st.title("Control Room")
+    st.caption("Sites, their location and time zone, and the meters that measure them.")
+    show_flashes()
+    with page_guard():
+        catalog = cat.load_catalog(get_runtime().store)
+        render_add_site()
+        if not catalog.sites:
+            st.info("No sites yet: add one above.")
+        for site in catalog.sites:
+            render_site(site, catalog)
+
+
+main()

@@ -1,0 +1,375 @@
+"""Data Connections: the sources of every meter, their API connections, tests, and one Save for all."""
+
+from __future__ import annotations
+
+import secrets as token_gen
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import streamlit as st
+
+from core import catalog as cat
+from core import connections as conn
+from core.models import (
+    PROVIDER_NEEDS_SYSTEM_ID,
+    PROVIDER_SECRETS,
+    SOURCE_TYPES,
+    Category,
+    ConnectionStatus,
+    Provider,
+    UpdateFrequency,
+)
+from core.providers.enphase_oauth import authorize_url
+from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes
+
+TABS = {
+    Category.PROD: "Solar (PROD)",
+    Category.CONS: "Consumption (CONS)",
+    Category.STOR: "Storage (STOR)",
+    Category.INJ: "Injection (INJ)",
+}
+NUMBER_FIELDS = (
+    ("capacity_kw", "Capacity (kW)"),
+    ("carbon_intensity_g_per_kwh", "Carbon Intensity (g/kWh)"),
+    ("cost_per_mwh", "Cost (per MWh)"),
+)
+REDIRECT_URI = "http://127.0.0.1:8501/data-connections"
+
+
+# --- draft state: widget values over the stored source -------------------------------------------------------
+
+
+def _wkey(draft_key: str, field: str) -> str:
+    return f"dc_{draft_key}_{field}"
+
+
+def _provider_field(draft_key: str, provider: str, field: str) -> str:
+    return _wkey(draft_key, f"{provider}_{field}")
+
+
+def _new_entries(site_id: int) -> list[dict]:
+    return st.session_state.setdefault("dc_new", {}).setdefault(site_id, [])
+
+
+def _removed(site_id: int) -> set[int]:
+    return st.session_state.setdefault("dc_removed", {}).setdefault(site_id, set())
+
+
+def _tests() -> dict[str, conn.TestOutcome]:
+    return st.session_state.setdefault("dc_tests", {})
+
+
+def _errors() -> dict[str, dict[str, str]]:
+    return st.session_state.setdefault("dc_errors", {})
+
+
+def _base_drafts(catalog: cat.Catalog, site_id: int) -> list[conn.SourceDraft]:
+    """The site's drafts before widget edits: stored sources not marked for removal, then new ones."""
+    removed = _removed(site_id)
+    drafts = [conn.draft_from_source(s) for s in catalog.sources_of_site(site_id) if s.id not in removed]
+    for entry in _new_entries(site_id):
+        drafts.append(conn.new_draft(entry["key"], entry["meter_id"], Category(entry["category"])))
+    return drafts
+
+
+def _with_edits(base: conn.SourceDraft, stored_provider: str) -> conn.SourceDraft:
+    """Overlay what the user typed (present in session state) on the base draft."""
+    state = st.session_state
+    values = dict(base.values)
+    for field in ("name", "source_type", "capacity_kw", "carbon_intensity_g_per_kwh", "cost_per_mwh"):
+        values[field] = state.get(_wkey(base.key, field), values[field])
+    values["use_api"] = state.get(_wkey(base.key, "use_api"), values["use_api"])
+    values["update_frequency"] = state.get(_wkey(base.key, "update_frequency"), values["update_frequency"])
+    provider = state.get(_wkey(base.key, "api_provider"), values["api_provider"])
+    values["api_provider"] = provider
+    same_provider = provider == stored_provider
+    for field in ("system_id", "client_id"):
+        default = values[field] if same_provider else ""
+        values[field] = state.get(_provider_field(base.key, provider, field), default)
+    secrets = {}
+    for name, _label in PROVIDER_SECRETS[Provider(provider)]:
+        default = base.secrets.get(name, "") if same_provider else ""
+        secrets[name] = state.get(_provider_field(base.key, provider, name), default)
+    if provider == Provider.ENPHASE.value:
+        code = state.get(_provider_field(base.key, provider, "authorization_code"), "")
+        if code:
+            secrets["authorization_code"] = code
+    return conn.SourceDraft(base.key, base.meter_id, base.source_id, values, secrets, _tests().get(base.key))
+
+
+def _current_drafts(catalog: cat.Catalog, site_id: int) -> list[conn.SourceDraft]:
+    stored = {f"s{s.id}": s.api.api_provider.value for s in catalog.sources_of_site(site_id)}
+    return [_with_edits(d, stored.get(d.key, d.values["api_provider"])) for d in _base_drafts(catalog, site_id)]
+
+
+# --- callbacks ----------------------------------------------------------------------------------------------
+
+
+def _add_source(site_id: int, meter: cat.Meter) -> None:
+    key = f"new-{token_gen.token_hex(4)}"
+    _new_entries(site_id).append({"key": key, "meter_id": meter.id, "category": meter.category.value})
+
+
+def _remove_source(site_id: int, draft_key: str, source_id: int | None) -> None:
+    if source_id is None:
+        entries = _new_entries(site_id)
+        entries[:] = [e for e in entries if e["key"] != draft_key]
+    else:
+        _removed(site_id).add(source_id)
+    _errors().pop(draft_key, None)
+
+
+def _undo_remove(site_id: int, source_id: int) -> None:
+    _removed(site_id).discard(source_id)
+
+
+def _test_source(site_id: int, draft_key: str) -> None:
+    store, box = get_runtime().store, get_runtime().box
+    catalog = cat.load_catalog(store)
+    draft = next((d for d in _current_drafts(catalog, site_id) if d.key == draft_key), None)
+    if draft is None:
+        return
+    draft.test = None
+    outcome = run_safely(conn.test_connection, store, box, site_id, draft, datetime.now(UTC))
+    if outcome is not None:
+        _tests()[draft_key] = outcome
+
+
+def _save_all(site_id: int) -> None:
+    runtime = get_runtime()
+    catalog = cat.load_catalog(runtime.store)
+    drafts = _current_drafts(catalog, site_id)
+    st.session_state["dc_errors"] = {}
+    removed = set(_removed(site_id))
+    report = run_safely(
+        conn.save_connections, runtime.store, runtime.box, site_id, drafts, removed, errors_key="dc_errors"
+    )
+    if report is None:
+        return
+    # Saved: forget the drafts so every widget shows the stored values again (secrets masked).
+    for key in [k for k in st.session_state if str(k).startswith(("dc_s", "dc_new-"))]:
+        del st.session_state[key]
+    st.session_state["dc_new"].pop(site_id, None)
+    st.session_state["dc_removed"].pop(site_id, None)
+    st.session_state["dc_tests"] = {}
+    st.session_state["dc_errors"] = {}
+    flash(
+        f"Saved: {report.created} added, {report.updated} updated, {report.removed} removed, "
+        f"{report.unchanged} unchanged"
+    )
+
+
+# --- rendering ----------------------------------------------------------------------------------------------
+
+
+def _init(key: str, value: object) -> None:
+    if key not in st.session_state:
+        st.session_state[key] = value
+
+
+def _status(draft: conn.SourceDraft, stored: cat.Source | None, tz: ZoneInfo) -> None:
+    outcome = draft.test
+    if outcome is not None:
+        status, message, tested = outcome.status, outcome.message, outcome.tested_at
+    elif stored is not None:
+        api = stored.api
+        status, tested = api.connection_status, api.last_tested
+        message = api.last_error or ""
+        if status is ConnectionStatus.CONNECTED and api.last_power_w is not None:
+            message = f"current power {api.last_power_w / 1000:,.1f} kW at the last test"
+    else:
+        status, message, tested = ConnectionStatus.UNTESTED, "", None
+    with st.container(key=f"status-{draft.key}"):
+        if status is ConnectionStatus.CONNECTED:
+            st.success(f"**Connected** · {message}", icon=":material/check_circle:")
+        elif status is ConnectionStatus.FAILED:
+            st.error(f"**Failed** · {message}", icon=":material/error:")
+        else:
+            st.info(f"**Untested** {('· ' + message) if message else ''}", icon=":material/radio_button_unchecked:")
+        when = tested.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if tested else "never"
+        st.caption(f"Last tested: {when}")
+
+
+def _credentials(draft: conn.SourceDraft, provider: Provider, errors: dict[str, str], stored_provider: str) -> None:
+    same = provider.value == stored_provider
+    id_label = PROVIDER_NEEDS_SYSTEM_ID.get(provider)
+    if provider is Provider.SIMULATOR:
+        st.caption("The simulator models this site from its location and capacity: no credentials needed.")
+        return
+    cols = st.columns(2)
+    with cols[0]:
+        if provider is Provider.ENPHASE:
+            key = _provider_field(draft.key, provider.value, "client_id")
+            _init(key, draft.values["client_id"] if same else "")
+            st.text_input("Client ID", key=key, max_chars=200)
+            field_error(errors, "client_id")
+        if id_label:
+            key = _provider_field(draft.key, provider.value, "system_id")
+            _init(key, draft.values["system_id"] if same else "")
+            st.text_input(id_label, key=key, max_chars=200)
+            field_error(errors, "system_id")
+    with cols[1]:
+        for name, label in PROVIDER_SECRETS[provider]:
+            key = _provider_field(draft.key, provider.value, name)
+            _init(key, draft.secrets.get(name, "") if same else "")
+            stored_hint = " A stored value is shown masked; leave it to keep it." if draft.secrets.get(name) else ""
+            st.text_input(label, key=key, type="password", max_chars=600, help=f"Stored encrypted.{stored_hint}")
+            field_error(errors, name)
+    if provider is Provider.ENPHASE:
+        client_id = draft.values.get("client_id", "")
+        with st.expander("Authorize with Enphase", icon=":material/key:"):
+            if client_id:
+                state = st.session_state.setdefault(f"dc_oauth_state_{draft.key}", token_gen.token_urlsafe(16))
+                st.link_button("Open Enphase authorization", authorize_url(client_id, REDIRECT_URI, state))
+            else:
+                st.caption("Enter the Client ID to get the authorization link.")
+            st.text_input(
+                "Authorization Code",
+                key=_provider_field(draft.key, provider.value, "authorization_code"),
+                type="password",
+                help="Paste the code Enphase shows after the system owner approves access. Stored encrypted.",
+            )
+
+
+def render_source(site_id: int, draft: conn.SourceDraft, category: Category, stored: cat.Source | None, tz) -> None:
+    errors = _errors().get(draft.key, {})
+    stored_provider = stored.api.api_provider.value if stored else draft.values["api_provider"]
+    for field in ("name", "source_type", "capacity_kw", "carbon_intensity_g_per_kwh", "cost_per_mwh"):
+        _init(_wkey(draft.key, field), draft.values[field])
+    _init(_wkey(draft.key, "use_api"), draft.values["use_api"])
+    _init(_wkey(draft.key, "api_provider"), draft.values["api_provider"])
+    _init(_wkey(draft.key, "update_frequency"), draft.values["update_frequency"])
+    with st.container(border=True, key=f"source-{draft.key}"):
+        title = draft.values["name"] or "New data source"
+        head, remove = st.columns([5, 1], vertical_alignment="center")
+        head.markdown(f"**{title}**" + ("" if stored else " · _not saved yet_"))
+        remove.button(
+            "Remove",
+            key=f"dc_remove_{draft.key}",
+            icon=":material/delete:",
+            on_click=_remove_source,
+            args=(site_id, draft.key, draft.source_id),
+        )
+        name_col, type_col = st.columns([3, 2])
+        with name_col:
+            st.text_input("Source Name", key=_wkey(draft.key, "name"), max_chars=200)
+            field_error(errors, "name")
+        with type_col:
+            types = SOURCE_TYPES[category]
+            st.selectbox("Source Type", list(types), key=_wkey(draft.key, "source_type"), format_func=types.get)
+            field_error(errors, "source_type")
+        for column, (field, label) in zip(st.columns(3), NUMBER_FIELDS, strict=True):
+            with column:
+                st.text_input(label, key=_wkey(draft.key, field), max_chars=40)
+                field_error(errors, field)
+        st.toggle("Enable API", key=_wkey(draft.key, "use_api"))
+        if st.session_state[_wkey(draft.key, "use_api")]:
+            provider_col, frequency_col = st.columns(2)
+            with provider_col:
+                st.selectbox(
+                    "API Provider",
+                    [p.value for p in Provider],
+                    key=_wkey(draft.key, "api_provider"),
+                    format_func=lambda code: Provider(code).label,
+                )
+                field_error(errors, "api_provider")
+            with frequency_col:
+                st.selectbox(
+                    "Update Frequency",
+                    [f.value for f in UpdateFrequency],
+                    key=_wkey(draft.key, "update_frequency"),
+                    format_func=lambda code: UpdateFrequency(code).label,
+                )
+                field_error(errors, "update_frequency")
+            provider = Provider(st.session_state[_wkey(draft.key, "api_provider")])
+            _credentials(draft, provider, errors, stored_provider)
+            st.button(
+                "Test Connection",
+                key=f"dc_test_{draft.key}",
+                icon=":material/network_check:",
+                on_click=_test_source,
+                args=(site_id, draft.key),
+            )
+        _status(draft, stored, tz)
+        for field, message in errors.items():
+            if field not in {"name", "source_type", "api_provider", "update_frequency", "system_id", "client_id"} | {
+                f for f, _ in NUMBER_FIELDS
+            } | {n for p in PROVIDER_SECRETS.values() for n, _ in p}:
+                st.error(f"{field}: {message}")
+
+
+def render_meter(site_id: int, meter: cat.Meter, drafts, catalog: cat.Catalog, tz: ZoneInfo) -> None:
+    st.subheader(meter.name, divider="gray")
+    mine = [d for d in drafts if d.meter_id == meter.id]
+    if not mine:
+        st.caption("No data sources yet.")
+    for draft in mine:
+        stored = catalog.source(draft.source_id) if draft.source_id is not None else None
+        render_source(site_id, draft, meter.category, stored, tz)
+    for source in catalog.sources_of(meter.id):
+        if source.id in _removed(site_id):
+            note, undo = st.columns([5, 1], vertical_alignment="center")
+            note.warning(f"**{source.name}** will be removed when you save.", icon=":material/delete:")
+            undo.button("Undo", key=f"dc_undo_{source.id}", on_click=_undo_remove, args=(site_id, source.id))
+    st.button(
+        "Add Data Source",
+        key=f"dc_add_{meter.id}",
+        icon=":material/add:",
+        on_click=_add_source,
+        args=(site_id, meter),
+    )
+
+
+def _error_summary(catalog: cat.Catalog, site_id: int) -> None:
+    errors = _errors()
+    if not errors:
+        return
+    count = sum(len(v) for v in errors.values())
+    names = {d.key: d.values.get("name") or "New data source" for d in _current_drafts(catalog, site_id)}
+    lines = [
+        f"- **{names.get(key, key)}** · {field}: {msg}"
+        for key, fields in errors.items()
+        for field, msg in fields.items()
+    ]
+    st.error(f"{count} problem(s) to fix before saving; nothing was saved.\n" + "\n".join(lines))
+
+
+def main() -> None:
+    st.title("Data Connections")
+    st.caption("Attach data sources to meters, connect them to monitoring APIs, test, and save everything at once.")
+    show_flashes()
+    with page_guard():
+        runtime = get_runtime()
+        catalog = cat.load_catalog(runtime.store)
+        if not catalog.sites:
+            st.info("No sites yet: create one in the Control Room first.")
+            st.page_link("pages/control_room.py", label="Open the Control Room", icon=":material/domain:")
+            return
+        site_ids = [s.id for s in catalog.sites]
+        if st.session_state.get("dc_site_id") not in site_ids:
+            st.session_state["dc_site_id"] = site_ids[0]
+        site_id = st.selectbox("Site", site_ids, key="dc_site_id", format_func=lambda i: catalog.site(i).name)
+        site = catalog.site(site_id)
+        tz = ZoneInfo(site.timezone)
+        drafts = _current_drafts(catalog, site_id)
+        _error_summary(catalog, site_id)
+        for category, tab in zip(TABS, st.tabs(list(TABS.values())), strict=True):
+            with tab:
+                meters = catalog.meters_of(site_id, category)
+                if not meters:
+                    st.info(f"This site has no {category.value} meter yet: add one in the Control Room.")
+                for meter in meters:
+                    render_meter(site_id, meter, drafts, catalog, tz)
+        st.divider()
+        _error_summary(catalog, site_id)
+        st.button(
+            "Save All Connections",
+            type="primary",
+            icon=":material/save:",
+            key="dc_save_all",
+            on_click=_save_all,
+            args=(site_id,),
+        )
+
+
+main()

@@ -1,0 +1,35 @@
+"""Shared fixtures: real temporary DuckDB files and real keys, never mocks of our own modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.crypto import SecretBox, generate_key
+from core.schema import migrate
+from core.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    db = Store(tmp_path / "dataconn.duckdb", lock_timeout_s=10)
+    migrate(db)
+    return db
+
+
+@pytest.fixture
+def box() -> SecretBox:
+    return SecretBox([generate_key()])
+
+
+@pytest.fixture
+def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the settings at a fresh database and key file, as a user's environment would."""
+    monkeypatch.setenv("DATACONN_DB_PATH", str(tmp_path / "app.duckdb"))
+    monkeypatch.setenv("DATACONN_KEY_FILE", str(tmp_path / "secret.key"))
+    monkeypatch.delenv("DATACONN_SECRET_KEYS", raising=False)
+    monkeypatch.setenv("DATACONN_SEED_DEMO", "true")
+    return tmp_path

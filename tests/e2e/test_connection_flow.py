@@ -1,0 +1,255 @@
+"""The connection flow of the original spec, clicked through in real Chromium against `streamlit run app.py`.
+
+Waits are Playwright `expect(...)` assertions only. Streamlit text inputs outside a form commit their value on Enter
+(or blur), so `_commit` presses Enter after filling; inputs inside a form are sent by the form's submit button.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+pytestmark = pytest.mark.browser
+
+TIMEOUT_MS = 20_000  # a cold Streamlit run (imports, first DuckDB open) can take several seconds
+SECRET = "sk-test-SECRET-999"
+MASK = re.compile(r"^\u2022+$")  # what a stored secret looks like on the page
+POWER = re.compile(r"current power -?[\d,]+(\.\d+)? kW")
+NEW_SOURCE = '[class*="st-key-source-new-"]'
+STORED_SOURCE = '[class*="st-key-source-s"]'
+STATUS = '[class*="st-key-status-"]'
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _idle(page: Page) -> None:
+    """The script run triggered by the last interaction has finished and the websocket is up."""
+    app = page.get_by_test_id("stApp")
+    expect(app).to_have_attribute("data-test-connection-state", "CONNECTED")
+    expect(app).to_have_attribute("data-test-script-state", "notRunning")
+
+
+def _open(page: Page, url: str, heading: str) -> None:
+    page.goto(url)
+    expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+    _idle(page)
+
+
+def _go_to_data_connections(page: Page) -> None:
+    page.get_by_test_id("stSidebar").get_by_role("link", name="Data Connections").click()
+    expect(page.get_by_role("heading", name="Data Connections", exact=True)).to_be_visible()
+    expect(page.get_by_role("tab", name="Solar (PROD)")).to_have_attribute("aria-selected", "true")
+    _idle(page)
+
+
+def _commit(scope: Locator, label: str, value: str) -> Locator:
+    """Fill a text input outside a form and commit it with Enter (which reruns the script)."""
+    box = scope.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+    expect(box).to_have_value(value)
+    return box
+
+
+def _choose(scope: Locator, label: str, option: str) -> None:
+    """Pick an option of a selectbox (a combobox with a listbox in a portal)."""
+    combo = scope.get_by_role("combobox", name=label, exact=True)
+    combo.click()
+    combo.page.get_by_role("option", name=option, exact=True).click()
+    expect(combo).to_have_value(option)
+
+
+def _enable_api(source: Locator) -> None:
+    switch = source.get_by_role("switch", name="Enable API")
+    expect(switch).not_to_be_checked()
+    source.get_by_text("Enable API", exact=True).click()
+    expect(switch).to_be_checked()
+    expect(source.get_by_role("combobox", name="API Provider", exact=True)).to_be_visible()
+
+
+def _stored_source(page: Page, name: str) -> Locator:
+    """The container of a saved source, found by its title."""
+    return page.locator(STORED_SOURCE).filter(has=page.get_by_text(name, exact=True))
+
+
+def _save_all(page: Page) -> None:
+    page.get_by_role("button", name="Save All Connections").click()
+
+
+def _expect_saved_toast(page: Page) -> None:
+    expect(page.get_by_test_id("stToastText").filter(has_text=re.compile(r"^\s*Saved: "))).to_be_visible()
+    _idle(page)
+
+
+def _screenshot(page: Page, tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+
+
+# --- tests --------------------------------------------------------------------------------------------------
+
+
+def test_site_meter_source_test_save_and_reload(page: Page, app_server: str, tmp_path: Path) -> None:
+    _open(page, f"{app_server}/", "Control Room")
+    expect(page.get_by_text("No sites yet: add one above.")).to_be_visible()
+
+    # Control Room: a site, then a PROD meter in it.
+    add_site = page.get_by_test_id("stExpander").filter(has=page.locator("summary", has_text="Add a site"))
+    add_site.locator("summary").click()
+    add_site.get_by_label("Site Name", exact=True).fill("Test Plant")
+    add_site.get_by_label("Latitude", exact=True).fill("50.85")
+    add_site.get_by_label("Longitude", exact=True).fill("4.35")
+    _choose(add_site, "Time Zone", "Europe/Brussels")
+    add_site.get_by_role("button", name="Create Site").click()
+
+    site = page.get_by_test_id("stExpander").filter(has=page.locator("summary", has_text="Test Plant"))
+    expect(site.locator("summary")).to_contain_text("Test Plant · Europe/Brussels · 0 meter(s)")
+    expect(site.get_by_label("Latitude", exact=True)).to_have_value("50.85")
+    expect(site.get_by_label("Longitude", exact=True)).to_have_value("4.35")
+    _idle(page)
+
+    site.get_by_label("New Meter Name", exact=True).fill("Solar Meter")
+    expect(site.get_by_role("combobox", name="Meter Category", exact=True)).to_have_value("PROD · Solar / Production")
+    site.get_by_role("button", name="Add Meter").click()
+    meter = site.locator('[class*="st-key-meter-"]')
+    expect(meter).to_have_count(1)
+    expect(meter.get_by_label("Meter Name", exact=True)).to_have_value("Solar Meter")
+    expect(meter.get_by_role("combobox", name="Category", exact=True)).to_have_value("PROD · Solar / Production")
+    expect(site.locator("summary")).to_contain_text("1 meter(s)")
+    _idle(page)
+
+    # Data Connections: a new source on that meter, tested against the simulator, then saved.
+    _go_to_data_connections(page)
+    expect(page.get_by_role("heading", name="Solar Meter")).to_be_visible()
+    page.get_by_role("button", name="Add Data Source").click()
+    source = page.locator(NEW_SOURCE)
+    expect(source).to_have_count(1)
+    _commit(source, "Source Name", "Main Solar Array")
+    expect(source.get_by_text("Main Solar Array", exact=True)).to_be_visible()  # the title follows the name
+    expect(source.get_by_role("combobox", name="Source Type", exact=True)).to_have_value("Solar")
+    _commit(source, "Capacity (kW)", "500")
+    _commit(source, "Carbon Intensity (g/kWh)", "0")
+    _commit(source, "Cost (per MWh)", "0")
+    _enable_api(source)
+    expect(source.get_by_role("combobox", name="API Provider", exact=True)).to_have_value("Simulator")
+    _idle(page)
+
+    source.get_by_role("button", name="Test Connection").click()
+    status = source.locator(STATUS)
+    expect(status).to_contain_text("Connected")
+    expect(status).to_contain_text(POWER)
+    expect(status).not_to_contain_text("Last tested: never")
+
+    _save_all(page)
+    _expect_saved_toast(page)
+    expect(page.get_by_test_id("stToastText").filter(has_text="1 added")).to_be_visible()
+    expect(page.locator(NEW_SOURCE)).to_have_count(0)
+
+    # A fresh session reads everything back from the database.
+    page.reload()
+    expect(page.get_by_role("heading", name="Data Connections", exact=True)).to_be_visible()
+    if "/data-connections" not in page.url:
+        _go_to_data_connections(page)
+    _idle(page)
+    saved = _stored_source(page, "Main Solar Array")
+    expect(saved).to_have_count(1)
+    expect(saved.get_by_label("Source Name", exact=True)).to_have_value("Main Solar Array")
+    expect(saved.get_by_role("combobox", name="Source Type", exact=True)).to_have_value("Solar")
+    expect(saved.get_by_label("Capacity (kW)", exact=True)).to_have_value("500")
+    expect(saved.get_by_label("Carbon Intensity (g/kWh)", exact=True)).to_have_value("0")
+    expect(saved.get_by_label("Cost (per MWh)", exact=True)).to_have_value("0")
+    expect(saved.get_by_role("switch", name="Enable API")).to_be_checked()
+    expect(saved.get_by_role("combobox", name="API Provider", exact=True)).to_have_value("Simulator")
+    status = saved.locator(STATUS)
+    expect(status).to_contain_text("Connected")
+    expect(status).to_contain_text(POWER)
+    expect(status).to_contain_text(re.compile(r"Last tested: \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"))
+    expect(status).not_to_contain_text("never")
+    _screenshot(page, tmp_path, "connection-flow")
+
+
+@pytest.mark.parametrize("seed_demo", [True], ids=["demo"])
+def test_negative_capacity_is_rejected_and_nothing_is_saved(page: Page, app_server: str, tmp_path: Path) -> None:
+    _open(page, f"{app_server}/data-connections", "Data Connections")
+    expect(page.get_by_role("tab", name="Solar (PROD)")).to_have_attribute("aria-selected", "true")
+    source = page.locator(STORED_SOURCE).first
+    expect(source.get_by_label("Source Name", exact=True)).to_have_value("Rooftop PV Array")
+    expect(source.get_by_label("Capacity (kW)", exact=True)).to_have_value("120")
+
+    capacity = _commit(source, "Capacity (kW)", "-5")
+    _idle(page)
+    _save_all(page)
+
+    # The message stands right under the field (same column), and the summary says nothing was saved.
+    capacity_column = source.get_by_test_id("stColumn").filter(has=capacity)
+    expect(capacity_column.get_by_test_id("stAlert")).to_contain_text("must be >= 0")
+    summary = page.get_by_test_id("stAlert").filter(has_text="nothing was saved")
+    expect(summary.first).to_be_visible()
+    expect(summary.first).to_contain_text("Rooftop PV Array")
+    expect(summary.first).to_contain_text("must be >= 0")
+    expect(page.get_by_test_id("stToastText").filter(has_text=re.compile(r"^\s*Saved: "))).to_have_count(0)
+    expect(capacity).to_have_value("-5")  # the typed value stays for the user to fix
+    _idle(page)
+
+    page.reload()
+    expect(page.get_by_role("heading", name="Data Connections", exact=True)).to_be_visible()
+    _idle(page)
+    source = page.locator(STORED_SOURCE).first
+    expect(source.get_by_label("Source Name", exact=True)).to_have_value("Rooftop PV Array")
+    expect(source.get_by_label("Capacity (kW)", exact=True)).to_have_value("120")
+    expect(page.get_by_test_id("stAlert").filter(has_text="nothing was saved")).to_have_count(0)
+    _screenshot(page, tmp_path, "negative-capacity")
+
+
+@pytest.mark.parametrize("seed_demo", [True], ids=["demo"])
+def test_solaredge_is_not_available_and_its_key_is_masked(page: Page, app_server: str, tmp_path: Path) -> None:
+    _open(page, f"{app_server}/data-connections", "Data Connections")
+    expect(page.get_by_role("heading", name="Rooftop PV")).to_be_visible()
+    page.get_by_role("button", name="Add Data Source").click()
+    source = page.locator(NEW_SOURCE)
+    expect(source).to_have_count(1)
+    _commit(source, "Source Name", "SE Array")
+    _commit(source, "Capacity (kW)", "10")
+    _enable_api(source)
+    _choose(source, "API Provider", "SolarEdge")
+    _commit(source, "Site ID", "12345")
+    _commit(source, "API Key", SECRET)
+    _idle(page)
+
+    source.get_by_role("button", name="Test Connection").click()
+    status = source.locator(STATUS)
+    expect(status).to_contain_text("Failed")
+    expect(status).to_contain_text("not available")
+    expect(status).not_to_contain_text("Connected")
+
+    _save_all(page)
+    _expect_saved_toast(page)
+    saved = _stored_source(page, "SE Array")
+    expect(saved).to_have_count(1)
+    expect(saved.get_by_role("combobox", name="API Provider", exact=True)).to_have_value("SolarEdge")
+    expect(saved.get_by_label("Site ID", exact=True)).to_have_value("12345")
+    api_key = saved.get_by_label("API Key", exact=True)
+    expect(api_key).to_have_attribute("type", "password")
+    expect(api_key).not_to_have_value(SECRET)
+    expect(api_key).to_have_value(MASK)
+    status = saved.locator(STATUS)
+    expect(status).to_contain_text("Failed")
+    expect(status).to_contain_text("not available")
+    expect(status).not_to_contain_text("Connected")
+    assert SECRET not in page.content()
+
+    page.reload()
+    expect(page.get_by_role("heading", name="Data Connections", exact=True)).to_be_visible()
+    _idle(page)
+    saved = _stored_source(page, "SE Array")
+    expect(saved.get_by_label("API Key", exact=True)).to_have_value(MASK)
+    expect(saved.locator(STATUS)).to_contain_text("not available")
+    assert SECRET not in page.content()
+    _screenshot(page, tmp_path, "solaredge-masked")

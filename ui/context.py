@@ -1,0 +1,82 @@
+"""Process-wide runtime for the dashboard and the guard that keeps tracebacks off the page."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import streamlit as st
+
+from core.catalog import InvalidInput, NotFound
+from core.config import Settings, load_settings
+from core.crypto import SecretsError
+from core.runtime import Runtime, open_runtime
+from core.store import StoreBusy, StoreError
+
+log = logging.getLogger("dataconn.ui")
+
+
+@st.cache_resource(show_spinner=False)
+def _runtime_for(settings_json: str) -> Runtime:
+    return open_runtime(Settings.model_validate_json(settings_json))
+
+
+def get_runtime() -> Runtime:
+    """Settings, store and secret box, built once per distinct configuration. Holds no database connection.
+
+    Keyed by the settings so a changed environment (tests, a restarted server) never reuses a stale store.
+    """
+    return _runtime_for(load_settings().model_dump_json())
+
+
+@contextlib.contextmanager
+def page_guard() -> Iterator[None]:
+    """Show known failures as messages and unknown ones as a short notice; the traceback goes to the log only."""
+    try:
+        yield
+    except StoreBusy as exc:
+        st.warning(str(exc), icon=":material/lock_clock:")
+    except (StoreError, SecretsError, NotFound, InvalidInput) as exc:
+        st.error(str(exc), icon=":material/error:")
+    except Exception as exc:  # the page boundary: nothing below may show a traceback to the user
+        log.exception("page failed")
+        st.error(
+            f"Something went wrong ({type(exc).__name__}). Nothing was changed; the details are in the server log.",
+            icon=":material/error:",
+        )
+
+
+def flash(message: str, icon: str = ":material/check_circle:") -> None:
+    """Queue a toast for the next run (callbacks run before the page renders)."""
+    st.session_state.setdefault("_flash", []).append((message, icon))
+
+
+def show_flashes() -> None:
+    for message, icon in st.session_state.pop("_flash", []):
+        st.toast(message, icon=icon)
+
+
+def field_error(errors: dict[str, str], field: str) -> None:
+    """The message for one field, right under it."""
+    if field in errors:
+        st.error(errors[field], icon=":material/error:")
+
+
+def run_safely(action, *args, errors_key: str | None = None, **kwargs):  # type: ignore[no-untyped-def]
+    """Run a core action from a widget callback. Known failures become messages; returns the result or None."""
+    try:
+        return action(*args, **kwargs)
+    except InvalidInput as exc:
+        if errors_key:
+            st.session_state[errors_key] = exc.errors
+        return None
+    except (StoreError, SecretsError, NotFound) as exc:
+        flash(str(exc), ":material/error:")
+        if errors_key:
+            st.session_state[errors_key] = {"_form": str(exc)}
+        return None
+    except Exception as exc:
+        log.exception("action %s failed", getattr(action, "__name__", action))
+        flash(f"Something went wrong ({type(exc).__name__}); nothing was changed.", ":material/error:")
+        return None
