@@ -190,7 +190,7 @@ def _validate_one(draft: SourceDraft, category: Category, stored: Source | None)
     for key in ("system_id", "client_id"):
         api_values[key] = str(api_values[key] or "")
     try:
-        provider = Provider(api_values["api_provider"])
+        provider = Provider(str(api_values["api_provider"]))
     except ValueError:
         return None, {"api_provider": "choose SolarEdge, Enphase or Simulator"}
     stored_names = stored.secret_names if stored else frozenset()
