@@ -5,7 +5,9 @@ deterministic (sorted by name) and holds neither secrets (not even ciphertext) n
 connection status. An import *merges*: rows are matched by name (case-insensitively, like the page), what is
 missing is created, what differs is updated, and sites, meters or sources absent from the file are never deleted.
 The whole file is validated first, with the page's rules and messages, then written in one transaction, or not at
-all. Credentials come inline or, better, as {"env": "VARIABLE"} so that the file itself can be committed.
+all. Credentials come inline or, better, as {"env": "VARIABLE"} so that the file itself can be committed; a
+source keeps stored credentials the file does not mention, except those of a provider it no longer uses (the page's
+rule), and a stored connection test result survives only if the settings it tested are unchanged.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from pydantic import (
 
 from core import catalog as cat
 from core import models as m
-from core.connections import MAX_SECRET_LENGTH
 from core.crypto import SecretBox, SecretsError
 from core.secret_store import delete_secret, put_secret
 from core.store import Store
@@ -357,7 +358,9 @@ class _Validator(_Index):
         sources = [self.source(r, [*loc, "sources", k], meter, stored, names) for k, r in enumerate(raw_sources)]
         return meter.model_copy(update={"sources": sources}) if meter else None
 
-    def source(self, raw: Any, loc: Loc, meter: MeterFile | None, stored_meter: m.Meter | None, seen: dict) -> Any:
+    def source(
+        self, raw: Any, loc: Loc, meter: MeterFile | None, stored_meter: m.Meter | None, seen: dict
+    ) -> SourceFile | None:
         source, _ = self.model(SourceFile, raw, loc)
         self.unique(seen, raw, loc, "source name {} in this meter")
         if source is None:
@@ -385,18 +388,17 @@ class _Validator(_Index):
 
     def resolve(self, given: Credential) -> SecretStr | str:
         """The credential's value, or a message saying what is wrong with it (never containing the value)."""
-        prefix = f"environment variable {given.env} " if given.env is not None else ""
-        raw = self.environ.get(given.env) if given.env is not None else given.value and given.value.get_secret_value()
+        if given.env is not None:
+            prefix, raw = f"environment variable {given.env} ", self.environ.get(given.env)
+        else:
+            prefix, raw = "", given.value.get_secret_value() if given.value else ""
         if raw is None:
             return prefix + "is not set"
         value = raw.strip()
         if not value:
             return prefix + "must not be empty"
-        if len(value) > MAX_SECRET_LENGTH:
-            return prefix + f"must be at most {MAX_SECRET_LENGTH} characters"
-        if any(ch.isspace() for ch in value):
-            return prefix + "must not contain spaces or line breaks"
-        return SecretStr(value)
+        problem = m.secret_problem(value)
+        return prefix + problem if problem else SecretStr(value)
 
 
 _SITE_SQL = (
@@ -417,17 +419,11 @@ class _Sync(_Index):
         self.con, self.box, self.write = con, box, write
         self.report = ImportReport(dry_run=not write)
 
-    def row(
-        self, counts: Counts, stored_id: int | None, values: list, old: list, sql: tuple, parent: Any = None
-    ) -> Any:
+    def row(self, counts: Counts, stored_id: int | None, values: list, old: list, sql: tuple, parent: list) -> Any:
         """Insert (values + parent id) when nothing is stored, update when the values differ; returns the id."""
         if stored_id is None:
             counts.created += 1
-            return (
-                int(self.con.execute(sql[0], [*values, parent][: sql[0].count("?")]).fetchall()[0][0])
-                if self.write
-                else None
-            )
+            return int(self.con.execute(sql[0], [*values, *parent]).fetchall()[0][0]) if self.write else None
         counts.updated += values != old
         counts.unchanged += values == old
         if values != old and self.write:
@@ -439,13 +435,12 @@ class _Sync(_Index):
             stored = self.sites.get(site.name.casefold())
             values = [site.name, site.latitude, site.longitude, site.timezone]
             old = [stored.name, stored.latitude, stored.longitude, stored.timezone] if stored else []
-            site_id = self.row(self.report.sites, stored and stored.id, values, old, _SITE_SQL, [])
+            site_id = self.row(self.report.sites, stored.id if stored else None, values, old, _SITE_SQL, [])
             for meter in site.meters:
                 sm = self.meters.get((site_id, meter.name.casefold()))
                 old = [sm.name, sm.category.value] if sm else []
-                meter_id = self.row(
-                    self.report.meters, sm and sm.id, [meter.name, meter.category.value], old, _METER_SQL, site_id
-                )
+                values = [meter.name, meter.category.value]
+                meter_id = self.row(self.report.meters, sm.id if sm else None, values, old, _METER_SQL, [site_id])
                 for source in meter.sources:
                     self.source(meter_id, source, self.sources.get((meter_id, source.name.casefold())))
         return self.report

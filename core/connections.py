@@ -26,6 +26,7 @@ from core.models import (
     SourceIn,
     check_source_type,
     missing_credentials,
+    secret_problem,
 )
 from core.providers.base import ProviderError
 from core.providers.channels import channel_for
@@ -37,7 +38,6 @@ from core.validation import field_errors
 log = logging.getLogger(__name__)
 
 MASKED = "\u2022" * 8  # what a stored secret looks like on the page; never the secret itself
-MAX_SECRET_LENGTH = 512
 FIELDS = ("name", "source_type", "capacity_kw", "carbon_intensity_g_per_kwh", "cost_per_mwh")
 API_FIELDS = ("use_api", "api_provider", "system_id", "client_id", "update_frequency")
 
@@ -196,10 +196,9 @@ def _validate_one(draft: SourceDraft, category: Category, stored: Source | None)
     stored_names = stored.secret_names if stored else frozenset()
     to_set, to_delete = _secret_changes(draft, stored_names, provider)
     for name, value in to_set.items():
-        if len(value) > MAX_SECRET_LENGTH:
-            errors[name] = f"must be at most {MAX_SECRET_LENGTH} characters"
-        elif any(ch.isspace() for ch in value):
-            errors[name] = "must not contain spaces or line breaks"
+        problem = secret_problem(value)
+        if problem:
+            errors[name] = problem
     status = _status_after_edit(draft, stored, api_values, bool(to_set or to_delete))
     payload = {k: values.get(k) for k in FIELDS} | {"api": api_values | status}
     try:

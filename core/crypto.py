@@ -8,6 +8,7 @@ what lets a rotation re-encrypt rows while old keys are still configured.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -43,14 +44,19 @@ def read_key_file(path: Path) -> list[str]:
 def write_key_file(path: Path, keys: list[str]) -> None:
     """Replace the key file atomically, readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp creates it with mode 0600
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write("\n".join(keys) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
-    os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+    # Sync the directory too: after a power cut the rename must not be undone while the database already holds
+    # rows encrypted under the new key.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def load_keys(env_keys: str | None, key_file: Path) -> list[str]:

@@ -21,6 +21,7 @@ MAX_ID_LENGTH = 64
 MAX_CAPACITY_KW = 10_000_000.0  # 10 GW: larger than any single plant; anything above is a unit mistake.
 MAX_CARBON_G_PER_KWH = 2_000.0  # lignite is ~1,100 g/kWh; twice that is certainly a typo.
 MAX_COST_PER_MWH = 100_000.0
+MAX_SECRET_LENGTH = 512
 
 
 class Category(StrEnum):
@@ -233,6 +234,15 @@ def check_source_type(category: Category, source_type: str) -> str | None:
     allowed = SOURCE_TYPES[category]
     if source_type not in allowed:
         return f"must be one of {', '.join(allowed)} for a {category.value} meter"
+    return None
+
+
+def secret_problem(value: str) -> str | None:
+    """Why a typed credential cannot be right, or None. API keys and tokens never contain whitespace."""
+    if len(value) > MAX_SECRET_LENGTH:
+        return f"must be at most {MAX_SECRET_LENGTH} characters"
+    if any(ch.isspace() for ch in value):
+        return "must not contain spaces or line breaks"
     return None
 
 

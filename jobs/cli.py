@@ -47,14 +47,21 @@ def _settings() -> Settings:
     return settings
 
 
-def _runtime(settings: Settings) -> Runtime:
-    """The runtime of an initialised database; only `init` creates or migrates one, never as a side effect."""
-    version = schema_version(Store(settings.db_path, lock_timeout_s=settings.lock_timeout_s))
+def _store(settings: Settings) -> Store:
+    """The store of an initialised database; only `init` creates or migrates one, never as a side effect."""
+    store = Store(settings.db_path, lock_timeout_s=settings.lock_timeout_s)
+    version = schema_version(store)
     if version < LATEST_VERSION:
         raise CliError(
             f"The database {settings.db_path} is not initialised or not up to date (schema version {version},"
             f" this program needs {LATEST_VERSION}): run `python -m jobs.cli init` first."
         )
+    return store
+
+
+def _runtime(settings: Settings) -> Runtime:
+    """Store and secret box of an initialised database."""
+    _store(settings)
     return open_runtime(settings, prepare=False)
 
 
@@ -65,8 +72,7 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    runtime = _runtime(_settings())
-    data = config_io.export_config(runtime.store)
+    data = config_io.export_config(_store(_settings()))  # needs no key: exports hold no secrets
     text = config_io.dump(data, args.format)
     if args.output is None:
         sys.stdout.write(text)
@@ -107,9 +113,23 @@ def cmd_rotate_keys(args: argparse.Namespace) -> None:
     # New key first, old keys kept: whatever happens next, every stored secret stays readable. If re-encryption
     # fails the file keeps [new, *old]: restoring [*old] could strand a secret another process encrypted meanwhile.
     write_key_file(path, [new, *old])
-    count = rotate_all(store, SecretBox([new, *old]))
+    try:
+        count = rotate_all(store, SecretBox([new, *old]))
+    except SecretsError as exc:
+        raise CliError(f"{exc} Nothing was re-encrypted; {path} keeps the old keys (after a new one).") from None
     if not args.keep_old:
-        write_key_file(path, [new])
+        # Under the store's lock no other process of ours writes a secret between this check and the new file.
+        with store.transaction() as con:
+            tokens = [row[0] for row in con.sql("SELECT ciphertext FROM source_secrets").fetchall()]
+            try:
+                for token in tokens:
+                    SecretBox([new]).decrypt(token)
+            except SecretsError:
+                raise CliError(
+                    f"A secret was saved under an old key during the rotation, so {path} keeps the old keys:"
+                    " run rotate-keys again."
+                ) from None
+            write_key_file(path, [new])
     print(f"Re-encrypted {count} secret(s) under a new key in {path}.")
     print(
         "The old key(s) were kept after the new one; run again without --keep-old to drop them."
