@@ -12,47 +12,45 @@ rule), and a stored connection test result survives only if the settings it test
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import duckdb
-import yaml
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainValidator,
     SecretStr,
-    StrictBool,
-    TypeAdapter,
     ValidationError,
 )
 
 from core import catalog as cat
 from core import models as m
+from core.config_file import (
+    FORMAT_VERSION,
+    FORMATS,
+    NAME,
+    ConfigFile,
+    ConfigFileError,
+    Credential,
+    FileModel,
+    MeterFile,
+    SiteFile,
+    SourceFile,
+    dump,
+    parse,
+)
 from core.crypto import SecretBox, SecretsError
 from core.secret_store import delete_secret, put_secret
 from core.store import Store
 from core.validation import field_errors, format_path
 
 log = logging.getLogger(__name__)
+__all__ = ["FORMATS", "ConfigFileError", "ConfigImportError", "dump", "export_config", "import_config", "parse"]
 
-FORMAT_VERSION = 1
-FORMATS = ("yaml", "json")
 CREDENTIAL_NAMES = tuple(dict.fromkeys(name for names in m.PROVIDER_SECRETS.values() for name, _ in names))
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _STATUS_FIELDS = {"connection_status", "last_tested", "last_error", "last_power_w"}
 Loc = list[str | int]
-
-
-class ConfigFileError(Exception):
-    """The text is not valid YAML or JSON; the message says where, without quoting the file's content."""
 
 
 class ConfigImportError(Exception):
@@ -61,86 +59,6 @@ class ConfigImportError(Exception):
     def __init__(self, errors: list[str]) -> None:
         super().__init__(f"{len(errors)} problem(s) in the configuration; nothing was imported")
         self.errors = errors
-
-
-# --- the file format: the page's field types and rules, with unknown keys refused -------------------------------
-
-
-def _text(value: Any) -> Any:
-    """YAML reads an unquoted 1234567 as a number (and 0123 as octal!): ask for quotes rather than guess."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        raise ValueError("must be text: put it in quotes")
-    return value
-
-
-Text = BeforeValidator(_text)
-
-
-@dataclass(frozen=True)
-class Credential:
-    """A credential as the file gives it: the value itself, or the name of the environment variable holding it."""
-
-    value: SecretStr | None = None
-    env: str | None = None
-
-
-def _to_credential(raw: Any) -> Credential:
-    if isinstance(raw, Credential):
-        return raw
-    if isinstance(raw, str):
-        return Credential(value=SecretStr(raw))
-    if isinstance(raw, dict) and list(raw) == ["env"] and isinstance(raw["env"], str) and _ENV_NAME.match(raw["env"]):
-        return Credential(env=raw["env"])
-    raise ValueError('must be the value as text or {"env": "VARIABLE_NAME"}')  # never echo what was given
-
-
-_NAME: TypeAdapter[str] = TypeAdapter(Annotated[m.Name, Text])
-
-
-class _FileModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ApiFile(_FileModel):
-    enabled: StrictBool = False
-    provider: m.Provider = m.Provider.SIMULATOR
-    system_id: Annotated[m.Identifier, Text] = ""
-    client_id: Annotated[m.Identifier, Text] = ""
-    update_frequency: m.UpdateFrequency = m.UpdateFrequency.MIN15
-
-    def settings(self) -> m.ApiSettings:
-        """As stored, with an untested connection: a test result belongs to the database, not to the file."""
-        same_names = self.model_dump(include={"system_id", "client_id", "update_frequency"})
-        return m.ApiSettings(use_api=self.enabled, api_provider=self.provider, **same_names)
-
-
-class SourceFile(_FileModel):
-    name: Annotated[m.Name, Text]
-    source_type: Annotated[str, Text]
-    capacity_kw: Annotated[m.Number, Field(ge=0, le=m.MAX_CAPACITY_KW)]
-    carbon_intensity_g_per_kwh: Annotated[m.Number, Field(ge=0, le=m.MAX_CARBON_G_PER_KWH)]
-    cost_per_mwh: Annotated[m.Number, Field(ge=0, le=m.MAX_COST_PER_MWH)]
-    api: ApiFile = Field(default_factory=ApiFile)
-    credentials: dict[str, Annotated[Credential, PlainValidator(_to_credential)]] = Field(default_factory=dict)
-
-
-class MeterFile(_FileModel):
-    name: Annotated[m.Name, Text]
-    category: m.Category
-    sources: list[SourceFile] = Field(default_factory=list)
-
-
-class SiteFile(_FileModel):
-    name: Annotated[m.Name, Text]
-    latitude: Annotated[m.Number, Field(ge=-90, le=90)]
-    longitude: Annotated[m.Number, Field(ge=-180, le=180)]
-    timezone: Annotated[m.Timezone, Text]
-    meters: list[MeterFile] = Field(default_factory=list)
-
-
-class ConfigFile(_FileModel):
-    version: Literal[1]
-    sites: list[SiteFile] = Field(default_factory=list)
 
 
 # --- export and text formats ----------------------------------------------------------------------------------
@@ -167,52 +85,6 @@ def export_config(store: Store) -> dict[str, Any]:
             meters.append({"name": meter.name, "category": meter.category.value, "sources": sources})
         sites.append({k: getattr(site, k) for k in site_fields} | {"meters": meters})
     return {"version": FORMAT_VERSION, "sites": sites}
-
-
-def dump(data: Any, fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    if fmt == "yaml":
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A mapping with the same key twice is a mistake that plain YAML hides by keeping the last value."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: list[Any] = []
-        for key_node, _ in node.value:
-            key = None if key_node.tag.endswith(":merge") else self.construct_object(key_node, deep=deep)
-            if isinstance(key, str | int | float) and key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.append(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [key for key, _ in pairs]
-    for index, key in enumerate(keys):
-        if key in keys[:index]:
-            raise ConfigFileError(f"invalid JSON: duplicate key {key!r}")
-    return dict(pairs)
-
-
-def parse(text: str, fmt: str) -> Any:
-    """Parse YAML or JSON; a syntax error becomes a `ConfigFileError` naming the line, never quoting the text."""
-    try:
-        if fmt == "json":
-            return json.loads(text, object_pairs_hook=_unique_json_object)
-        if fmt == "yaml":
-            return yaml.load(text, Loader=_UniqueKeyLoader)
-    except json.JSONDecodeError as exc:
-        raise ConfigFileError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    except yaml.YAMLError as exc:
-        mark, context = getattr(exc, "problem_mark", None), getattr(exc, "context", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigFileError(f"invalid YAML{where}: {problem}" + (f" ({context})" if context else "")) from None
-    raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
 # --- import -------------------------------------------------------------------------------------------------
@@ -293,7 +165,7 @@ class _Validator(_Index):
     def error(self, loc: Loc, message: str) -> None:
         self.errors.append(f"{format_path(loc) or '(file)'}: {message}")
 
-    def model(self, cls: type[_FileModel], raw: Any, loc: Loc, children: str = "") -> tuple[Any, list[Any]]:
+    def model(self, cls: type[FileModel], raw: Any, loc: Loc, children: str = "") -> tuple[Any, list[Any]]:
         """Validate one level with its list of children left empty; the caller validates them one by one."""
         if not isinstance(raw, dict):
             self.error(loc, "must be a mapping of fields")
@@ -311,7 +183,7 @@ class _Validator(_Index):
     def unique(self, seen: dict[str, Loc], raw: Any, loc: Loc, what: str) -> None:
         """Report a duplicate name even when other fields of the row are invalid."""
         try:
-            name = _NAME.validate_python(raw.get("name") if isinstance(raw, dict) else None)
+            name = NAME.validate_python(raw.get("name") if isinstance(raw, dict) else None)
         except ValidationError:
             return  # reported by `model`
         if name.casefold() in seen:

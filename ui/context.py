@@ -18,16 +18,22 @@ log = logging.getLogger("dataconn.ui")
 
 
 @st.cache_resource(show_spinner=False)
-def _runtime_for(settings_json: str) -> Runtime:
+def _runtime_for(settings_json: str, key_file_version: float) -> Runtime:
     return open_runtime(Settings.model_validate_json(settings_json))
 
 
 def get_runtime() -> Runtime:
     """Settings, store and secret box, built once per distinct configuration. Holds no database connection.
 
-    Keyed by the settings so a changed environment (tests, a restarted server) never reuses a stale store.
+    Keyed by the settings and the key file's modification time: after `rotate-keys` rewrites the key file, the
+    next page run picks up the new key without a restart.
     """
-    return _runtime_for(load_settings().model_dump_json())
+    settings = load_settings()
+    try:
+        key_file_version = settings.key_file.stat().st_mtime
+    except OSError:
+        key_file_version = 0.0
+    return _runtime_for(settings.model_dump_json(), key_file_version)
 
 
 @contextlib.contextmanager

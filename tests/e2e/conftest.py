@@ -114,6 +114,8 @@ def app_server(request: pytest.FixtureRequest, tmp_path: Path, seed_demo: bool) 
         "--server.address=127.0.0.1",
         f"--server.port={port}",
         "--browser.gatherUsageStats=false",
+        # Others edit the repo while tests run: a file change must not rerun the app or pop "Source file changed".
+        "--server.fileWatcherType=none",
     ]
     log_path = tmp_path / "streamlit-server.log"
     with log_path.open("wb") as log:
