@@ -24,7 +24,7 @@ init: install
 
 # The collector joins the dashboard here once it exists (issue 4).
 run: init
-	$(BIN)/streamlit run app.py --server.address=$(HOST) --server.port=$(PORT) --server.headless=true
+	$(BIN)/python -m ui.serve --server.address=$(HOST) --server.port=$(PORT) --server.headless=true
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
