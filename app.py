@@ -9,9 +9,7 @@ from ui.context import get_runtime, page_guard
 st.set_page_config(page_title="Energy Data Connections", page_icon=":material/bolt:", layout="wide")
 
 pages = [
-    st.Page(
-        "pages/control_room.py", title="Control Room", icon=":material/domain:", url_path="control-room", default=True
-    ),
+    st.Page("pages/control_room.py", title="Control Room", icon=":material/domain:", default=True),
     st.Page(
         "pages/data_connections.py", title="Data Connections", icon=":material/cable:", url_path="data-connections"
     ),

@@ -1,4 +1,4 @@
-"""Browser fixtures: Debian's Chromium driven by Playwright against a real `streamlit run app.py` per test.
+"""Browser fixtures: Debian's Chromium driven by Playwright against a real dashboard server (`ui.serve`) per test.
 
 Never `playwright install`: the browser is the system one (`apt-get install chromium`), passed as
 `executable_path`. Each test gets its own server on a free port with a fresh DuckDB file and key file.
@@ -93,7 +93,7 @@ def _healthy(url: str) -> bool:
 
 @pytest.fixture
 def app_server(request: pytest.FixtureRequest, tmp_path: Path, seed_demo: bool) -> Iterator[str]:
-    """`streamlit run app.py` on a free port with a fresh database; yields the base URL."""
+    """The dashboard (`python -m ui.serve`, as `make run` starts it) on a free port with a fresh database."""
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = {
@@ -107,9 +107,7 @@ def app_server(request: pytest.FixtureRequest, tmp_path: Path, seed_demo: bool) 
     command = [
         sys.executable,
         "-m",
-        "streamlit",
-        "run",
-        "app.py",
+        "ui.serve",  # what `make run` starts
         "--server.headless=true",
         "--server.address=127.0.0.1",
         f"--server.port={port}",
@@ -120,6 +118,7 @@ def app_server(request: pytest.FixtureRequest, tmp_path: Path, seed_demo: bool) 
     log_path = tmp_path / "streamlit-server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    started = False
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not _healthy(f"{base_url}/_stcore/health"):
@@ -128,15 +127,19 @@ def app_server(request: pytest.FixtureRequest, tmp_path: Path, seed_demo: bool) 
             if time.monotonic() > deadline:
                 pytest.fail(f"streamlit was not healthy after {STARTUP_TIMEOUT_S:.0f} s:\n{_read(log_path)}")
             time.sleep(0.2)
+        started = True
         yield base_url
     finally:
+        exited_early = process.poll()
         process.terminate()
         try:
             process.wait(timeout=SHUTDOWN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=SHUTDOWN_TIMEOUT_S)
-        if _failed(request.node):
+        if started and _failed(request.node):  # a failed start already put the log in its message
+            if exited_early is not None:
+                print(f"\nstreamlit had already exited with code {exited_early} when the test ended")
             print(f"\n--- streamlit server log ({log_path}) ---\n{_read(log_path)}")
 
 

@@ -24,14 +24,18 @@ STATUS = '[class*="st-key-status-"]'
 # The app says "must be >= 0"; Streamlit's markdown shows a spaced ">=" as "≥" (a display-only substitution).
 AT_LEAST_ZERO = re.compile(r"must be (>=|\u2265) 0")
 
-expect.set_options(timeout=TIMEOUT_MS)
+expect.set_options(timeout=TIMEOUT_MS)  # process-wide; only browser tests use `expect`
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
 
 def _idle(page: Page) -> None:
-    """The script run triggered by the last interaction has finished and the websocket is up."""
+    """No script run in progress, the websocket up and no modal open.
+
+    Best effort on its own (a rerun just requested may not have started yet): the assertions that follow wait for
+    the rerun's visible effect.
+    """
     app = page.get_by_test_id("stApp")
     expect(app).to_have_attribute("data-test-connection-state", "CONNECTED")
     expect(app).to_have_attribute("data-test-script-state", "notRunning")
@@ -40,10 +44,7 @@ def _idle(page: Page) -> None:
 
 
 def _open(page: Page, url: str, heading: str) -> None:
-    """Load a URL in a new session. Tests start at "/": the first session of a fresh server that lands directly on
-    /data-connections gets a spurious "Page not found" modal (Streamlit treats the `pages/` folder as a legacy
-    multipage app until `st.navigation` has run once in the process); the users' path is the sidebar link anyway.
-    """
+    """Load a URL in a new session and wait until its script run has finished."""
     page.goto(url)
     expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
     _idle(page)
@@ -280,3 +281,12 @@ def test_solaredge_is_not_available_and_its_key_is_masked(page: Page, app_server
     expect(saved.locator(STATUS)).to_contain_text("not available")
     assert SECRET not in page.content()
     _screenshot(page, tmp_path, "solaredge-masked")
+
+
+@pytest.mark.parametrize("seed_demo", [True], ids=["demo"])
+def test_a_deep_link_on_a_fresh_server_opens_its_page(page: Page, app_server: str, tmp_path: Path) -> None:
+    """A bookmark of Data Connections must work as the very first visit after a (re)start: no "Page not found"."""
+    _open(page, f"{app_server}/data-connections", "Data Connections")
+    expect(page.get_by_text("Page not found")).to_have_count(0)
+    expect(page.get_by_role("tab", name="Solar (PROD)")).to_be_visible()
+    expect(page.locator(STORED_SOURCE).first.get_by_label("Source Name", exact=True)).to_have_value("Rooftop PV Array")
