@@ -115,24 +115,28 @@ def _check_site_name(con: duckdb.DuckDBPyConnection, name: str, exclude_id: int 
         raise InvalidInput({"name": f"a site named {name!r} already exists"})
 
 
+def insert_site(con: duckdb.DuckDBPyConnection, site: SiteIn) -> int:
+    sql = "INSERT INTO sites (name, latitude, longitude, timezone) VALUES (?, ?, ?, ?) RETURNING id"
+    return int(con.execute(sql, [site.name, site.latitude, site.longitude, site.timezone]).fetchall()[0][0])
+
+
+def write_site(con: duckdb.DuckDBPyConnection, site_id: int, site: SiteIn) -> None:
+    sql = "UPDATE sites SET name = ?, latitude = ?, longitude = ?, timezone = ?, updated_at = now() WHERE id = ?"
+    con.execute(sql, [site.name, site.latitude, site.longitude, site.timezone, site_id])
+
+
 def create_site(store: Store, site: SiteIn) -> Site:
     with store.transaction() as con:
         _check_site_name(con, site.name, None)
-        row = con.execute(
-            "INSERT INTO sites (name, latitude, longitude, timezone) VALUES (?, ?, ?, ?) RETURNING id",
-            [site.name, site.latitude, site.longitude, site.timezone],
-        ).fetchall()
-    return Site(id=int(row[0][0]), **site.model_dump())
+        site_id = insert_site(con, site)
+    return Site(id=site_id, **site.model_dump())
 
 
 def update_site(store: Store, site_id: int, site: SiteIn) -> Site:
     with store.transaction() as con:
         _require(con, "sites", site_id, "site")
         _check_site_name(con, site.name, site_id)
-        con.execute(
-            "UPDATE sites SET name = ?, latitude = ?, longitude = ?, timezone = ?, updated_at = now() WHERE id = ?",
-            [site.name, site.latitude, site.longitude, site.timezone, site_id],
-        )
+        write_site(con, site_id, site)
     return Site(id=site_id, **site.model_dump())
 
 
@@ -158,15 +162,22 @@ def _check_meter_name(con: duckdb.DuckDBPyConnection, site_id: int, name: str, e
         raise InvalidInput({"name": f"this site already has a meter named {name!r}"})
 
 
+def insert_meter(con: duckdb.DuckDBPyConnection, site_id: int, meter: MeterIn) -> int:
+    sql = "INSERT INTO meters (site_id, name, category) VALUES (?, ?, ?) RETURNING id"
+    return int(con.execute(sql, [site_id, meter.name, meter.category.value]).fetchall()[0][0])
+
+
+def write_meter(con: duckdb.DuckDBPyConnection, meter_id: int, meter: MeterIn) -> None:
+    sql = "UPDATE meters SET name = ?, category = ?, updated_at = now() WHERE id = ?"
+    con.execute(sql, [meter.name, meter.category.value, meter_id])
+
+
 def create_meter(store: Store, site_id: int, meter: MeterIn) -> Meter:
     with store.transaction() as con:
         _require(con, "sites", site_id, "site")
         _check_meter_name(con, site_id, meter.name, None)
-        row = con.execute(
-            "INSERT INTO meters (site_id, name, category) VALUES (?, ?, ?) RETURNING id",
-            [site_id, meter.name, meter.category.value],
-        ).fetchall()
-    return Meter(id=int(row[0][0]), site_id=site_id, **meter.model_dump())
+        meter_id = insert_meter(con, site_id, meter)
+    return Meter(id=meter_id, site_id=site_id, **meter.model_dump())
 
 
 def update_meter(store: Store, meter_id: int, meter: MeterIn) -> None:
@@ -182,10 +193,7 @@ def update_meter(store: Store, meter_id: int, meter: MeterIn) -> None:
                 raise InvalidInput(
                     {"category": f"remove this meter's {count} data source(s) before changing its category"}
                 )
-        con.execute(
-            "UPDATE meters SET name = ?, category = ?, updated_at = now() WHERE id = ?",
-            [meter.name, meter.category.value, meter_id],
-        )
+        write_meter(con, meter_id, meter)
 
 
 def delete_meter(store: Store, meter_id: int) -> None:
@@ -213,37 +221,31 @@ def _require(con: duckdb.DuckDBPyConnection, table: str, row_id: int, what: str)
 # --- sources (low level; `core.connections` validates and plans the changes) -------------------------------
 
 
+_SOURCE_COLUMNS = "name, source_type, capacity_kw, carbon_intensity_g_per_kwh, cost_per_mwh, metadata"
+
+
+def _source_values(source: SourceIn) -> list[object]:
+    """The values of `_SOURCE_COLUMNS`, in order."""
+    metadata = json.dumps(source.api.to_metadata())
+    return [
+        source.name,
+        source.source_type,
+        source.capacity_kw,
+        source.carbon_intensity_g_per_kwh,
+        source.cost_per_mwh,
+        metadata,
+    ]
+
+
 def insert_source(con: duckdb.DuckDBPyConnection, meter_id: int, source: SourceIn) -> int:
-    row = con.execute(
-        "INSERT INTO energy_sources (meter_id, name, source_type, capacity_kw, carbon_intensity_g_per_kwh,"
-        " cost_per_mwh, metadata) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        [
-            meter_id,
-            source.name,
-            source.source_type,
-            source.capacity_kw,
-            source.carbon_intensity_g_per_kwh,
-            source.cost_per_mwh,
-            json.dumps(source.api.to_metadata()),
-        ],
-    ).fetchall()
-    return int(row[0][0])
+    sql = f"INSERT INTO energy_sources ({_SOURCE_COLUMNS}, meter_id) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    return int(con.execute(sql, [*_source_values(source), meter_id]).fetchall()[0][0])
 
 
 def update_source(con: duckdb.DuckDBPyConnection, source_id: int, source: SourceIn) -> None:
-    con.execute(
-        "UPDATE energy_sources SET name = ?, source_type = ?, capacity_kw = ?, carbon_intensity_g_per_kwh = ?,"
-        " cost_per_mwh = ?, metadata = ?, updated_at = now() WHERE id = ?",
-        [
-            source.name,
-            source.source_type,
-            source.capacity_kw,
-            source.carbon_intensity_g_per_kwh,
-            source.cost_per_mwh,
-            json.dumps(source.api.to_metadata()),
-            source_id,
-        ],
-    )
+    assignments = ", ".join(f"{column} = ?" for column in _SOURCE_COLUMNS.split(", "))
+    sql = f"UPDATE energy_sources SET {assignments}, updated_at = now() WHERE id = ?"
+    con.execute(sql, [*_source_values(source), source_id])
 
 
 def delete_source(con: duckdb.DuckDBPyConnection, source_id: int) -> None:

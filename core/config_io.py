@@ -273,16 +273,6 @@ class _Validator(_Index):
         return prefix + problem if problem else SecretStr(value)
 
 
-_SITE_SQL = (
-    "INSERT INTO sites (name, latitude, longitude, timezone) VALUES (?, ?, ?, ?) RETURNING id",
-    "UPDATE sites SET name = ?, latitude = ?, longitude = ?, timezone = ?, updated_at = now() WHERE id = ?",
-)
-_METER_SQL = (
-    "INSERT INTO meters (name, category, site_id) VALUES (?, ?, ?) RETURNING id",
-    "UPDATE meters SET name = ?, category = ?, updated_at = now() WHERE id = ?",
-)
-
-
 class _Sync(_Index):
     """Applies a validated file: inserts what is missing, updates only what differs (or, dry, just counts)."""
 
@@ -291,28 +281,27 @@ class _Sync(_Index):
         self.con, self.box, self.write = con, box, write
         self.report = ImportReport(dry_run=not write)
 
-    def row(self, counts: Counts, stored_id: int | None, values: list, old: list, sql: tuple, parent: list) -> Any:
-        """Insert (values + parent id) when nothing is stored, update when the values differ; returns the id."""
-        if stored_id is None:
+    def row(self, counts: Counts, stored: Any, new: Any, insert: Any, update: Any, parent: int | None) -> Any:
+        """Insert `new` under `parent` when nothing is stored, update when it differs; returns the row id."""
+        if stored is None:
             counts.created += 1
-            return int(self.con.execute(sql[0], [*values, *parent]).fetchall()[0][0]) if self.write else None
-        counts.updated += values != old
-        counts.unchanged += values == old
-        if values != old and self.write:
-            self.con.execute(sql[1], [*values, stored_id])
-        return stored_id
+            return insert(self.con, parent, new) if self.write and parent is not None else None
+        changed = type(new).model_validate(stored.model_dump(include=set(type(new).model_fields))) != new
+        counts.updated += changed
+        counts.unchanged += not changed
+        if changed and self.write:
+            update(self.con, stored.id, new)
+        return stored.id
 
     def apply(self, config: ConfigFile) -> ImportReport:
         for site in config.sites:
             stored = self.sites.get(site.name.casefold())
-            values = [site.name, site.latitude, site.longitude, site.timezone]
-            old = [stored.name, stored.latitude, stored.longitude, stored.timezone] if stored else []
-            site_id = self.row(self.report.sites, stored.id if stored else None, values, old, _SITE_SQL, [])
+            new_site = m.SiteIn(**site.model_dump(exclude={"meters"}))
+            site_id = self.row(self.report.sites, stored, new_site, _insert_site, cat.write_site, 0)
             for meter in site.meters:
                 sm = self.meters.get((site_id, meter.name.casefold()))
-                old = [sm.name, sm.category.value] if sm else []
-                values = [meter.name, meter.category.value]
-                meter_id = self.row(self.report.meters, sm.id if sm else None, values, old, _METER_SQL, [site_id])
+                new_meter = m.MeterIn(**meter.model_dump(exclude={"sources"}))
+                meter_id = self.row(self.report.meters, sm, new_meter, cat.insert_meter, cat.write_meter, site_id)
                 for source in meter.sources:
                     self.source(meter_id, source, self.sources.get((meter_id, source.name.casefold())))
         return self.report
@@ -356,6 +345,10 @@ class _Sync(_Index):
             return bool(rows) and self.box.decrypt(rows[0][0]).get_secret_value() == value.get_secret_value()
         except SecretsError:
             return False
+
+
+def _insert_site(con: duckdb.DuckDBPyConnection, _parent: int, site: m.SiteIn) -> int:
+    return cat.insert_site(con, site)
 
 
 def _tested(api: m.ApiSettings) -> tuple[Any, ...]:

@@ -6,12 +6,16 @@ deletes the demo does not see it come back.
 
 from __future__ import annotations
 
-import json
-
-from core.models import ApiSettings, Category, Provider, SourceIn, UpdateFrequency
+from core.catalog import insert_meter, insert_site, insert_source
+from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
 from core.store import Store
 
-DEMO_SITE = {"name": "Demo Rooftop", "latitude": 50.8503, "longitude": 4.3517, "timezone": "Europe/Brussels"}
+DEMO_SITE: dict[str, object] = {
+    "name": "Demo Rooftop",
+    "latitude": 50.8503,
+    "longitude": 4.3517,
+    "timezone": "Europe/Brussels",
+}
 
 # (meter name, category, [(source name, type, capacity kW, carbon g/kWh, cost per MWh)])
 DEMO_METERS: list[tuple[str, Category, list[tuple[str, str, float, float, float]]]] = [
@@ -36,17 +40,10 @@ def seed_demo(store: Store) -> bool:
         if con.sql("SELECT count(*) FROM sites").fetchall()[0][0]:
             con.execute("INSERT INTO app_state (key, value) VALUES (?, 'skipped: database had sites')", [_MARKER])
             return False
-        site_id = con.execute(
-            "INSERT INTO sites (name, latitude, longitude, timezone) VALUES ($name, $latitude, $longitude, $timezone)"
-            " RETURNING id",
-            DEMO_SITE,
-        ).fetchall()[0][0]
+        site_id = insert_site(con, SiteIn(**DEMO_SITE))
         api = ApiSettings(use_api=True, api_provider=Provider.SIMULATOR, update_frequency=UpdateFrequency.MIN15)
         for meter_name, category, sources in DEMO_METERS:
-            meter_id = con.execute(
-                "INSERT INTO meters (site_id, name, category) VALUES (?, ?, ?) RETURNING id",
-                [site_id, meter_name, category.value],
-            ).fetchall()[0][0]
+            meter_id = insert_meter(con, site_id, MeterIn(name=meter_name, category=category))
             for name, source_type, capacity, carbon, cost in sources:
                 source = SourceIn(
                     name=name,
@@ -56,10 +53,6 @@ def seed_demo(store: Store) -> bool:
                     cost_per_mwh=cost,
                     api=api,
                 )
-                con.execute(
-                    "INSERT INTO energy_sources (meter_id, name, source_type, capacity_kw, carbon_intensity_g_per_kwh,"
-                    " cost_per_mwh, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [meter_id, name, source_type, capacity, carbon, cost, json.dumps(source.api.to_metadata())],
-                )
+                insert_source(con, meter_id, source)
         con.execute("INSERT INTO app_state (key, value) VALUES (?, 'seeded')", [_MARKER])
     return True

@@ -55,11 +55,15 @@ def _update_site(site_id: int) -> None:
         flash(f"Site {site.name!r} saved")
 
 
-def _create_meter(site_id: int) -> None:
-    prefix = f"cr_add_meter{site_id}"
+def _meter_form(prefix: str) -> MeterIn | None:
     st.session_state[f"{prefix}_errors"] = {}
     values = {"name": st.session_state.get(f"{prefix}_name", ""), "category": st.session_state.get(f"{prefix}_cat")}
-    meter = _validated(MeterIn, values, f"{prefix}_errors")
+    return _validated(MeterIn, values, f"{prefix}_errors")
+
+
+def _create_meter(site_id: int) -> None:
+    prefix = f"cr_add_meter{site_id}"
+    meter = _meter_form(prefix)
     if meter and run_safely(cat.create_meter, get_runtime().store, site_id, meter, errors_key=f"{prefix}_errors"):
         st.session_state[f"{prefix}_name"] = ""
         flash(f"Meter {meter.name!r} added")
@@ -67,9 +71,7 @@ def _create_meter(site_id: int) -> None:
 
 def _update_meter(meter_id: int) -> None:
     prefix = f"cr_meter{meter_id}"
-    st.session_state[f"{prefix}_errors"] = {}
-    values = {"name": st.session_state.get(f"{prefix}_name", ""), "category": st.session_state.get(f"{prefix}_cat")}
-    meter = _validated(MeterIn, values, f"{prefix}_errors")
+    meter = _meter_form(prefix)
     if meter and run_safely(cat.update_meter, get_runtime().store, meter_id, meter, errors_key=f"{prefix}_errors"):
         flash(f"Meter {meter.name!r} saved")
 
