@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     )
     seed_demo: bool = Field(True, description="Seed the 'Demo Rooftop' site on the first start of an empty database.")
     log_level: str = Field("INFO", description="Python logging level for the CLI and collector.")
+    public_url: str = Field(
+        "http://127.0.0.1:8501",
+        description="Address users open the dashboard at; OAuth providers redirect back to it.",
+    )
 
 
 def load_settings() -> Settings:

@@ -33,7 +33,6 @@ NUMBER_FIELDS = (
     ("carbon_intensity_g_per_kwh", "Carbon Intensity (g/kWh)"),
     ("cost_per_mwh", "Cost (per MWh)"),
 )
-REDIRECT_URI = "http://127.0.0.1:8501/data-connections"
 
 
 # --- draft state: widget values over the stored source -------------------------------------------------------
@@ -220,7 +219,8 @@ def _credentials(draft: conn.SourceDraft, provider: Provider, errors: dict[str, 
         with st.expander("Authorize with Enphase", icon=":material/key:"):
             if client_id:
                 state = st.session_state.setdefault(f"dc_oauth_state_{draft.key}", token_gen.token_urlsafe(16))
-                st.link_button("Open Enphase authorization", authorize_url(client_id, REDIRECT_URI, state))
+                redirect_uri = get_runtime().settings.public_url.rstrip("/") + "/data-connections"
+                st.link_button("Open Enphase authorization", authorize_url(client_id, redirect_uri, state))
             else:
                 st.caption("Enter the Client ID to get the authorization link.")
             st.text_input(

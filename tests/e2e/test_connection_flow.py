@@ -290,3 +290,25 @@ def test_a_deep_link_on_a_fresh_server_opens_its_page(page: Page, app_server: st
     expect(page.get_by_text("Page not found")).to_have_count(0)
     expect(page.get_by_role("tab", name="Solar (PROD)")).to_be_visible()
     expect(page.locator(STORED_SOURCE).first.get_by_label("Source Name", exact=True)).to_have_value("Rooftop PV Array")
+
+
+def test_site_form_shows_each_problem_next_to_its_field(page: Page, app_server: str) -> None:
+    _open(page, f"{app_server}/", "Control Room")
+    add_site = page.get_by_test_id("stExpander").filter(has=page.locator("summary", has_text="Add a site"))
+    _expand(add_site)
+    add_site.get_by_label("Site Name", exact=True).fill("<b>Plant</b>")
+    add_site.get_by_label("Latitude", exact=True).fill("48.2")
+    add_site.get_by_label("Longitude", exact=True).fill("200")
+    zone = add_site.get_by_role("combobox", name="Time Zone", exact=True)
+    zone.click()
+    zone.fill("Mars/Base")  # a zone that is not in the list, typed as a new option
+    zone.press("Enter")
+    expect(zone).to_have_value("Mars/Base")
+    add_site.get_by_role("button", name="Create Site").click()
+    _idle(page)
+
+    alerts = add_site.get_by_test_id("stAlert")
+    expect(alerts.filter(has_text="must not contain HTML")).to_have_count(1)
+    expect(alerts.filter(has_text=re.compile(r"must be (<=|\u2264) 180"))).to_have_count(1)
+    expect(alerts.filter(has_text="unknown time zone 'Mars/Base'")).to_have_count(1)
+    expect(page.get_by_text("No sites yet: add one above.")).to_be_visible()  # nothing was saved
