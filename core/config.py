@@ -25,6 +25,18 @@ class Settings(BaseSettings):
     )
     seed_demo: bool = Field(True, description="Seed the 'Demo Rooftop' site on the first start of an empty database.")
     log_level: str = Field("INFO", description="Python logging level for the CLI and collector.")
+    solaredge_base_url: str = Field(
+        "https://monitoringapi.solaredge.com/v2", description="SolarEdge Monitoring API V2 base URL."
+    )
+    solaredge_v1_base_url: str = Field(
+        "https://monitoringapi.solaredge.com", description="SolarEdge Monitoring API V1 (legacy) base URL."
+    )
+    enphase_base_url: str = Field("https://api.enphaseenergy.com/api/v4", description="Enphase v4 API base URL.")
+    enphase_auth_url: str = Field(
+        "https://api.enphaseenergy.com/oauth", description="Enphase OAuth base URL (/authorize and /token under it)."
+    )
+    enphase_plan: str = Field("watt", description="Enphase API plan of the application: watt, kilowatt or megawatt.")
+    http_timeout_s: float = Field(20.0, gt=0, description="Timeout of one call to a vendor API.")
     public_url: str = Field(
         "http://127.0.0.1:8501",
         description="Address users open the dashboard at; OAuth providers redirect back to it.",

@@ -53,13 +53,22 @@ SOURCE_TYPES: dict[Category, dict[str, str]] = {
 
 
 class Provider(StrEnum):
-    SOLAREDGE = "solaredge"
+    SOLAREDGE = "solaredge"  # Monitoring API V2, the live one
+    SOLAREDGE_V1 = "solaredge_v1"  # retired by SolarEdge on 2026-11-03; kept for tools that still speak it
     ENPHASE = "enphase"
     SIMULATOR = "simulator"
 
     @property
     def label(self) -> str:
-        return {"solaredge": "SolarEdge", "enphase": "Enphase", "simulator": "Simulator"}[self.value]
+        return PROVIDER_LABELS[self.value]
+
+
+PROVIDER_LABELS = {
+    "solaredge": "SolarEdge",
+    "solaredge_v1": "SolarEdge V1 (legacy)",
+    "enphase": "Enphase",
+    "simulator": "Simulator",
+}
 
 
 class UpdateFrequency(StrEnum):
@@ -86,12 +95,17 @@ class ConnectionStatus(StrEnum):
 # Which secrets each provider needs, as (stored name, label). Stored names key the `source_secrets` table.
 PROVIDER_SECRETS: dict[Provider, tuple[tuple[str, str], ...]] = {
     Provider.SOLAREDGE: (("api_key", "API Key"),),
+    Provider.SOLAREDGE_V1: (("api_key", "API Key"),),
     Provider.ENPHASE: (("client_secret", "Client Secret"), ("app_api_key", "Application API Key")),
     Provider.SIMULATOR: (),
 }
 # Secrets a provider obtains itself (OAuth tokens); never typed by the user, kept encrypted like the others.
 TOKEN_SECRETS = ("access_token", "refresh_token", "authorization_code")
-PROVIDER_NEEDS_SYSTEM_ID = {Provider.SOLAREDGE: "Site ID", Provider.ENPHASE: "System ID"}
+PROVIDER_NEEDS_SYSTEM_ID = {
+    Provider.SOLAREDGE: "Site ID",
+    Provider.SOLAREDGE_V1: "Site ID",
+    Provider.ENPHASE: "System ID",
+}
 
 
 @cache

@@ -8,6 +8,7 @@ its own module. Errors are sorted by what the caller must do next:
     ├── ProviderConnectionError   network, timeout, 5xx: retry later
     ├── RateLimited           quota exhausted: retry at `retry_at`
     ├── AuthError             bad or missing credentials: stop until the configuration changes
+    │   └── NeedsReauthorization   OAuth grant dead (refresh token expired/revoked): the owner must authorise again
     ├── ApiRetired            the vendor switched this API off: stop and tell the user what to use instead
     └── BadResponse           the vendor answered something we cannot parse: skip, keep an excerpt
 
@@ -16,8 +17,12 @@ Messages are written for the analyst who reads them on the page and never contai
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
+
+import polars as pl
 
 
 class ProviderError(Exception):
@@ -42,6 +47,10 @@ class RateLimited(ProviderError):
 
 class AuthError(ProviderError):
     """Credentials are wrong, expired or lack permission: stop until the configuration changes."""
+
+
+class NeedsReauthorization(AuthError):
+    """The OAuth refresh token is dead: the user must run the authorization again ("re-authorise")."""
 
 
 class ApiRetired(ProviderError):
@@ -69,3 +78,86 @@ class ConnectionInfo:
     timezone: str
     current_power_w: float | None
     last_update: datetime
+
+
+# --- readings ------------------------------------------------------------------------------------------------
+
+# Every provider returns readings in this one long shape. `ts` is the UTC start of the interval the row describes,
+# `interval_s` its length; `value` is the average power in W over the interval for `*_w` channels (energy in Wh is
+# value * interval_s / 3600) and the state of charge at the end of the interval for `soc_pct`. A null value means
+# the vendor said "no data" for that interval (not zero). Rows are sorted by (ts, channel) and unique on them.
+CHANNELS = ("pv_w", "load_w", "grid_import_w", "grid_export_w", "battery_w", "soc_pct")
+READINGS_SCHEMA = pl.Schema(
+    [("ts", pl.Datetime("us", "UTC")), ("interval_s", pl.Int32()), ("channel", pl.Utf8()), ("value", pl.Float64())]
+)
+
+
+def empty_readings() -> pl.DataFrame:
+    return pl.DataFrame(schema=READINGS_SCHEMA)
+
+
+def normalise_readings(frame: pl.DataFrame) -> pl.DataFrame:
+    """Cast to the schema, drop exact duplicates (last wins), sort: what every provider returns."""
+    frame = frame.select(
+        pl.col("ts").cast(pl.Datetime("us", "UTC")),
+        pl.col("interval_s").cast(pl.Int32),
+        pl.col("channel").cast(pl.Utf8),
+        pl.col("value").cast(pl.Float64),
+    )
+    return frame.unique(subset=["ts", "channel"], keep="last", maintain_order=True).sort(["ts", "channel"])
+
+
+# --- what a provider declares --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuotaRule:
+    """At most `limit` calls per `period` counted per `scope` ("account": the credential; "site": one vendor site).
+
+    `period` "concurrent" means at most `limit` calls in flight at once.
+    """
+
+    scope: Literal["account", "site"]
+    period: Literal["minute", "day", "month", "concurrent"]
+    limit: int
+
+
+@dataclass(frozen=True)
+class ProviderSite:
+    """A site or system a credential can see."""
+
+    id: str
+    name: str
+    timezone: str | None = None
+    capacity_kw: float | None = None
+
+
+class MonitoringProvider(Protocol):
+    """What every provider client offers. Methods take `now` (UTC) instead of reading the clock."""
+
+    resolution: timedelta  # native interval of history data
+    max_window: timedelta  # longest history window one call may ask for; `history` splits longer ranges
+    quota_rules: Sequence[QuotaRule]
+
+    def test_connection(self, now: datetime) -> ConnectionInfo: ...
+
+    def list_sites(self) -> list[ProviderSite]: ...
+
+    def current_power(self, now: datetime) -> dict[str, float]: ...
+
+    def history(self, start: datetime, end: datetime) -> pl.DataFrame: ...
+
+    def close(self) -> None: ...
+
+
+def split_windows(start: datetime, end: datetime, max_window: timedelta) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut into consecutive windows no longer than `max_window`, oldest first."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("start and end must be timezone-aware")
+    windows = []
+    cursor = start
+    while cursor < end:
+        upper = min(cursor + max_window, end)
+        windows.append((cursor, upper))
+        cursor = upper
+    return windows
