@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from core.providers.base import ConnectionInfo
+from core.providers.base import READINGS_SCHEMA, ConnectionInfo
 from core.providers.simulator import COLUMNS, SimulatedSite, SimulatorProvider, simulate
 
 # pvlib 0.16 still calls a pandas accessor that pandas 3 deprecates; not ours to fix.
@@ -221,9 +221,9 @@ def test_current_power_matches_history() -> None:
     now = local(SYDNEY, 2026, 12, 21, 13, 2)
     current = provider.current_power(now)
     assert set(current) == set(COLUMNS)
-    row = provider.history(now - timedelta(minutes=2), now + timedelta(minutes=3), resolution_minutes=5).row(
-        0, named=True
-    )
-    assert current == {c: row[c] for c in COLUMNS}
+    readings = provider.history(now - timedelta(minutes=2), now + timedelta(minutes=3))
+    assert readings.schema == READINGS_SCHEMA
+    assert dict(zip(readings["channel"], readings["value"], strict=True)) == current
+    assert set(readings["interval_s"]) == {300}
     assert current["pv_w"] > 0
     assert provider.test_connection(now).current_power_w == current["pv_w"]

@@ -24,7 +24,14 @@ import polars as pl
 from pvlib import irradiance, solarposition
 from pvlib.location import Location
 
-from core.providers.base import ConnectionInfo
+from core.providers.base import (
+    ConnectionInfo,
+    ProviderSite,
+    QuotaRule,
+    empty_readings,
+    normalise_readings,
+    split_windows,
+)
 
 BASE_MINUTES = 5
 COLUMNS = ("pv_w", "load_w", "battery_w", "soc_pct", "grid_import_w", "grid_export_w")
@@ -258,5 +265,27 @@ class SimulatorProvider:
             last_update=_floor_5min(now) - timedelta(minutes=BASE_MINUTES),
         )
 
-    def history(self, start: datetime, end: datetime, resolution_minutes: int = 15) -> pl.DataFrame:
-        return simulate(self.site, start, end, resolution_minutes)
+    # The provider interface (core.providers.base.MonitoringProvider). The simulator has no quota and no window
+    # limit worth the name; a 31-day window keeps one call's frame small.
+    resolution = timedelta(minutes=BASE_MINUTES)
+    max_window = timedelta(days=31)
+    quota_rules: tuple[QuotaRule, ...] = ()
+
+    def list_sites(self) -> list[ProviderSite]:
+        site = ProviderSite("simulated", self.site_name, self.site.timezone, self.site.pv_capacity_kw)
+        return [site]
+
+    def history(self, start: datetime, end: datetime, resolution_minutes: int = BASE_MINUTES) -> pl.DataFrame:
+        """Readings in the common long shape (see `core.providers.base`), window by window."""
+        frames = []
+        for lower, upper in split_windows(start, end, self.max_window):
+            wide = simulate(self.site, lower, upper, resolution_minutes)
+            frames.append(
+                wide.unpivot(index="ts", on=list(COLUMNS), variable_name="channel", value_name="value").with_columns(
+                    pl.lit(resolution_minutes * 60).alias("interval_s")
+                )
+            )
+        return normalise_readings(pl.concat(frames)) if frames else empty_readings()
+
+    def close(self) -> None:
+        """Nothing to release: no connection."""
