@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8501
 PYTEST_ARGS ?=
 
-.PHONY: install run dashboard init test lint format bench clean
+.PHONY: install run init test lint format bench sandbox clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is needed: make PYTHON=python3.11 ..."; exit 1; }
@@ -37,6 +37,10 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Fake SolarEdge V2/V1 and Enphase servers on loopback (ports 8701-8703) for trying connections by hand.
+sandbox: install
+	$(BIN)/python -m tests.fakes.sandbox
 
 bench: install
 	$(BIN)/python -m bench

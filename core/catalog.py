@@ -54,6 +54,11 @@ class Catalog:
                 return source
         raise NotFound(f"source {source_id} no longer exists")
 
+    def site_of_source(self, source_id: int) -> Site | None:
+        source = next((s for s in self.sources if s.id == source_id), None)
+        meter = next((m for m in self.meters if source and m.id == source.meter_id), None)
+        return next((s for s in self.sites if meter and s.id == meter.site_id), None)
+
     def meters_of(self, site_id: int, category: Category | None = None) -> list[Meter]:
         return [m for m in self.meters if m.site_id == site_id and (category is None or m.category == category)]
 

@@ -19,6 +19,7 @@ from core import catalog as cat
 from core.crypto import SecretBox
 from core.models import (
     PROVIDER_SECRETS,
+    TOKEN_SECRETS,
     Category,
     ConnectionStatus,
     Provider,
@@ -30,7 +31,7 @@ from core.models import (
 )
 from core.providers.base import ProviderError
 from core.providers.channels import channel_for
-from core.providers.registry import ConnectionRequest, build_client
+from core.providers.registry import ConnectionRequest, ProviderContext, build_client
 from core.secret_store import delete_secret, load_secrets, put_secret
 from core.store import Store
 from core.validation import field_errors
@@ -149,7 +150,7 @@ def _secret_changes(draft: SourceDraft, stored: frozenset[str], provider: Provid
         elif name in stored:
             to_delete.add(name)
     # Credentials of a provider no longer selected are dropped; OAuth tokens stay with Enphase only.
-    keep = wanted | ({"access_token", "refresh_token", "authorization_code"} if provider is Provider.ENPHASE else set())
+    keep = wanted | (set(TOKEN_SECRETS) if provider is Provider.ENPHASE else set())
     to_delete |= {name for name in stored if name not in keep}
     return to_set, to_delete
 
@@ -316,7 +317,9 @@ def _pv_capacity(catalog: cat.Catalog, site_id: int, draft: SourceDraft, categor
     return sum(s.capacity_kw for m in meters for s in catalog.sources_of(m.id)) or 10.0
 
 
-def test_connection(store: Store, box: SecretBox, site_id: int, draft: SourceDraft, now: datetime) -> TestOutcome:
+def test_connection(
+    store: Store, box: SecretBox, site_id: int, draft: SourceDraft, now: datetime, context: ProviderContext
+) -> TestOutcome:
     """Test the connection the draft describes (typed secrets, else the stored ones). Never raises."""
     catalog = cat.load_catalog(store)
     site = catalog.site(site_id)
@@ -341,12 +344,16 @@ def test_connection(store: Store, box: SecretBox, site_id: int, draft: SourceDra
         system_id=plan.source.api.system_id,
         client_id=plan.source.api.client_id,
         secrets=secrets,
+        source_id=draft.source_id,
     )
+    channel = channel_for(meter.category, plan.source.source_type)
     try:
-        client = build_client(request)
-        info = client.test_connection(now)
-        channel = channel_for(meter.category, plan.source.source_type)
-        power = client.current_power(now).get(channel, info.current_power_w)
+        client = build_client(request, context)
+        try:
+            info = client.test_connection(now)
+            power = info.current_power_w if channel == "pv_w" else client.current_power(now).get(channel)
+        finally:
+            client.close()
     except ProviderError as exc:
         return TestOutcome(ConnectionStatus.FAILED, str(exc), now)
     message = f"Connected to {info.site_name}: current power {_kw(power)}"

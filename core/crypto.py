@@ -86,9 +86,10 @@ class SecretBox:
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode("utf-8")).decode("ascii")
 
-    def decrypt(self, token: str) -> SecretStr:
+    def decrypt(self, token: str, *, max_age_s: int | None = None) -> SecretStr:
+        """Stored secrets never expire (no `max_age_s`); short-lived tokens such as OAuth states do."""
         try:
-            return SecretStr(self._fernet.decrypt(token.encode("ascii")).decode("utf-8"))
+            return SecretStr(self._fernet.decrypt(token.encode("ascii"), ttl=max_age_s).decode("utf-8"))
         except (InvalidToken, ValueError):
             raise SecretsError(
                 "A stored credential cannot be decrypted with the configured keys: "

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.config import Settings
 from core.crypto import SecretBox, load_keys
 from core.demo import seed_demo
+from core.oauth_tokens import StoredTokens
+from core.providers.quota import QuotaLedger
+from core.providers.registry import ProviderContext
 from core.schema import migrate
 from core.store import Store
 
@@ -19,6 +22,13 @@ class Runtime:
     settings: Settings
     store: Store
     box: SecretBox
+    ledger: QuotaLedger = field(default_factory=QuotaLedger)  # one per process: every call counts against it
+
+    @property
+    def providers(self) -> ProviderContext:
+        return ProviderContext(
+            self.settings, self.ledger, lambda source_id: StoredTokens(self.store, self.box, source_id)
+        )
 
 
 def open_runtime(settings: Settings, *, prepare: bool = True) -> Runtime:

@@ -10,6 +10,8 @@ import streamlit as st
 
 from core import catalog as cat
 from core import connections as conn
+from core import enphase_auth
+from core.enphase_auth import redirect_uri, start_url
 from core.models import (
     PROVIDER_NEEDS_SYSTEM_ID,
     PROVIDER_SECRETS,
@@ -19,7 +21,7 @@ from core.models import (
     Provider,
     UpdateFrequency,
 )
-from core.providers.enphase_oauth import authorize_url
+from core.providers.base import ProviderError
 from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes
 
 TABS = {
@@ -89,10 +91,6 @@ def _with_edits(base: conn.SourceDraft, stored_provider: str) -> conn.SourceDraf
     for name, _label in PROVIDER_SECRETS[Provider(provider)]:
         default = base.secrets.get(name, "") if same_provider else ""
         secrets[name] = state.get(_provider_field(base.key, provider, name), default)
-    if provider == Provider.ENPHASE.value:
-        code = state.get(_provider_field(base.key, provider, "authorization_code"), "")
-        if code:
-            secrets["authorization_code"] = code
     return conn.SourceDraft(base.key, base.meter_id, base.source_id, values, secrets, _tests().get(base.key))
 
 
@@ -123,13 +121,14 @@ def _undo_remove(site_id: int, source_id: int) -> None:
 
 
 def _test_source(site_id: int, draft_key: str) -> None:
-    store, box = get_runtime().store, get_runtime().box
+    runtime = get_runtime()
+    store, box = runtime.store, runtime.box
     catalog = cat.load_catalog(store)
     draft = next((d for d in _current_drafts(catalog, site_id) if d.key == draft_key), None)
     if draft is None:
         return
     draft.test = None
-    outcome = run_safely(conn.test_connection, store, box, site_id, draft, datetime.now(UTC))
+    outcome = run_safely(conn.test_connection, store, box, site_id, draft, datetime.now(UTC), runtime.providers)
     if outcome is not None:
         _tests()[draft_key] = outcome
 
@@ -215,20 +214,71 @@ def _credentials(draft: conn.SourceDraft, provider: Provider, errors: dict[str, 
             st.text_input(label, key=key, type="password", max_chars=600, help=f"Stored encrypted.{stored_hint}")
             field_error(errors, name)
     if provider is Provider.ENPHASE:
-        client_id = draft.values.get("client_id", "")
-        with st.expander("Authorize with Enphase", icon=":material/key:"):
-            if client_id:
-                state = st.session_state.setdefault(f"dc_oauth_state_{draft.key}", token_gen.token_urlsafe(16))
-                redirect_uri = get_runtime().settings.public_url.rstrip("/") + "/data-connections"
-                st.link_button("Open Enphase authorization", authorize_url(client_id, redirect_uri, state))
-            else:
-                st.caption("Enter the Client ID to get the authorization link.")
-            st.text_input(
-                "Authorization Code",
-                key=_provider_field(draft.key, provider.value, "authorization_code"),
-                type="password",
-                help="Paste the code Enphase shows after the system owner approves access. Stored encrypted.",
-            )
+        _enphase_authorization(draft, same)
+
+
+def _enphase_authorization(draft: conn.SourceDraft, saved_as_enphase: bool) -> None:
+    """The owner's consent: a link to Enphase that comes back to this page, or a pasted code."""
+    runtime = get_runtime()
+    stored_client_id = draft.values.get("client_id", "") if saved_as_enphase else ""
+    with st.expander("Authorize with Enphase", icon=":material/key:"):
+        if draft.source_id is None or not stored_client_id or "client_secret" not in draft.secrets:
+            st.caption("Save this source with its Client ID and Client Secret first; then authorise it here.")
+            return
+        st.caption(f"Register this redirect URI in the Enphase developer portal: `{redirect_uri(runtime.settings)}`")
+        url = start_url(runtime.settings, runtime.box, draft.source_id, stored_client_id)
+        st.link_button("Authorize with Enphase", url, icon=":material/open_in_new:")
+        code_key = _provider_field(draft.key, "enphase", "authorization_code")
+        st.text_input(
+            "Authorization Code",
+            key=code_key,
+            type="password",
+            help="If Enphase showed you a code instead of returning here, paste it and complete the authorization.",
+        )
+        st.button(
+            "Complete Authorization",
+            key=f"dc_complete_{draft.key}",
+            on_click=_complete_authorization,
+            args=(draft.source_id, code_key),
+        )
+
+
+def _complete_authorization(source_id: int, code: str | None = None, code_key: str | None = None) -> None:
+    """Exchange a code for tokens; messages go to a toast (the page may have come back from Enphase)."""
+    runtime = get_runtime()
+    code = code if code is not None else str(st.session_state.get(code_key or "", "")).strip()
+    if not code:
+        flash("Paste the authorization code first.", ":material/error:")
+        return
+    try:
+        name = enphase_auth.complete(runtime.store, runtime.box, runtime.settings, source_id, code, datetime.now(UTC))
+    except ProviderError as exc:
+        flash(str(exc), ":material/error:")
+        return
+    if code_key:
+        st.session_state[code_key] = ""
+    _tests().clear()
+    flash(f"Enphase authorised {name}: use Test Connection to check it.")
+
+
+def _handle_oauth_return() -> None:
+    """Enphase sent the owner back with ?code=&state= (or ?error=): finish, then clean the address bar."""
+    params = st.query_params
+    if "error" in params and "state" in params:
+        flash(f"Enphase authorization was not granted ({params['error'][:40]}).", ":material/error:")
+    elif "code" in params and "state" in params:
+        try:
+            source_id = enphase_auth.source_of_state(get_runtime().box, params["state"])
+        except ProviderError as exc:
+            flash(str(exc), ":material/error:")
+        else:
+            _complete_authorization(source_id, code=params["code"])
+            site = cat.load_catalog(get_runtime().store).site_of_source(source_id)
+            if site is not None:
+                st.session_state["dc_site_id"] = site.id
+    else:
+        return
+    st.query_params.clear()
 
 
 def render_source(site_id: int, draft: conn.SourceDraft, category: Category, stored: cat.Source | None, tz) -> None:
@@ -337,8 +387,9 @@ def _error_summary(catalog: cat.Catalog, site_id: int) -> None:
 def main() -> None:
     st.title("Data Connections")
     st.caption("Attach data sources to meters, connect them to monitoring APIs, test, and save everything at once.")
-    show_flashes()
     with page_guard():
+        _handle_oauth_return()
+        show_flashes()
         runtime = get_runtime()
         catalog = cat.load_catalog(runtime.store)
         if not catalog.sites:

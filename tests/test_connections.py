@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
 from core import catalog as cat
 from core import connections
+from core.config import Settings
 from core.connections import MASKED, SaveRejected, draft_from_source, new_draft, save_connections
 from core.crypto import SecretBox
 from core.models import Category, ConnectionStatus, MeterIn, SiteIn
+from core.providers.quota import QuotaLedger
+from core.providers.registry import ProviderContext
 from core.secret_store import load_secrets
 from core.store import Store
+from tests.fakes import solaredge_v2
+from tests.fakes.server import serve
 
+CONTEXT = ProviderContext(Settings(), QuotaLedger())
 NOON = datetime(2026, 6, 21, 11, 0, tzinfo=UTC)  # 13:00 in Brussels, summer
 MIDNIGHT = datetime(2026, 6, 21, 23, 0, tzinfo=UTC)
 
@@ -41,7 +48,7 @@ def stored_sources(store: Store) -> list[cat.Source]:
 
 def test_spec_flow_saves_a_simulator_source(store: Store, box: SecretBox, site: cat.Site, pv_meter: cat.Meter) -> None:
     draft = solar_draft(pv_meter, use_api=True, api_provider="simulator")
-    outcome = connections.test_connection(store, box, site.id, draft, NOON)
+    outcome = connections.test_connection(store, box, site.id, draft, NOON, CONTEXT)
     assert outcome.status is ConnectionStatus.CONNECTED
     assert outcome.power_w is not None and 50_000 < outcome.power_w <= 500_000
     assert "current power" in outcome.message and "kW" in outcome.message
@@ -56,25 +63,42 @@ def test_spec_flow_saves_a_simulator_source(store: Store, box: SecretBox, site: 
 
 
 def test_simulator_reports_zero_at_night(store: Store, box: SecretBox, site: cat.Site, pv_meter: cat.Meter) -> None:
-    outcome = connections.test_connection(store, box, site.id, solar_draft(pv_meter, use_api=True), MIDNIGHT)
+    outcome = connections.test_connection(store, box, site.id, solar_draft(pv_meter, use_api=True), MIDNIGHT, CONTEXT)
     assert outcome.status is ConnectionStatus.CONNECTED
     assert outcome.power_w == 0
 
 
-def test_vendor_clients_say_plainly_they_are_not_available(
-    store: Store, box: SecretBox, site: cat.Site, pv_meter: cat.Meter
+@pytest.fixture
+def solaredge_fake() -> Iterator[ProviderContext]:
+    """The fake SolarEdge V2 server, and a context whose settings point at it."""
+    with serve(solaredge_v2.create_app(solaredge_v2.FakeState())) as url:
+        yield ProviderContext(Settings(solaredge_base_url=f"{url}/v2"), QuotaLedger())
+
+
+def test_solaredge_connection_against_its_fake(
+    store: Store, box: SecretBox, site: cat.Site, pv_meter: cat.Meter, solaredge_fake: ProviderContext
 ) -> None:
-    draft = solar_draft(pv_meter, use_api=True, api_provider="solaredge", system_id="123")
-    draft.secrets = {"api_key": "sk-abc"}
-    outcome = connections.test_connection(store, box, site.id, draft, NOON)
+    draft = solar_draft(pv_meter, use_api=True, api_provider="solaredge", system_id="3066774")
+    draft.secrets = {"api_key": solaredge_v2.SANDBOX_API_KEY}
+    outcome = connections.test_connection(store, box, site.id, draft, datetime.now(UTC), solaredge_fake)
+    assert outcome.status is ConnectionStatus.CONNECTED, outcome.message
+    assert "current power" in outcome.message
+
+
+def test_solaredge_wrong_key_gives_the_reason_without_the_key(
+    store: Store, box: SecretBox, site: cat.Site, pv_meter: cat.Meter, solaredge_fake: ProviderContext
+) -> None:
+    draft = solar_draft(pv_meter, use_api=True, api_provider="solaredge", system_id="3066774")
+    draft.secrets = {"api_key": "sk-wrong-key-123"}
+    outcome = connections.test_connection(store, box, site.id, draft, datetime.now(UTC), solaredge_fake)
     assert outcome.status is ConnectionStatus.FAILED
-    assert "SolarEdge client is not available" in outcome.message
-    assert "sk-abc" not in outcome.message
+    assert "API key" in outcome.message
+    assert "sk-wrong-key-123" not in outcome.message
 
 
 def test_test_reports_missing_credentials(store: Store, box: SecretBox, site: cat.Site, pv_meter: cat.Meter) -> None:
     draft = solar_draft(pv_meter, use_api=True, api_provider="enphase")
-    outcome = connections.test_connection(store, box, site.id, draft, NOON)
+    outcome = connections.test_connection(store, box, site.id, draft, NOON, CONTEXT)
     assert outcome.status is ConnectionStatus.FAILED
     assert outcome.message == "system id: System ID is required for Enphase"
 
@@ -158,7 +182,7 @@ def test_a_test_result_is_dropped_when_connection_settings_change(
     store: Store, box: SecretBox, site: cat.Site, pv_meter: cat.Meter
 ) -> None:
     draft = solar_draft(pv_meter, use_api=True)
-    draft.test = connections.test_connection(store, box, site.id, draft, NOON)
+    draft.test = connections.test_connection(store, box, site.id, draft, NOON, CONTEXT)
     save_connections(store, box, site.id, [draft], set())
     (source,) = stored_sources(store)
     renamed = draft_from_source(source)

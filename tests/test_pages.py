@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from core import catalog as cat
 from core.config import load_settings
 from core.connections import MASKED
 from core.runtime import open_runtime
+from tests.fakes import solaredge_v2
+from tests.fakes.server import serve
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -158,7 +161,15 @@ def test_bad_values_show_next_to_fields_and_save_nothing(at: AppTest) -> None:
     assert catalog().source(source.id).capacity_kw == source.capacity_kw
 
 
-def test_solaredge_secret_is_masked_after_save_and_test_is_honest(at: AppTest) -> None:
+@pytest.fixture
+def solaredge_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The fake SolarEdge V2 server, with the app's settings pointing at it."""
+    with serve(solaredge_v2.create_app(solaredge_v2.FakeState())) as url:
+        monkeypatch.setenv("DATACONN_SOLAREDGE_BASE_URL", f"{url}/v2")
+        yield url
+
+
+def test_solaredge_wrong_key_fails_with_its_reason_and_is_masked_after_save(solaredge_url: str, at: AppTest) -> None:
     open_connections(at)
     source = catalog().sources[0]
     key = f"s{source.id}"
@@ -166,7 +177,8 @@ def test_solaredge_secret_is_masked_after_save_and_test_is_honest(at: AppTest) -
     at.text_input(key=f"dc_{key}_solaredge_system_id").input("4711")
     at.text_input(key=f"dc_{key}_solaredge_api_key").input("sk-page-SECRET-1")
     at.button(key=f"dc_test_{key}").click().run()
-    assert any("**Failed**" in e.value and "not available" in e.value for e in at.error)
+    failure = next(e.value for e in at.error if "**Failed**" in e.value)
+    assert "API key" in failure and "sk-page-SECRET-1" not in failure
     at.button(key="dc_save_all").click().run()
     assert not [e for e in errors(at) if "problem" in e]
     assert at.text_input(key=f"dc_{key}_solaredge_api_key").value == MASKED
@@ -194,9 +206,17 @@ def test_enphase_shows_its_credentials_and_authorization_link(at: AppTest) -> No
     key = f"s{catalog().sources[0].id}"
     at.selectbox(key=f"dc_{key}_api_provider").set_value("enphase").run()
     labels = {t.label for t in at.text_input}
-    assert {"Client ID", "Client Secret", "Application API Key", "System ID", "Authorization Code"} <= labels
-    at.text_input(key=f"dc_{key}_enphase_client_id").input("my-client").run()
-    assert any("client_id=my-client" in str(b.proto.url) for b in at.get("link_button"))
+    assert {"Client ID", "Client Secret", "Application API Key", "System ID"} <= labels
+    at.text_input(key=f"dc_{key}_enphase_client_id").input("my-client")
+    at.text_input(key=f"dc_{key}_enphase_system_id").input("698905955")
+    at.text_input(key=f"dc_{key}_enphase_client_secret").input("cs-1")
+    at.text_input(key=f"dc_{key}_enphase_app_api_key").input("ak-1")
+    assert not at.get("link_button")  # authorising needs the saved source
+    at.button(key="dc_save_all").click().run()
+    urls = [str(b.proto.url) for b in at.get("link_button")]
+    assert len(urls) == 1 and "client_id=my-client" in urls[0] and "state=" in urls[0]
+    assert "redirect_uri=http%3A%2F%2F127.0.0.1%3A8501%2Fdata-connections" in urls[0]
+    assert "Authorization Code" in {t.label for t in at.text_input}  # the pasted-code path
 
 
 def test_empty_database_guides_to_the_control_room(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

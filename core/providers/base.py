@@ -137,7 +137,9 @@ class MonitoringProvider(Protocol):
 
     resolution: timedelta  # native interval of history data
     max_window: timedelta  # longest history window one call may ask for; `history` splits longer ranges
-    quota_rules: Sequence[QuotaRule]
+
+    @property
+    def quota_rules(self) -> Sequence[QuotaRule]: ...  # read-only, so a client may hold a tuple
 
     def test_connection(self, now: datetime) -> ConnectionInfo: ...
 

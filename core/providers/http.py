@@ -48,8 +48,16 @@ _FILTER = RedactingFilter()
 
 
 def install_log_redaction() -> None:
-    """Idempotent: filters on a logger apply to the records that logger creates."""
-    for name in ("httpx", "httpcore"):
+    """Idempotent. A logger's filters apply only to records that logger itself creates, not its children's, so
+    httpcore's child loggers (which log response headers such as a redirect's `location: ...?code=`) get it too."""
+    for name in (
+        "httpx",
+        "httpcore",
+        "httpcore.connection",
+        "httpcore.http11",
+        "httpcore.http2",
+        "httpcore.proxy",
+    ):
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
@@ -94,6 +102,10 @@ class HttpFunnel:
             )
         except httpx.TimeoutException:
             raise ProviderConnectionError(f"{self.vendor} did not answer in time; will retry later.") from None
+        except httpx.InvalidURL:
+            raise ProviderConnectionError(
+                f"The {self.vendor} base URL setting is not a valid URL; correct it and try again."
+            ) from None
         except httpx.TransportError as exc:
             raise ProviderConnectionError(
                 f"Cannot reach {self.vendor} ({type(exc).__name__} for {redact_url(httpx.URL(target))}); "

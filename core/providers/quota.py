@@ -37,7 +37,7 @@ class QuotaLedger:
     def __init__(self, concurrency_wait_s: float = 60.0) -> None:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str, str, datetime], int] = {}
-        self._slots: dict[tuple[str, str], threading.BoundedSemaphore] = {}
+        self._slots: dict[tuple[str, str, int], threading.BoundedSemaphore] = {}
         self._concurrency_wait_s = concurrency_wait_s
 
     def used(self, provider: str, scope_key: str, period: str, now: datetime) -> int:
@@ -70,13 +70,14 @@ class QuotaLedger:
         with self._lock:
             for rule in rules:
                 if rule.period == "concurrent" and rule.scope in scope_keys:
-                    slot_key = (provider, scope_keys[rule.scope])
+                    slot_key = (provider, scope_keys[rule.scope], rule.limit)
                     slots.append(self._slots.setdefault(slot_key, threading.BoundedSemaphore(rule.limit)))
         taken = []
         try:
             for slot in slots:
                 if not slot.acquire(timeout=self._concurrency_wait_s):
-                    raise RateLimited(f"{provider}: too many calls in flight; try again shortly.")
+                    retry_at = datetime.now(UTC) + timedelta(seconds=self._concurrency_wait_s)
+                    raise RateLimited(f"{provider}: too many calls in flight; try again shortly.", retry_at=retry_at)
                 taken.append(slot)
             yield
         finally:

@@ -1,27 +1,22 @@
-"""Builds the client for a source's configured provider.
-
-SolarEdge and Enphase clients are not part of this version: asking for them raises `ProviderUnavailable`
-with a plain message, never a pretend success.
-"""
+"""Builds the client for a source's configured provider, from its settings and decrypted credentials."""
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Protocol
 
 from pydantic import SecretStr
 
+from core.config import Settings
 from core.models import Provider, Site
-from core.providers.base import ConnectionInfo, ProviderUnavailable
+from core.providers.base import AuthError, MonitoringProvider, NeedsReauthorization
+from core.providers.enphase import EnphaseClient
+from core.providers.enphase_oauth import TokenStore
+from core.providers.quota import QuotaLedger
 from core.providers.simulator import SimulatedSite, SimulatorProvider
-
-
-class ProviderClient(Protocol):
-    def test_connection(self, now: datetime) -> ConnectionInfo: ...
-
-    def current_power(self, now: datetime) -> dict[str, float]: ...
+from core.providers.solaredge_v1 import SolarEdgeV1Client
+from core.providers.solaredge_v2 import SolarEdgeV2Client
 
 
 @dataclass(frozen=True)
@@ -34,6 +29,17 @@ class ConnectionRequest:
     system_id: str = ""
     client_id: str = ""
     secrets: dict[str, SecretStr] = field(default_factory=dict)
+    source_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """Process-wide pieces every client shares: the settings, the quota ledger (one per process) and where a
+    source's OAuth tokens live (the database, in the app)."""
+
+    settings: Settings
+    ledger: QuotaLedger
+    token_store_for: Callable[[int], TokenStore] | None = None
 
 
 def simulator_seed(site_name: str, system_id: str) -> int:
@@ -41,7 +47,15 @@ def simulator_seed(site_name: str, system_id: str) -> int:
     return zlib.crc32(f"{site_name}/{system_id}".encode())
 
 
-def build_client(request: ConnectionRequest) -> ProviderClient:
+def _secret(request: ConnectionRequest, name: str, label: str) -> SecretStr:
+    value = request.secrets.get(name)
+    if value is None or not value.get_secret_value():
+        raise AuthError(f"{label} is missing: enter it in Data Connections.")
+    return value
+
+
+def build_client(request: ConnectionRequest, context: ProviderContext) -> MonitoringProvider:
+    settings = context.settings
     if request.provider is Provider.SIMULATOR:
         site = SimulatedSite(
             latitude=request.site.latitude,
@@ -51,7 +65,44 @@ def build_client(request: ConnectionRequest) -> ProviderClient:
             seed=simulator_seed(request.site.name, request.system_id),
         )
         return SimulatorProvider(site, site_name=f"{request.site.name} (simulated)")
-    raise ProviderUnavailable(
-        f"The {request.provider.label} client is not available in this version yet, so this connection cannot be "
-        "tested and no data will be collected from it. The settings are saved and will be used once it arrives."
-    )
+    if request.provider is Provider.SOLAREDGE_V1:
+        return SolarEdgeV1Client(
+            _secret(request, "api_key", "The SolarEdge API key"),
+            request.system_id,
+            base_url=settings.solaredge_v1_base_url,
+            timeout_s=settings.http_timeout_s,
+            ledger=context.ledger,
+            timezone=request.site.timezone,
+        )
+    if request.provider is Provider.SOLAREDGE:
+        return SolarEdgeV2Client(
+            _secret(request, "api_key", "The SolarEdge API key"),
+            request.system_id,
+            base_url=settings.solaredge_base_url,
+            timeout_s=settings.http_timeout_s,
+            ledger=context.ledger,
+            site_timezone=request.site.timezone,
+        )
+    if request.provider is Provider.ENPHASE:
+        if request.source_id is None or context.token_store_for is None:
+            raise NeedsReauthorization(
+                "Save this source, then use Authorize with Enphase: the system owner must grant access first."
+            )
+        token_store = context.token_store_for(request.source_id)
+        if token_store.load() is None:
+            raise NeedsReauthorization(
+                "Not authorised yet: use Authorize with Enphase (or paste the code) so the owner grants access."
+            )
+        return EnphaseClient(
+            client_id=request.client_id,
+            client_secret=_secret(request, "client_secret", "The Enphase client secret"),
+            api_key=_secret(request, "app_api_key", "The Enphase application API key"),
+            system_id=request.system_id,
+            token_store=token_store,
+            base_url=settings.enphase_base_url,
+            auth_url=settings.enphase_auth_url,
+            timeout_s=settings.http_timeout_s,
+            ledger=context.ledger,
+            plan=settings.enphase_plan,
+        )
+    raise ValueError(f"unknown provider {request.provider!r}")

@@ -6,6 +6,7 @@ Never `playwright install`: the browser is the system one (`apt-get install chro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -91,8 +92,28 @@ def _healthy(url: str) -> bool:
         return False
 
 
+@pytest.fixture(scope="session")
+def fake_vendors() -> Iterator[dict[str, str]]:
+    """The fake SolarEdge V2, SolarEdge V1 and Enphase servers, as `DATACONN_*` settings pointing at them."""
+    from tests.fakes import enphase, solaredge_v1, solaredge_v2
+    from tests.fakes.server import serve
+
+    with contextlib.ExitStack() as stack:
+        v2 = stack.enter_context(serve(solaredge_v2.create_app(solaredge_v2.FakeState())))
+        v1 = stack.enter_context(serve(solaredge_v1.create_app(solaredge_v1.sandbox_state())))
+        en = stack.enter_context(serve(enphase.create_app(enphase.FakeState())))
+        yield {
+            "DATACONN_SOLAREDGE_BASE_URL": f"{v2}/v2",
+            "DATACONN_SOLAREDGE_V1_BASE_URL": v1,
+            "DATACONN_ENPHASE_BASE_URL": f"{en}/api/v4",
+            "DATACONN_ENPHASE_AUTH_URL": f"{en}/oauth",
+        }
+
+
 @pytest.fixture
-def app_server(request: pytest.FixtureRequest, tmp_path: Path, seed_demo: bool) -> Iterator[str]:
+def app_server(
+    request: pytest.FixtureRequest, tmp_path: Path, seed_demo: bool, fake_vendors: dict[str, str]
+) -> Iterator[str]:
     """The dashboard (`python -m ui.serve`, as `make run` starts it) on a free port with a fresh database."""
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
@@ -102,6 +123,8 @@ def app_server(request: pytest.FixtureRequest, tmp_path: Path, seed_demo: bool) 
         "DATACONN_KEY_FILE": str(tmp_path / "secret.key"),
         "DATACONN_SEED_DEMO": "true" if seed_demo else "false",
         "PYTHONUNBUFFERED": "1",
+        "DATACONN_PUBLIC_URL": base_url,  # where Enphase's consent page sends the browser back
+        **fake_vendors,
     }
     env.pop("DATACONN_SECRET_KEYS", None)  # the key file above, not keys from the developer's shell
     command = [

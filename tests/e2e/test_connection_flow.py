@@ -236,7 +236,9 @@ def test_negative_capacity_is_rejected_and_nothing_is_saved(page: Page, app_serv
 
 
 @pytest.mark.parametrize("seed_demo", [True], ids=["demo"])
-def test_solaredge_is_not_available_and_its_key_is_masked(page: Page, app_server: str, tmp_path: Path) -> None:
+def test_solaredge_wrong_key_shows_the_reason_and_the_key_is_masked(
+    page: Page, app_server: str, tmp_path: Path
+) -> None:
     _open(page, f"{app_server}/", "Control Room")
     _go_to_data_connections(page)
     expect(page.get_by_role("heading", name="Rooftop PV")).to_be_visible()
@@ -247,14 +249,14 @@ def test_solaredge_is_not_available_and_its_key_is_masked(page: Page, app_server
     _commit(source, "Capacity (kW)", "10")
     _enable_api(source)
     _choose(source, "API Provider", "SolarEdge")
-    _commit(source, "Site ID", "12345")
+    _commit(source, "Site ID", "3066774")  # a site the fake SolarEdge V2 server knows
     _commit(source, "API Key", SECRET)
     _idle(page)
 
     source.get_by_role("button", name="Test Connection").click()
     status = source.locator(STATUS)
     expect(status).to_contain_text("Failed")
-    expect(status).to_contain_text("not available")
+    expect(status).to_contain_text("SolarEdge rejected the API key (401")
     expect(status).not_to_contain_text("Connected")
 
     _save_all(page)
@@ -262,14 +264,14 @@ def test_solaredge_is_not_available_and_its_key_is_masked(page: Page, app_server
     saved = _stored_source(page, "SE Array")
     expect(saved).to_have_count(1)
     expect(saved.get_by_role("combobox", name="API Provider", exact=True)).to_have_value("SolarEdge")
-    expect(saved.get_by_label("Site ID", exact=True)).to_have_value("12345")
+    expect(saved.get_by_label("Site ID", exact=True)).to_have_value("3066774")
     api_key = saved.get_by_label("API Key", exact=True)
     expect(api_key).to_have_attribute("type", "password")
     expect(api_key).not_to_have_value(SECRET)
     expect(api_key).to_have_value(MASK)
     status = saved.locator(STATUS)
     expect(status).to_contain_text("Failed")
-    expect(status).to_contain_text("not available")
+    expect(status).to_contain_text("SolarEdge rejected the API key (401")
     expect(status).not_to_contain_text("Connected")
     assert SECRET not in page.content()
 
@@ -278,7 +280,7 @@ def test_solaredge_is_not_available_and_its_key_is_masked(page: Page, app_server
     _idle(page)
     saved = _stored_source(page, "SE Array")
     expect(saved.get_by_label("API Key", exact=True)).to_have_value(MASK)
-    expect(saved.locator(STATUS)).to_contain_text("not available")
+    expect(saved.locator(STATUS)).to_contain_text("SolarEdge rejected the API key (401")
     assert SECRET not in page.content()
     _screenshot(page, tmp_path, "solaredge-masked")
 
@@ -312,3 +314,52 @@ def test_site_form_shows_each_problem_next_to_its_field(page: Page, app_server: 
     expect(alerts.filter(has_text=re.compile(r"must be (<=|\u2264) 180"))).to_have_count(1)
     expect(alerts.filter(has_text="unknown time zone 'Mars/Base'")).to_have_count(1)
     expect(page.get_by_text("No sites yet: add one above.")).to_be_visible()  # nothing was saved
+
+
+@pytest.mark.parametrize("seed_demo", [True], ids=["demo"])
+def test_enphase_source_connects_through_the_full_oauth_flow(page: Page, app_server: str, tmp_path: Path) -> None:
+    """Enter the app's credentials, save, authorise at (fake) Enphase, come back, and test: Connected."""
+    from tests.fakes import enphase
+
+    _open(page, f"{app_server}/", "Control Room")
+    _go_to_data_connections(page)
+    page.get_by_role("button", name="Add Data Source").click()
+    source = page.locator(NEW_SOURCE)
+    expect(source).to_have_count(1)
+    _commit(source, "Source Name", "Enphase Roof")
+    _commit(source, "Capacity (kW)", "7")
+    _enable_api(source)
+    _choose(source, "API Provider", "Enphase")
+    _commit(source, "Client ID", enphase.SANDBOX_CLIENT_ID)
+    _commit(source, "System ID", str(enphase.SANDBOX_SYSTEM_ID))
+    _commit(source, "Client Secret", enphase.SANDBOX_CLIENT_SECRET)
+    _commit(source, "Application API Key", enphase.SANDBOX_API_KEY)
+    _idle(page)
+    _save_all(page)
+    _expect_saved_toast(page)
+
+    saved = _stored_source(page, "Enphase Roof")
+    saved.locator("summary", has_text="Authorize with Enphase").click()
+    link = saved.get_by_role("link", name="Authorize with Enphase")
+    expect(link).to_be_visible()
+    expect(saved.locator(STATUS)).to_contain_text("Untested")
+
+    # The owner approves at Enphase, which sends the browser back to the page with ?code=&state=.
+    with page.context.expect_page() as opened:
+        link.click()
+    consent = opened.value
+    expect(consent.get_by_role("heading", name="Allow access to your Enphase system?")).to_be_visible()
+    consent.get_by_role("link", name="Approve").click()
+    expect(consent.get_by_role("heading", name="Data Connections", exact=True)).to_be_visible()
+    expect(consent.get_by_test_id("stToastText").filter(has_text="Enphase authorised Enphase Roof")).to_be_visible()
+    _idle(consent)
+    assert "code=" not in consent.url  # the one-time code does not linger in the address bar
+
+    back = _stored_source(consent, "Enphase Roof")
+    back.get_by_role("button", name="Test Connection").click()
+    status = back.locator(STATUS)
+    expect(status).to_contain_text("Connected")
+    expect(status).to_contain_text(POWER)
+    for secret in (enphase.SANDBOX_CLIENT_SECRET, enphase.SANDBOX_API_KEY):
+        assert secret not in consent.content()
+    _screenshot(consent, tmp_path, "enphase-oauth")
