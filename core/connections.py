@@ -29,7 +29,7 @@ from core.models import (
     missing_credentials,
     secret_problem,
 )
-from core.providers.base import ProviderError
+from core.providers.base import NeedsReauthorization, ProviderError
 from core.providers.channels import channel_for
 from core.providers.registry import ConnectionRequest, ProviderContext, build_client
 from core.secret_store import delete_secret, load_secrets, put_secret
@@ -161,7 +161,7 @@ def _status_after_edit(draft: SourceDraft, stored: Source | None, api: dict[str,
         return {
             "connection_status": draft.test.status,
             "last_tested": draft.test.tested_at,
-            "last_error": draft.test.message if draft.test.status is ConnectionStatus.FAILED else None,
+            "last_error": None if draft.test.status is ConnectionStatus.CONNECTED else draft.test.message,
             "last_power_w": draft.test.power_w,
         }
     if stored is None:
@@ -354,6 +354,8 @@ def test_connection(
             power = info.current_power_w if channel == "pv_w" else client.current_power(now).get(channel)
         finally:
             client.close()
+    except NeedsReauthorization as exc:
+        return TestOutcome(ConnectionStatus.REAUTHORIZE, str(exc), now)
     except ProviderError as exc:
         return TestOutcome(ConnectionStatus.FAILED, str(exc), now)
     message = f"Connected to {info.site_name}: current power {_kw(power)}"

@@ -90,6 +90,7 @@ class ConnectionStatus(StrEnum):
     UNTESTED = "untested"
     CONNECTED = "connected"
     FAILED = "failed"
+    REAUTHORIZE = "reauthorize"  # the OAuth grant is missing or dead: the owner must authorise again
 
 
 # Which secrets each provider needs, as (stored name, label). Stored names key the `source_secrets` table.

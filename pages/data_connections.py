@@ -182,6 +182,8 @@ def _status(draft: conn.SourceDraft, stored: cat.Source | None, tz: ZoneInfo) ->
             st.success(f"**Connected** · {message}", icon=":material/check_circle:")
         elif status is ConnectionStatus.FAILED:
             st.error(f"**Failed** · {message}", icon=":material/error:")
+        elif status is ConnectionStatus.REAUTHORIZE:
+            st.warning(f"**Re-authorise** · {message}", icon=":material/key:")
         else:
             st.info(f"**Untested** {('· ' + message) if message else ''}", icon=":material/radio_button_unchecked:")
         when = tested.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if tested else "never"
