@@ -31,7 +31,8 @@ from core.models import (
 )
 from core.providers.base import NeedsReauthorization, ProviderError
 from core.providers.channels import channel_for
-from core.providers.registry import ConnectionRequest, ProviderContext, build_client
+from core.providers.context import ProviderContext
+from core.providers.registry import ConnectionRequest, build_client
 from core.secret_store import delete_secret, load_secrets, put_secret
 from core.store import Store
 from core.validation import field_errors

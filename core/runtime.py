@@ -9,8 +9,8 @@ from core.config import Settings
 from core.crypto import SecretBox, load_keys
 from core.demo import seed_demo
 from core.oauth_tokens import StoredTokens
+from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
-from core.providers.registry import ProviderContext
 from core.schema import migrate
 from core.store import Store
 

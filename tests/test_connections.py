@@ -13,8 +13,8 @@ from core.config import Settings
 from core.connections import MASKED, SaveRejected, draft_from_source, new_draft, save_connections
 from core.crypto import SecretBox
 from core.models import Category, ConnectionStatus, MeterIn, SiteIn
+from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
-from core.providers.registry import ProviderContext
 from core.secret_store import load_secrets
 from core.store import Store
 from tests.fakes import solaredge_v2

@@ -19,8 +19,8 @@ from core.crypto import SecretBox, generate_key
 from core.models import Category, ConnectionStatus, MeterIn, SiteIn
 from core.oauth_tokens import StoredTokens
 from core.providers.base import NeedsReauthorization
+from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
-from core.providers.registry import ProviderContext
 from core.store import Store
 from tests.fakes import enphase
 from tests.fakes.server import serve

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
-from core.config import Settings
 from core.models import Provider, Site
 from core.providers.base import AuthError, MonitoringProvider, NeedsReauthorization
+from core.providers.context import ProviderContext
 from core.providers.enphase import EnphaseClient
-from core.providers.enphase_oauth import TokenStore
-from core.providers.quota import QuotaLedger
 from core.providers.simulator import SimulatedSite, SimulatorProvider
 from core.providers.solaredge_v1 import SolarEdgeV1Client
 from core.providers.solaredge_v2 import SolarEdgeV2Client
@@ -30,16 +27,6 @@ class ConnectionRequest:
     client_id: str = ""
     secrets: dict[str, SecretStr] = field(default_factory=dict)
     source_id: int | None = None
-
-
-@dataclass(frozen=True)
-class ProviderContext:
-    """Process-wide pieces every client shares: the settings, the quota ledger (one per process) and where a
-    source's OAuth tokens live (the database, in the app)."""
-
-    settings: Settings
-    ledger: QuotaLedger
-    token_store_for: Callable[[int], TokenStore] | None = None
 
 
 def simulator_seed(site_name: str, system_id: str) -> int:

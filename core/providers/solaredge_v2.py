@@ -60,6 +60,7 @@ from core.providers.solaredge_v2_parse import (
     format_time,
     next_cycle_start,
     parse_meters,
+    parse_overview,
     parse_power,
     parse_problem,
     parse_retry_after,
@@ -87,6 +88,7 @@ CURRENT_LOOKBACK = timedelta(hours=1)  # "current power" = the last non-null 15-
 ENDPOINTS: dict[str, tuple[str, str]] = {
     "sites": ("sites", "the site list"),
     "details": ("sites/{site}", "the site details"),
+    "overview": ("sites/{site}/overview", "today's totals"),
     "power": ("sites/{site}/power", "the power series"),
     "meters": ("sites/{site}/meters/telemetry", "the meter telemetry"),
     "storage": ("sites/{site}/storage/telemetry", "the battery telemetry"),
@@ -271,6 +273,10 @@ class SolarEdgeV2Client:
             current_power_w=latest[1] if latest else None,
             last_update=last_update,
         )
+
+    def today_totals(self, now: datetime) -> dict[str, float | None]:
+        """Today's production and consumption totals in Wh (`/overview`, one credit): see `parse_overview`."""
+        return parse_overview(self._request("overview", now=now))
 
     def list_sites(self) -> list[ProviderSite]:
         """Every site the key can see, page by page until a short page (no next link, `count` is ambiguous)."""

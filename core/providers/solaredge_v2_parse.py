@@ -414,3 +414,29 @@ def combine_channels(pv: Series, meters: Mapping[str, Series], storage: Mapping[
                 load[ts] = (pv.get(ts) or 0.0) + imported - exported + stored
         out["load_w"] = load
     return out
+
+
+OVERVIEW_FIELDS = {
+    "production": ("total", "toSelfConsumption", "toStorage", "toGrid"),
+    "consumption": ("total", "fromPv", "fromStorage", "fromGrid"),
+}
+
+
+def parse_overview(body: Any) -> dict[str, float | None]:
+    """Today's running totals (site midnight to now) in Wh, e.g. `production_total_wh`; each block has its unit.
+
+    V2 has no lifetime figure here (V1 had): a null stays null (the site has no meter for it), never 0.
+    """
+    if not isinstance(body, Mapping):
+        raise _bad("the overview", body)
+    totals: dict[str, float | None] = {}
+    for block, fields in OVERVIEW_FIELDS.items():
+        data = body.get(block) or {}
+        if not isinstance(data, Mapping):
+            raise _bad("the overview", body)
+        factor = _scale(data.get("unit"), "energy", body)
+        for field in fields:
+            value = _number(data.get(field), body, "the overview")
+            snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in field)
+            totals[f"{block}_{snake}_wh"] = None if value is None else value * factor
+    return totals

@@ -505,3 +505,21 @@ def test_fake_site_access_grants(fake: tuple[FakeState, str]) -> None:
     httpx.post(f"{url}/v2/oauth2/revoke-token", json={"token": rotated["refresh_token"]})
     dead = {"Authorization": f"Bearer {rotated['access_token']}"}
     assert httpx.get(f"{url}/v2/sites/{HOME}", headers=dead).status_code == 401
+
+
+def test_overview_totals_apply_each_blocks_unit_and_keep_nulls() -> None:
+    from core.providers.solaredge_v2_parse import parse_overview
+
+    body = json.loads((FIXTURES / "overview.json").read_text())
+    totals = parse_overview(body)
+    assert totals["production_total_wh"] == pytest.approx(26_290.0)
+    assert totals["production_to_grid_wh"] is None
+    assert totals["consumption_total_wh"] is None and totals["consumption_from_pv_wh"] is None
+
+
+def test_overview_against_the_fake_is_todays_running_total() -> None:
+    with serve(create_app(FakeState())) as url:
+        client = SolarEdgeV2Client(SecretStr(SANDBOX_API_KEY), "3066774", base_url=f"{url}/v2")
+        totals = client.today_totals(datetime.now(UTC))
+        client.close()
+    assert totals["production_total_wh"] is not None and totals["production_total_wh"] >= 0

@@ -1,0 +1,21 @@
+"""What every provider client of a process shares; light on purpose (no vendor or pvlib imports), so the CLI and
+other processes that only carry it around start fast."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.config import Settings
+from core.providers.enphase_oauth import TokenStore
+from core.providers.quota import QuotaLedger
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """The settings, the quota ledger (one per process: every call counts against it) and where a source's OAuth
+    tokens live (the database, in the app)."""
+
+    settings: Settings
+    ledger: QuotaLedger
+    token_store_for: Callable[[int], TokenStore] | None = None
