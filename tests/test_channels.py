@@ -1,0 +1,58 @@
+"""One provider site feeds several meters: grouping sources by vendor site and fanning one answer out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import polars as pl
+
+from core import catalog as cat
+from core.connections import new_draft, save_connections
+from core.crypto import SecretBox
+from core.models import Category, MeterIn, SiteIn
+from core.providers.base import normalise_readings
+from core.providers.channels import group_by_provider_site, readings_for
+from core.store import Store
+
+
+def add(store: Store, box: SecretBox, site: cat.Site, meter: cat.Meter, name: str, kind: str, **api: str) -> None:
+    draft = new_draft(f"new-{name}", meter.id, meter.category)
+    draft.values |= {"name": name, "source_type": kind, "capacity_kw": "10", "use_api": True} | api
+    draft.secrets = {"api_key": "sk-1"} if api.get("api_provider", "").startswith("solaredge") else {}
+    save_connections(store, box, site.id, [draft], set())
+
+
+def test_sources_of_one_vendor_site_share_one_group_and_split_its_answer(store: Store, box: SecretBox) -> None:
+    site = cat.create_site(store, SiteIn(name="Plant", latitude=50, longitude=4, timezone="Europe/Brussels"))
+    prod = cat.create_meter(store, site.id, MeterIn(name="PV", category=Category.PROD))
+    inj = cat.create_meter(store, site.id, MeterIn(name="Export", category=Category.INJ))
+    cons = cat.create_meter(store, site.id, MeterIn(name="Load", category=Category.CONS))
+    solaredge = {"api_provider": "solaredge", "system_id": "3066774"}
+    add(store, box, site, prod, "Roof", "solar", **solaredge)
+    add(store, box, site, inj, "Feed-in", "grid", **solaredge)
+    add(store, box, site, cons, "Other site load", "load", api_provider="solaredge", system_id="999")
+    add(store, box, site, cons, "Simulated load", "load")
+
+    groups = group_by_provider_site(cat.load_catalog(store))
+    names = {key: sorted(s.name for s in sources) for key, sources in groups.items()}
+    assert names == {
+        ("solaredge", "3066774"): ["Feed-in", "Roof"],
+        ("solaredge", "999"): ["Other site load"],
+        ("simulator", f"site:{site.id}"): ["Simulated load"],
+    }
+
+    ts = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    answer = normalise_readings(
+        pl.DataFrame(
+            {
+                "ts": [ts] * 3,
+                "interval_s": [900] * 3,
+                "channel": ["pv_w", "grid_export_w", "load_w"],
+                "value": [5000.0, 1200.0, 3800.0],
+            }
+        )
+    )
+    assert readings_for(answer, Category.PROD, "solar")["value"].to_list() == [5000.0]
+    assert readings_for(answer, Category.INJ, "grid")["value"].to_list() == [1200.0]
+    assert readings_for(answer, Category.CONS, "load")["value"].to_list() == [3800.0]
+    assert readings_for(answer, Category.CONS, "grid").height == 0  # no import in this answer: nothing invented
