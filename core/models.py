@@ -101,7 +101,7 @@ PROVIDER_SECRETS: dict[Provider, tuple[tuple[str, str], ...]] = {
     Provider.SIMULATOR: (),
 }
 # Secrets a provider obtains itself (OAuth tokens); never typed by the user, kept encrypted like the others.
-TOKEN_SECRETS = ("oauth_tokens", "authorization_code")
+TOKEN_SECRETS = ("oauth_tokens",)
 PROVIDER_NEEDS_SYSTEM_ID = {
     Provider.SOLAREDGE: "Site ID",
     Provider.SOLAREDGE_V1: "Site ID",
