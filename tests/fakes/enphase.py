@@ -603,6 +603,7 @@ class Harness:
             ledger=ledger,
             plan=HARNESS_PLAN,
             calls_per_minute=self.minute_limit,
+            calls_per_month=self.minute_limit,  # set_quota shrinks both (None: the plan's)
         )
         self.clients.append(client)
         return client
@@ -611,11 +612,12 @@ class Harness:
         return sum(self.state.calls.values())
 
     def set_quota(self, limit: int) -> None:
-        """The per-minute plan limit is the tightest: shrink it on the fake and on every client made here."""
-        self.state.per_minute_limit = limit
+        """Shrink the per-minute AND monthly limits on the fake and on every client made here: with the minute
+        alone, a test that straddles a minute boundary would legitimately get a second allowance."""
+        self.state.per_minute_limit = self.state.per_month_limit = limit
         self.minute_limit = limit
         for client in self.clients:
-            client.quota_rules = (QuotaRule("account", "minute", limit), *client.quota_rules[1:])
+            client.quota_rules = (QuotaRule("account", "minute", limit), QuotaRule("account", "month", limit))
 
     def history_range(self) -> tuple[datetime, datetime]:
         """36 hours ending at yesterday's UTC midnight: longer than `max_window` (1 day), fully uploaded."""
