@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bench import bench_catalog
+from bench import bench_catalog, bench_ingest
 
 if __name__ == "__main__":
     bench_catalog.main()
+    bench_ingest.main()

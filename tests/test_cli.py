@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 from core import catalog as cat
 from core.crypto import SecretBox, SecretsError, generate_key, read_key_file
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn
+from core.schema import LATEST_VERSION
 from core.secret_store import put_secret
 from core.store import Store
 
@@ -67,7 +68,7 @@ def test_init_then_export_yaml_and_json(tmp_path: Path, env: dict[str, str]) -> 
     env["DATACONN_SEED_DEMO"] = "true"
     result = run(env, "init")
     assert result.returncode == 0, result.stderr
-    assert "schema version 1" in result.stdout and env["DATACONN_DB_PATH"] in result.stdout
+    assert f"schema version {LATEST_VERSION}" in result.stdout and env["DATACONN_DB_PATH"] in result.stdout
 
     as_yaml = run(env, "config", "export")
     assert as_yaml.returncode == 0, as_yaml.stderr

@@ -1,0 +1,190 @@
+"""One collection pass: poll each vendor site once, fan its answer out to the sources it feeds, write everything
+in one transaction. The scheduling around it (which groups are due, workers, signals) lives in `jobs.collector`.
+
+Rules, each for a reason:
+- One call per vendor site per pass, whatever the number of sources it feeds (quotas are per site and key).
+- The window re-reads `RELOOK` before the newest stored final interval, because vendors correct recent data late;
+  intervals that end less than `SETTLE` ago are stored as not final and replaced when re-read.
+- A source with no bookmark yet starts `FIRST_BACKFILL` back; longer gaps are the backfill job's (bounded per pass
+  by `MAX_WINDOW_PER_PASS`, oldest first, so a long outage fills in order and never bursts the quota).
+- Failures are sorted by the provider error tree: auth errors and retired APIs stop the group until its
+  configuration changes; rate limits wait until `retry_at`; other failures count towards the circuit breaker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import duckdb
+import polars as pl
+from pydantic import SecretStr
+
+from core import catalog as cat
+from core.crypto import SecretBox
+from core.models import Source
+from core.providers.base import ApiRetired, AuthError, BadResponse, ProviderError, RateLimited
+from core.providers.channels import group_by_provider_site, readings_for
+from core.providers.context import ProviderContext
+from core.providers.registry import ConnectionRequest, build_client
+from core.readings_store import ingest, to_batch
+from core.secret_store import read_secrets
+from core.store import Store
+
+log = logging.getLogger(__name__)
+
+GroupKey = tuple[str, str]  # (provider, vendor site id): see core.providers.channels.provider_site_key
+
+RELOOK = timedelta(hours=2)
+SETTLE = timedelta(hours=1)
+FIRST_BACKFILL = timedelta(days=1)
+MAX_WINDOW_PER_PASS = timedelta(days=7)
+
+
+@dataclass
+class GroupResult:
+    sources: list[Source]
+    provider: str
+    started_at: datetime
+    duration_ms: float = 0.0
+    outcome: str = "ok"
+    error: str | None = None
+    retry_at: datetime | None = None
+    stopped_reason: str | None = None
+    batch: pl.DataFrame | None = None
+
+
+@dataclass
+class PassReport:
+    results: list[GroupResult] = field(default_factory=list)
+    rows_written: int = 0
+
+    def summary(self) -> str:
+        outcomes: dict[str, int] = {}
+        for result in self.results:
+            outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
+        parts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())) or "nothing due"
+        return f"{len(self.results)} vendor site(s): {parts}; {self.rows_written} reading(s) written"
+
+
+def _bookmarks(store: Store) -> dict[int, datetime]:
+    with store.connect(read_only=True) as con:
+        rows = con.sql("SELECT source_id, bookmark_ts FROM source_state WHERE bookmark_ts IS NOT NULL").fetchall()
+    return {int(source_id): ts for source_id, ts in rows}
+
+
+def window_for(sources: list[Source], bookmarks: dict[int, datetime], now: datetime) -> tuple[datetime, datetime]:
+    """From the oldest bookmark of the group (minus RELOOK) to now, at most MAX_WINDOW_PER_PASS long."""
+    starts = [bookmarks[s.id] - RELOOK if s.id in bookmarks else now - FIRST_BACKFILL for s in sources]
+    start = min(starts)
+    end = min(now, start + MAX_WINDOW_PER_PASS)
+    return start, end
+
+
+def _poll_group(
+    store: Store,
+    box: SecretBox,
+    catalog: cat.Catalog,
+    context: ProviderContext,
+    sources: list[Source],
+    bookmarks: dict[int, datetime],
+    now: datetime,
+) -> GroupResult:
+    first = sources[0]
+    meter = catalog.meter(first.meter_id)
+    site = catalog.site(meter.site_id)
+    result = GroupResult(sources, first.api.api_provider.value, now)
+    started = time.perf_counter()
+    try:
+        with store.connect(read_only=True) as con:
+            secrets: dict[str, SecretStr] = read_secrets(con, box, first.id)
+        pv_capacity = sum(
+            s.capacity_kw
+            for m in catalog.meters_of(site.id)
+            if m.category.value == "PROD"
+            for s in catalog.sources_of(m.id)
+        )
+        request = ConnectionRequest(
+            provider=first.api.api_provider,
+            site=site,
+            pv_capacity_kw=pv_capacity or 10.0,
+            system_id=first.api.system_id,
+            client_id=first.api.client_id,
+            secrets=secrets,
+            source_id=first.id,
+        )
+        client = build_client(request, context)
+        try:
+            start, end = window_for(sources, bookmarks, now)
+            answer = client.history(start, end)
+        finally:
+            client.close()
+        batches = []
+        for source in sources:
+            category = catalog.meter(source.meter_id).category
+            mine = readings_for(answer, category, source.source_type)
+            batches.append(to_batch(source.id, mine, now, final_before=now - SETTLE))
+        result.batch = pl.concat(batches) if batches else None
+    except RateLimited as exc:
+        result.outcome, result.error, result.retry_at = "rate_limited", str(exc), exc.retry_at
+    except ApiRetired as exc:
+        result.outcome, result.error, result.stopped_reason = "retired", str(exc), str(exc)
+    except AuthError as exc:
+        result.outcome, result.error, result.stopped_reason = "auth_error", str(exc), str(exc)
+    except BadResponse as exc:
+        result.outcome, result.error = "bad_response", str(exc)
+    except ProviderError as exc:
+        result.outcome, result.error = "connection_error", str(exc)
+    result.duration_ms = (time.perf_counter() - started) * 1000
+    return result
+
+
+def collect_once(
+    store: Store, box: SecretBox, context: ProviderContext, now: datetime, only: set[GroupKey] | None = None
+) -> PassReport:
+    """Poll every enabled vendor site (or those in `only`) once and store what came back, in one transaction."""
+    catalog = cat.load_catalog(store)
+    bookmarks = _bookmarks(store)
+    report = PassReport()
+    for key, sources in group_by_provider_site(catalog).items():
+        if only is None or key in only:
+            report.results.append(_poll_group(store, box, catalog, context, sources, bookmarks, now))
+    with store.transaction() as con:
+        for result in report.results:
+            for source in result.sources:
+                mine = None if result.batch is None else result.batch.filter(pl.col("source_id") == source.id)
+                written = ingest(con, mine, now) if mine is not None and mine.height else 0
+                report.rows_written += written
+                _record(con, source, result, mine, written, now)
+    log.info("collection pass: %s", report.summary())
+    return report
+
+
+def _record(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    result: GroupResult,
+    batch: pl.DataFrame | None,
+    written: int,
+    now: datetime,
+) -> None:
+    """The source's `collector_runs` row and its state: bookmark, failures, why it stopped."""
+    con.execute(
+        "INSERT INTO collector_runs (source_id, provider, started_at, duration_ms, outcome, error, rows_written)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [source.id, result.provider, result.started_at, result.duration_ms, result.outcome, result.error, written],
+    )
+    finals = batch.filter(pl.col("is_final")) if batch is not None else None
+    newest_final = finals["ts"].max() if finals is not None and finals.height else None
+    failed = result.outcome != "ok"
+    con.execute(
+        "INSERT INTO source_state (source_id, bookmark_ts, consecutive_failures, retry_at, stopped_reason,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source_id) DO UPDATE SET"
+        " bookmark_ts = coalesce(greatest(source_state.bookmark_ts, excluded.bookmark_ts),"
+        " source_state.bookmark_ts, excluded.bookmark_ts),"
+        " consecutive_failures = CASE WHEN ? THEN source_state.consecutive_failures + 1 ELSE 0 END,"
+        " retry_at = excluded.retry_at, stopped_reason = excluded.stopped_reason, updated_at = excluded.updated_at",
+        [source.id, newest_final, int(failed), result.retry_at, result.stopped_reason, now, failed],
+    )

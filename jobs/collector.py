@@ -1,0 +1,120 @@
+"""The collector process: `python -m jobs.collector` (runs until SIGTERM/SIGINT) or `--once` (one pass, then exit).
+
+`schedule` only decides WHEN a vendor site is due; the polls run on a small thread pool, so a slow or failing
+vendor never delays the others, and an in-flight set keeps one site from being polled twice at once (schedule
+runs jobs in sequence and lets exceptions escape). The configuration is re-read every minute, so sources added,
+changed or removed in the dashboard take effect without a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import schedule
+
+from core import catalog as cat
+from core.collection import GroupKey, collect_once
+from core.config import load_settings
+from core.models import UpdateFrequency
+from core.providers.channels import group_by_provider_site
+from core.runtime import Runtime, open_runtime
+
+log = logging.getLogger("dataconn.collector")
+WORKERS = 4
+
+
+class Collector:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.scheduler = schedule.Scheduler()
+        self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="poll")
+        self.in_flight: set[GroupKey] = set()
+        self.lock = threading.Lock()
+        self.intervals: dict[GroupKey, int] = {}
+        self.stop = threading.Event()
+
+    def dispatch(self, key: GroupKey) -> None:
+        with self.lock:
+            if key in self.in_flight:
+                log.info("%s/%s is still being polled; skipping this turn", *key)
+                return
+            self.in_flight.add(key)
+        self.executor.submit(self._poll, key)
+
+    def _poll(self, key: GroupKey) -> None:
+        try:
+            rt = self.runtime
+            collect_once(rt.store, rt.box, rt.providers, datetime.now(UTC), only={key})
+        except Exception:  # the job boundary: one site's failure must never stop the others
+            log.exception("poll of %s/%s failed", *key)
+        finally:
+            with self.lock:
+                self.in_flight.discard(key)
+
+    def sync(self) -> None:
+        """Make the jobs match the configuration: one job per vendor site at its sources' fastest frequency."""
+        try:
+            groups = group_by_provider_site(cat.load_catalog(self.runtime.store))
+        except Exception:
+            log.exception("could not read the configuration; keeping the current schedule")
+            return
+        wanted = {
+            key: min(UpdateFrequency(s.api.update_frequency).minutes for s in sources)
+            for key, sources in groups.items()
+        }
+        for key in set(self.intervals) - set(wanted):
+            self.scheduler.clear(_tag(key))
+            del self.intervals[key]
+            log.info("stopped polling %s/%s (removed or disabled)", *key)
+        for key, minutes in wanted.items():
+            if self.intervals.get(key) == minutes:
+                continue
+            self.scheduler.clear(_tag(key))
+            jitter = max(1, minutes // 10)  # spread sites over the period instead of bursting at its start
+            self.scheduler.every(minutes).to(minutes + jitter).minutes.do(self.dispatch, key).tag(_tag(key))
+            first_time = key not in self.intervals
+            self.intervals[key] = minutes
+            log.info("polling %s/%s every %d-%d min", *key, minutes, minutes + jitter)
+            if first_time:
+                self.dispatch(key)
+
+    def run(self) -> None:
+        self.sync()
+        self.scheduler.every(1).minutes.do(self.sync)
+        while not self.stop.is_set():
+            self.scheduler.run_pending()
+            self.stop.wait(1)
+        log.info("stopping: finishing the polls in hand")
+        self.executor.shutdown(wait=True)
+
+
+def _tag(key: GroupKey) -> str:
+    return f"{key[0]}:{key[1]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.collector", description=__doc__.split("\n")[0])
+    parser.add_argument("--once", action="store_true", help="poll every enabled vendor site once, then exit")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runtime = open_runtime(settings)
+    if args.once:
+        report = collect_once(runtime.store, runtime.box, runtime.providers, datetime.now(UTC))
+        print(report.summary())
+        return 0
+    collector = Collector(runtime)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: collector.stop.set())
+    collector.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""A collection pass against real DuckDB files: the simulator demo and a SolarEdge site on its fake server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from core import catalog as cat
+from core.collection import FIRST_BACKFILL, collect_once
+from core.config import Settings
+from core.connections import new_draft, save_connections
+from core.crypto import SecretBox
+from core.demo import seed_demo
+from core.models import Category, MeterIn, SiteIn
+from core.providers.context import ProviderContext
+from core.providers.quota import QuotaLedger
+from core.store import Store
+from tests.fakes import solaredge_v2
+from tests.fakes.server import serve
+
+NOW = datetime(2026, 6, 21, 12, 2, tzinfo=UTC)
+
+
+def counts(store: Store) -> dict[int, tuple[int, int]]:
+    with store.connect(read_only=True) as con:
+        rows = con.sql("SELECT source_id, count(*), count(DISTINCT ts) FROM readings GROUP BY 1").fetchall()
+    return {int(source): (int(n), int(distinct)) for source, n, distinct in rows}
+
+
+@pytest.fixture
+def context() -> ProviderContext:
+    return ProviderContext(Settings(), QuotaLedger())
+
+
+def test_demo_pass_writes_every_source_once_and_repolls_without_duplicates(
+    store: Store, box: SecretBox, context: ProviderContext
+) -> None:
+    seed_demo(store)
+    report = collect_once(store, box, context, NOW)
+    assert [r.outcome for r in report.results] == ["ok"]  # five sources, one simulated site: one poll
+    first = counts(store)
+    intervals = int(FIRST_BACKFILL / timedelta(minutes=5))
+    assert len(first) == 5 and all(n == distinct for n, distinct in first.values())
+    assert all(intervals <= n <= intervals + 1 for n, _ in first.values())
+
+    collect_once(store, box, context, NOW + timedelta(minutes=15))
+    second = counts(store)
+    assert all(n == distinct for n, distinct in second.values())  # re-read window: replaced, never duplicated
+    assert all(second[s][0] == first[s][0] + 3 for s in first)  # three new 5-minute intervals each
+    with store.connect(read_only=True) as con:
+        runs = con.sql("SELECT count(*), count(DISTINCT source_id) FROM collector_runs").fetchall()[0]
+        open_rows = con.execute(
+            "SELECT count(*) FROM readings WHERE NOT is_final AND ts + to_seconds(interval_s) <= ?",
+            [NOW + timedelta(minutes=15) - timedelta(hours=1)],
+        ).fetchall()[0][0]
+    assert runs == (10, 5)
+    assert open_rows == 0  # only the last hour may still change
+
+
+@pytest.fixture
+def solaredge_site(store: Store, box: SecretBox) -> Iterator[tuple[ProviderContext, int]]:
+    site = cat.create_site(store, SiteIn(name="London", latitude=51.5, longitude=-0.12, timezone="Europe/London"))
+    meter = cat.create_meter(store, site.id, MeterIn(name="PV", category=Category.PROD))
+    draft = new_draft("new-se", meter.id, Category.PROD)
+    draft.values |= {"name": "Roof", "capacity_kw": "5.68", "use_api": True, "api_provider": "solaredge"}
+    draft.values |= {"system_id": "3066774"}
+    draft.secrets = {"api_key": solaredge_v2.SANDBOX_API_KEY}
+    save_connections(store, box, site.id, [draft], set())
+    with serve(solaredge_v2.create_app(solaredge_v2.FakeState())) as url:
+        yield (
+            ProviderContext(Settings(solaredge_base_url=f"{url}/v2"), QuotaLedger()),
+            cat.load_catalog(store).sources[0].id,
+        )
+
+
+def test_a_vendor_site_is_collected_from_its_fake(
+    store: Store, box: SecretBox, solaredge_site: tuple[ProviderContext, int]
+) -> None:
+    context, source_id = solaredge_site
+    report = collect_once(store, box, context, datetime.now(UTC))
+    assert [r.outcome for r in report.results] == ["ok"], report.results[0].error
+    n, distinct = counts(store)[source_id]
+    assert n == distinct and n >= 90  # a day of 15-minute PV data
+
+
+def test_a_wrong_key_stops_the_source_with_the_reason(store: Store, box: SecretBox) -> None:
+    site = cat.create_site(store, SiteIn(name="London", latitude=51.5, longitude=-0.12, timezone="Europe/London"))
+    meter = cat.create_meter(store, site.id, MeterIn(name="PV", category=Category.PROD))
+    draft = new_draft("new-se", meter.id, Category.PROD)
+    draft.values |= {"name": "Roof", "capacity_kw": "5", "use_api": True, "api_provider": "solaredge"}
+    draft.values |= {"system_id": "3066774"}
+    draft.secrets = {"api_key": "sk-wrong-999"}
+    save_connections(store, box, site.id, [draft], set())
+    with serve(solaredge_v2.create_app(solaredge_v2.FakeState())) as url:
+        context = ProviderContext(Settings(solaredge_base_url=f"{url}/v2"), QuotaLedger())
+        report = collect_once(store, box, context, datetime.now(UTC))
+    assert [r.outcome for r in report.results] == ["auth_error"]
+    with store.connect(read_only=True) as con:
+        error, reason, failures = con.sql(
+            "SELECT r.error, s.stopped_reason, s.consecutive_failures FROM collector_runs r"
+            " JOIN source_state s USING (source_id)"
+        ).fetchall()[0]
+    assert "API key" in error and "sk-wrong-999" not in error and reason == error and failures == 1
+    assert counts(store) == {}
