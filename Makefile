@@ -22,8 +22,10 @@ install: $(STAMP)
 init: install
 	$(BIN)/python -m jobs.cli init
 
-# The collector joins the dashboard here once it exists (issue 4).
+# The collector runs beside the dashboard and stops with it (Ctrl+C stops both).
 run: init
+	$(BIN)/python -m jobs.collector & collector=$$!; \
+	trap 'kill $$collector 2>/dev/null; wait $$collector' EXIT INT TERM; \
 	$(BIN)/python -m ui.serve --server.address=$(HOST) --server.port=$(PORT) --server.headless=true
 
 test: install
