@@ -249,20 +249,8 @@ def exchange_code(
     raw = raw.strip()
     if not raw:
         raise NeedsReauthorization(f"No Enphase authorization code was given: {REAUTHORIZE_HINT}.")
-    funnel = _with_funnel(auth_url, timeout_s, http_client)
-    try:
-        params = {"grant_type": "authorization_code", "redirect_uri": redirect_uri, "code": raw}
-        return request_tokens(
-            funnel,
-            token_url(auth_url),
-            params,
-            client_id=client_id,
-            client_secret=client_secret,
-            now=now,
-            refresh_ttl=refresh_ttl,
-        )
-    finally:
-        funnel.close()
+    params = {"grant_type": "authorization_code", "redirect_uri": redirect_uri, "code": raw}
+    return _token_call(params, client_id, client_secret, now, auth_url, timeout_s, http_client, refresh_ttl)
 
 
 def refresh_tokens(
@@ -278,9 +266,23 @@ def refresh_tokens(
 ) -> Tokens:
     """One refresh outside a client (e.g. a "renew now" button). The old refresh token is dead afterwards:
     save the result before doing anything else with it."""
+    params = {"grant_type": "refresh_token", "refresh_token": refresh_token.get_secret_value()}
+    return _token_call(params, client_id, client_secret, now, auth_url, timeout_s, http_client, refresh_ttl)
+
+
+def _token_call(
+    params: dict[str, str],
+    client_id: str,
+    client_secret: SecretStr,
+    now: datetime,
+    auth_url: str,
+    timeout_s: float,
+    http_client: httpx.Client | None,
+    refresh_ttl: timedelta,
+) -> Tokens:
+    """One call to the token endpoint on a funnel of its own (closed afterwards)."""
     funnel = _with_funnel(auth_url, timeout_s, http_client)
     try:
-        params = {"grant_type": "refresh_token", "refresh_token": refresh_token.get_secret_value()}
         return request_tokens(
             funnel,
             token_url(auth_url),
