@@ -60,19 +60,46 @@ class GroupResult:
 class PassReport:
     results: list[GroupResult] = field(default_factory=list)
     rows_written: int = 0
+    skipped: int = 0  # groups stopped or waiting for a rate limit to pass
 
     def summary(self) -> str:
         outcomes: dict[str, int] = {}
         for result in self.results:
             outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
         parts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())) or "nothing due"
-        return f"{len(self.results)} vendor site(s): {parts}; {self.rows_written} reading(s) written"
+        skipped = f", {self.skipped} waiting or stopped" if self.skipped else ""
+        return f"{len(self.results)} vendor site(s): {parts}{skipped}; {self.rows_written} reading(s) written"
 
 
-def _bookmarks(store: Store) -> dict[int, datetime]:
+@dataclass(frozen=True)
+class SourceState:
+    bookmark: datetime | None
+    retry_at: datetime | None
+    stopped: bool  # stopped for a reason (rejected key, retired API) that only a configuration change can cure
+
+
+def _states(store: Store) -> dict[int, SourceState]:
+    """Per source: bookmark, and whether it must sit this pass out. A stop holds until the source's settings or
+    credentials change after it (their `updated_at` is newer than the state's)."""
     with store.connect(read_only=True) as con:
-        rows = con.sql("SELECT source_id, bookmark_ts FROM source_state WHERE bookmark_ts IS NOT NULL").fetchall()
-    return {int(source_id): ts for source_id, ts in rows}
+        rows = con.sql(
+            "SELECT s.source_id, s.bookmark_ts, s.retry_at,"
+            " s.stopped_reason IS NOT NULL AND s.updated_at >= greatest(e.updated_at,"
+            "   coalesce((SELECT max(updated_at) FROM source_secrets x WHERE x.source_id = s.source_id), e.updated_at))"
+            " FROM source_state s JOIN energy_sources e ON e.id = s.source_id"
+        ).fetchall()
+    return {int(r[0]): SourceState(r[1], r[2], bool(r[3])) for r in rows}
+
+
+def sits_out(sources: list[Source], states: dict[int, SourceState], now: datetime) -> str | None:
+    """Why this group is not polled now, or None. Every source of a vendor site shares the site's fate."""
+    known = [states[s.id] for s in sources if s.id in states]
+    if known and all(state.stopped for state in known):
+        return "stopped until its settings change"
+    waits = [state.retry_at for state in known if state.retry_at is not None and state.retry_at > now]
+    if waits:
+        return f"rate limited until {max(waits):%Y-%m-%d %H:%M} UTC"
+    return None
 
 
 def window_for(sources: list[Source], bookmarks: dict[int, datetime], now: datetime) -> tuple[datetime, datetime]:
@@ -146,11 +173,18 @@ def collect_once(
 ) -> PassReport:
     """Poll every enabled vendor site (or those in `only`) once and store what came back, in one transaction."""
     catalog = cat.load_catalog(store)
-    bookmarks = _bookmarks(store)
+    states = _states(store)
+    bookmarks = {source_id: st.bookmark for source_id, st in states.items() if st.bookmark is not None}
     report = PassReport()
     for key, sources in group_by_provider_site(catalog).items():
-        if only is None or key in only:
-            report.results.append(_poll_group(store, box, catalog, context, sources, bookmarks, now))
+        if only is not None and key not in only:
+            continue
+        reason = sits_out(sources, states, now)
+        if reason:
+            log.debug("%s/%s sits this pass out: %s", *key, reason)
+            report.skipped += 1
+            continue
+        report.results.append(_poll_group(store, box, catalog, context, sources, bookmarks, now))
     with store.transaction() as con:
         for result in report.results:
             for source in result.sources:

@@ -10,7 +10,7 @@ import pytest
 from core import catalog as cat
 from core.collection import FIRST_BACKFILL, collect_once
 from core.config import Settings
-from core.connections import new_draft, save_connections
+from core.connections import draft_from_source, new_draft, save_connections
 from core.crypto import SecretBox
 from core.demo import seed_demo
 from core.models import Category, MeterIn, SiteIn
@@ -21,6 +21,11 @@ from tests.fakes import solaredge_v2
 from tests.fakes.server import serve
 
 NOW = datetime(2026, 6, 21, 12, 2, tzinfo=UTC)
+
+
+def runs(store: Store) -> int:
+    with store.connect(read_only=True) as con:
+        return int(con.sql("SELECT count(*) FROM collector_runs").fetchall()[0][0])
 
 
 def counts(store: Store) -> dict[int, tuple[int, int]]:
@@ -96,11 +101,18 @@ def test_a_wrong_key_stops_the_source_with_the_reason(store: Store, box: SecretB
     with serve(solaredge_v2.create_app(solaredge_v2.FakeState())) as url:
         context = ProviderContext(Settings(solaredge_base_url=f"{url}/v2"), QuotaLedger())
         report = collect_once(store, box, context, datetime.now(UTC))
+        again = collect_once(store, box, context, datetime.now(UTC))
+        stopped_runs = runs(store)
+        fixed = draft_from_source(cat.load_catalog(store).sources[0])
+        fixed.secrets = {"api_key": solaredge_v2.SANDBOX_API_KEY}
+        save_connections(store, box, site.id, [fixed], set())
+        resumed = collect_once(store, box, context, datetime.now(UTC))
     assert [r.outcome for r in report.results] == ["auth_error"]
+    assert again.results == [] and again.skipped == 1 and stopped_runs == 1  # no call until the key changes
+    assert [r.outcome for r in resumed.results] == ["ok"]
     with store.connect(read_only=True) as con:
-        error, reason, failures = con.sql(
-            "SELECT r.error, s.stopped_reason, s.consecutive_failures FROM collector_runs r"
-            " JOIN source_state s USING (source_id)"
-        ).fetchall()[0]
-    assert "API key" in error and "sk-wrong-999" not in error and reason == error and failures == 1
-    assert counts(store) == {}
+        error = con.sql("SELECT error FROM collector_runs ORDER BY id LIMIT 1").fetchall()[0][0]
+        reason, failures = con.sql("SELECT stopped_reason, consecutive_failures FROM source_state").fetchall()[0]
+    assert "API key" in error and "sk-wrong-999" not in error
+    assert reason is None and failures == 0  # the successful poll after the fix cleared both
+    assert counts(store)
