@@ -11,6 +11,7 @@ from core.demo import seed_demo
 from core.oauth_tokens import StoredTokens
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
+from core.quota_store import StoredQuotaLedger
 from core.schema import migrate
 from core.store import Store
 
@@ -22,7 +23,7 @@ class Runtime:
     settings: Settings
     store: Store
     box: SecretBox
-    ledger: QuotaLedger = field(default_factory=QuotaLedger)  # one per process: every call counts against it
+    ledger: QuotaLedger = field(default_factory=QuotaLedger)  # every vendor call counts against it
 
     @property
     def providers(self) -> ProviderContext:
@@ -41,4 +42,5 @@ def open_runtime(settings: Settings, *, prepare: bool = True) -> Runtime:
             log.info("database %s migrated to version %d", settings.db_path, applied[-1])
         if settings.seed_demo and seed_demo(store):
             log.info("seeded the Demo Rooftop site")
-    return Runtime(settings=settings, store=store, box=box)
+    # Vendor budgets are counted in the database: the dashboard's tests and the collector spend the same quota.
+    return Runtime(settings=settings, store=store, box=box, ledger=StoredQuotaLedger(store))
