@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -24,9 +25,17 @@ from pydantic import SecretStr
 
 from core import catalog as cat
 from core.crypto import SecretBox
-from core.models import Source
-from core.providers.base import ApiRetired, AuthError, BadResponse, ProviderError, RateLimited
-from core.providers.channels import group_by_provider_site, readings_for
+from core.models import Category, Source
+from core.providers.base import (
+    ApiRetired,
+    AuthError,
+    BadResponse,
+    MonitoringProvider,
+    ProviderError,
+    RateLimited,
+    split_windows,
+)
+from core.providers.channels import group_by_provider_site, provider_site_key, readings_for
 from core.providers.context import ProviderContext
 from core.providers.registry import ConnectionRequest, build_client
 from core.readings_store import ingest, to_batch
@@ -110,6 +119,37 @@ def window_for(sources: list[Source], bookmarks: dict[int, datetime], now: datet
     return start, end
 
 
+def _client_for(
+    store: Store, box: SecretBox, catalog: cat.Catalog, context: ProviderContext, sources: list[Source]
+) -> MonitoringProvider:
+    """The client of the vendor site these sources read (their first source's credentials)."""
+    first = sources[0]
+    site = catalog.site(catalog.meter(first.meter_id).site_id)
+    with store.connect(read_only=True) as con:
+        secrets: dict[str, SecretStr] = read_secrets(con, box, first.id)
+    prod_meters = catalog.meters_of(site.id, Category.PROD)
+    pv_capacity = sum(s.capacity_kw for m in prod_meters for s in catalog.sources_of(m.id))
+    request = ConnectionRequest(
+        provider=first.api.api_provider,
+        site=site,
+        pv_capacity_kw=pv_capacity or 10.0,
+        system_id=first.api.system_id,
+        client_id=first.api.client_id,
+        secrets=secrets,
+        source_id=first.id,
+    )
+    return build_client(request, context)
+
+
+def _fan_out(catalog: cat.Catalog, sources: list[Source], answer: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    """One vendor answer split into each source's channel, as ingest batches."""
+    batches = []
+    for source in sources:
+        mine = readings_for(answer, catalog.meter(source.meter_id).category, source.source_type)
+        batches.append(to_batch(source.id, mine, now, final_before=now - SETTLE))
+    return pl.concat(batches)
+
+
 def _poll_group(
     store: Store,
     box: SecretBox,
@@ -119,41 +159,16 @@ def _poll_group(
     bookmarks: dict[int, datetime],
     now: datetime,
 ) -> GroupResult:
-    first = sources[0]
-    meter = catalog.meter(first.meter_id)
-    site = catalog.site(meter.site_id)
-    result = GroupResult(sources, first.api.api_provider.value, now)
+    result = GroupResult(sources, sources[0].api.api_provider.value, now)
     started = time.perf_counter()
     try:
-        with store.connect(read_only=True) as con:
-            secrets: dict[str, SecretStr] = read_secrets(con, box, first.id)
-        pv_capacity = sum(
-            s.capacity_kw
-            for m in catalog.meters_of(site.id)
-            if m.category.value == "PROD"
-            for s in catalog.sources_of(m.id)
-        )
-        request = ConnectionRequest(
-            provider=first.api.api_provider,
-            site=site,
-            pv_capacity_kw=pv_capacity or 10.0,
-            system_id=first.api.system_id,
-            client_id=first.api.client_id,
-            secrets=secrets,
-            source_id=first.id,
-        )
-        client = build_client(request, context)
+        client = _client_for(store, box, catalog, context, sources)
         try:
             start, end = window_for(sources, bookmarks, now)
             answer = client.history(start, end)
         finally:
             client.close()
-        batches = []
-        for source in sources:
-            category = catalog.meter(source.meter_id).category
-            mine = readings_for(answer, category, source.source_type)
-            batches.append(to_batch(source.id, mine, now, final_before=now - SETTLE))
-        result.batch = pl.concat(batches) if batches else None
+        result.batch = _fan_out(catalog, sources, answer, now)
     except RateLimited as exc:
         result.outcome, result.error, result.retry_at = "rate_limited", str(exc), exc.retry_at
     except ApiRetired as exc:
@@ -222,3 +237,38 @@ def _record(
         " retry_at = excluded.retry_at, stopped_reason = excluded.stopped_reason, updated_at = excluded.updated_at",
         [source.id, newest_final, int(failed), result.retry_at, result.stopped_reason, now, failed],
     )
+
+
+def backfill(
+    store: Store,
+    box: SecretBox,
+    context: ProviderContext,
+    source_id: int,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> int:
+    """Fill [start, end) for a source, window by window (the vendor's longest), oldest first.
+
+    Every source reading the same vendor site is filled too: the calls are the same. Each window is written in
+    its own transaction, so an interrupted backfill keeps what it fetched; re-running it duplicates nothing.
+    `progress(done, total, rows)` is called after each window. Returns the readings written.
+    """
+    catalog = cat.load_catalog(store)
+    source = catalog.source(source_id)
+    site_id = catalog.meter(source.meter_id).site_id
+    sources = next(g for k, g in group_by_provider_site(catalog).items() if k == provider_site_key(source, site_id))
+    client = _client_for(store, box, catalog, context, sources)
+    written = 0
+    try:
+        windows = split_windows(start, min(end, now), client.max_window)
+        for done, (lower, upper) in enumerate(windows, start=1):
+            batch = _fan_out(catalog, sources, client.history(lower, upper), now)
+            with store.transaction() as con:
+                written += ingest(con, batch, now) if batch.height else 0
+            if progress:
+                progress(done, len(windows), written)
+    finally:
+        client.close()
+    return written

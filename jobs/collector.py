@@ -1,4 +1,5 @@
-"""The collector process: `python -m jobs.collector` (runs until SIGTERM/SIGINT) or `--once` (one pass, then exit).
+"""The collector process: `python -m jobs.collector` (runs until SIGTERM/SIGINT), `--once` (one pass, then exit)
+or `--backfill SOURCE --from DATE --to DATE` (fill a range, with a progress bar).
 
 `schedule` only decides WHEN a vendor site is due; the polls run on a small thread pool, so a slow or failing
 vendor never delays the others, and an in-flight set keeps one site from being polled twice at once (schedule
@@ -14,14 +15,16 @@ import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import schedule
 
 from core import catalog as cat
-from core.collection import GroupKey, collect_once
+from core.collection import GroupKey, backfill, collect_once
 from core.config import load_settings
 from core.models import UpdateFrequency
+from core.providers.base import ProviderError
 from core.providers.channels import group_by_provider_site
 from core.runtime import Runtime, open_runtime
 
@@ -98,13 +101,61 @@ def _tag(key: GroupKey) -> str:
     return f"{key[0]}:{key[1]}"
 
 
+def run_backfill(runtime: Runtime, source_id: int, first_day: str, last_day: str) -> int:
+    """`--backfill`: dates are calendar days in the source's site time zone; prints a progress bar on stderr."""
+    try:
+        catalog = cat.load_catalog(runtime.store)
+        source = catalog.source(source_id)
+        zone = ZoneInfo(catalog.site(catalog.meter(source.meter_id).site_id).timezone)
+        start = datetime.combine(date.fromisoformat(first_day), datetime.min.time(), zone).astimezone(UTC)
+        end = datetime.combine(date.fromisoformat(last_day) + timedelta(days=1), datetime.min.time(), zone)
+    except cat.NotFound:
+        print(f"No source with id {source_id}: see `SELECT id, name FROM energy_sources`.", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"Dates must be YYYY-MM-DD ({exc}).", file=sys.stderr)
+        return 1
+    if end.astimezone(UTC) <= start:
+        print("--to must not be before --from.", file=sys.stderr)
+        return 1
+
+    def show(done: int, total: int, rows: int) -> None:
+        filled = round(30 * done / total)
+        bar = "#" * filled + "-" * (30 - filled)
+        print(f"\rbackfill {source.name}: [{bar}] {done}/{total} windows, {rows} readings", end="", file=sys.stderr)
+
+    try:
+        rows = backfill(
+            runtime.store,
+            runtime.box,
+            runtime.providers,
+            source_id,
+            start,
+            end.astimezone(UTC),
+            datetime.now(UTC),
+            show,
+        )
+    except ProviderError as exc:
+        print(f"\nbackfill stopped: {exc}", file=sys.stderr)
+        return 1
+    print(f"\n{rows} readings written for {source.name} and the sources sharing its vendor site.", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.collector", description=__doc__.split("\n")[0])
     parser.add_argument("--once", action="store_true", help="poll every enabled vendor site once, then exit")
+    parser.add_argument("--backfill", metavar="SOURCE", type=int, help="fill a date range for this source id")
+    parser.add_argument("--from", dest="start", metavar="DATE", help="first day to fill (YYYY-MM-DD, site time)")
+    parser.add_argument("--to", dest="end", metavar="DATE", help="last day to fill, included (YYYY-MM-DD)")
     args = parser.parse_args(argv)
+    if args.backfill is not None and not (args.start and args.end):
+        parser.error("--backfill needs --from DATE and --to DATE")
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtime = open_runtime(settings)
+    if args.backfill is not None:
+        return run_backfill(runtime, args.backfill, args.start, args.end)
     if args.once:
         report = collect_once(runtime.store, runtime.box, runtime.providers, datetime.now(UTC))
         print(report.summary())

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core import catalog as cat
-from core.collection import FIRST_BACKFILL, collect_once
+from core.collection import FIRST_BACKFILL, backfill, collect_once
 from core.config import Settings
 from core.connections import draft_from_source, new_draft, save_connections
 from core.crypto import SecretBox
@@ -116,3 +116,17 @@ def test_a_wrong_key_stops_the_source_with_the_reason(store: Store, box: SecretB
     assert "API key" in error and "sk-wrong-999" not in error
     assert reason is None and failures == 0  # the successful poll after the fix cleared both
     assert counts(store)
+
+
+def test_backfill_fills_a_range_for_the_whole_vendor_site_once(
+    store: Store, box: SecretBox, context: ProviderContext
+) -> None:
+    seed_demo(store)
+    start, end = datetime(2026, 3, 28, 23, tzinfo=UTC), datetime(2026, 3, 30, 22, tzinfo=UTC)  # Brussels DST day
+    steps: list[tuple[int, int]] = []
+    written = backfill(store, box, context, 1, start, end, NOW, lambda done, total, rows: steps.append((done, total)))
+    intervals = int((end - start) / timedelta(minutes=5))
+    assert written == 5 * intervals  # all five sources of the simulated site, every 5-minute interval
+    assert steps[-1][0] == steps[-1][1]
+    assert backfill(store, box, context, 1, start, end, NOW) == 0  # re-running duplicates nothing
+    assert all(n == distinct == intervals for n, distinct in counts(store).values())
