@@ -85,6 +85,7 @@ class SourceState:
     bookmark: datetime | None
     retry_at: datetime | None
     stopped: bool  # stopped for a reason (rejected key, retired API) that only a configuration change can cure
+    failures: int = 0
 
 
 def _states(store: Store) -> dict[int, SourceState]:
@@ -94,10 +95,11 @@ def _states(store: Store) -> dict[int, SourceState]:
         rows = con.sql(
             "SELECT s.source_id, s.bookmark_ts, s.retry_at,"
             " s.stopped_reason IS NOT NULL AND s.updated_at >= greatest(e.updated_at,"
-            "   coalesce((SELECT max(updated_at) FROM source_secrets x WHERE x.source_id = s.source_id), e.updated_at))"
+            " coalesce((SELECT max(updated_at) FROM source_secrets x WHERE x.source_id = s.source_id), e.updated_at)),"
+            " s.consecutive_failures"
             " FROM source_state s JOIN energy_sources e ON e.id = s.source_id"
         ).fetchall()
-    return {int(r[0]): SourceState(r[1], r[2], bool(r[3])) for r in rows}
+    return {int(r[0]): SourceState(r[1], r[2], bool(r[3]), int(r[4])) for r in rows}
 
 
 def sits_out(sources: list[Source], states: dict[int, SourceState], now: datetime) -> str | None:
@@ -199,7 +201,9 @@ def collect_once(
             log.debug("%s/%s sits this pass out: %s", *key, reason)
             report.skipped += 1
             continue
-        report.results.append(_poll_group(store, box, catalog, context, sources, bookmarks, now))
+        result = _poll_group(store, box, catalog, context, sources, bookmarks, now)
+        _log_transition(key, result, [states.get(s.id) for s in sources])
+        report.results.append(result)
     with store.transaction() as con:
         for result in report.results:
             for source in result.sources:
@@ -209,6 +213,15 @@ def collect_once(
                 _record(con, source, result, mine, written, now)
     log.info("collection pass: %s", report.summary())
     return report
+
+
+def _log_transition(key: GroupKey, result: GroupResult, states: list[SourceState | None]) -> None:
+    """Log changes of health, not every failure: the first failure at WARNING, the recovery at INFO."""
+    failures_before = max((state.failures for state in states if state is not None), default=0)
+    if result.outcome != "ok" and failures_before == 0:
+        log.warning("%s/%s is failing (%s): %s", *key, result.outcome, result.error)
+    elif result.outcome == "ok" and failures_before:
+        log.info("%s/%s recovered after %d failed poll(s)", *key, failures_before)
 
 
 def _record(

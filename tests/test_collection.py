@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -90,7 +91,10 @@ def test_a_vendor_site_is_collected_from_its_fake(
     assert n == distinct and n >= 90  # a day of 15-minute PV data
 
 
-def test_a_wrong_key_stops_the_source_with_the_reason(store: Store, box: SecretBox) -> None:
+def test_a_wrong_key_stops_the_source_with_the_reason(
+    store: Store, box: SecretBox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="core.collection")
     site = cat.create_site(store, SiteIn(name="London", latitude=51.5, longitude=-0.12, timezone="Europe/London"))
     meter = cat.create_meter(store, site.id, MeterIn(name="PV", category=Category.PROD))
     draft = new_draft("new-se", meter.id, Category.PROD)
@@ -110,6 +114,15 @@ def test_a_wrong_key_stops_the_source_with_the_reason(store: Store, box: SecretB
     assert [r.outcome for r in report.results] == ["auth_error"]
     assert again.results == [] and again.skipped == 1 and stopped_runs == 1  # no call until the key changes
     assert [r.outcome for r in resumed.results] == ["ok"]
+    transitions = [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if "failing" in r.getMessage() or "recovered" in r.getMessage()
+    ]
+    assert [level for level, _ in transitions] == ["WARNING", "INFO"]  # the change of health, once each way
+    assert "solaredge/3066774 is failing (auth_error)" in transitions[0][1]
+    assert "recovered after 1 failed poll(s)" in transitions[1][1]
+    assert "sk-wrong-999" not in caplog.text
     with store.connect(read_only=True) as con:
         error = con.sql("SELECT error FROM collector_runs ORDER BY id LIMIT 1").fetchall()[0][0]
         reason, failures = con.sql("SELECT stopped_reason, consecutive_failures FROM source_state").fetchall()[0]
