@@ -14,6 +14,7 @@ Rules, each for a reason:
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,6 +87,8 @@ class SourceState:
     retry_at: datetime | None
     stopped: bool  # stopped for a reason (rejected key, retired API) that only a configuration change can cure
     failures: int = 0
+    next_due_at: datetime | None = None  # backing off after transient failures, or the circuit is open
+    circuit: str = "closed"
 
 
 def _states(store: Store) -> dict[int, SourceState]:
@@ -96,10 +99,10 @@ def _states(store: Store) -> dict[int, SourceState]:
             "SELECT s.source_id, s.bookmark_ts, s.retry_at,"
             " s.stopped_reason IS NOT NULL AND s.updated_at >= greatest(e.updated_at,"
             " coalesce((SELECT max(updated_at) FROM source_secrets x WHERE x.source_id = s.source_id), e.updated_at)),"
-            " s.consecutive_failures"
+            " s.consecutive_failures, s.next_due_at, s.circuit"
             " FROM source_state s JOIN energy_sources e ON e.id = s.source_id"
         ).fetchall()
-    return {int(r[0]): SourceState(r[1], r[2], bool(r[3]), int(r[4])) for r in rows}
+    return {int(r[0]): SourceState(r[1], r[2], bool(r[3]), int(r[4]), r[5], str(r[6])) for r in rows}
 
 
 def sits_out(sources: list[Source], states: dict[int, SourceState], now: datetime) -> str | None:
@@ -110,7 +113,32 @@ def sits_out(sources: list[Source], states: dict[int, SourceState], now: datetim
     waits = [state.retry_at for state in known if state.retry_at is not None and state.retry_at > now]
     if waits:
         return f"rate limited until {max(waits):%Y-%m-%d %H:%M} UTC"
+    pauses = [state.next_due_at for state in known if state.next_due_at is not None and state.next_due_at > now]
+    if pauses:
+        open_circuit = any(state.circuit == "open" for state in known)
+        return f"{'circuit open' if open_circuit else 'backing off'} until {max(pauses):%Y-%m-%d %H:%M:%S} UTC"
     return None
+
+
+TRANSIENT = {"connection_error", "bad_response"}
+BACKOFF_BASE = timedelta(minutes=1)
+BACKOFF_MAX = timedelta(minutes=30)
+CIRCUIT_THRESHOLD = 5  # consecutive transient failures that open the circuit
+CIRCUIT_OPEN = timedelta(minutes=30)  # then one probe poll (half-open): success closes it, failure re-opens it
+
+
+def next_health(outcome: str, failures_before: int, now: datetime, jitter: float) -> tuple[int, str, datetime | None]:
+    """(consecutive failures, circuit, next due) after a poll. `jitter` in [0.8, 1.2] spreads retries of many
+    sites that failed together (a vendor outage) so they do not all come back in the same second."""
+    if outcome == "ok":
+        return 0, "closed", None
+    failures = failures_before + 1
+    if outcome not in TRANSIENT:
+        return failures, "closed", None  # rate limits and stops have their own waits
+    if failures >= CIRCUIT_THRESHOLD:
+        return failures, "open", now + CIRCUIT_OPEN * jitter
+    backoff = min(BACKOFF_BASE * 2 ** (failures - 1), BACKOFF_MAX)
+    return failures, "closed", now + backoff * jitter
 
 
 def window_for(sources: list[Source], bookmarks: dict[int, datetime], now: datetime) -> tuple[datetime, datetime]:
@@ -210,7 +238,7 @@ def collect_once(
                 mine = None if result.batch is None else result.batch.filter(pl.col("source_id") == source.id)
                 written = ingest(con, mine, now) if mine is not None and mine.height else 0
                 report.rows_written += written
-                _record(con, source, result, mine, written, now)
+                _record(con, source, result, mine, written, now, states.get(source.id))
     log.info("collection pass: %s", report.summary())
     return report
 
@@ -231,8 +259,9 @@ def _record(
     batch: pl.DataFrame | None,
     written: int,
     now: datetime,
+    before: SourceState | None,
 ) -> None:
-    """The source's `collector_runs` row and its state: bookmark, failures, why it stopped."""
+    """The source's `collector_runs` row and its state: bookmark, failures, backoff and circuit, why it stopped."""
     con.execute(
         "INSERT INTO collector_runs (source_id, provider, started_at, duration_ms, outcome, error, rows_written)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -240,15 +269,20 @@ def _record(
     )
     finals = batch.filter(pl.col("is_final")) if batch is not None else None
     newest_final = finals["ts"].max() if finals is not None and finals.height else None
-    failed = result.outcome != "ok"
+    failures, circuit, next_due = next_health(
+        result.outcome, before.failures if before else 0, now, random.uniform(0.8, 1.2)
+    )
+    if circuit == "open" and (before is None or before.circuit != "open"):
+        log.warning("source %s: circuit opened after %d failures; next probe at %s", source.id, failures, next_due)
     con.execute(
-        "INSERT INTO source_state (source_id, bookmark_ts, consecutive_failures, retry_at, stopped_reason,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source_id) DO UPDATE SET"
+        "INSERT INTO source_state (source_id, bookmark_ts, consecutive_failures, circuit, next_due_at, retry_at,"
+        " stopped_reason, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source_id) DO UPDATE SET"
         " bookmark_ts = coalesce(greatest(source_state.bookmark_ts, excluded.bookmark_ts),"
         " source_state.bookmark_ts, excluded.bookmark_ts),"
-        " consecutive_failures = CASE WHEN ? THEN source_state.consecutive_failures + 1 ELSE 0 END,"
-        " retry_at = excluded.retry_at, stopped_reason = excluded.stopped_reason, updated_at = excluded.updated_at",
-        [source.id, newest_final, int(failed), result.retry_at, result.stopped_reason, now, failed],
+        " consecutive_failures = excluded.consecutive_failures, circuit = excluded.circuit,"
+        " next_due_at = excluded.next_due_at, retry_at = excluded.retry_at,"
+        " stopped_reason = excluded.stopped_reason, updated_at = excluded.updated_at",
+        [source.id, newest_final, failures, circuit, next_due, result.retry_at, result.stopped_reason, now],
     )
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core import catalog as cat
-from core.collection import FIRST_BACKFILL, backfill, collect_once
+from core.collection import FIRST_BACKFILL, backfill, collect_once, next_health
 from core.config import Settings
 from core.connections import draft_from_source, new_draft, save_connections
 from core.crypto import SecretBox
@@ -143,3 +143,40 @@ def test_backfill_fills_a_range_for_the_whole_vendor_site_once(
     assert steps[-1][0] == steps[-1][1]
     assert backfill(store, box, context, 1, start, end, NOW) == 0  # re-running duplicates nothing
     assert all(n == distinct == intervals for n, distinct in counts(store).values())
+
+
+def test_backoff_grows_then_the_circuit_opens_and_a_success_closes_it() -> None:
+    now = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    assert next_health("ok", 7, now, 1.0) == (0, "closed", None)
+    assert next_health("connection_error", 0, now, 1.0) == (1, "closed", now + timedelta(minutes=1))
+    assert next_health("connection_error", 2, now, 1.0) == (3, "closed", now + timedelta(minutes=4))
+    assert next_health("bad_response", 3, now, 1.2) == (4, "closed", now + timedelta(minutes=8) * 1.2)
+    assert next_health("connection_error", 4, now, 1.0) == (5, "open", now + timedelta(minutes=30))
+    assert next_health("rate_limited", 1, now, 1.0) == (2, "closed", None)  # waits for the vendor's retry_at
+
+
+def test_a_failing_vendor_is_left_alone_while_backing_off(store: Store, box: SecretBox) -> None:
+    site = cat.create_site(store, SiteIn(name="London", latitude=51.5, longitude=-0.12, timezone="Europe/London"))
+    meter = cat.create_meter(store, site.id, MeterIn(name="PV", category=Category.PROD))
+    draft = new_draft("new-se", meter.id, Category.PROD)
+    draft.values |= {"name": "Roof", "capacity_kw": "5", "use_api": True, "api_provider": "solaredge"}
+    draft.values |= {"system_id": "3066774"}
+    draft.secrets = {"api_key": solaredge_v2.SANDBOX_API_KEY}
+    save_connections(store, box, site.id, [draft], set())
+    state = solaredge_v2.FakeState()
+    with serve(solaredge_v2.create_app(state)) as url:
+        context = ProviderContext(Settings(solaredge_base_url=f"{url}/v2"), QuotaLedger())
+        now = datetime.now(UTC)
+        state.failures.fail_next("5xx", 3)
+        first = collect_once(store, box, context, now)
+        during = collect_once(store, box, context, now + timedelta(seconds=20))
+        after = collect_once(store, box, context, now + timedelta(minutes=2))
+    assert [r.outcome for r in first.results] == ["connection_error"]
+    assert during.results == [] and during.skipped == 1
+    assert [r.outcome for r in after.results] == ["connection_error"]  # due again, and the vendor still fails
+    with store.connect(read_only=True) as con:
+        failures, circuit, due = con.sql(
+            "SELECT consecutive_failures, circuit, next_due_at FROM source_state"
+        ).fetchall()[0]
+    assert (failures, circuit) == (2, "closed")
+    assert now + timedelta(minutes=2) + timedelta(minutes=2) * 0.8 <= due <= now + timedelta(minutes=2) * 2.2
