@@ -25,6 +25,7 @@ import polars as pl
 from pydantic import SecretStr
 
 from core import catalog as cat
+from core import rollups
 from core.crypto import SecretBox
 from core.models import Category, Source
 from core.providers.base import (
@@ -239,8 +240,20 @@ def collect_once(
                 written = ingest(con, mine, now) if mine is not None and mine.height else 0
                 report.rows_written += written
                 _record(con, source, result, mine, written, now, states.get(source.id))
+            _refresh_rollups(con, result.batch)
     log.info("collection pass: %s", report.summary())
     return report
+
+
+def _refresh_rollups(con: duckdb.DuckDBPyConnection, batch: pl.DataFrame | None) -> None:
+    """Rebuild the rollup buckets this batch touched, in the same transaction as the readings."""
+    if batch is None or batch.height == 0:
+        return
+    span = batch.select(
+        pl.col("ts").min().alias("start"),
+        (pl.col("ts") + pl.duration(seconds=pl.col("interval_s"))).max().alias("end"),
+    ).row(0)
+    rollups.refresh(con, batch["source_id"].unique().to_list(), span[0], span[1])
 
 
 def _log_transition(key: GroupKey, result: GroupResult, states: list[SourceState | None]) -> None:
@@ -314,6 +327,7 @@ def backfill(
             batch = _fan_out(catalog, sources, client.history(lower, upper), now)
             with store.transaction() as con:
                 written += ingest(con, batch, now) if batch.height else 0
+                _refresh_rollups(con, batch)
             if progress:
                 progress(done, len(windows), written)
     finally:

@@ -31,14 +31,16 @@ def test_v1_database_migrates_to_v2_keeping_its_data(tmp_path: Path, monkeypatch
     assert not V2_TABLES & _tables(store)
     site = cat.create_site(store, SiteIn(name="Kept", latitude=50.8, longitude=4.4, timezone="Europe/Brussels"))
 
-    assert migrate(store) == [2]
+    assert migrate(store) == list(range(2, schema.LATEST_VERSION + 1))  # every later migration, in order
     assert migrate(store) == []
-    assert schema_version(store) == 2
+    assert schema_version(store) == schema.LATEST_VERSION
     assert _tables(store) >= V2_TABLES
     assert [s.name for s in cat.load_catalog(store).sites] == ["Kept"]
     assert cat.load_catalog(store).sites[0].id == site.id
     with store.connect(read_only=True) as con:
-        assert con.sql("SELECT version FROM schema_migrations ORDER BY version").fetchall() == [(1,), (2,)]
+        assert con.sql("SELECT version FROM schema_migrations ORDER BY version").fetchall() == [
+            (v,) for v in range(1, schema.LATEST_VERSION + 1)
+        ]
 
 
 def test_v2_tables_defaults_and_checks(store: Store) -> None:
