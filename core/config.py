@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     )
     enphase_plan: str = Field("watt", description="Enphase API plan of the application: watt, kilowatt or megawatt.")
     http_timeout_s: float = Field(20.0, gt=0, description="Timeout of one call to a vendor API.")
+    retention_raw_days: int = Field(
+        400, ge=1, description="Raw readings older than this many days are dropped (after rolling them up)."
+    )
+    retention_cache_days: int = Field(7, ge=1, description="Cached raw vendor responses are kept this many days.")
     public_url: str = Field(
         "http://127.0.0.1:8501",
         description="Address users open the dashboard at; OAuth providers redirect back to it.",

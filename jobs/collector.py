@@ -26,6 +26,7 @@ from core.config import load_settings
 from core.models import UpdateFrequency
 from core.providers.base import ProviderError
 from core.providers.channels import group_by_provider_site
+from core.retention import apply_retention
 from core.runtime import Runtime, open_runtime
 
 log = logging.getLogger("dataconn.collector")
@@ -87,9 +88,22 @@ class Collector:
             if first_time:
                 self.dispatch(key)
 
+    def retention(self) -> None:
+        settings = self.runtime.settings
+        try:
+            dropped, cached = apply_retention(
+                self.runtime.store, datetime.now(UTC), settings.retention_raw_days, settings.retention_cache_days
+            )
+        except Exception:  # the job boundary: retention failing must not stop collection
+            log.exception("retention failed; will try again tomorrow")
+            return
+        log.info("retention: dropped %d raw reading(s) and %d cached response(s)", dropped, cached)
+
     def run(self) -> None:
         self.sync()
         self.scheduler.every(1).minutes.do(self.sync)
+        self.executor.submit(self.retention)
+        self.scheduler.every(1).days.do(lambda: self.executor.submit(self.retention))
         while not self.stop.is_set():
             self.scheduler.run_pending()
             self.stop.wait(1)

@@ -1,0 +1,34 @@
+"""Retention: raw readings and cached vendor responses are dropped after their limits; rollups stay.
+
+Raw readings are only dropped once rolled up: the rollups of the range about to go are rebuilt first, in the same
+transaction (rows written before the rollup tables existed are covered too), so the hourly and daily figures
+outlive the raw rows they came from.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from core import rollups
+from core.store import Store
+
+
+def apply_retention(store: Store, now: datetime, raw_days: int, cache_days: int) -> tuple[int, int]:
+    """Drop final raw readings older than `raw_days` and cached responses older than `cache_days`.
+
+    Returns (readings dropped, cached responses dropped).
+    """
+    raw_cutoff = now - timedelta(days=raw_days)
+    with store.transaction() as con:
+        old = con.execute(
+            "SELECT source_id, min(ts) FROM readings WHERE ts < ? AND is_final GROUP BY source_id", [raw_cutoff]
+        ).fetchall()
+        for source_id, oldest in old:
+            rollups.refresh(con, [int(source_id)], oldest, raw_cutoff)
+        dropped = con.execute(
+            "DELETE FROM readings WHERE ts + to_seconds(interval_s) <= ? AND is_final", [raw_cutoff]
+        ).fetchall()[0][0]
+        cached = con.execute(
+            "DELETE FROM api_data_cache WHERE fetched_at < ?", [now - timedelta(days=cache_days)]
+        ).fetchall()[0][0]
+    return int(dropped), int(cached)
