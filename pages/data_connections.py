@@ -372,12 +372,12 @@ def render_meter(site_id: int, meter: cat.Meter, drafts, catalog: cat.Catalog, t
     )
 
 
-def _error_summary(catalog: cat.Catalog, site_id: int) -> None:
+def _error_summary(drafts: list[conn.SourceDraft]) -> None:
     errors = _errors()
     if not errors:
         return
     count = sum(len(v) for v in errors.values())
-    names = {d.key: d.values.get("name") or "New data source" for d in _current_drafts(catalog, site_id)}
+    names = {d.key: d.values.get("name") or "New data source" for d in drafts}
     lines = [
         f"- **{names.get(key, key)}** · {field}: {msg}"
         for key, fields in errors.items()
@@ -405,7 +405,7 @@ def main() -> None:
         site = catalog.site(site_id)
         tz = ZoneInfo(site.timezone)
         drafts = _current_drafts(catalog, site_id)
-        _error_summary(catalog, site_id)
+        _error_summary(drafts)
         for category, tab in zip(TABS, st.tabs(list(TABS.values())), strict=True):
             with tab:
                 meters = catalog.meters_of(site_id, category)
@@ -414,7 +414,7 @@ def main() -> None:
                 for meter in meters:
                     render_meter(site_id, meter, drafts, catalog, tz)
         st.divider()
-        _error_summary(catalog, site_id)
+        _error_summary(drafts)
         st.button(
             "Save All Connections",
             type="primary",

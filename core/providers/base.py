@@ -4,7 +4,6 @@ Every provider (SolarEdge, Enphase, the built-in simulator) answers the same que
 its own module. Errors are sorted by what the caller must do next:
 
     ProviderError
-    ├── ProviderUnavailable   no client for this provider in this version: nothing to retry
     ├── ProviderConnectionError   network, timeout, 5xx: retry later
     ├── RateLimited           quota exhausted: retry at `retry_at`
     ├── AuthError             bad or missing credentials: stop until the configuration changes
@@ -27,10 +26,6 @@ import polars as pl
 
 class ProviderError(Exception):
     """Base of every provider failure; `str(exc)` is safe to show and to store."""
-
-
-class ProviderUnavailable(ProviderError):
-    """The provider has no working client in this version."""
 
 
 class ProviderConnectionError(ProviderError):

@@ -8,7 +8,7 @@ from core.catalog import Catalog
 from core.models import Category, Provider, Source
 
 # (category, source type) -> channel name in provider series. Battery power is positive when discharging.
-CHANNELS: dict[tuple[Category, str], str] = {
+SOURCE_CHANNELS: dict[tuple[Category, str], str] = {
     (Category.PROD, "solar"): "pv_w",
     (Category.CONS, "load"): "load_w",
     (Category.CONS, "grid"): "grid_import_w",
@@ -19,7 +19,7 @@ CHANNELS: dict[tuple[Category, str], str] = {
 
 def channel_for(category: Category, source_type: str) -> str:
     """The channel a source reads; production of other kinds (wind, hydro) maps to the PV channel of simulators."""
-    return CHANNELS.get((category, source_type), "pv_w" if category is Category.PROD else "load_w")
+    return SOURCE_CHANNELS.get((category, source_type), "pv_w" if category is Category.PROD else "load_w")
 
 
 def provider_site_key(source: Source, site_id: int) -> tuple[str, str]:
