@@ -13,6 +13,7 @@ from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
 from core.quota_store import StoredQuotaLedger
 from core.schema import migrate
+from core.spool import Spool
 from core.store import Store
 
 log = logging.getLogger(__name__)
@@ -43,4 +44,6 @@ def open_runtime(settings: Settings, *, prepare: bool = True) -> Runtime:
         if settings.seed_demo and seed_demo(store):
             log.info("seeded the Demo Rooftop site")
     # Vendor budgets are counted in the database: the dashboard's tests and the collector spend the same quota.
-    return Runtime(settings=settings, store=store, box=box, ledger=StoredQuotaLedger(store))
+    # While an outside program holds the file, calls are counted in a journal beside the spool (core.quota_store).
+    journal = Spool.beside(store.path).directory / "quota-journal.jsonl"
+    return Runtime(settings=settings, store=store, box=box, ledger=StoredQuotaLedger(store, journal=journal))

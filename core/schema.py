@@ -136,6 +136,22 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             for table in ("readings_15min", "readings_hourly", "readings_daily")
         ),
     ),
+    (
+        4,
+        "spool and gap bookkeeping",
+        # `spool_applied`: names of spool entries already written (core.spool), so a crash between a commit and the
+        # removal of the entry's directory never writes it twice. `gap_attempts`: windows the collector re-read to
+        # fill a gap (core.gaps); a window the vendor still answers with nothing is not asked for again.
+        """
+        CREATE TABLE spool_applied (entry VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL);
+        CREATE TABLE gap_attempts (
+            source_id BIGINT NOT NULL,
+            window_start TIMESTAMPTZ NOT NULL,
+            window_end TIMESTAMPTZ NOT NULL,
+            attempted_at TIMESTAMPTZ NOT NULL
+        );
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

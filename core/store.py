@@ -71,9 +71,14 @@ class Store:
         )
 
     @contextlib.contextmanager
-    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection for one operation; closed (and the file released) when the block ends."""
-        deadline = time.monotonic() + self.lock_timeout_s
+    def connect(
+        self, *, read_only: bool = False, timeout_s: float | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one operation; closed (and the file released) when the block ends.
+
+        `timeout_s` overrides the configured wait for callers that have somewhere else to go (the collector spools).
+        """
+        deadline = time.monotonic() + (self.lock_timeout_s if timeout_s is None else timeout_s)
         with self._file_lock(deadline):
             con = self._open(read_only, deadline)
             try:
@@ -97,9 +102,9 @@ class Store:
                 delay = min(delay * 1.5, 0.2)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def transaction(self, *, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A writing connection inside one transaction: everything in the block lands, or nothing does."""
-        with self.connect() as con:
+        with self.connect(timeout_s=timeout_s) as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con

@@ -19,29 +19,35 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import schedule
+from pydantic import ValidationError
 
 from core import catalog as cat
-from core.collection import GroupKey, backfill, collect_once
-from core.config import load_settings
+from core.collection import Collection, GroupKey, backfill
+from core.config import Settings, load_settings
+from core.crypto import SecretsError
 from core.models import UpdateFrequency
 from core.providers.base import ProviderError
 from core.providers.channels import group_by_provider_site
 from core.retention import apply_retention
 from core.runtime import Runtime, open_runtime
+from core.spool import Spool
+from core.store import StoreBusy, StoreError
+from core.validation import field_errors
 
 log = logging.getLogger("dataconn.collector")
 WORKERS = 4
 
 
 class Collector:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, stop: threading.Event | None = None) -> None:
         self.runtime = runtime
+        self.collection = collection_for(runtime)
         self.scheduler = schedule.Scheduler()
         self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="poll")
         self.in_flight: set[GroupKey] = set()
         self.lock = threading.Lock()
         self.intervals: dict[GroupKey, int] = {}
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
 
     def dispatch(self, key: GroupKey) -> None:
         with self.lock:
@@ -53,8 +59,7 @@ class Collector:
 
     def _poll(self, key: GroupKey) -> None:
         try:
-            rt = self.runtime
-            collect_once(rt.store, rt.box, rt.providers, datetime.now(UTC), only={key})
+            self.collection.run(datetime.now(UTC), only={key})
         except Exception:  # the job boundary: one site's failure must never stop the others
             log.exception("poll of %s/%s failed", *key)
         finally:
@@ -62,7 +67,9 @@ class Collector:
                 self.in_flight.discard(key)
 
     def sync(self) -> None:
-        """Make the jobs match the configuration: one job per vendor site at its sources' fastest frequency."""
+        """Make the jobs match the configuration: one job per vendor site at its sources' fastest frequency.
+        Also writes what the spool holds, if the file is free again."""
+        self.collection.drain()
         try:
             groups = group_by_provider_site(cat.load_catalog(self.runtime.store))
         except Exception:
@@ -109,6 +116,12 @@ class Collector:
             self.stop.wait(1)
         log.info("stopping: finishing the polls in hand")
         self.executor.shutdown(wait=True)
+
+
+def collection_for(runtime: Runtime) -> Collection:
+    """The collector's passes spool beside the database file when an outside program holds it."""
+    spool = Spool.beside(runtime.store.path)
+    return Collection(runtime.store, runtime.box, runtime.providers, spool)
 
 
 def _tag(key: GroupKey) -> str:
@@ -165,20 +178,60 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.backfill is not None and not (args.start and args.end):
         parser.error("--backfill needs --from DATE and --to DATE")
-    settings = load_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    runtime = open_runtime(settings)
-    if args.backfill is not None:
-        return run_backfill(runtime, args.backfill, args.start, args.end)
-    if args.once:
-        report = collect_once(runtime.store, runtime.box, runtime.providers, datetime.now(UTC))
-        print(report.summary())
-        return 0
-    collector = Collector(runtime)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: collector.stop.set())
+    try:
+        settings = _settings()
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        runtime = _open(settings, wait=not (args.once or args.backfill is not None), stop=stop)
+        if runtime is None:
+            return 0
+        if args.backfill is not None:
+            return run_backfill(runtime, args.backfill, args.start, args.end)
+        if args.once:
+            report = collection_for(runtime).run(datetime.now(UTC))
+            print(report.summary())
+            return 0
+    except (CliError, StoreError, SecretsError) as exc:
+        print(f"collector: {exc}", file=sys.stderr)
+        return 1
+    collector = Collector(runtime, stop)
     collector.run()
     return 0
+
+
+class CliError(Exception):
+    """A message for the user; exit code 1."""
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        problems = [f"DATACONN_{path.upper()}: {message}" for path, message in field_errors(exc).items()]
+        raise CliError("invalid setting " + "; ".join(problems)) from None
+    level = logging.getLevelNamesMapping().get(settings.log_level.upper())
+    if level is None:
+        raise CliError(f"invalid setting DATACONN_LOG_LEVEL: {settings.log_level[:20]!r} is not a logging level")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return settings
+
+
+STARTUP_RETRY_S = 30
+
+
+def _open(settings: Settings, *, wait: bool, stop: threading.Event) -> Runtime | None:
+    """The runtime (migrated). The long-running collector waits out a held file at startup instead of exiting;
+    None when it was told to stop while waiting."""
+    while True:
+        try:
+            return open_runtime(settings)
+        except StoreBusy as exc:
+            if not wait:
+                raise
+            log.warning("%s Retrying in %d s.", exc, STARTUP_RETRY_S)
+            if stop.wait(STARTUP_RETRY_S):
+                return None
 
 
 if __name__ == "__main__":
