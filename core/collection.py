@@ -173,7 +173,15 @@ class PassInputs:
     gaps: dict[int, datetime]  # source id -> oldest hole before its bookmark (core.gaps)
 
 
-def read_inputs(store: Store, box: SecretBox, now: datetime, *, timeout_s: float | None = None) -> PassInputs:
+def read_inputs(
+    store: Store,
+    box: SecretBox,
+    now: datetime,
+    *,
+    timeout_s: float | None = None,
+    only: set[GroupKey] | None = None,
+) -> PassInputs:
+    """Everything a pass needs; holes are looked for only in the groups in `only` (all when None)."""
     with store.connect(read_only=True, timeout_s=timeout_s) as con:
         catalog = cat.read_catalog(con)
         states = _states(con)
@@ -184,7 +192,14 @@ def read_inputs(store: Store, box: SecretBox, now: datetime, *, timeout_s: float
                 secrets.setdefault(int(source_id), {})[name] = box.decrypt(token)
             except SecretsError as exc:
                 unreadable[int(source_id)] = str(exc)
-        uppers = {sid: state.bookmark - RELOOK for sid, state in states.items() if state.bookmark is not None}
+        polled = {
+            s.id for key, group in group_by_provider_site(catalog).items() if only is None or key in only for s in group
+        }
+        uppers = {
+            sid: state.bookmark - RELOOK
+            for sid, state in states.items()
+            if state.bookmark is not None and sid in polled
+        }
         gaps = oldest_gaps(con, uppers, now)
     return PassInputs(catalog, states, secrets, unreadable, gaps)
 
@@ -338,9 +353,9 @@ class Collection:
         self._drain_lock = threading.Lock()
         self._write_lock = threading.Lock()
 
-    def inputs(self, now: datetime) -> PassInputs:
+    def inputs(self, now: datetime, only: set[GroupKey] | None = None) -> PassInputs:
         try:
-            fresh = read_inputs(self.store, self.box, now, timeout_s=READ_WAIT_S if self.spool else None)
+            fresh = read_inputs(self.store, self.box, now, timeout_s=READ_WAIT_S if self.spool else None, only=only)
         except StoreBusy:
             if self.spool is None or self._inputs is None:
                 raise
@@ -352,7 +367,7 @@ class Collection:
     def run(self, now: datetime, only: set[GroupKey] | None = None) -> PassReport:
         """Poll every enabled vendor site (or those in `only`) once and store what came back, in one transaction."""
         self.drain()
-        inputs = self.inputs(now)
+        inputs = self.inputs(now, only)
         report = PassReport()
         for key, sources in group_by_provider_site(inputs.catalog).items():
             if only is not None and key not in only:
