@@ -17,6 +17,7 @@ Rules, each for a reason:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -44,12 +45,14 @@ from core.providers.base import (
     RateLimited,
     split_windows,
 )
-from core.providers.channels import group_by_provider_site, provider_site_key, readings_for
+from core.providers.channels import channel_for, group_by_provider_site, provider_site_key, readings_for
 from core.providers.context import ProviderContext
+from core.providers.exchange import Exchange
 from core.providers.registry import ConnectionRequest, build_client
 from core.readings_store import INGEST_SCHEMA, ingest, to_batch
+from core.response_cache import write_exchanges
 from core.spool import Spool, SpoolEntry
-from core.store import Store, StoreBusy
+from core.store import Store, StoreBusy, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,10 @@ class GroupResult:
     retry_at: datetime | None = None
     stopped_reason: str | None = None
     gap_window: tuple[datetime, datetime] | None = None
+    http_status: int | None = None  # of the last vendor call
+    quota_used: int | None = None  # in the current period of the tightest day/month budget
+    quota_remaining: int | None = None
+    exchanges: list[Exchange] = field(default_factory=list)  # raw calls, for `api_data_cache`
     batch: pl.DataFrame | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -89,6 +96,19 @@ class GroupResult:
             "retry_at": _iso(self.retry_at),
             "stopped_reason": self.stopped_reason,
             "gap_window": [t.isoformat() for t in self.gap_window] if self.gap_window else None,
+            "http_status": self.http_status,
+            "quota_used": self.quota_used,
+            "quota_remaining": self.quota_remaining,
+            "exchanges": [
+                {
+                    "endpoint": e.endpoint,
+                    "fetched_at": e.fetched_at.isoformat(),
+                    "http_status": e.http_status,
+                    "body": e.body,
+                    "duration_ms": e.duration_ms,
+                }
+                for e in self.exchanges
+            ],
         }
 
     @classmethod
@@ -105,6 +125,19 @@ class GroupResult:
             retry_at=_from_iso(data["retry_at"]),
             stopped_reason=data["stopped_reason"],
             gap_window=(datetime.fromisoformat(gap[0]), datetime.fromisoformat(gap[1])) if gap else None,
+            http_status=data.get("http_status"),
+            quota_used=data.get("quota_used"),
+            quota_remaining=data.get("quota_remaining"),
+            exchanges=[
+                Exchange(
+                    e["endpoint"],
+                    datetime.fromisoformat(e["fetched_at"]),
+                    e["http_status"],
+                    e["body"],
+                    e["duration_ms"],
+                )
+                for e in data.get("exchanges", [])
+            ],
             batch=readings.filter(pl.col("source_id").is_in(ids)),
         )
 
@@ -265,7 +298,10 @@ def _spare_budget(client: MonitoringProvider, now: datetime) -> bool:
     snapshot = getattr(client, "quota_snapshot", None)
     if snapshot is None:
         return True
-    used, remaining = snapshot(now)
+    try:
+        used, remaining = snapshot(now)
+    except StoreError:
+        return False  # cannot tell: gaps can wait
     if used is None or remaining is None:
         return True
     return remaining > GAP_RESERVE * (used + remaining)
@@ -288,6 +324,8 @@ def _client_for(inputs: PassInputs, context: ProviderContext, sources: list[Sour
         client_id=first.api.client_id,
         secrets=inputs.secrets.get(first.id, {}),
         source_id=first.id,
+        # Only the endpoints these sources need: the quota planner (core.quota_plan) counts the same calls.
+        channels=frozenset(channel_for(catalog.meter(s.meter_id).category, s.source_type) for s in sources),
     )
     return build_client(request, context)
 
@@ -314,6 +352,7 @@ def _poll_group(inputs: PassInputs, context: ProviderContext, sources: list[Sour
             if result.gap_window:
                 answer = pl.concat([client.history(*result.gap_window), answer])
         finally:
+            _note_calls(client, result, now)
             client.close()
         result.batch = _fan_out(inputs.catalog, sources, answer, now)
     except RateLimited as exc:
@@ -328,6 +367,19 @@ def _poll_group(inputs: PassInputs, context: ProviderContext, sources: list[Sour
         result.outcome, result.error = "connection_error", str(exc)
     result.duration_ms = (time.perf_counter() - started) * 1000
     return result
+
+
+def _note_calls(client: MonitoringProvider, result: GroupResult, now: datetime) -> None:
+    """The raw calls, the last HTTP status and the budget position, for `api_data_cache` and `collector_runs`.
+    (The simulator makes no vendor calls and has none of these.)"""
+    exchanges = getattr(client, "exchanges", None)
+    if exchanges is not None:
+        result.exchanges = exchanges()
+        result.http_status = result.exchanges[-1].http_status if result.exchanges else None
+    snapshot = getattr(client, "quota_snapshot", None)
+    if snapshot is not None:
+        with contextlib.suppress(StoreError):  # the position is informative; a held file must not fail the poll
+            result.quota_used, result.quota_remaining = snapshot(now)
 
 
 def _fill_gap(
@@ -470,6 +522,7 @@ def apply_pass(con: duckdb.DuckDBPyConnection, results: list[GroupResult], now: 
             written_total += written
             _record(con, source_id, result, mine, written, now, states.get(source_id))
         _refresh_rollups(con, result.batch)
+        write_exchanges(con, result.source_ids[0], result.exchanges)
         if result.gap_window:
             record_attempt(con, result.source_ids, *result.gap_window, now)
     return written_total
@@ -506,9 +559,20 @@ def _record(
 ) -> None:
     """The source's `collector_runs` row and its state: bookmark, failures, backoff and circuit, why it stopped."""
     con.execute(
-        "INSERT INTO collector_runs (source_id, provider, started_at, duration_ms, outcome, error, rows_written)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [source_id, result.provider, result.started_at, result.duration_ms, result.outcome, result.error, written],
+        "INSERT INTO collector_runs (source_id, provider, started_at, duration_ms, outcome, http_status, error,"
+        " rows_written, quota_used, quota_remaining) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            source_id,
+            result.provider,
+            result.started_at,
+            result.duration_ms,
+            result.outcome,
+            result.http_status,
+            result.error,
+            written,
+            result.quota_used,
+            result.quota_remaining,
+        ],
     )
     finals = batch.filter(pl.col("is_final")) if batch is not None else None
     newest_final = finals["ts"].max() if finals is not None and finals.height else None

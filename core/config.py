@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         400, ge=1, description="Raw readings older than this many days are dropped (after rolling them up)."
     )
     retention_cache_days: int = Field(7, ge=1, description="Cached raw vendor responses are kept this many days.")
+    test_cache_ttl_s: int = Field(
+        60,
+        ge=0,
+        le=3600,
+        description="A repeated Test Connection of a saved source within this many seconds reuses the last result.",
+    )
     public_url: str = Field(
         "http://127.0.0.1:8501",
         description="Address users open the dashboard at; OAuth providers redirect back to it.",

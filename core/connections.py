@@ -7,16 +7,20 @@ transaction. Secrets typed by the user are encrypted on save; a secret shown as 
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 from pydantic import SecretStr, ValidationError
 
 from core import catalog as cat
-from core.crypto import SecretBox
+from core import quota_plan
+from core.crypto import SecretBox, SecretsError
 from core.models import (
     PROVIDER_SECRETS,
     TOKEN_SECRETS,
@@ -25,6 +29,7 @@ from core.models import (
     Provider,
     Source,
     SourceIn,
+    UpdateFrequency,
     check_source_type,
     missing_credentials,
     secret_problem,
@@ -32,9 +37,11 @@ from core.models import (
 from core.providers.base import NeedsReauthorization, ProviderError
 from core.providers.channels import channel_for
 from core.providers.context import ProviderContext
+from core.providers.exchange import Exchange
 from core.providers.registry import ConnectionRequest, build_client
-from core.secret_store import delete_secret, load_secrets, put_secret
-from core.store import Store
+from core.response_cache import CachedTest, cached_test, store_test, write_exchanges
+from core.secret_store import delete_secret, load_secrets, put_secret, read_secrets
+from core.store import Store, StoreError
 from core.validation import field_errors
 
 log = logging.getLogger(__name__)
@@ -221,8 +228,19 @@ def _validate_one(draft: SourceDraft, category: Category, stored: Source | None)
 
 
 def validate_drafts(
-    catalog: cat.Catalog, site_id: int, drafts: list[SourceDraft], removed_ids: set[int]
+    catalog: cat.Catalog,
+    site_id: int,
+    drafts: list[SourceDraft],
+    removed_ids: set[int],
+    *,
+    accounts: Mapping[int, str] | None = None,
+    enphase_plan: str = quota_plan.DEFAULT_ENPHASE_PLAN,
 ) -> tuple[list[_Plan], dict[str, dict[str, str]]]:
+    """Every draft checked (fields, names, credentials, then the quota plan); valid drafts come back as plans.
+
+    `accounts` are the fingerprints of stored API keys by source id (`_stored_accounts`): without them each stored
+    key counts as an account of its own, so keys shared across sites are not added up.
+    """
     site_meters = {m.id: m for m in catalog.meters_of(site_id)}
     plans: list[_Plan] = []
     errors: dict[str, dict[str, str]] = {}
@@ -256,20 +274,158 @@ def validate_drafts(
         if source.id not in sent and (source.meter_id, source.name.casefold()) in seen:
             key = seen[(source.meter_id, source.name.casefold())]
             errors.setdefault(key, {})["name"] = f"another source of this meter is already named {source.name!r}"
+    # The schedule must fit the vendors' budgets, with the saved sources of other sites on the same keys.
+    entries = [(plan.draft, plan.source.api.model_dump(), plan.source.source_type) for plan in plans]
+    planned = _planned_sources(catalog, entries, sent, accounts or {})
+    for key, message in quota_plan.refusals(quota_plan.check(planned, enphase_plan=enphase_plan)).items():
+        errors.setdefault(key, {}).setdefault("update_frequency", message)
     return plans, errors
+
+
+# --- the quota plan: a schedule the vendors' budgets cannot carry is refused like any invalid field ----------
+
+
+def quota_checks(
+    store: Store,
+    box: SecretBox,
+    catalog: cat.Catalog,
+    drafts: list[SourceDraft],
+    removed_ids: set[int],
+    *,
+    enphase_plan: str = quota_plan.DEFAULT_ENPHASE_PLAN,
+) -> dict[str, list[quota_plan.ScopeCheck]]:
+    """The budgets the drafts (as typed, unsaved) share with every other saved source, by draft key.
+
+    What the page shows under each Update Frequency: the figures `save_connections` refuses on, computed leniently
+    (a draft with other problems still counts). Reads the store only when a SolarEdge key must be compared.
+    """
+    meters = {m.id: m for m in catalog.meters}
+    entries = [
+        (d, d.values, str(d.values.get("source_type") or ""))
+        for d in drafts
+        if d.source_id not in removed_ids and d.meter_id in meters
+    ]
+    accounts: dict[int, str] = {}
+    to_read = _keys_to_compare(catalog, drafts, removed_ids)
+    if to_read:
+        with store.connect(read_only=True) as con:
+            accounts = _stored_accounts(con, box, to_read)
+    sent = {d.source_id for d in drafts if d.source_id is not None} | removed_ids
+    checks = quota_plan.check(_planned_sources(catalog, entries, sent, accounts), enphase_plan=enphase_plan)
+    return quota_plan.by_member(checks)
+
+
+def _planned_sources(
+    catalog: cat.Catalog,
+    entries: Sequence[tuple[SourceDraft, Mapping[str, Any], str]],
+    sent: set[int],
+    accounts: Mapping[int, str],
+) -> list[quota_plan.PlannedSource]:
+    """The drafts (editable) and every saved source the page did not send (fixed), as the planner sees them.
+
+    Ordered by source id, new drafts last, as the collector reads them (a vendor site is charged to its first
+    source's key).
+    """
+    meters = {m.id: m for m in catalog.meters}
+    found: list[tuple[float, quota_plan.PlannedSource | None]] = []
+    for draft, api, source_type in entries:
+        stored_key = accounts.get(draft.source_id) if draft.source_id is not None else None
+        account = _account(api, draft.secrets, stored_key)
+        planned = _planned(draft.key, api, source_type, meters[draft.meter_id].category, account, editable=True)
+        found.append((draft.source_id if draft.source_id is not None else float("inf"), planned))
+    for source in catalog.sources:
+        if source.id not in sent and source.meter_id in meters:
+            api = source.api.model_dump()
+            account = _account(api, {}, accounts.get(source.id))
+            category = meters[source.meter_id].category
+            found.append(
+                (source.id, _planned(f"s{source.id}", api, source.source_type, category, account, editable=False))
+            )
+    return [planned for _, planned in sorted(found, key=lambda item: item[0]) if planned is not None]
+
+
+def _planned(
+    key: str, api: Mapping[str, Any], source_type: str, category: Category, account: str | None, *, editable: bool
+) -> quota_plan.PlannedSource | None:
+    """One source for the planner; None when it costs no vendor calls (API off, simulator) or is unreadable."""
+    try:
+        provider = Provider(str(api.get("api_provider")))
+        frequency = UpdateFrequency(str(api.get("update_frequency")))
+    except ValueError:
+        return None
+    if not api.get("use_api") or provider not in quota_plan.BUDGETED:
+        return None
+    vendor_site = str(api.get("system_id") or "").strip() or f"?{key}"  # no id yet: a vendor site of its own
+    channel = channel_for(category, source_type)
+    return quota_plan.PlannedSource(key, provider, vendor_site, account or f"?{key}", channel, frequency, editable)
+
+
+def _account(api: Mapping[str, Any], typed: Mapping[str, str], stored: str | None) -> str | None:
+    """The fingerprint naming the source's account: its SolarEdge API key (typed, else stored) or Enphase Client ID."""
+    if str(api.get("api_provider")) == Provider.ENPHASE.value:
+        client_id = str(api.get("client_id") or "").strip()
+        return quota_plan.account_fingerprint(client_id) if client_id else None
+    key = typed.get("api_key", MASKED)
+    if key == MASKED:
+        return stored
+    return quota_plan.account_fingerprint(key) if key.strip() else None
+
+
+_KEYED = frozenset({Provider.SOLAREDGE, Provider.SOLAREDGE_V1})
+
+
+def _keys_to_compare(catalog: cat.Catalog, drafts: list[SourceDraft], removed_ids: set[int]) -> list[Source]:
+    """Saved sources whose stored SolarEdge key matters to the drafts' plan: none unless a draft uses SolarEdge."""
+    providers = {str(d.values.get("api_provider")) for d in drafts if d.values.get("use_api")}
+    if not providers & {p.value for p in _KEYED}:
+        return []
+    draft_ids = {d.source_id for d in drafts}
+    return [
+        s
+        for s in catalog.sources
+        if "api_key" in s.secret_names
+        and s.id not in removed_ids
+        and (s.id in draft_ids or (s.api.use_api and s.api.api_provider.value in providers))
+    ]
+
+
+def _stored_accounts(con: duckdb.DuckDBPyConnection, box: SecretBox, sources: Iterable[Source]) -> dict[int, str]:
+    """Fingerprints of these sources' stored API keys, by source id. The keys are decrypted here and dropped."""
+    found: dict[int, str] = {}
+    for source in sources:
+        try:
+            key = read_secrets(con, box, source.id).get("api_key")
+        except SecretsError:  # unreadable: the collector cannot use it either; it counts as an account of its own
+            continue
+        if key is not None:
+            found[source.id] = quota_plan.account_fingerprint(key.get_secret_value())
+    return found
 
 
 # --- saving --------------------------------------------------------------------------------------------------
 
 
 def save_connections(
-    store: Store, box: SecretBox, site_id: int, drafts: list[SourceDraft], removed_ids: set[int]
+    store: Store,
+    box: SecretBox,
+    site_id: int,
+    drafts: list[SourceDraft],
+    removed_ids: set[int],
+    *,
+    enphase_plan: str = quota_plan.DEFAULT_ENPHASE_PLAN,
 ) -> SaveReport:
-    """Validate every draft, then write all of them in one transaction, or nothing (raises `SaveRejected`)."""
+    """Validate every draft, then write all of them in one transaction, or nothing (raises `SaveRejected`).
+
+    A schedule whose vendor calls do not fit a provider's budget (`core.quota_plan`) is refused on the drafts'
+    Update Frequency; `enphase_plan` is the `DATACONN_ENPHASE_PLAN` setting (default: the smallest plan).
+    """
     with store.transaction() as con:
         catalog = cat.read_catalog(con)
         catalog.site(site_id)
-        plans, errors = validate_drafts(catalog, site_id, drafts, removed_ids)
+        accounts = _stored_accounts(con, box, _keys_to_compare(catalog, drafts, removed_ids))
+        plans, errors = validate_drafts(
+            catalog, site_id, drafts, removed_ids, accounts=accounts, enphase_plan=enphase_plan
+        )
         site_source_ids = {s.id for s in catalog.sources_of_site(site_id)}
         unknown = removed_ids - site_source_ids
         if unknown:
@@ -321,7 +477,12 @@ def _pv_capacity(catalog: cat.Catalog, site_id: int, draft: SourceDraft, categor
 def test_connection(
     store: Store, box: SecretBox, site_id: int, draft: SourceDraft, now: datetime, context: ProviderContext
 ) -> TestOutcome:
-    """Test the connection the draft describes (typed secrets, else the stored ones). Never raises."""
+    """Test the connection the draft describes (typed secrets, else the stored ones). Never raises.
+
+    For a saved vendor source, a repeat within `settings.test_cache_ttl_s` with the same settings and credentials
+    (same fingerprint) returns the stored outcome and calls nobody; otherwise the vendor is called and the outcome
+    (unless it is "re-authorise") is stored with the exchanges the test made, in `api_data_cache`.
+    """
     catalog = cat.load_catalog(store)
     site = catalog.site(site_id)
     meter = catalog.meter(draft.meter_id)
@@ -348,19 +509,91 @@ def test_connection(
         source_id=draft.source_id,
     )
     channel = channel_for(meter.category, plan.source.source_type)
+    fingerprint = None
+    if draft.source_id is not None and request.provider is not Provider.SIMULATOR:  # the simulator costs no quota
+        fingerprint = _settings_fingerprint(box, request, channel, context)
+        reused = _reuse(store, draft.source_id, fingerprint, now, context.settings.test_cache_ttl_s, site.timezone)
+        if reused is not None:
+            return reused
+    outcome, exchanges = _call_vendor(request, context, channel, now)
+    _keep(store, draft.source_id, fingerprint, outcome, exchanges)
+    return outcome
+
+
+def _call_vendor(
+    request: ConnectionRequest, context: ProviderContext, channel: str, now: datetime
+) -> tuple[TestOutcome, list[Exchange]]:
+    """The test itself, and the exchanges the client recorded (also when it failed)."""
+    exchanges: list[Exchange] = []
     try:
         client = build_client(request, context)
         try:
             info = client.test_connection(now)
             power = info.current_power_w if channel == "pv_w" else client.current_power(now).get(channel)
         finally:
+            recorded = getattr(client, "exchanges", None)  # vendor clients only; the simulator calls nobody
+            if callable(recorded):
+                exchanges = recorded()
             client.close()
     except NeedsReauthorization as exc:
-        return TestOutcome(ConnectionStatus.REAUTHORIZE, str(exc), now)
+        return TestOutcome(ConnectionStatus.REAUTHORIZE, str(exc), now), exchanges
     except ProviderError as exc:
-        return TestOutcome(ConnectionStatus.FAILED, str(exc), now)
+        return TestOutcome(ConnectionStatus.FAILED, str(exc), now), exchanges
     message = f"Connected to {info.site_name}: current power {_kw(power)}"
-    return TestOutcome(ConnectionStatus.CONNECTED, message, now, power_w=power)
+    return TestOutcome(ConnectionStatus.CONNECTED, message, now, power_w=power), exchanges
+
+
+def _settings_fingerprint(box: SecretBox, request: ConnectionRequest, channel: str, context: ProviderContext) -> str:
+    """What a test result depends on, as an HMAC: provider, ids, every credential, the channel and the vendor URLs."""
+    settings = context.settings
+    text = json.dumps(
+        {
+            "provider": request.provider.value,
+            "system_id": request.system_id,
+            "client_id": request.client_id,
+            "channel": channel,
+            "secrets": {name: value.get_secret_value() for name, value in request.secrets.items()},
+            "urls": [
+                settings.solaredge_base_url,
+                settings.solaredge_v1_base_url,
+                settings.enphase_base_url,
+                settings.enphase_auth_url,
+            ],
+        },
+        sort_keys=True,
+    )
+    return box.fingerprint(text)
+
+
+def _reuse(
+    store: Store, source_id: int, fingerprint: str, now: datetime, ttl_s: int, timezone: str
+) -> TestOutcome | None:
+    """The cached outcome of an identical test made less than `ttl_s` ago, marked as such; None to call the vendor."""
+    try:
+        hit = cached_test(store, source_id, fingerprint, now, ttl_s)
+    except (StoreError, duckdb.Error) as exc:
+        log.warning("Test Connection cache not readable, calling the vendor (%s)", type(exc).__name__)
+        return None
+    if hit is None:
+        return None
+    local = hit.tested_at.astimezone(ZoneInfo(timezone))
+    message = f"{hit.message} (cached result from {local:%H:%M:%S}; no new API call)"
+    return TestOutcome(hit.status, message, hit.tested_at, hit.power_w)
+
+
+def _keep(
+    store: Store, source_id: int | None, fingerprint: str | None, outcome: TestOutcome, exchanges: list[Exchange]
+) -> None:
+    """Store the exchanges, and the outcome for `_reuse` (not "re-authorise": the owner may approve any moment)."""
+    try:
+        if source_id is not None and fingerprint is not None and outcome.status is not ConnectionStatus.REAUTHORIZE:
+            kept = CachedTest(outcome.status, outcome.message, outcome.tested_at, outcome.power_w)
+            store_test(store, source_id, fingerprint, kept, exchanges)
+        elif exchanges:
+            with store.transaction() as con:
+                write_exchanges(con, source_id, exchanges)
+    except (StoreError, duckdb.Error) as exc:
+        log.warning("Test Connection result not stored (%s)", type(exc).__name__)
 
 
 def _kw(power_w: float | None) -> str:

@@ -7,6 +7,9 @@ what lets a rotation re-encrypt rows while old keys are still configured.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import tempfile
 from pathlib import Path
@@ -82,6 +85,7 @@ class SecretBox:
         if not keys:
             raise SecretsError("At least one encryption key is required.")
         self._fernet = MultiFernet([Fernet(k) for k in keys])
+        self._fingerprint_key = _derive(keys[0], b"dataconn settings fingerprint v1")
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode("utf-8")).decode("ascii")
@@ -96,8 +100,19 @@ class SecretBox:
                 "was a key removed before rotation finished? Re-enter the credential or restore the key."
             ) from None
 
+    def fingerprint(self, text: str) -> str:
+        """HMAC-SHA256 of `text` (hex) under a key derived from the newest key: equal texts give equal
+        fingerprints, and without the key a fingerprint reveals nothing of the text (credentials included).
+        A key rotation changes every fingerprint."""
+        return hmac.new(self._fingerprint_key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
     def rotate(self, token: str) -> str:
         try:
             return self._fernet.rotate(token.encode("ascii")).decode("ascii")
         except (InvalidToken, ValueError):
             raise SecretsError("A stored credential cannot be decrypted with the configured keys.") from None
+
+
+def _derive(key: str, purpose: bytes) -> bytes:
+    """A separate key for `purpose`, so the encryption key itself is never used for anything else."""
+    return hmac.new(base64.urlsafe_b64decode(key.encode("ascii")), purpose, hashlib.sha256).digest()

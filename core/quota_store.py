@@ -49,10 +49,16 @@ class StoredQuotaLedger(QuotaLedger):
         self._seen: dict[BucketKey, int] = {}  # the newest count of each bucket this process knows of
 
     def used(self, provider: str, scope_key: str, period: str, now: datetime) -> int:
-        start, _ = period_bounds(period, now)
-        with self.store.connect(read_only=True) as con:
-            rows = con.execute(_SELECT, [provider, scope_key, period, start]).fetchall()
-        return int(rows[0][0]) if rows else 0
+        """Calls counted so far; while the file is held, the count this process knows (with a journal)."""
+        key: BucketKey = (provider, scope_key, period, period_bounds(period, now)[0])
+        try:
+            with self.store.connect(read_only=True, timeout_s=DB_WAIT_S if self.journal else None) as con:
+                return _count(con, key) + self._journalled(key)
+        except StoreBusy:
+            if self.journal is None:
+                raise
+            with self._lock:
+                return self._seen.get(key, 0)
 
     def reserve(self, provider: str, scope_keys: Mapping[str, str], rules: Sequence[QuotaRule], now: datetime) -> None:
         counted = [r for r in rules if r.period != "concurrent" and r.scope in scope_keys]
@@ -102,7 +108,9 @@ class StoredQuotaLedger(QuotaLedger):
     ) -> None:
         assert self.journal is not None
         with self._lock:
-            buckets = [(provider, scope_keys[r.scope], r.period, period_bounds(r.period, now)[0]) for r in counted]
+            buckets: list[BucketKey] = [
+                (provider, scope_keys[r.scope], r.period, period_bounds(r.period, now)[0]) for r in counted
+            ]
             unknown = [key for key in buckets if key not in self._seen]
             if unknown:
                 self._read_counts(unknown)  # a read-only holder (`duckdb -readonly`) still lets us read them

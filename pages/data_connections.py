@@ -22,6 +22,7 @@ from core.models import (
     UpdateFrequency,
 )
 from core.providers.base import ProviderError
+from core.quota_plan import ScopeCheck
 from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes
 
 TABS = {
@@ -140,7 +141,14 @@ def _save_all(site_id: int) -> None:
     st.session_state["dc_errors"] = {}
     removed = set(_removed(site_id))
     report = run_safely(
-        conn.save_connections, runtime.store, runtime.box, site_id, drafts, removed, errors_key="dc_errors"
+        conn.save_connections,
+        runtime.store,
+        runtime.box,
+        site_id,
+        drafts,
+        removed,
+        errors_key="dc_errors",
+        enphase_plan=runtime.settings.enphase_plan,
     )
     if report is None:
         return
@@ -283,7 +291,24 @@ def _handle_oauth_return() -> None:
     st.query_params.clear()
 
 
-def render_source(site_id: int, draft: conn.SourceDraft, category: Category, stored: cat.Source | None, tz) -> None:
+def _quota_lines(scopes: list[ScopeCheck], errors: dict[str, str]) -> None:
+    """Under Update Frequency: the calls this schedule costs in each vendor budget the source shares, or why it
+    cannot fit and which frequency would (the same figures Save All Connections refuses on)."""
+    for scope in scopes:
+        if scope.fits or "update_frequency" in errors:  # a refused save already says why, just above
+            st.caption(scope.summary())
+        else:
+            st.error(scope.message(), icon=":material/speed:")
+
+
+def render_source(
+    site_id: int,
+    draft: conn.SourceDraft,
+    category: Category,
+    stored: cat.Source | None,
+    tz,
+    quota: list[ScopeCheck] | None = None,
+) -> None:
     errors = _errors().get(draft.key, {})
     stored_provider = stored.api.api_provider.value if stored else draft.values["api_provider"]
     for field in ("name", "source_type", "capacity_kw", "carbon_intensity_g_per_kwh", "cost_per_mwh"):
@@ -333,6 +358,7 @@ def render_source(site_id: int, draft: conn.SourceDraft, category: Category, sto
                     format_func=lambda code: UpdateFrequency(code).label,
                 )
                 field_error(errors, "update_frequency")
+                _quota_lines(quota or [], errors)
             provider = Provider(st.session_state[_wkey(draft.key, "api_provider")])
             _credentials(draft, provider, errors, stored_provider)
             st.button(
@@ -350,14 +376,21 @@ def render_source(site_id: int, draft: conn.SourceDraft, category: Category, sto
                 st.error(f"{field}: {message}")
 
 
-def render_meter(site_id: int, meter: cat.Meter, drafts, catalog: cat.Catalog, tz: ZoneInfo) -> None:
+def render_meter(
+    site_id: int,
+    meter: cat.Meter,
+    drafts,
+    catalog: cat.Catalog,
+    tz: ZoneInfo,
+    quota: dict[str, list[ScopeCheck]] | None = None,
+) -> None:
     st.subheader(meter.name, divider="gray")
     mine = [d for d in drafts if d.meter_id == meter.id]
     if not mine:
         st.caption("No data sources yet.")
     for draft in mine:
         stored = catalog.source(draft.source_id) if draft.source_id is not None else None
-        render_source(site_id, draft, meter.category, stored, tz)
+        render_source(site_id, draft, meter.category, stored, tz, (quota or {}).get(draft.key))
     for source in catalog.sources_of(meter.id):
         if source.id in _removed(site_id):
             note, undo = st.columns([5, 1], vertical_alignment="center")
@@ -405,6 +438,9 @@ def main() -> None:
         site = catalog.site(site_id)
         tz = ZoneInfo(site.timezone)
         drafts = _current_drafts(catalog, site_id)
+        quota = conn.quota_checks(
+            runtime.store, runtime.box, catalog, drafts, _removed(site_id), enphase_plan=runtime.settings.enphase_plan
+        )
         _error_summary(drafts)
         for category, tab in zip(TABS, st.tabs(list(TABS.values())), strict=True):
             with tab:
@@ -412,7 +448,7 @@ def main() -> None:
                 if not meters:
                     st.info(f"This site has no {category.value} meter yet: add one in the Control Room.")
                 for meter in meters:
-                    render_meter(site_id, meter, drafts, catalog, tz)
+                    render_meter(site_id, meter, drafts, catalog, tz, quota)
         st.divider()
         _error_summary(drafts)
         st.button(

@@ -34,6 +34,7 @@ def add_source(store: Store, box: SecretBox, site_id: int, meter: cat.Meter, nam
     draft.values |= {"name": name, "capacity_kw": "5"}
     if secret:
         draft.values |= {"use_api": True, "api_provider": "solaredge", "system_id": "1"}
+        draft.values["update_frequency"] = "1hour"  # within the V2 monthly credits
         draft.secrets = {"api_key": secret}
     save_connections(store, box, site_id, [draft], set())
 

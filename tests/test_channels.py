@@ -18,7 +18,10 @@ from core.store import Store
 def add(store: Store, box: SecretBox, site: cat.Site, meter: cat.Meter, name: str, kind: str, **api: str) -> None:
     draft = new_draft(f"new-{name}", meter.id, meter.category)
     draft.values |= {"name": name, "source_type": kind, "capacity_kw": "10", "use_api": True} | api
-    draft.secrets = {"api_key": "sk-1"} if api.get("api_provider", "").startswith("solaredge") else {}
+    if api.get("api_provider", "").startswith("solaredge"):
+        # One key per vendor site, polled hourly: two sites on one key would not fit its 2,000 monthly credits.
+        draft.values["update_frequency"] = "1hour"
+        draft.secrets = {"api_key": f"sk-{api['system_id']}"}
     save_connections(store, box, site.id, [draft], set())
 
 

@@ -41,6 +41,7 @@ def london_roof(store: Store, box: SecretBox, api_key: str, capacity_kw: str = "
     meter = cat.create_meter(store, site.id, MeterIn(name="PV", category=Category.PROD))
     draft = new_draft("new-se", meter.id, Category.PROD)
     draft.values |= {"name": "Roof", "capacity_kw": capacity_kw, "use_api": True, "api_provider": "solaredge"}
+    draft.values["update_frequency"] = "1hour"  # within the V2 monthly credits
     draft.values |= {"system_id": "3066774"}
     draft.secrets = {"api_key": api_key}
     save_connections(store, box, site.id, [draft], set())
@@ -95,6 +96,13 @@ def test_a_vendor_site_is_collected_from_its_fake(
     assert [r.outcome for r in report.results] == ["ok"], report.results[0].error
     n, distinct = counts(store)[source_id]
     assert n == distinct and n >= 90  # a day of 15-minute PV data
+    with store.connect(read_only=True) as con:
+        run = con.sql("SELECT outcome, http_status, quota_used, quota_remaining FROM collector_runs").fetchall()
+        cached = con.sql("SELECT source_id, endpoint, http_status, length(body) FROM api_data_cache").fetchall()
+    calls = len(cached)
+    assert calls >= 1 and all(row[0] == source_id and row[2] == 200 and row[3] > 0 for row in cached)
+    assert all("power" in row[1] or "meters" in row[1] or "storage" in row[1] for row in cached)
+    assert run == [("ok", 200, calls, 2000 - calls)]  # the monthly credits: the tightest day/month budget
 
 
 def test_a_wrong_key_stops_the_source_with_the_reason(

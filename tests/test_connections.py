@@ -38,6 +38,8 @@ def pv_meter(store: Store, site: cat.Site) -> cat.Meter:
 def solar_draft(meter: cat.Meter, key: str = "new-a", **values: object):  # type: ignore[no-untyped-def]
     draft = new_draft(key, meter.id, meter.category)
     draft.values |= {"name": "Main Solar Array", "capacity_kw": "500", "carbon_intensity_g_per_kwh": "0"}
+    if values.get("api_provider") in {"solaredge", "enphase"}:
+        draft.values["update_frequency"] = "1hour"  # what their free budgets allow (core.quota_plan)
     draft.values |= values
     return draft
 
@@ -190,7 +192,7 @@ def test_a_test_result_is_dropped_when_connection_settings_change(
     save_connections(store, box, site.id, [renamed], set())
     assert stored_sources(store)[0].api.connection_status is ConnectionStatus.CONNECTED
     moved = draft_from_source(stored_sources(store)[0])
-    moved.values |= {"api_provider": "solaredge", "system_id": "9"}
+    moved.values |= {"api_provider": "solaredge", "system_id": "9", "update_frequency": "1hour"}
     moved.secrets = {"api_key": "sk-x"}
     save_connections(store, box, site.id, [moved], set())
     assert stored_sources(store)[0].api.connection_status is ConnectionStatus.UNTESTED

@@ -45,6 +45,7 @@ def source(store: Store, box: SecretBox) -> cat.Source:
         "api_provider": "enphase",
         "client_id": enphase.SANDBOX_CLIENT_ID,
         "system_id": str(enphase.SANDBOX_SYSTEM_ID),
+        "update_frequency": "1hour",  # within the Watt plan's 1,000 calls a month
     }
     draft.secrets = {"client_secret": enphase.SANDBOX_CLIENT_SECRET, "app_api_key": enphase.SANDBOX_API_KEY}
     save_connections(store, box, site.id, [draft], set())

@@ -174,6 +174,7 @@ def test_solaredge_wrong_key_fails_with_its_reason_and_is_masked_after_save(sola
     source = catalog().sources[0]
     key = f"s{source.id}"
     at.selectbox(key=f"dc_{key}_api_provider").set_value("solaredge").run()
+    at.selectbox(key=f"dc_{key}_update_frequency").set_value("1hour").run()  # within the V2 monthly credits
     at.text_input(key=f"dc_{key}_solaredge_system_id").input("4711")
     at.text_input(key=f"dc_{key}_solaredge_api_key").input("sk-page-SECRET-1")
     at.button(key=f"dc_test_{key}").click().run()
@@ -205,6 +206,7 @@ def test_enphase_shows_its_credentials_and_authorization_link(at: AppTest) -> No
     open_connections(at)
     key = f"s{catalog().sources[0].id}"
     at.selectbox(key=f"dc_{key}_api_provider").set_value("enphase").run()
+    at.selectbox(key=f"dc_{key}_update_frequency").set_value("1hour").run()  # within the Watt plan
     labels = {t.label for t in at.text_input}
     assert {"Client ID", "Client Secret", "Application API Key", "System ID"} <= labels
     at.text_input(key=f"dc_{key}_enphase_client_id").input("my-client")

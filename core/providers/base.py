@@ -19,9 +19,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from core.providers.exchange import Exchange
 
 
 class ProviderError(Exception):
@@ -145,6 +148,20 @@ class MonitoringProvider(Protocol):
     def history(self, start: datetime, end: datetime) -> pl.DataFrame: ...
 
     def close(self) -> None: ...
+
+
+class RecordsExchanges(Protocol):
+    """Optional extras of the vendor clients (not the simulator, which makes no calls): callers check with
+    `getattr(client, "exchanges", None)`.
+
+    `exchanges()` returns the vendor exchanges made since its last call, oldest first, and forgets them (OAuth token
+    calls are never recorded); `quota_snapshot(now)` gives (calls used, calls remaining) in the current period of
+    the client's tightest counted day or month rule, or (None, None).
+    """
+
+    def exchanges(self) -> list[Exchange]: ...
+
+    def quota_snapshot(self, now: datetime) -> tuple[int | None, int | None]: ...
 
 
 def split_windows(start: datetime, end: datetime, max_window: timedelta) -> list[tuple[datetime, datetime]]:

@@ -64,6 +64,7 @@ from core.providers.enphase_parse import (
     parse_system,
     parse_systems_page,
 )
+from core.providers.exchange import Exchange, quota_position
 from core.providers.http import HttpFunnel
 from core.providers.quota import QuotaLedger
 
@@ -111,6 +112,14 @@ ENDPOINTS: dict[str, Endpoint] = {
 }
 # PV from the microinverters works on every system; a production meter is optional hardware.
 DEFAULT_ENDPOINTS = ("production_micro", "consumption_meter", "battery")
+# The channels each endpoint's parser yields (enphase_parse.TELEMETRY_PARSERS): a client given `channels` calls only
+# the endpoints that serve one of them. No endpoint here serves grid import/export.
+ENDPOINT_CHANNELS: dict[str, frozenset[str]] = {
+    "production_micro": frozenset({"pv_w"}),
+    "production_meter": frozenset({"pv_w"}),
+    "consumption_meter": frozenset({"load_w"}),
+    "battery": frozenset({"battery_w", "soc_pct"}),
+}
 
 
 def _floor(instant: datetime, step: timedelta) -> datetime:
@@ -144,7 +153,10 @@ class EnphaseClient:
         endpoints: Sequence[str] = DEFAULT_ENDPOINTS,
         refresh_margin: timedelta = timedelta(minutes=5),
         refresh_ttl: timedelta = DEFAULT_REFRESH_TTL,
+        channels: frozenset[str] | None = None,
     ) -> None:
+        """`channels` (None: all) keeps only the `endpoints` that serve one of them (see `ENDPOINT_CHANNELS`), so each
+        history window costs one call per endpoint actually read; none left means `history` calls nobody."""
         plan_key = plan.strip().lower()
         if plan_key not in PLANS:
             raise ValueError(f"unknown Enphase plan {plan!r}: use one of {', '.join(PLANS)}")
@@ -158,8 +170,8 @@ class EnphaseClient:
         per_minute, per_month = PLANS[plan_key]
         self.plan = plan_key
         self.system_id = system_id.strip()
-        self.endpoints = tuple(endpoints)
-        chosen = [ENDPOINTS[name] for name in self.endpoints]
+        self.endpoints = tuple(name for name in endpoints if channels is None or ENDPOINT_CHANNELS[name] & channels)
+        chosen = [ENDPOINTS[name] for name in self.endpoints or endpoints]  # windows as if all were read
         self.resolution = min(ep.interval for ep in chosen)
         self.max_window = min(ep.max_window for ep in chosen)
         self._grid = max(ep.interval for ep in chosen)  # windows start on it so every endpoint's intervals align
@@ -378,6 +390,19 @@ class EnphaseClient:
                 "nothing was fetched with it and saving is retried on the next call."
             ) from exc
         self._tokens, self._unsaved = self._unsaved, None
+
+    # --- what the collector records (core.providers.exchange) ---------------------------------------------------
+
+    def exchanges(self) -> list[Exchange]:
+        """The API exchanges made since the last call, oldest first (for `api_data_cache`); then forgotten.
+
+        Token endpoint calls are never among them: their answers are the OAuth tokens (see `request_tokens`).
+        """
+        return self._funnel.drain()
+
+    def quota_snapshot(self, now: datetime) -> tuple[int | None, int | None]:
+        """(calls used, calls remaining) this month on the application's plan (token calls are not counted)."""
+        return quota_position(self._ledger, VENDOR, self._scope, self.quota_rules, now.astimezone(UTC))
 
 
 def _secret(value: SecretStr) -> str:

@@ -201,9 +201,17 @@ def request_tokens(
     now: datetime,
     refresh_ttl: timedelta = DEFAULT_REFRESH_TTL,
 ) -> Tokens:
-    """POST the token endpoint with Basic client auth and the grant in the query string (official sample)."""
+    """POST the token endpoint with Basic client auth and the grant in the query string (official sample).
+
+    `record=False`: the answer carries the access and refresh tokens, so it never reaches `api_data_cache`.
+    """
     response = funnel.request(
-        "POST", "", url=url, params=params, headers={"Authorization": basic_auth(client_id, client_secret)}
+        "POST",
+        "",
+        url=url,
+        params=params,
+        headers={"Authorization": basic_auth(client_id, client_secret)},
+        record=False,
     )
     secrets = (params.get("code", ""), params.get("refresh_token", ""), client_secret.get_secret_value())
     if response.status_code != 200:

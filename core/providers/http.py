@@ -4,18 +4,28 @@ httpx logs each request's full URL at INFO and puts it into `HTTPStatusError` me
 carry credentials in the query string (`api_key=`, `key=`, `code=`, `refresh_token=`). So: URLs are redacted
 before any of our messages are built, transport failures become `ProviderConnectionError` with a redacted
 message, and `install_log_redaction()` puts a filter on the httpx/httpcore loggers as a second line of defence.
+
+The funnel also records every exchange it makes (`HttpFunnel.drain`) for `api_data_cache`: the endpoint goes
+through `redact`, and the literal values of the credentials sent with the request (sensitive query parameters,
+Authorization and API-key headers) are blanked in the endpoint and the body, in case a server echoes them. Calls
+made with `record=False` (OAuth token endpoints, whose answers ARE credentials) are never recorded.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from core.providers.base import ProviderConnectionError
+from core.providers.exchange import MAX_EXCHANGES, Exchange, truncate_body
 
 SENSITIVE_PARAMS = ("api_key", "apikey", "key", "code", "refresh_token", "access_token", "client_secret", "token")
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:" + "|".join(SENSITIVE_PARAMS) + r")=)[^&\s\"'#]+")
@@ -66,7 +76,8 @@ def install_log_redaction() -> None:
 class HttpFunnel:
     """One vendor base URL, one timeout, one place that turns transport failures into provider errors.
 
-    Vendor modules interpret status codes and bodies themselves; this class never raises on a status.
+    Vendor modules interpret status codes and bodies themselves; this class never raises on a status. It keeps
+    the newest `MAX_EXCHANGES` exchanges until `drain` hands them over.
     """
 
     def __init__(
@@ -84,6 +95,8 @@ class HttpFunnel:
         self._client = client or httpx.Client(timeout=timeout_s)
         self.base_url = base_url.rstrip("/")
         self._headers = dict(headers or {})
+        self._exchanges: deque[Exchange] = deque(maxlen=MAX_EXCHANGES)
+        self._exchanges_lock = threading.Lock()
 
     def request(
         self,
@@ -94,12 +107,16 @@ class HttpFunnel:
         headers: Mapping[str, str] | None = None,
         json: Any = None,
         url: str | None = None,
+        record: bool = True,
     ) -> httpx.Response:
+        """Send one request. `record=False` keeps the exchange out of `drain` (for answers that are credentials)."""
         target = url or f"{self.base_url}/{path.lstrip('/')}"
+        sent_headers = {**self._headers, **(headers or {})}
+        started, clock = datetime.now(UTC), time.monotonic()
+        response: httpx.Response | None = None
         try:
-            return self._client.request(
-                method, target, params=params, headers={**self._headers, **(headers or {})}, json=json
-            )
+            response = self._client.request(method, target, params=params, headers=sent_headers, json=json)
+            return response
         except httpx.TimeoutException:
             raise ProviderConnectionError(f"{self.vendor} did not answer in time; will retry later.") from None
         except httpx.InvalidURL:
@@ -111,7 +128,75 @@ class HttpFunnel:
                 f"Cannot reach {self.vendor} ({type(exc).__name__} for {redact_url(httpx.URL(target))}); "
                 "check the network or the base URL setting."
             ) from None
+        finally:
+            if record:
+                self._record(target, params, sent_headers, started, clock, response)
+
+    def drain(self) -> list[Exchange]:
+        """The exchanges recorded since the last drain, oldest first; the funnel forgets them."""
+        with self._exchanges_lock:
+            taken = list(self._exchanges)
+            self._exchanges.clear()
+        return taken
+
+    def _record(
+        self,
+        target: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str],
+        started: datetime,
+        clock: float,
+        response: httpx.Response | None,
+    ) -> None:
+        duration_ms = (time.monotonic() - clock) * 1000.0
+        secrets = _sent_secrets(params, headers)
+        status, body = None, ""
+        if response is not None:
+            status = response.status_code
+            try:
+                body = _blank(truncate_body(response.text), secrets)
+            except Exception:  # an undecodable body is still an exchange; its text is not worth a failure
+                body = ""
+        endpoint = _blank(self._endpoint(target, params), secrets)
+        exchange = Exchange(endpoint, started, status, body, duration_ms)
+        with self._exchanges_lock:
+            self._exchanges.append(exchange)
+
+    def _endpoint(self, target: str, params: Mapping[str, Any] | None) -> str:
+        """The request path relative to the base URL, query string included, credentials redacted."""
+        try:
+            url = httpx.URL(target)
+            text = str(url.copy_merge_params(dict(params)) if params else url)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            text = target
+        prefix = self.base_url + "/"
+        return redact(text[len(prefix) :] if text.startswith(prefix) else text)
 
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+
+
+# Headers whose value is a credential (matched case-insensitively by substring).
+_SECRET_HEADER_WORDS = ("authorization", "key", "token", "secret")
+_MIN_SECRET_LEN = 4  # shorter values would blank ordinary text
+
+
+def _sent_secrets(params: Mapping[str, Any] | None, headers: Mapping[str, str]) -> list[str]:
+    """Literal credential values sent with a request: sensitive query parameters and credential headers."""
+    found: list[str] = []
+    for name, value in (params or {}).items():
+        if name.lower() in SENSITIVE_PARAMS and value is not None:
+            found.append(str(value))
+    for name, value in headers.items():
+        if any(word in name.lower() for word in _SECRET_HEADER_WORDS):
+            found.append(value)
+            found.extend(value.split()[1:])  # "Bearer <token>", "Basic <credentials>": the token alone too
+    return sorted({v for v in found if len(v) >= _MIN_SECRET_LEN}, key=len, reverse=True)
+
+
+def _blank(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text

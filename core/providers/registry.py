@@ -27,6 +27,9 @@ class ConnectionRequest:
     client_id: str = ""
     secrets: dict[str, SecretStr] = field(default_factory=dict)
     source_id: int | None = None
+    # The channels the caller's sources read (core.providers.channels.channel_for); None reads everything. Clients
+    # whose cost depends on it (SolarEdge V2 telemetry, Enphase endpoints) skip calls nobody reads.
+    channels: frozenset[str] | None = None
 
 
 def simulator_seed(site_name: str, system_id: str) -> int:
@@ -69,6 +72,7 @@ def build_client(request: ConnectionRequest, context: ProviderContext) -> Monito
             timeout_s=settings.http_timeout_s,
             ledger=context.ledger,
             site_timezone=request.site.timezone,
+            channels=request.channels,
         )
     if request.provider is Provider.ENPHASE:
         if request.source_id is None or context.token_store_for is None:
@@ -91,5 +95,6 @@ def build_client(request: ConnectionRequest, context: ProviderContext) -> Monito
             timeout_s=settings.http_timeout_s,
             ledger=context.ledger,
             plan=settings.enphase_plan,
+            channels=request.channels,
         )
     raise ValueError(f"unknown provider {request.provider!r}")

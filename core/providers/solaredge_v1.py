@@ -43,6 +43,7 @@ from core.providers.base import (
     normalise_readings,
     split_windows,
 )
+from core.providers.exchange import Exchange, quota_position
 from core.providers.http import REDACTED, HttpFunnel, redact
 from core.providers.quota import QuotaLedger
 from core.providers.solaredge_v1_parse import (
@@ -363,3 +364,16 @@ class SolarEdgeV1Client:
                 f"{VENDOR} does not know the {what} (404): check the site ID and the base URL in Data Connections."
             )
         return BadResponse(f"{VENDOR} refused the {what} call ({status}{quoted}).", self._scrub(response.text[:200]))
+
+    # --- what the collector records (core.providers.exchange) ---------------------------------------------------
+
+    def exchanges(self) -> list[Exchange]:
+        """The vendor exchanges made since the last call, oldest first (for `api_data_cache`); then forgotten."""
+        return self._http.drain()
+
+    def quota_snapshot(self, now: datetime) -> tuple[int | None, int | None]:
+        """(calls used, calls remaining) today, for whichever daily budget (site or account key) is tighter."""
+        scope = {"account": self._account}
+        if self.site_id:
+            scope["site"] = self.site_id
+        return quota_position(self._ledger, VENDOR, scope, self.quota_rules, now.astimezone(UTC))

@@ -252,6 +252,10 @@ def test_solaredge_wrong_key_shows_the_reason_and_the_key_is_masked(
     _commit(source, "Site ID", "3066774")  # a site the fake SolarEdge V2 server knows
     _commit(source, "API Key", SECRET)
     _idle(page)
+    # The quota planner: the default 15 min does not fit the 2,000 monthly credits; 1 hour does.
+    expect(source.get_by_text("every 15 min needs 2,976. Choose 30 min or slower.")).to_be_visible()
+    _choose(source, "Update Frequency", "1 hour", "hour")
+    expect(source.get_by_text("744/month of 2,000 (37%)")).to_be_visible()
 
     source.get_by_role("button", name="Test Connection").click()
     status = source.locator(STATUS)
@@ -330,6 +334,7 @@ def test_enphase_source_connects_through_the_full_oauth_flow(page: Page, app_ser
     _commit(source, "Capacity (kW)", "7")
     _enable_api(source)
     _choose(source, "API Provider", "Enphase")
+    _choose(source, "Update Frequency", "1 hour", "hour")  # the Watt plan's 1,000 calls a month
     _commit(source, "Client ID", enphase.SANDBOX_CLIENT_ID)
     _commit(source, "System ID", str(enphase.SANDBOX_SYSTEM_ID))
     _commit(source, "Client Secret", enphase.SANDBOX_CLIENT_SECRET)
