@@ -22,7 +22,7 @@ import schedule
 from pydantic import ValidationError
 
 from core import catalog as cat
-from core.collection import Collection, GroupKey, backfill
+from core.collection import Collection, backfill
 from core.config import Settings, load_settings
 from core.crypto import SecretsError
 from core.models import UpdateFrequency
@@ -30,6 +30,7 @@ from core.providers.base import ProviderError
 from core.providers.channels import group_by_provider_site
 from core.retention import apply_retention
 from core.runtime import Runtime, open_runtime
+from core.source_health import GroupKey
 from core.spool import Spool
 from core.store import StoreBusy, StoreError
 from core.validation import field_errors

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core import catalog as cat
-from core.collection import FIRST_BACKFILL, backfill, collect_once, next_health
+from core.collection import FIRST_BACKFILL, backfill, collect_once
 from core.config import Settings
 from core.connections import draft_from_source, new_draft, save_connections
 from core.crypto import SecretBox
@@ -17,6 +17,7 @@ from core.demo import seed_demo
 from core.models import Category, MeterIn, SiteIn
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
+from core.source_health import next_health
 from core.store import Store
 from tests.fakes import solaredge_v2
 from tests.fakes.server import serve

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from core import spool as spool_module
-from core.collection import Collection, apply_entry
+from core.collection import Collection
 from core.config import Settings
 from core.crypto import SecretBox
 from core.demo import seed_demo
+from core.pass_write import apply_entry
 from core.providers.base import QuotaRule, RateLimited
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
@@ -144,3 +147,36 @@ def test_calls_are_counted_in_a_journal_while_the_file_is_held(store: Store) -> 
     with pytest.raises(RateLimited):
         fresh.reserve("solaredge", SCOPE, RULES, NOW)
     assert fresh.used("solaredge", "key-1", "day", NOW) == 3 and journal.read_text() == ""
+
+
+def test_a_poll_result_survives_the_spool_unchanged() -> None:
+    from core.poll_result import GroupResult
+    from core.providers.exchange import Exchange
+
+    batch = pl.DataFrame(
+        {
+            "source_id": [7, 8],
+            "ts": [NOW, NOW],
+            "interval_s": [900, 900],
+            "value": [1.5, None],
+            "is_final": [True, False],
+        }
+    ).cast({"ts": pl.Datetime("us", "UTC"), "interval_s": pl.Int32})
+    result = GroupResult(
+        [7, 8],
+        "solaredge",
+        NOW,
+        duration_ms=12.5,
+        outcome="rate_limited",
+        error="SolarEdge allows 10 calls per minute",
+        retry_at=NOW + timedelta(minutes=1),
+        gap_window=(NOW - timedelta(days=2), NOW - timedelta(days=1)),
+        http_status=429,
+        quota_used=10,
+        quota_remaining=1990,
+        exchanges=[Exchange("sites/1/power?x=1", NOW, 429, '{"detail": "slow down"}', 3.25)],
+        batch=batch,
+    )
+    back = GroupResult.from_json(json.loads(json.dumps(result.to_json())), batch)
+    assert back.batch is not None and back.batch.equals(batch)
+    assert back == GroupResult(**{**result.__dict__, "batch": back.batch})
