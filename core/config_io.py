@@ -7,7 +7,9 @@ missing is created, what differs is updated, and sites, meters or sources absent
 The whole file is validated first, with the page's rules and messages, then written in one transaction, or not at
 all. Credentials come inline or, better, as {"env": "VARIABLE"} so that the file itself can be committed; a
 source keeps stored credentials the file does not mention, except those of a provider it no longer uses (the page's
-rule), and a stored connection test result survives only if the settings it tested are unchanged.
+rule), and a stored connection test result survives only if the settings it tested are unchanged. A file whose
+schedules the vendors' budgets cannot carry is refused like Save All Connections refuses it (`core.quota_plan`),
+counting the configuration as it will be after the import.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pydantic import (
 
 from core import catalog as cat
 from core import models as m
+from core.config import Settings
 from core.config_file import (
     FORMAT_VERSION,
     FORMATS,
@@ -40,16 +43,18 @@ from core.config_file import (
     dump,
     parse,
 )
+from core.connection_quota import Edited, keys_to_compare, planned_sources, refusals, stored_accounts
 from core.crypto import SecretBox, SecretsError
 from core.secret_store import delete_secret, put_secret
 from core.store import Store
 from core.validation import field_errors, format_path
 
+PLAN_VARIABLE = "DATACONN_ENPHASE_PLAN"  # the setting `Settings.enphase_plan`, read from `environ` when not given
+
 log = logging.getLogger(__name__)
 __all__ = ["FORMATS", "ConfigFileError", "ConfigImportError", "dump", "export_config", "import_config", "parse"]
 
 CREDENTIAL_NAMES = tuple(dict.fromkeys(name for names in m.PROVIDER_SECRETS.values() for name, _ in names))
-_STATUS_FIELDS = {"connection_status", "last_tested", "last_error", "last_power_w"}
 Loc = list[str | int]
 
 
@@ -122,26 +127,64 @@ class ImportReport:
 
 
 def import_config(
-    store: Store, box: SecretBox, data: Any, *, environ: Mapping[str, str] = os.environ, dry_run: bool = False
+    store: Store,
+    box: SecretBox,
+    data: Any,
+    *,
+    environ: Mapping[str, str] = os.environ,
+    dry_run: bool = False,
+    enphase_plan: str | None = None,
 ) -> ImportReport:
     """Merge parsed file `data` into the store, or raise `ConfigImportError` with every problem and write nothing.
 
     Validation runs inside the writing transaction, against the rows as they are then, so a change made meanwhile
-    (another tab, another import) cannot slip between the checks and the writes.
+    (another tab, another import) cannot slip between the checks and the writes. It ends with the quota plan of
+    the configuration as the import leaves it; `enphase_plan` is the `DATACONN_ENPHASE_PLAN` setting (None: read
+    from `environ`, default the smallest plan).
     """
+    if enphase_plan is None:
+        enphase_plan = environ.get(PLAN_VARIABLE, "").strip() or Settings.model_fields["enphase_plan"].default
     if dry_run:
         with store.connect(read_only=True) as con:
-            return _run(con, box, data, environ, write=False)
+            return _run(con, box, data, environ, enphase_plan, write=False)
     with store.transaction() as con:
-        report = _run(con, box, data, environ, write=True)
+        report = _run(con, box, data, environ, enphase_plan, write=True)
     log.info("configuration imported: sites %s; meters %s; sources %s", report.sites, report.meters, report.sources)
     return report
 
 
-def _run(con: duckdb.DuckDBPyConnection, box: SecretBox, data: Any, environ: Mapping[str, str], write: bool) -> Any:
+def _run(
+    con: duckdb.DuckDBPyConnection,
+    box: SecretBox,
+    data: Any,
+    environ: Mapping[str, str],
+    enphase_plan: str,
+    write: bool,
+) -> Any:
     catalog = cat.read_catalog(con)
-    config = _Validator(catalog, environ).validate(data)
+    validator = _Validator(catalog, environ)
+    config = validator.validate(data)
+    errors = validator.errors + _quota_errors(con, box, catalog, validator.edited, enphase_plan)
+    if errors or config is None:
+        raise ConfigImportError(errors)
     return _Sync(con, box, catalog, write).apply(config)
+
+
+def _quota_errors(
+    con: duckdb.DuckDBPyConnection, box: SecretBox, catalog: cat.Catalog, edited: list[Edited], enphase_plan: str
+) -> list[str]:
+    """The file's sources whose schedule does not fit the vendors' budgets, as path errors on their frequency.
+
+    The plan is the configuration after the import: the file's sources (`edited`, keyed by their path) in place of
+    the stored ones they match, and every other stored source, of any site, as it is.
+    """
+    accounts = stored_accounts(con, box, keys_to_compare(catalog, edited, set()))
+    replaced = {one.source_id for one in edited if one.source_id is not None}
+    try:
+        refused = refusals(planned_sources(catalog, edited, replaced, accounts), enphase_plan=enphase_plan)
+    except ValueError as exc:  # an unknown plan name
+        return [f"{PLAN_VARIABLE}: {exc}"]
+    return [f"{one.key}.api.update_frequency: {refused[one.key]}" for one in edited if one.key in refused]
 
 
 class _Index:
@@ -161,6 +204,7 @@ class _Validator(_Index):
         super().__init__(catalog)
         self.environ = environ
         self.errors: list[str] = []
+        self.edited: list[Edited] = []  # the valid sources, for the quota plan
 
     def error(self, loc: Loc, message: str) -> None:
         self.errors.append(f"{format_path(loc) or '(file)'}: {message}")
@@ -192,7 +236,8 @@ class _Validator(_Index):
             )
         seen.setdefault(name.casefold(), loc)
 
-    def validate(self, data: Any) -> ConfigFile:
+    def validate(self, data: Any) -> ConfigFile | None:
+        """The validated file, or None with `errors` filled (raises at once when the file is not one at all)."""
         if not isinstance(data, dict):
             self.error([], 'must be a mapping with "version" and "sites"')
             raise ConfigImportError(self.errors)
@@ -212,7 +257,7 @@ class _Validator(_Index):
             meters = [self.meter(r, ["sites", i, "meters", j], stored, names) for j, r in enumerate(raw_meters)]
             sites.append(site.model_copy(update={"meters": meters}) if site else None)
         if self.errors:
-            raise ConfigImportError(self.errors)
+            return None
         return root.model_copy(update={"sites": sites})
 
     def meter(self, raw: Any, loc: Loc, site: m.Site | None, seen: dict[str, Loc]) -> MeterFile | None:
@@ -233,6 +278,7 @@ class _Validator(_Index):
     def source(
         self, raw: Any, loc: Loc, meter: MeterFile | None, stored_meter: m.Meter | None, seen: dict
     ) -> SourceFile | None:
+        problems = len(self.errors)
         source, _ = self.model(SourceFile, raw, loc)
         self.unique(seen, raw, loc, "source name {} in this meter")
         if source is None:
@@ -256,6 +302,18 @@ class _Validator(_Index):
         present = set(source.credentials) | set(stored.secret_names if stored else ())  # a stored one counts
         for key, message in m.missing_credentials(source.api.settings(), present).items():
             self.error([*loc, "api" if key in ("system_id", "client_id") else "credentials", key], message)
+        if meter and len(self.errors) == problems:
+            typed = resolved["api_key"].value if "api_key" in resolved else None
+            self.edited.append(
+                Edited(
+                    key=format_path(loc),
+                    source_id=stored.id if stored else None,
+                    category=meter.category,
+                    source_type=source.source_type,
+                    api=source.api.settings().model_dump(),
+                    typed_key=typed.get_secret_value() if typed else None,
+                )
+            )
         return source.model_copy(update={"credentials": resolved})
 
     def resolve(self, given: Credential) -> SecretStr | str:
@@ -316,8 +374,8 @@ class _Sync(_Index):
         keep |= set(m.TOKEN_SECRETS) if source.api.provider is m.Provider.ENPHASE else set()
         to_delete = {name for name in (stored.secret_names if stored else ()) if name not in keep}  # as the page does
         api = source.api.settings()
-        if stored and not (to_set or to_delete) and _tested(stored.api) == _tested(api):
-            api = api.model_copy(update=stored.api.model_dump(include=_STATUS_FIELDS))
+        if stored:
+            api = api.with_test_result_of(stored.api, credentials_changed=bool(to_set or to_delete))
         new = m.SourceIn(**source.model_dump(exclude={"api", "credentials"}), api=api)
         source_id = stored.id if stored else None
         if stored is None:
@@ -349,8 +407,3 @@ class _Sync(_Index):
 
 def _insert_site(con: duckdb.DuckDBPyConnection, _parent: int, site: m.SiteIn) -> int:
     return cat.insert_site(con, site)
-
-
-def _tested(api: m.ApiSettings) -> tuple[Any, ...]:
-    """The settings a connection test depends on: a test result applies only to these (`core.connections`)."""
-    return (api.use_api, api.api_provider, api.system_id, api.client_id)

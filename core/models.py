@@ -228,6 +228,19 @@ class ApiSettings(_Model):
     def to_metadata(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
 
+    def with_test_result_of(self, stored: ApiSettings, *, credentials_changed: bool) -> ApiSettings:
+        """A connection test applies only to the settings it tested: these settings with `stored`'s test result
+        (status, time, error, power) when the API switch, provider, ids and credentials are those `stored` was
+        tested with; otherwise as they are (untested, unless they carry a new test). The update frequency and the
+        source's other fields do not matter to a test. Used by Save All Connections and the config import."""
+        tested = ("use_api", "api_provider", "system_id", "client_id")
+        if credentials_changed or any(getattr(self, name) != getattr(stored, name) for name in tested):
+            return self
+        return self.model_copy(update=stored.model_dump(include=set(TEST_RESULT_FIELDS)))
+
+
+TEST_RESULT_FIELDS = ("connection_status", "last_tested", "last_error", "last_power_w")
+
 
 class SourceIn(_Model):
     name: Name

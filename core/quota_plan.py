@@ -1,7 +1,8 @@
 """Quota planner: the vendor calls a polling schedule implies, against each provider's day and month budgets.
 
 Pure: no Streamlit, no database, no network. The Data Connections page shows its figures under each Update
-Frequency, and `core.connections` refuses to save a schedule that does not fit.
+Frequency, and Save All Connections (`core.connections`) and the config import (`core.config_io`) refuse a schedule
+that does not fit; `core.connection_quota` builds what both give the planner.
 
 How calls are counted (the collector, `jobs/collector.py` and `core/collection.py`, and the clients):
 

@@ -82,7 +82,9 @@ class Store:
         with self._file_lock(deadline):
             con = self._open(read_only, deadline)
             try:
-                con.execute("SET GLOBAL TimeZone = 'UTC'")
+                # UTC: see DESIGN.md (Polars gets plain UTC datetimes). No progress bar: a long query would draw one
+                # on the stderr of the collector and the CLI.
+                con.execute("SET GLOBAL TimeZone = 'UTC'; SET enable_progress_bar = false")
                 yield con
             finally:
                 con.close()

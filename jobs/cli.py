@@ -91,7 +91,9 @@ def cmd_import(args: argparse.Namespace) -> None:
         data = config_io.parse(text, args.format)
     except config_io.ConfigFileError as exc:
         raise CliError(f"{args.file}: {exc}") from None
-    report = config_io.import_config(runtime.store, runtime.box, data, dry_run=args.dry_run)
+    report = config_io.import_config(
+        runtime.store, runtime.box, data, dry_run=args.dry_run, enphase_plan=runtime.settings.enphase_plan
+    )
     print("\n".join(report.lines()))
 
 

@@ -95,7 +95,8 @@ def test_import_reports_changes_and_dry_run(tmp_path: Path, env: dict[str, str])
     init(env)
     file = tmp_path / "fleet.yml"
     source = {"name": "Array", "source_type": "solar", "capacity_kw": 3, "carbon_intensity_g_per_kwh": 0}
-    source |= {"cost_per_mwh": 0, "api": {"enabled": True, "provider": "solaredge", "system_id": "55"}}
+    api = {"enabled": True, "provider": "solaredge", "system_id": "55", "update_frequency": "1hour"}
+    source |= {"cost_per_mwh": 0, "api": api}  # hourly: within the V2 monthly credits
     source["credentials"] = {"api_key": {"env": "FLEET_SE_KEY"}}
     site = {"name": "North", "latitude": 1, "longitude": 2, "timezone": "UTC"}
     file.write_text(

@@ -13,7 +13,7 @@ from core import catalog as cat
 from core.config_io import ConfigFileError, ConfigImportError, dump, export_config, import_config, parse
 from core.crypto import SecretBox, SecretsError, generate_key
 from core.demo import seed_demo
-from core.models import ApiSettings, Category, ConnectionStatus, MeterIn, Provider, SiteIn, SourceIn
+from core.models import ApiSettings, Category, ConnectionStatus, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
 from core.schema import migrate
 from core.secret_store import put_secret, read_secrets
 from core.store import Store
@@ -41,10 +41,13 @@ def store(tmp_path: Path) -> Store:
 def add_solaredge_source(
     store: Store, box: SecretBox, *, site: str = "Plant A", secret: str = SECRET, status: bool = False
 ) -> int:
-    """A site with a PROD meter and one SolarEdge source whose API key is stored encrypted."""
+    """A site with a PROD meter and one SolarEdge source whose API key is stored encrypted, polled hourly (what the
+    SolarEdge budget allows: see tests/test_config_quota.py)."""
     created = cat.create_site(store, SiteIn(name=site, latitude=50.5, longitude=4.25, timezone="Europe/Brussels"))
     meter = cat.create_meter(store, created.id, MeterIn(name="PV", category=Category.PROD))
-    api = ApiSettings(use_api=True, api_provider=Provider.SOLAREDGE, system_id="123456")
+    api = ApiSettings(
+        use_api=True, api_provider=Provider.SOLAREDGE, system_id="123456", update_frequency=UpdateFrequency.HOUR1
+    )
     if status:
         api = api.model_copy(
             update={"connection_status": ConnectionStatus.CONNECTED, "last_tested": datetime(2026, 1, 2, tzinfo=UTC)}
@@ -135,7 +138,7 @@ def test_export_is_sorted_and_holds_no_secret_and_no_runtime_state(store: Store,
         "provider": "solaredge",
         "system_id": "123456",
         "client_id": "",
-        "update_frequency": "15min",
+        "update_frequency": "1hour",
     }
 
 
@@ -145,7 +148,8 @@ def test_importing_the_same_file_twice_changes_nothing(store: Store, box: Secret
         site_dict(
             sources=[
                 source_dict(
-                    api={"enabled": True, "provider": "solaredge", "system_id": "42"}, credentials={"api_key": SECRET}
+                    api={"enabled": True, "provider": "solaredge", "system_id": "42", "update_frequency": "1hour"},
+                    credentials={"api_key": SECRET},
                 )
             ]
         )
@@ -311,7 +315,7 @@ def test_dry_run_reports_without_writing(store: Store, box: SecretBox) -> None:
 
 
 def test_inline_secret_is_stored_encrypted_and_never_reported(store: Store, box: SecretBox) -> None:
-    api = {"enabled": True, "provider": "solaredge", "system_id": "9"}
+    api = {"enabled": True, "provider": "solaredge", "system_id": "9", "update_frequency": "1hour"}
     good = source_dict(api=api, credentials={"api_key": SECRET})
     # Failing elsewhere: the errors do not carry the secret.
     errors = import_errors(store, box, config(site_dict(sources=[good, source_dict(name="x", capacity_kw=-5)])))
@@ -334,7 +338,7 @@ def test_inline_secret_is_stored_encrypted_and_never_reported(store: Store, box:
 
 
 def test_environment_reference_is_resolved(store: Store, box: SecretBox) -> None:
-    api = {"enabled": True, "provider": "enphase", "system_id": "77", "client_id": "app-1"}
+    api = {"enabled": True, "provider": "enphase", "system_id": "77", "client_id": "app-1", "update_frequency": "1hour"}
     creds = {"client_secret": {"env": "EN_SECRET"}, "app_api_key": {"env": "EN_APP_KEY"}}
     data = config(site_dict(sources=[source_dict(api=api, credentials=creds)]))
     assert import_errors(store, box, data, {"EN_SECRET": "s3cr3t"}) == [

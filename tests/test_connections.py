@@ -12,7 +12,7 @@ from core import connections
 from core.config import Settings
 from core.connections import MASKED, SaveRejected, draft_from_source, new_draft, save_connections
 from core.crypto import SecretBox
-from core.models import Category, ConnectionStatus, MeterIn, SiteIn
+from core.models import ApiSettings, Category, ConnectionStatus, MeterIn, Provider, SiteIn, UpdateFrequency
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
 from core.secret_store import load_secrets
@@ -197,6 +197,34 @@ def test_a_test_result_is_dropped_when_connection_settings_change(
     save_connections(store, box, site.id, [moved], set())
     assert stored_sources(store)[0].api.connection_status is ConnectionStatus.UNTESTED
     assert stored_sources(store)[0].api.last_tested is None
+
+
+def test_one_rule_keeps_a_test_result_only_for_the_settings_it_tested() -> None:
+    """`ApiSettings.with_test_result_of`, used by Save All Connections and the config import alike."""
+    tested = ApiSettings(
+        use_api=True,
+        api_provider=Provider.SOLAREDGE,
+        system_id="9",
+        connection_status=ConnectionStatus.CONNECTED,
+        last_tested=NOON,
+        last_power_w=5.0,
+    )
+    slower = ApiSettings(
+        use_api=True, api_provider=Provider.SOLAREDGE, system_id="9", update_frequency=UpdateFrequency.HOUR1
+    )
+    kept = slower.with_test_result_of(tested, credentials_changed=False)
+    assert (kept.connection_status, kept.last_tested, kept.last_power_w) == (ConnectionStatus.CONNECTED, NOON, 5.0)
+    assert kept.update_frequency is UpdateFrequency.HOUR1  # the frequency is not what a test tested
+    assert slower.with_test_result_of(tested, credentials_changed=True) == slower
+    for change in (
+        {"use_api": False},
+        {"api_provider": Provider.SOLAREDGE_V1},
+        {"system_id": "10"},
+        {"client_id": "app"},
+    ):
+        edited = ApiSettings.model_validate(slower.model_dump() | change)
+        assert edited.with_test_result_of(tested, credentials_changed=False) == edited
+        assert edited.connection_status is ConnectionStatus.UNTESTED
 
 
 def test_unchanged_sources_are_not_rewritten(store: Store, box: SecretBox, site: cat.Site, pv_meter: cat.Meter) -> None:

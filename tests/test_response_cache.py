@@ -349,6 +349,54 @@ def test_a_repeat_click_within_the_ttl_calls_nobody(
     assert [t["status"] for t in tests] == ["connected", "connected"] and len(tests[0]["fingerprint"]) == 64
 
 
+@pytest.mark.parametrize(
+    ("category", "source_type", "endpoints"),
+    [
+        (Category.PROD, "solar", ["details", "power"]),
+        (Category.CONS, "load", ["details", "power", "power", "meters/telemetry"]),
+        (Category.STOR, "battery", ["details", "power", "power", "storage/telemetry"]),
+    ],
+)
+def test_a_test_asks_only_for_the_endpoints_of_the_sources_channel(
+    store: Store,
+    box: SecretBox,
+    site: cat.Site,
+    v2_context: tuple[fake_v2.FakeState, ProviderContext],
+    category: Category,
+    source_type: str,
+    endpoints: list[str],
+) -> None:
+    """The office site has a meter and a battery: a test reads the site's details and PV power, plus the one
+    telemetry endpoint the source's channel needs (what the collector asks for), never the other one."""
+    state, context = v2_context
+    meter = cat.create_meter(store, site.id, MeterIn(name="Meter", category=category))
+    draft = saved_draft(store, box, site, meter, api_provider="solaredge", system_id=OFFICE, source_type=source_type)
+    outcome = connections.test_connection(store, box, site.id, draft, datetime.now(UTC), context)
+    assert outcome.status is ConnectionStatus.CONNECTED, outcome.message
+    assert state.calls_total == len(endpoints)  # counted at the fake
+    called = [str(r[1]).split("?")[0] for r in cache_rows(store) if r[1] != TEST_ENDPOINT]
+    site_path = f"sites/{OFFICE}"
+    assert called == [site_path if e == "details" else f"{site_path}/{e}" for e in endpoints]
+
+
+def test_another_channel_is_another_test(
+    store: Store, box: SecretBox, site: cat.Site, v2_context: tuple[fake_v2.FakeState, ProviderContext]
+) -> None:
+    """The cached result names the channel it read: switching the source type is a new test, not a reuse."""
+    state, context = v2_context
+    meter = cat.create_meter(store, site.id, MeterIn(name="Building", category=Category.CONS))
+    draft = saved_draft(store, box, site, meter, api_provider="solaredge", system_id=OFFICE, source_type="load")
+    now = datetime.now(UTC)
+    connections.test_connection(store, box, site.id, draft, now, context)
+    assert state.calls_total == 4
+    draft.values["source_type"] = "grid"  # grid import: the same endpoints, another reading
+    switched = connections.test_connection(store, box, site.id, draft, now + timedelta(seconds=1), context)
+    assert not switched.message.endswith(SUFFIX) and state.calls_total == 8
+    draft.values["source_type"] = "load"
+    back = connections.test_connection(store, box, site.id, draft, now + timedelta(seconds=2), context)
+    assert back.message.endswith(SUFFIX) and state.calls_total == 8
+
+
 def test_changed_credentials_or_site_id_call_again_and_failures_are_reused(
     store: Store,
     box: SecretBox,
