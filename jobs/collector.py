@@ -215,6 +215,9 @@ def _settings() -> Settings:
     if level is None:
         raise CliError(f"invalid setting DATACONN_LOG_LEVEL: {settings.log_level[:20]!r} is not a logging level")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO; the collector's own line per pass says what matters (DEBUG shows them).
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
     return settings
 
 

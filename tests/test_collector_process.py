@@ -9,11 +9,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from core import catalog as cat
 from core.config import load_settings
-from core.connections import draft_from_source, save_connections
+from core.connections import draft_from_source, new_draft, save_connections
+from core.models import Category, MeterIn, SiteIn
 from core.runtime import open_runtime
 from jobs.collector import Collector
+from tests.fakes import solaredge_v1
+from tests.fakes.server import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,3 +73,31 @@ def test_process_polls_then_stops_cleanly_on_sigterm(app_env: Path) -> None:
     assert process.returncode == 0
     assert "stopping: finishing the polls in hand" in stderr
     assert "Traceback" not in stderr
+
+
+def test_one_info_line_per_pass_and_no_request_lines(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATACONN_SEED_DEMO", "false")
+    with serve(solaredge_v1.create_app(solaredge_v1.sandbox_state())) as url:
+        monkeypatch.setenv("DATACONN_SOLAREDGE_V1_BASE_URL", url)
+        runtime = open_runtime(load_settings())
+        site = cat.create_site(
+            runtime.store, SiteIn(name="B", latitude=50.8, longitude=4.3, timezone="Europe/Brussels")
+        )
+        meter = cat.create_meter(runtime.store, site.id, MeterIn(name="PV", category=Category.PROD))
+        draft = new_draft("pv", meter.id, Category.PROD)
+        draft.values |= {"name": "Roof", "capacity_kw": "8", "use_api": True, "api_provider": "solaredge_v1"}
+        draft.values["system_id"] = solaredge_v1.SANDBOX_SITE_ID
+        draft.secrets = {"api_key": solaredge_v1.SANDBOX_API_KEY}
+        save_connections(runtime.store, runtime.box, site.id, [draft], set())
+        result = subprocess.run(
+            [sys.executable, "-m", "jobs.collector", "--once"],
+            cwd=ROOT,
+            env=os.environ.copy(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr
+    info = [line for line in result.stderr.splitlines() if " INFO " in line]
+    assert len(info) == 1 and "collection pass: 1 vendor site(s): 1 ok" in info[0], result.stderr
+    assert "HTTP Request" not in result.stderr and solaredge_v1.SANDBOX_API_KEY not in result.stderr
