@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 from pydantic import SecretStr
@@ -237,6 +237,22 @@ class Collection:
         self._inputs: PassInputs | None = None
         self._drain_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._held_since: datetime | None = None  # logging a hold once when it starts and once when it ends
+
+    def note_held(self) -> None:
+        if self._held_since is None:
+            self._held_since = datetime.now(UTC)
+            log.warning(
+                "another program holds the database: polling goes on with the configuration read last, and what"
+                " cannot be written waits in the spool (%s)",
+                self.spool.directory if self.spool else "no spool: passes fail",
+            )
+
+    def _note_free(self) -> None:
+        if self._held_since is not None:
+            held_for = datetime.now(UTC) - self._held_since
+            self._held_since = None
+            log.info("the database is free again after %d s", held_for.total_seconds())
 
     def inputs(self, now: datetime, only: set[GroupKey] | None = None) -> PassInputs:
         try:
@@ -244,7 +260,7 @@ class Collection:
         except StoreBusy:
             if self.spool is None or self._inputs is None:
                 raise
-            log.warning("database held by another program: polling with the configuration read last")
+            self.note_held()
             return self._inputs
         self._inputs = fresh
         return fresh
@@ -279,13 +295,14 @@ class Collection:
                 try:
                     with self.store.transaction() as con:
                         report.rows_written = apply_pass(con, report.results, now)
+                    self._note_free()
                 except StoreBusy:
                     if self.spool is None:
                         raise
+                    self.note_held()
                     report.spooled = self.spool.put(meta, readings)
-        if report.spooled:
-            log.warning("database held by another program: pass kept in the spool (%s)", report.spooled)
-            _advance(inputs, report.results, now)
+        # The kept inputs move on too, so a pass that must fall back on them starts where this one ended.
+        _advance(inputs, report.results, now)
 
     def drain(self) -> int:
         """Write what the spool holds, if the file is free; returns the readings written."""
@@ -294,8 +311,10 @@ class Collection:
         try:
             with self._write_lock:
                 _, rows = self.spool.drain(self.store, apply_entry, timeout_s=READ_WAIT_S)
+            self._note_free()
             return rows
         except StoreBusy:
+            self.note_held()
             return 0
         finally:
             self._drain_lock.release()

@@ -65,7 +65,7 @@ class StoredQuotaLedger(QuotaLedger):
         if not counted:
             return
         try:
-            self._flush_journal()
+            self.flush_journal()
             with self.store.transaction(timeout_s=DB_WAIT_S if self.journal else None) as con:
                 keys = self._check(provider, scope_keys, counted, now, lambda key: _count(con, key))
                 for key in keys:
@@ -143,7 +143,7 @@ class StoredQuotaLedger(QuotaLedger):
             handle.seek(0)
             return sum(1 for line in handle.read().splitlines() if _journal_key(line) == key)
 
-    def _flush_journal(self) -> None:
+    def flush_journal(self) -> None:
         """Add the calls counted while the file was held to `quota_usage`, then empty the journal."""
         if self.journal is None or not self.journal.exists() or self.journal.stat().st_size == 0:
             return

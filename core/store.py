@@ -98,7 +98,7 @@ class Store:
                 if not _is_lock_conflict(exc):
                     raise StoreError(f"Cannot open the database {self.path.name}: {exc}") from exc
                 if time.monotonic() >= deadline:
-                    log.warning("database %s stayed locked by another program", self.path.name)
+                    log.debug("database %s stayed locked by another program", self.path.name)
                     raise StoreBusy(self._busy_message()) from exc
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 1.5, 0.2)

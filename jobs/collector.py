@@ -10,6 +10,7 @@ changed or removed in the dashboard take effect without a restart.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -71,8 +72,15 @@ class Collector:
         """Make the jobs match the configuration: one job per vendor site at its sources' fastest frequency.
         Also writes what the spool holds, if the file is free again."""
         self.collection.drain()
+        flush = getattr(self.runtime.ledger, "flush_journal", None)  # calls counted while the file was held
+        if flush is not None:
+            with contextlib.suppress(StoreBusy):
+                flush()
         try:
             groups = group_by_provider_site(cat.load_catalog(self.runtime.store))
+        except StoreBusy:
+            self.collection.note_held()  # a hold is logged once, when it starts, by the collection
+            return
         except Exception:
             log.exception("could not read the configuration; keeping the current schedule")
             return
@@ -102,6 +110,9 @@ class Collector:
             dropped, cached = apply_retention(
                 self.runtime.store, datetime.now(UTC), settings.retention_raw_days, settings.retention_cache_days
             )
+        except StoreBusy:
+            log.warning("retention skipped: another program holds the database; will try again tomorrow")
+            return
         except Exception:  # the job boundary: retention failing must not stop collection
             log.exception("retention failed; will try again tomorrow")
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,8 +47,9 @@ def context() -> ProviderContext:
 
 
 def test_a_held_file_spools_passes_and_they_land_once_in_order(
-    tmp_path: Path, box: SecretBox, context: ProviderContext
+    tmp_path: Path, box: SecretBox, context: ProviderContext, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="core")
     held_store, free_store = demo_store(tmp_path / "held.duckdb"), demo_store(tmp_path / "free.duckdb")
     spool = Spool.beside(held_store.path)
     collection = Collection(held_store, box, context, spool)
@@ -70,6 +72,9 @@ def test_a_held_file_spools_passes_and_they_land_once_in_order(
     assert table(held_store, query) == table(free_store, query)  # exactly what an unheld collector stored
     assert table(held_store, "SELECT count(*) FROM collector_runs") == [(20,)]  # 4 passes x 5 sources
     assert table(held_store, "SELECT count(*) FROM spool_applied") == [(2,)]
+    held_lines = [r for r in caplog.records if "holds the database" in r.getMessage()]
+    free_lines = [r for r in caplog.records if "free again" in r.getMessage()]
+    assert [r.levelname for r in held_lines + free_lines] == ["WARNING", "INFO"]  # the hold, once each way
     rollups = "SELECT source_id, bucket, energy_wh FROM readings_hourly ORDER BY ALL"
     assert table(held_store, rollups) == table(free_store, rollups)
 
