@@ -13,7 +13,7 @@ import polars as pl
 from core import rollups
 from core.gaps import record_attempt
 from core.poll_result import GroupResult
-from core.readings_store import INGEST_SCHEMA, ingest
+from core.readings_store import INGEST_SCHEMA, ingest_per_source
 from core.response_cache import write_exchanges
 from core.source_health import SourceState, next_health, read_states
 from core.spool import SpoolEntry
@@ -33,74 +33,156 @@ def apply_entry(con: duckdb.DuckDBPyConnection, entry: SpoolEntry) -> int:
 
 
 def apply_pass(con: duckdb.DuckDBPyConnection, results: list[GroupResult], now: datetime) -> int:
-    """Everything a pass writes, inside the caller's transaction: readings, rollups, run rows, source states, gap
-    attempts. Used for a pass written at once and for one coming out of the spool. Returns readings written."""
+    """Everything a pass writes, inside the caller's transaction: readings, rollups, run rows, source states, raw
+    answers, gap attempts. Set-based, so a pass over a thousand sources costs a handful of statements. Used for a
+    pass written at once and for one coming out of the spool. Returns the readings written."""
+    if not results:
+        return 0
     states = read_states(con)
-    written_total = 0
+    readings = pass_readings(results)
+    written = ingest_per_source(con, readings, now) if readings.height else {}
+    for source_ids, start, end in _touched_spans(results):
+        rollups.refresh(con, source_ids, start, end)
+    _record_runs(con, results, written)
+    _record_states(con, results, states, now)
     for result in results:
-        for source_id in result.source_ids:
-            mine = None if result.batch is None else result.batch.filter(pl.col("source_id") == source_id)
-            written = ingest(con, mine, now) if mine is not None and mine.height else 0
-            written_total += written
-            _record(con, source_id, result, mine, written, now, states.get(source_id))
-        refresh_rollups(con, result.batch)
         write_exchanges(con, result.source_ids[0], result.exchanges)
         if result.gap_window:
             record_attempt(con, result.source_ids, *result.gap_window, now)
-    return written_total
+    return sum(written.values())
+
+
+def _span(batch: pl.DataFrame) -> tuple[datetime, datetime]:
+    start, end = batch.select(
+        pl.col("ts").min(), (pl.col("ts") + pl.duration(seconds=pl.col("interval_s"))).max().alias("end")
+    ).row(0)
+    return start, end
+
+
+def _touched_spans(results: list[GroupResult]) -> list[tuple[list[int], datetime, datetime]]:
+    """The rollup ranges to rebuild: results whose time spans overlap are merged into one refresh (the usual
+    pass: every group re-read the same recent hours), a group re-reading an old gap keeps its own."""
+    spans = sorted((*_span(r.batch), r.source_ids) for r in results if r.batch is not None and r.batch.height)
+    merged: list[tuple[list[int], datetime, datetime]] = []
+    for start, end, source_ids in spans:
+        if merged and start <= merged[-1][2]:
+            ids, first, last = merged[-1]
+            merged[-1] = (ids + source_ids, first, max(last, end))
+        else:
+            merged.append((list(source_ids), start, end))
+    return merged
 
 
 def refresh_rollups(con: duckdb.DuckDBPyConnection, batch: pl.DataFrame | None) -> None:
     """Rebuild the rollup buckets this batch touched, in the same transaction as the readings."""
     if batch is None or batch.height == 0:
         return
-    span = batch.select(
-        pl.col("ts").min().alias("start"),
-        (pl.col("ts") + pl.duration(seconds=pl.col("interval_s"))).max().alias("end"),
-    ).row(0)
-    rollups.refresh(con, batch["source_id"].unique().to_list(), span[0], span[1])
+    start, end = _span(batch)
+    rollups.refresh(con, batch["source_id"].unique().to_list(), start, end)
 
 
-def _record(
-    con: duckdb.DuckDBPyConnection,
-    source_id: int,
-    result: GroupResult,
-    batch: pl.DataFrame | None,
-    written: int,
-    now: datetime,
-    before: SourceState | None,
-) -> None:
-    """The source's `collector_runs` row and its state: bookmark, failures, backoff and circuit, why it stopped."""
-    con.execute(
-        "INSERT INTO collector_runs (source_id, provider, started_at, duration_ms, outcome, http_status, error,"
-        " rows_written, quota_used, quota_remaining) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
+RUNS_SCHEMA = pl.Schema(
+    {
+        "source_id": pl.Int64(),
+        "provider": pl.String(),
+        "started_at": pl.Datetime("us", "UTC"),
+        "duration_ms": pl.Float64(),
+        "outcome": pl.String(),
+        "http_status": pl.Int32(),
+        "error": pl.String(),
+        "rows_written": pl.Int32(),
+        "quota_used": pl.Int32(),
+        "quota_remaining": pl.Int32(),
+    }
+)
+
+
+def _record_runs(con: duckdb.DuckDBPyConnection, results: list[GroupResult], written: dict[int, int]) -> None:
+    """One `collector_runs` row per source of every polled vendor site."""
+    rows = [
+        (
             source_id,
-            result.provider,
-            result.started_at,
-            result.duration_ms,
-            result.outcome,
-            result.http_status,
-            result.error,
-            written,
-            result.quota_used,
-            result.quota_remaining,
-        ],
+            r.provider,
+            r.started_at,
+            r.duration_ms,
+            r.outcome,
+            r.http_status,
+            r.error,
+            written.get(source_id, 0),
+            r.quota_used,
+            r.quota_remaining,
+        )
+        for r in results
+        for source_id in r.source_ids
+    ]
+    _insert_frame(
+        con,
+        pl.DataFrame(rows, schema=RUNS_SCHEMA, orient="row"),
+        f"INSERT INTO collector_runs ({', '.join(RUNS_SCHEMA)})",
     )
-    finals = batch.filter(pl.col("is_final")) if batch is not None else None
-    newest_final = finals["ts"].max() if finals is not None and finals.height else None
-    failures, circuit, next_due = next_health(
-        result.outcome, before.failures if before else 0, now, random.uniform(0.8, 1.2)
-    )
-    if circuit == "open" and (before is None or before.circuit != "open"):
-        log.warning("source %s: circuit opened after %d failures; next probe at %s", source_id, failures, next_due)
-    con.execute(
-        "INSERT INTO source_state (source_id, bookmark_ts, consecutive_failures, circuit, next_due_at, retry_at,"
-        " stopped_reason, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source_id) DO UPDATE SET"
+
+
+STATES_SCHEMA = pl.Schema(
+    {
+        "source_id": pl.Int64(),
+        "bookmark_ts": pl.Datetime("us", "UTC"),
+        "consecutive_failures": pl.Int32(),
+        "circuit": pl.String(),
+        "next_due_at": pl.Datetime("us", "UTC"),
+        "retry_at": pl.Datetime("us", "UTC"),
+        "stopped_reason": pl.String(),
+        "updated_at": pl.Datetime("us", "UTC"),
+    }
+)
+
+
+def _record_states(
+    con: duckdb.DuckDBPyConnection, results: list[GroupResult], before: dict[int, SourceState], now: datetime
+) -> None:
+    """Each source's state after the poll: bookmark (never moved back), failures, backoff and circuit, why it
+    stopped."""
+    rows = []
+    for result in results:
+        finals = result.batch.filter(pl.col("is_final")) if result.batch is not None else None
+        newest = dict(finals.group_by("source_id").agg(pl.col("ts").max()).iter_rows()) if finals is not None else {}
+        for source_id in result.source_ids:
+            previous = before.get(source_id)
+            failures, circuit, next_due = next_health(
+                result.outcome, previous.failures if previous else 0, now, random.uniform(0.8, 1.2)
+            )
+            if circuit == "open" and (previous is None or previous.circuit != "open"):
+                log.warning(
+                    "source %s: circuit opened after %d failures; next probe at %s", source_id, failures, next_due
+                )
+            rows.append(
+                (
+                    source_id,
+                    newest.get(source_id),
+                    failures,
+                    circuit,
+                    next_due,
+                    result.retry_at,
+                    result.stopped_reason,
+                    now,
+                )
+            )
+    _insert_frame(
+        con,
+        pl.DataFrame(rows, schema=STATES_SCHEMA, orient="row"),
+        f"INSERT INTO source_state ({', '.join(STATES_SCHEMA)})",
+        " ON CONFLICT (source_id) DO UPDATE SET"
         " bookmark_ts = coalesce(greatest(source_state.bookmark_ts, excluded.bookmark_ts),"
         " source_state.bookmark_ts, excluded.bookmark_ts),"
         " consecutive_failures = excluded.consecutive_failures, circuit = excluded.circuit,"
         " next_due_at = excluded.next_due_at, retry_at = excluded.retry_at,"
         " stopped_reason = excluded.stopped_reason, updated_at = excluded.updated_at",
-        [source_id, newest_final, failures, circuit, next_due, result.retry_at, result.stopped_reason, now],
     )
+
+
+def _insert_frame(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, insert: str, tail: str = "") -> None:
+    """`insert` + SELECT every row of `frame` + `tail`, in one statement."""
+    con.register("_pass_rows", frame)
+    try:
+        con.execute(f"{insert} SELECT * FROM _pass_rows{tail}")
+    finally:
+        con.unregister("_pass_rows")

@@ -24,6 +24,7 @@ tens of millions of rows.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from datetime import UTC, datetime
 
 import duckdb
@@ -84,11 +85,21 @@ def ingest(con: duckdb.DuckDBPyConnection, batch: pl.DataFrame, now: datetime) -
     alone; a key stored as non-final is replaced by the batch's row; a new key is inserted; a key repeated in the
     batch keeps its last row. Runs inside the caller's transaction (`Store.transaction`), so a cycle lands whole.
     """
+    return sum(_ingest(con, batch, now, per_source=False).values())
+
+
+def ingest_per_source(con: duckdb.DuckDBPyConnection, batch: pl.DataFrame, now: datetime) -> dict[int, int]:
+    """`ingest`, returning the rows inserted per source id (sources with none left out): one write for a whole
+    collection pass, which still records what each source got."""
+    return _ingest(con, batch, now, per_source=True)
+
+
+def _ingest(con: duckdb.DuckDBPyConnection, batch: pl.DataFrame, now: datetime, *, per_source: bool) -> dict[int, int]:
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     frame = _as_ingest_frame(batch)
     if frame.is_empty():
-        return 0
+        return {}
     min_ts = frame["ts"].min()
     assert isinstance(min_ts, datetime)
     low, high = frame.select(pl.col("source_id").min().alias("low"), pl.col("source_id").max().alias("high")).row(0)
@@ -109,14 +120,18 @@ def ingest(con: duckdb.DuckDBPyConnection, batch: pl.DataFrame, now: datetime) -
                 f"AND EXISTS (SELECT 1 FROM {view} b WHERE b.source_id = r.source_id AND b.ts = r.ts)"
             )
         # Every stored row still matching a batch key is final: skip those keys.
+        returning = " RETURNING source_id" if per_source else ""
         rows = con.execute(
             f"INSERT INTO readings (source_id, ts, interval_s, value, is_final, received_at) "
             f"SELECT b.source_id, b.ts, b.interval_s, b.value, b.is_final, {_ts_literal(now)} FROM {view} b "
             f"WHERE NOT EXISTS (SELECT 1 FROM readings r WHERE {bound} AND r.source_id = b.source_id AND r.ts = b.ts)"
+            f"{returning}"
         ).fetchall()
     finally:
         con.unregister(view)
-    return int(rows[0][0])
+    if not per_source:
+        return {int(low): int(rows[0][0])}  # the total, under any key
+    return dict(Counter(int(row[0]) for row in rows))
 
 
 def to_batch(source_id: int, readings: pl.DataFrame, now: datetime, final_before: datetime) -> pl.DataFrame:
