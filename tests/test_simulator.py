@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from core.providers import simulator
 from core.providers.base import READINGS_SCHEMA, ConnectionInfo
 from core.providers.simulator import COLUMNS, SimulatedSite, SimulatorProvider, simulate
 
@@ -64,6 +65,23 @@ def test_sub_window_equals_slice_of_larger_window(site: SimulatedSite) -> None:
     assert_frame_equal(simulate(site, a, b), whole.filter(pl.col("ts") < b), check_exact=True)
     # A window starting on a later (local) day must agree too: that is what the daily battery restart buys.
     assert_frame_equal(simulate(site, b, c), whole.filter(pl.col("ts") >= b), check_exact=True)
+
+
+@pytest.mark.parametrize("site", [BRUSSELS, SYDNEY])
+def test_cached_pv_is_the_direct_computation_whatever_was_asked_before(site: SimulatedSite) -> None:
+    # PV is kept per site in day-long chunks: cold or warm, across chunk edges, a value must not change.
+    a, c = utc(2026, 3, 27, 5, 0), utc(2026, 3, 31, 2, 35)
+    simulator._pv_cache.clear()
+    whole = simulate(site, a, c, resolution_minutes=5)
+    t_s = whole["ts"].dt.epoch("s").to_numpy() + 150  # the 5-minute midpoints the simulator evaluates
+    direct = simulator._pv_w(site, t_s, simulator._local_days(site, t_s)[0])
+    np.testing.assert_array_equal(whole["pv_w"].to_numpy(), direct)
+    simulator._pv_cache.clear()
+    for hours in range(84, -1, -7):  # short windows, newest first, each partly served from the cache
+        lower = a + timedelta(hours=hours, minutes=10)
+        part = simulate(site, lower, lower + timedelta(hours=3), resolution_minutes=5)
+        expected = whole.filter((pl.col("ts") >= lower) & (pl.col("ts") < lower + timedelta(hours=3)))
+        assert_frame_equal(part, expected, check_exact=True)
 
 
 def test_coarse_resolution_is_the_average_of_fine_resolution() -> None:

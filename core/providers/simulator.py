@@ -14,6 +14,8 @@ the state of charge at the end of the interval. The energy balance per row is
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,17 +27,18 @@ from pvlib import irradiance, solarposition
 from pvlib.location import Location
 
 from core.providers.base import (
+    READINGS_SCHEMA,
     ConnectionInfo,
     ProviderSite,
     QuotaRule,
     empty_readings,
-    normalise_readings,
     split_windows,
 )
 
 BASE_MINUTES = 5
 COLUMNS = ("pv_w", "load_w", "battery_w", "soc_pct", "grid_import_w", "grid_export_w")
 _SCHEMA: dict[str, pl.DataType] = {"ts": pl.Datetime("us", "UTC"), **dict.fromkeys(COLUMNS, pl.Float64())}
+_SORTED_COLUMNS = sorted(COLUMNS)  # the channel order of `history`'s rows, as `normalise_readings` sorts them
 _BASE_S = BASE_MINUTES * 60
 _US = 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -152,6 +155,63 @@ def _pv_w(site: SimulatedSite, t_s: np.ndarray, local_day: np.ndarray) -> np.nda
     return np.clip(capacity_w * _PERFORMANCE_RATIO * poa_w_m2 / 1000.0 * sky, 0.0, capacity_w)
 
 
+# PV is the costly part (pvlib's clear sky, ~15 ms a call whatever the window's length) and a pure function of the
+# site and the instant, so it is computed a day at a time and kept: a collector polling every few minutes then pays
+# pvlib about once per site and day. Cached values are the very ones a direct computation gives (same elementwise
+# formulas on the same instants), so windows still agree exactly. Each site's day-long chunks start at a phase of
+# its own, so sites do not all compute their next chunk in the same cycle (as they would at UTC midnight). A site
+# keeps its newest few chunks (a poll window reaches back to local midnight: two or three chunks), so memory stays
+# flat however long the process runs and a backfill of old days does not push out the chunks polls need.
+_CHUNK_S = 86400
+_CHUNK_POINTS = _CHUNK_S // _BASE_S
+_CHUNKS_PER_SITE = 4
+_CACHED_SITES = 4096  # least recently used sites beyond this are dropped; at most ~40 MB, ~10 kB a site
+_pv_cache: OrderedDict[SimulatedSite, dict[int, np.ndarray]] = OrderedDict()
+_pv_cache_lock = threading.Lock()
+
+
+def _chunk_phase_s(site: SimulatedSite) -> int:
+    return (site.seed * 2654435761) % _CHUNK_POINTS * _BASE_S
+
+
+def _local_days(site: SimulatedSite, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The site's local day (days since 1970-01-01 on its wall clock) and local hour at instants `t_s`."""
+    local = pd.DatetimeIndex(t_s.astype("datetime64[s]")).tz_localize("UTC").tz_convert(site.timezone)
+    local_s = local.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64)
+    return local_s // 86400, (local_s % 86400) / 3600.0
+
+
+def _pv_cached(site: SimulatedSite, t_s: np.ndarray) -> np.ndarray:
+    """`_pv_w` at the consecutive base-interval midpoints `t_s`, from (and into) the chunk cache."""
+    phase = _chunk_phase_s(site)
+    first = (int(t_s[0]) - _BASE_S // 2 - phase) // _CHUNK_S
+    last = (int(t_s[-1]) - _BASE_S // 2 - phase) // _CHUNK_S
+    with _pv_cache_lock:
+        kept = _pv_cache.get(site, {})
+        chunks = [kept.get(chunk) for chunk in range(first, last + 1)]
+        if kept:
+            _pv_cache.move_to_end(site)
+    missing = [i for i, values in enumerate(chunks) if values is None]
+    if missing:
+        # One pvlib call for the whole missing span (the first pass of a fresh process misses two or three days).
+        lo, hi = first + missing[0], first + missing[-1] + 1
+        t = phase + lo * _CHUNK_S + _BASE_S // 2 + np.arange((hi - lo) * _CHUNK_POINTS, dtype=np.int64) * _BASE_S
+        computed = _pv_w(site, t, _local_days(site, t)[0]).reshape(hi - lo, _CHUNK_POINTS)
+        for i in missing:
+            chunks[i] = computed[first + i - lo]
+        with _pv_cache_lock:
+            kept = _pv_cache.setdefault(site, {})
+            _pv_cache.move_to_end(site)
+            for i in missing[-_CHUNKS_PER_SITE:]:
+                kept[first + i] = computed[first + i - lo].copy()  # a copy: a long window's array is not kept
+            for chunk in sorted(kept)[:-_CHUNKS_PER_SITE]:  # the oldest in time go first
+                del kept[chunk]
+            while len(_pv_cache) > _CACHED_SITES:
+                _pv_cache.popitem(last=False)
+    offset = (int(t_s[0]) - _BASE_S // 2 - phase - first * _CHUNK_S) // _BASE_S
+    return np.concatenate([c for c in chunks if c is not None])[offset : offset + len(t_s)]
+
+
 def _load_w(site: SimulatedSite, t_s: np.ndarray, local_day: np.ndarray, local_hour: np.ndarray) -> np.ndarray:
     """An office-like building: occupied 7:30-18:30 local on weekdays, base load at night and on weekends."""
     occupancy = 1.0 / (1.0 + np.exp(-(local_hour - 7.5) / 0.6)) / (1.0 + np.exp(-(18.5 - local_hour) / 0.8))
@@ -217,11 +277,9 @@ def simulate(site: SimulatedSite, start: datetime, end: datetime, resolution_min
     per_row = resolution_minutes // BASE_MINUTES
     # Values at each 5-minute base interval's midpoint stand for that interval's average.
     t_s = base_start_us // _US + np.arange(lead + n_rows * per_row, dtype=np.int64) * _BASE_S + _BASE_S // 2
-    local = pd.DatetimeIndex(t_s.astype("datetime64[s]")).tz_localize("UTC").tz_convert(site.timezone)
-    local_s = local.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64)
-    local_day, local_hour = local_s // 86400, (local_s % 86400) / 3600.0
+    local_day, local_hour = _local_days(site, t_s)
 
-    pv = _pv_w(site, t_s, local_day)
+    pv = _pv_cached(site, t_s)
     load = _load_w(site, t_s, local_day, local_hour)
     battery, soc = _run_battery(site, pv - load, local_day)
 
@@ -276,16 +334,28 @@ class SimulatorProvider:
         return [site]
 
     def history(self, start: datetime, end: datetime, resolution_minutes: int = BASE_MINUTES) -> pl.DataFrame:
-        """Readings in the common long shape (see `core.providers.base`), window by window."""
-        frames = []
-        for lower, upper in split_windows(start, end, self.max_window):
-            wide = simulate(self.site, lower, upper, resolution_minutes)
-            frames.append(
-                wide.unpivot(index="ts", on=list(COLUMNS), variable_name="channel", value_name="value").with_columns(
-                    pl.lit(resolution_minutes * 60).alias("interval_s")
-                )
-            )
-        return normalise_readings(pl.concat(frames)) if frames else empty_readings()
+        """Readings in the common long shape (see `core.providers.base`), window by window.
+
+        Built already in `normalise_readings`' order (by ts, then channel name; the windows neither overlap nor
+        repeat a timestamp), which spares the collector an unpivot, a dedupe and a sort per call.
+        """
+        frames = [
+            simulate(self.site, lower, upper, resolution_minutes)
+            for lower, upper in split_windows(start, end, self.max_window)
+        ]
+        wide = pl.concat(frames) if frames else pl.DataFrame(schema=_SCHEMA)
+        if wide.is_empty():
+            return empty_readings()
+        values = wide.select(_SORTED_COLUMNS).to_numpy().ravel()  # row-major: every channel of a ts, in order
+        return pl.DataFrame(
+            {
+                "ts": wide["ts"].to_physical().to_numpy().repeat(len(COLUMNS)),
+                "interval_s": np.full(values.size, resolution_minutes * 60, dtype=np.int32),
+                "channel": pl.Series(_SORTED_COLUMNS * wide.height, dtype=pl.Utf8),
+                "value": values,
+            },
+            schema=READINGS_SCHEMA,
+        )
 
     def close(self) -> None:
         """Nothing to release: no connection."""
