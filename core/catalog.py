@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import duckdb
 
@@ -36,23 +37,34 @@ class Catalog:
     meters: list[Meter] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
 
+    # Lookups by id, built once: the collector resolves every source's meter and site on every pass, and a
+    # linear scan per lookup made a pass over a thousand sources quadratic. The lists are never changed after load.
+    @cached_property
+    def _sites_by_id(self) -> dict[int, Site]:
+        return {s.id: s for s in self.sites}
+
+    @cached_property
+    def _meters_by_id(self) -> dict[int, Meter]:
+        return {m.id: m for m in self.meters}
+
+    @cached_property
+    def _sources_by_id(self) -> dict[int, Source]:
+        return {s.id: s for s in self.sources}
+
     def site(self, site_id: int) -> Site:
-        for site in self.sites:
-            if site.id == site_id:
-                return site
-        raise NotFound(f"site {site_id} no longer exists")
+        if (site := self._sites_by_id.get(site_id)) is None:
+            raise NotFound(f"site {site_id} no longer exists")
+        return site
 
     def meter(self, meter_id: int) -> Meter:
-        for meter in self.meters:
-            if meter.id == meter_id:
-                return meter
-        raise NotFound(f"meter {meter_id} no longer exists")
+        if (meter := self._meters_by_id.get(meter_id)) is None:
+            raise NotFound(f"meter {meter_id} no longer exists")
+        return meter
 
     def source(self, source_id: int) -> Source:
-        for source in self.sources:
-            if source.id == source_id:
-                return source
-        raise NotFound(f"source {source_id} no longer exists")
+        if (source := self._sources_by_id.get(source_id)) is None:
+            raise NotFound(f"source {source_id} no longer exists")
+        return source
 
     def site_of_source(self, source_id: int) -> Site | None:
         source = next((s for s in self.sources if s.id == source_id), None)

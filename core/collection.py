@@ -35,7 +35,7 @@ from core.crypto import SecretBox, SecretsError
 from core.gaps import oldest_gaps
 from core.models import Category, Source
 from core.pass_write import apply_entry, apply_pass, pass_readings, refresh_rollups
-from core.poll_result import GroupResult, PassReport
+from core.poll_result import GroupResult, PassReport, newest_finals
 from core.providers.base import (
     ApiRetired,
     AuthError,
@@ -45,10 +45,10 @@ from core.providers.base import (
     RateLimited,
     split_windows,
 )
-from core.providers.channels import channel_for, group_by_provider_site, provider_site_key, readings_for
+from core.providers.channels import channel_for, group_by_provider_site, provider_site_key
 from core.providers.context import ProviderContext
 from core.providers.registry import ConnectionRequest, build_client
-from core.readings_store import ingest, to_batch
+from core.readings_store import ingest, to_batches
 from core.source_health import GroupKey, SourceState, log_transition, read_states, sits_out
 from core.spool import Spool
 from core.store import Store, StoreBusy, StoreError
@@ -164,12 +164,15 @@ def _client_for(inputs: PassInputs, context: ProviderContext, sources: list[Sour
 
 
 def _fan_out(catalog: cat.Catalog, sources: list[Source], answer: pl.DataFrame, now: datetime) -> pl.DataFrame:
-    """One vendor answer split into each source's channel, as ingest batches."""
-    batches = []
-    for source in sources:
-        mine = readings_for(answer, catalog.meter(source.meter_id).category, source.source_type)
-        batches.append(to_batch(source.id, mine, now, final_before=now - SETTLE))
-    return pl.concat(batches)
+    """One vendor answer split into each source's channel (one join, however many sources), as ingest batches."""
+    targets = pl.DataFrame(
+        {
+            "channel": [channel_for(catalog.meter(s.meter_id).category, s.source_type) for s in sources],
+            "source_id": [s.id for s in sources],
+        },
+        schema={"channel": answer.schema["channel"], "source_id": pl.Int64},
+    )
+    return to_batches(answer.join(targets, on="channel"), now, final_before=now - SETTLE)
 
 
 def _poll_group(inputs: PassInputs, context: ProviderContext, sources: list[Source], now: datetime) -> GroupResult:
@@ -322,11 +325,11 @@ class Collection:
 
 def _advance(inputs: PassInputs, results: list[GroupResult], now: datetime) -> None:
     """Move the kept inputs on as if the spooled pass had been written: the next pass starts where it ended."""
+    newest = newest_finals(pass_readings(results))
     for result in results:
-        finals = result.batch.filter(pl.col("is_final")) if result.batch is not None else None
         for source_id in result.source_ids:
             before = inputs.states.get(source_id, SourceState(None, None, False))
-            mine = finals.filter(pl.col("source_id") == source_id)["ts"].max() if finals is not None else None
+            mine = newest.get(source_id)
             bookmark = max((t for t in (before.bookmark, mine) if t is not None), default=None)
             inputs.states[source_id] = replace(
                 before,

@@ -12,7 +12,7 @@ import polars as pl
 
 from core import rollups
 from core.gaps import record_attempt
-from core.poll_result import GroupResult
+from core.poll_result import GroupResult, newest_finals
 from core.readings_store import INGEST_SCHEMA, ingest_per_source
 from core.response_cache import write_exchanges
 from core.source_health import SourceState, next_health, read_states
@@ -44,7 +44,7 @@ def apply_pass(con: duckdb.DuckDBPyConnection, results: list[GroupResult], now: 
     for source_ids, start, end in _touched_spans(results):
         rollups.refresh(con, source_ids, start, end)
     _record_runs(con, results, written)
-    _record_states(con, results, states, now)
+    _record_states(con, results, states, newest_finals(readings), now)
     for result in results:
         write_exchanges(con, result.source_ids[0], result.exchanges)
         if result.gap_window:
@@ -137,14 +137,16 @@ STATES_SCHEMA = pl.Schema(
 
 
 def _record_states(
-    con: duckdb.DuckDBPyConnection, results: list[GroupResult], before: dict[int, SourceState], now: datetime
+    con: duckdb.DuckDBPyConnection,
+    results: list[GroupResult],
+    before: dict[int, SourceState],
+    newest: dict[int, datetime],
+    now: datetime,
 ) -> None:
     """Each source's state after the poll: bookmark (never moved back), failures, backoff and circuit, why it
     stopped."""
     rows = []
     for result in results:
-        finals = result.batch.filter(pl.col("is_final")) if result.batch is not None else None
-        newest = dict(finals.group_by("source_id").agg(pl.col("ts").max()).iter_rows()) if finals is not None else {}
         for source_id in result.source_ids:
             previous = before.get(source_id)
             failures, circuit, next_due = next_health(

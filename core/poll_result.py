@@ -118,3 +118,11 @@ class PassReport:
                 f"{len(self.results)} vendor site(s): {parts}{skipped}; {readings} reading(s) spooled (database held)"
             )
         return f"{len(self.results)} vendor site(s): {parts}{skipped}; {self.rows_written} reading(s) written"
+
+
+def newest_finals(batch: pl.DataFrame | None) -> dict[int, datetime]:
+    """Per source id, the start of its newest final interval in `batch` (the bookmark it earns)."""
+    if batch is None or batch.height == 0:
+        return {}
+    finals = batch.filter(pl.col("is_final")).group_by("source_id").agg(pl.col("ts").max())
+    return {int(source_id): ts for source_id, ts in finals.iter_rows()}

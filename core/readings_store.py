@@ -140,13 +140,18 @@ def to_batch(source_id: int, readings: pl.DataFrame, now: datetime, final_before
     An interval is final when it ends at or before `final_before` (and before `now`): later ones may still change
     and are re-read by the collector, which then replaces them.
     """
+    return to_batches(readings.with_columns(pl.lit(source_id, dtype=pl.Int64).alias("source_id")), now, final_before)
+
+
+def to_batches(readings: pl.DataFrame, now: datetime, final_before: datetime) -> pl.DataFrame:
+    """`to_batch` for readings that already carry their `source_id` (one answer fanned out to many sources)."""
     if now.tzinfo is None or final_before.tzinfo is None:
         raise ValueError("now and final_before must be timezone-aware")
     cutoff = min(now, final_before).astimezone(UTC)
     ts = pl.col("ts").cast(pl.Datetime("us", "UTC"))
     end = ts + pl.duration(seconds=pl.col("interval_s").cast(pl.Int64))
     return readings.select(
-        pl.lit(source_id, dtype=pl.Int64).alias("source_id"),
+        pl.col("source_id").cast(pl.Int64),
         ts.alias("ts"),
         pl.col("interval_s").cast(pl.Int32),
         pl.col("value").cast(pl.Float64),
