@@ -33,8 +33,9 @@ class CliError(Exception):
     """A message for the user; exit code 1."""
 
 
-def _settings() -> Settings:
-    """Settings from the environment, with logging to stderr at their level (stdout stays clean for exports)."""
+def settings_from_env(log_format: str = "%(levelname)s %(name)s: %(message)s") -> Settings:
+    """Settings from the environment, with logging to stderr at their level (stdout stays clean for exports).
+    The collector shares it (with timestamps in its log lines)."""
     try:
         settings = load_settings()
     except ValidationError as exc:
@@ -43,7 +44,7 @@ def _settings() -> Settings:
     level = logging.getLevelNamesMapping().get(settings.log_level.upper())
     if level is None:
         raise CliError(f"invalid setting DATACONN_LOG_LEVEL: {settings.log_level[:20]!r} is not a logging level")
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, stream=sys.stderr, format=log_format)
     return settings
 
 
@@ -66,13 +67,13 @@ def _runtime(settings: Settings) -> Runtime:
 
 
 def cmd_init(args: argparse.Namespace) -> None:
-    settings = _settings()
+    settings = settings_from_env()
     runtime = open_runtime(settings)
     print(f"Database {settings.db_path} is at schema version {schema_version(runtime.store)}.")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    data = config_io.export_config(_store(_settings()))  # needs no key: exports hold no secrets
+    data = config_io.export_config(_store(settings_from_env()))  # needs no key: exports hold no secrets
     text = config_io.dump(data, args.format)
     if args.output is None:
         sys.stdout.write(text)
@@ -82,7 +83,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    runtime = _runtime(_settings())
+    runtime = _runtime(settings_from_env())
     try:
         text = args.file.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
@@ -98,7 +99,7 @@ def cmd_import(args: argparse.Namespace) -> None:
 
 
 def cmd_rotate_keys(args: argparse.Namespace) -> None:
-    settings = _settings()
+    settings = settings_from_env()
     store = _runtime(settings).store
     if settings.secret_keys:
         keys = parse_keys(settings.secret_keys, "DATACONN_SECRET_KEYS")

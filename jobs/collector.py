@@ -20,11 +20,10 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import schedule
-from pydantic import ValidationError
 
 from core import catalog as cat
 from core.collection import Collection, backfill
-from core.config import Settings, load_settings
+from core.config import Settings
 from core.crypto import SecretsError
 from core.models import UpdateFrequency
 from core.providers.base import ProviderError
@@ -34,7 +33,7 @@ from core.runtime import Runtime, open_runtime
 from core.source_health import GroupKey
 from core.spool import Spool
 from core.store import StoreBusy, StoreError
-from core.validation import field_errors
+from jobs.cli import CliError, settings_from_env
 
 log = logging.getLogger("dataconn.collector")
 WORKERS = 4
@@ -212,21 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class CliError(Exception):
-    """A message for the user; exit code 1."""
-
-
 def _settings() -> Settings:
-    try:
-        settings = load_settings()
-    except ValidationError as exc:
-        problems = [f"DATACONN_{path.upper()}: {message}" for path, message in field_errors(exc).items()]
-        raise CliError("invalid setting " + "; ".join(problems)) from None
-    level = logging.getLevelNamesMapping().get(settings.log_level.upper())
-    if level is None:
-        raise CliError(f"invalid setting DATACONN_LOG_LEVEL: {settings.log_level[:20]!r} is not a logging level")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from_env("%(asctime)s %(levelname)s %(name)s: %(message)s")
     # httpx logs every request at INFO; the collector's own line per pass says what matters (DEBUG shows them).
+    level = logging.getLogger().level
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
     return settings
