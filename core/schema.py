@@ -152,6 +152,52 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        5,
+        "views for SQL users",
+        # Names instead of ids, local time beside UTC, kWh instead of Wh. Later changes come as new migrations
+        # with CREATE OR REPLACE VIEW. `timezone(zone, ts)` turns a UTC instant into the site's wall-clock time.
+        """
+        CREATE VIEW v_sources AS
+            SELECT s.id AS site_id, s.name AS site, s.timezone, m.id AS meter_id, m.name AS meter, m.category,
+                   e.id AS source_id, e.name AS source, e.source_type, e.capacity_kw,
+                   e.carbon_intensity_g_per_kwh, e.cost_per_mwh,
+                   e.metadata->>'apiProvider' AS api_provider,
+                   coalesce((e.metadata->>'useAPI')::BOOLEAN, false) AS use_api
+            FROM energy_sources e JOIN meters m ON m.id = e.meter_id JOIN sites s ON s.id = m.site_id;
+        CREATE VIEW v_readings AS
+            SELECT v.site, v.meter, v.category, v.source, v.source_type, r.source_id,
+                   r.ts, timezone(v.timezone, r.ts) AS ts_local, r.interval_s,
+                   r.value AS power_w, r.value * r.interval_s / 3600.0 AS energy_wh, r.is_final, r.received_at
+            FROM readings r JOIN v_sources v USING (source_id);
+        """
+        + "".join(
+            f"""
+        CREATE VIEW v_energy_{name} AS
+            SELECT v.site, v.meter, v.category, v.source, v.source_type, b.source_id,
+                   b.bucket, timezone(v.timezone, b.bucket) AS bucket_local,
+                   b.energy_wh / 1000.0 AS energy_kwh, b.avg_value AS avg_power_w,
+                   100.0 * b.covered_s / ({length}) AS coverage_pct, b.readings
+            FROM {table} b JOIN v_sources v USING (source_id);
+        """
+            for name, table, length in (
+                ("15min", "readings_15min", "900"),
+                ("hourly", "readings_hourly", "3600"),
+                # A site day lasts 23, 24 or 25 hours: from its local midnight to the next one.
+                (
+                    "daily",
+                    "readings_daily",
+                    "epoch(timezone(v.timezone, timezone(v.timezone, b.bucket) + INTERVAL 1 DAY)) - epoch(b.bucket)",
+                ),
+            )
+        )
+        + """
+        CREATE VIEW v_collector_runs AS
+            SELECT c.id, c.started_at, v.site, v.source, c.source_id, c.provider, c.outcome, c.http_status,
+                   c.error, c.duration_ms, c.rows_written, c.quota_used, c.quota_remaining
+            FROM collector_runs c LEFT JOIN v_sources v USING (source_id);
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
