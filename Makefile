@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8501
 PYTEST_ARGS ?=
 
-.PHONY: install run init test lint format bench sandbox clean
+.PHONY: install run init test lint format bench sandbox sql clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is needed: make PYTHON=python3.11 ..."; exit 1; }
@@ -46,6 +46,9 @@ sandbox: install
 
 bench: install
 	$(BIN)/python -m bench
+
+sql: init
+	$(BIN)/python -m jobs.sql
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

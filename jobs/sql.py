@@ -1,0 +1,112 @@
+"""`python -m jobs.sql` (`make sql`): a read-only SQL session on the database, safe beside the collector.
+
+Why not the `duckdb` CLI: no CLI build that reads this file's storage version (DuckDB 2.0) is packaged yet, and a
+CLI session holds the file for as long as it stays open, so the collector spools meanwhile. Here every statement
+opens the file read-only through the store (waiting its turn like any other reader) and closes it again.
+
+Statements end with `;` and may span lines. `.tables` lists tables and views, `.quit` (or Ctrl+D) leaves.
+`-c "SQL"` runs statements and exits (exit code 1 on an error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import duckdb
+
+from core.store import Store, StoreError
+from jobs.cli import CliError, settings_from_env
+
+TABLES = "SELECT table_name, table_type FROM information_schema.tables ORDER BY table_type, table_name"
+
+
+def run_statement(store: Store, sql: str) -> str:
+    """The statement's result as a table of text, or its error, in one short read-only connection."""
+    try:
+        with store.connect(read_only=True) as con:
+            relation = con.sql(sql)
+            if relation is None:
+                return "OK"
+            columns = relation.columns
+            rows = relation.fetchall()
+    except duckdb.Error as exc:
+        return f"Error: {str(exc).splitlines()[0]}"
+    return _table(columns, rows)
+
+
+def _table(columns: list[str], rows: list[tuple]) -> str:
+    cells = [[("NULL" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join([line, rule, *body, f"({len(rows)} row{'s' if len(rows) != 1 else ''})"])
+
+
+def statements(text: str) -> list[str]:
+    """`;`-separated statements, outside quotes."""
+    found: list[str] = []
+    current: list[str] = []
+    quote = ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == ";":
+            if "".join(current).strip():
+                found.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    if "".join(current).strip():
+        found.append("".join(current).strip())
+    return found
+
+
+def interactive(store: Store) -> int:
+    print(f"Read-only SQL on {store.path.name}. End statements with ';'. .tables lists tables, .quit leaves.")
+    buffer = ""
+    while True:
+        try:
+            line = input("sql> " if not buffer else "...> ")
+        except EOFError:
+            print()
+            return 0
+        if not buffer and line.strip() in (".quit", ".exit"):
+            return 0
+        if not buffer and line.strip() == ".tables":
+            print(run_statement(store, TABLES))
+            continue
+        buffer += line + "\n"
+        if buffer.rstrip().endswith(";"):
+            for sql in statements(buffer):
+                print(run_statement(store, sql))
+            buffer = ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.sql", description=__doc__.split("\n")[0])
+    parser.add_argument("-c", dest="command", metavar="SQL", help="run these statements and exit")
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_env()
+        store = Store(settings.db_path, lock_timeout_s=settings.lock_timeout_s)
+        if not store.exists():
+            raise CliError(f"no database at {settings.db_path}: run `python -m jobs.cli init` first")
+        if args.command is None:
+            return interactive(store)
+        failed = False
+        for sql in statements(args.command):
+            result = run_statement(store, sql)
+            failed |= result.startswith("Error: ")
+            print(result)
+        return 1 if failed else 0
+    except (CliError, StoreError) as exc:
+        print(f"sql: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
