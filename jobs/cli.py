@@ -11,11 +11,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from core import config_io
+from core import catalog as cat
+from core import config_io, readings_import
 from core.catalog import InvalidInput
 from core.config import Settings, load_settings
 from core.crypto import SecretBox, SecretsError, generate_key, parse_keys, read_key_file, write_key_file
@@ -141,6 +143,29 @@ def cmd_rotate_keys(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_import_readings(args: argparse.Namespace) -> None:
+    store = _store(settings_from_env())
+    try:
+        text = args.file.read_text(encoding="utf-8-sig")  # a BOM from spreadsheet exports is fine
+    except UnicodeDecodeError:
+        raise CliError(f"{args.file}: not UTF-8 text") from None
+    options = readings_import.ImportOptions(args.unit, args.timezone, args.interval_minutes, args.label)
+    try:
+        report = readings_import.import_readings(
+            store, args.source, text, options, datetime.now(UTC), dry_run=args.dry_run
+        )
+    except cat.NotFound:
+        raise CliError(
+            f"no source with id {args.source}: see `SELECT source_id, site, source FROM v_sources`"
+        ) from None
+    verb = "would write" if args.dry_run else "wrote"
+    print(
+        f"{args.file.name}: {report.rows} row(s) from {report.first:%Y-%m-%d %H:%M} to {report.last:%Y-%m-%d %H:%M}"
+        f" UTC; {verb} {report.written if not args.dry_run else report.rows} reading(s)"
+        + ("" if args.dry_run else " (rows already stored as final are kept)")
+    )
+
+
 def cmd_generate_key(args: argparse.Namespace) -> None:
     print(generate_key())
 
@@ -166,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     rotate = command(commands, "rotate-keys", "Re-encrypt every stored credential under a new key.", cmd_rotate_keys)
     rotate.add_argument("--keep-old", action="store_true", help="keep the old keys in the key file after the new one")
     command(commands, "generate-key", "Print a new key for DATACONN_SECRET_KEYS.", cmd_generate_key)
+    readings = command(
+        commands, "import-readings", "Import a source's historical readings from a CSV file.", cmd_import_readings
+    )
+    readings.add_argument("source", type=int, metavar="SOURCE", help="the source id (see v_sources)")
+    readings.add_argument("file", type=Path, metavar="FILE", help="CSV with columns timestamp and value")
+    readings.add_argument("--unit", default="W", choices=list(readings_import.UNITS), help="of the values (default W)")
+    readings.add_argument("--timezone", help="zone of timestamps without an offset (default: the site's)")
+    readings.add_argument("--interval-minutes", type=int, default=15, help="interval length (default 15)")
+    readings.add_argument("--label", default="start", choices=["start", "end"], help="a timestamp names the interval's")
+    readings.add_argument("--dry-run", action="store_true", help="check the file and report without writing")
     return parser
 
 
@@ -195,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         args.handler(args)
     except config_io.ConfigImportError as exc:
         return _fail(*exc.errors, "Nothing was imported.")
+    except readings_import.ImportRefused as exc:
+        return _fail(str(exc))
     except InvalidInput as exc:
         return _fail(*(f"{path}: {message}" for path, message in exc.errors.items()))
     except (CliError, config_io.ConfigFileError, StoreError, SecretsError) as exc:
