@@ -1,6 +1,6 @@
 """SolarEdge Monitoring API V2 client (Fleet Access API key), behind the common provider interface.
 
-What V2 offers, mapped to our channels (reference: /work/shared/reference/solaredge-v2.md, sections 4, 5, 8):
+What V2 offers, mapped to our channels (reference: shared/reference/solaredge-v2.md, sections 4, 5, 8):
 
     pv_w           GET /sites/{id}/power            15-minute average W, null before the first sample of the day
     grid_import_w  GET /sites/{id}/meters/telemetry importEnergy (Wh per bucket -> W), else importPower

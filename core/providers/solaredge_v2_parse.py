@@ -1,7 +1,7 @@
 """Pure parsing of SolarEdge Monitoring API V2 JSON: vendor shapes in, our types out.
 
 Kept apart from the client so every quirk is tested from JSON fixtures without a server. What these functions
-absorb (see /work/shared/reference/solaredge-v2.md):
+absorb (see shared/reference/solaredge-v2.md):
 
 - times are ISO-8601 with the site's numeric offset (per timestamp, so DST repeats stay distinct), `period.to`
   has up to 9 fractional digits, and a `Z` or a missing offset must still be read correctly;

@@ -1,4 +1,4 @@
-"""A fake SolarEdge Monitoring API V2, faithful to /work/shared/reference/solaredge-v2.md ("Behaviour a faithful
+"""A fake SolarEdge Monitoring API V2, faithful to shared/reference/solaredge-v2.md ("Behaviour a faithful
 fake must reproduce"), serving simulator data for any range in V2's conventions.
 
 Run it by hand: `python -m tests.fakes.solaredge_v2 --port 8701`, base URL `http://127.0.0.1:8701/v2`,
