@@ -29,7 +29,8 @@ import polars as pl
 
 from core import catalog as cat
 from core import rollups
-from core.readings_store import INGEST_SCHEMA, ingest
+from core.models import known_timezones
+from core.readings_store import ingest, to_batch
 from core.store import Store
 
 UNITS = {"W": 1.0, "kW": 1000.0, "Wh": None, "kWh": None}  # None: energy per interval, converted to power
@@ -113,11 +114,8 @@ def _option_problems(options: ImportOptions) -> list[str]:
         problems.append(f"label {options.label!r} must be start or end")
     if not 1 <= options.interval_minutes <= 1440:
         problems.append("interval_minutes must be between 1 and 1440")
-    if options.timezone:
-        try:
-            ZoneInfo(options.timezone)
-        except (KeyError, ValueError):
-            problems.append(f"unknown time zone {options.timezone!r}")
+    if options.timezone and options.timezone not in known_timezones():
+        problems.append(f"unknown time zone {options.timezone!r}")
     return problems
 
 
@@ -159,15 +157,7 @@ def import_readings(
     catalog = cat.load_catalog(store)
     source = catalog.source(source_id)
     site = catalog.site(catalog.meter(source.meter_id).site_id)
-    parsed = parse_readings(text, options, site.timezone)
-    end = pl.col("ts") + pl.duration(seconds=pl.col("interval_s"))
-    batch = parsed.select(
-        pl.lit(source_id, dtype=pl.Int64).alias("source_id"),
-        "ts",
-        "interval_s",
-        "value",
-        (end <= pl.lit(now.astimezone(UTC), dtype=pl.Datetime("us", "UTC"))).alias("is_final"),
-    ).cast(INGEST_SCHEMA)
+    batch = to_batch(source_id, parse_readings(text, options, site.timezone), now, final_before=now)
     first, last = batch["ts"].min(), batch["ts"].max()
     assert isinstance(first, datetime) and isinstance(last, datetime)
     written = 0

@@ -45,24 +45,16 @@ def _table(columns: list[str], rows: list[tuple]) -> str:
 
 
 def statements(text: str) -> list[str]:
-    """`;`-separated statements, outside quotes."""
-    found: list[str] = []
-    current: list[str] = []
-    quote = ""
-    for char in text:
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char == ";":
-            if "".join(current).strip():
-                found.append("".join(current).strip())
-            current = []
-            continue
-        current.append(char)
-    if "".join(current).strip():
-        found.append("".join(current).strip())
-    return found
+    """The statements of `text`, split by DuckDB's own parser (quotes and comments included); a syntax error
+    raises `duckdb.Error`."""
+    return [s.query.strip().rstrip(";").strip() for s in duckdb.extract_statements(text)]
+
+
+def _run_all(store: Store, text: str) -> list[str]:
+    try:
+        return [run_statement(store, sql) for sql in statements(text)]
+    except duckdb.Error as exc:  # a syntax error found while splitting
+        return [f"Error: {str(exc).splitlines()[0]}"]
 
 
 def interactive(store: Store) -> int:
@@ -81,8 +73,8 @@ def interactive(store: Store) -> int:
             continue
         buffer += line + "\n"
         if buffer.rstrip().endswith(";"):
-            for sql in statements(buffer):
-                print(run_statement(store, sql))
+            for result in _run_all(store, buffer):
+                print(result)
             buffer = ""
 
 
@@ -97,12 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError(f"no database at {settings.db_path}: run `python -m jobs.cli init` first")
         if args.command is None:
             return interactive(store)
-        failed = False
-        for sql in statements(args.command):
-            result = run_statement(store, sql)
-            failed |= result.startswith("Error: ")
+        results = _run_all(store, args.command)
+        for result in results:
             print(result)
-        return 1 if failed else 0
+        return 1 if any(result.startswith("Error: ") for result in results) else 0
     except (CliError, StoreError) as exc:
         print(f"sql: {exc}", file=sys.stderr)
         return 1

@@ -26,8 +26,9 @@ def sql(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
     )
 
 
-def test_statements_split_on_semicolons_outside_quotes() -> None:
+def test_statements_split_on_semicolons_outside_quotes_and_comments() -> None:
     assert statements("SELECT 'a;b'; SELECT 2;\n") == ["SELECT 'a;b'", "SELECT 2"]
+    assert statements("-- don't split here; please\nSELECT 3;") == ["-- don't split here; please\nSELECT 3"]
 
 
 def test_one_off_statements_print_tables_and_writes_are_refused(app_env: Path) -> None:
