@@ -31,7 +31,7 @@ import polars as pl
 from pydantic import SecretStr
 
 from core import catalog as cat
-from core.crypto import SecretBox, SecretsError
+from core.crypto import SecretBox
 from core.gaps import oldest_gaps
 from core.models import Category, Source
 from core.pass_write import apply_entry, apply_pass, pass_readings, refresh_rollups
@@ -49,6 +49,7 @@ from core.providers.channels import channel_for, group_by_provider_site, provide
 from core.providers.context import ProviderContext
 from core.providers.registry import ConnectionRequest, build_client
 from core.readings_store import ingest, to_batches
+from core.secret_store import read_all_secrets
 from core.source_health import GroupKey, SourceState, log_transition, read_states, sits_out
 from core.spool import Spool
 from core.store import Store, StoreBusy, StoreError
@@ -87,13 +88,7 @@ def read_inputs(
     with store.connect(read_only=True, timeout_s=timeout_s) as con:
         catalog = cat.read_catalog(con)
         states = read_states(con)
-        secrets: dict[int, dict[str, SecretStr]] = {}
-        unreadable: dict[int, str] = {}
-        for source_id, name, token in con.sql("SELECT source_id, name, ciphertext FROM source_secrets").fetchall():
-            try:
-                secrets.setdefault(int(source_id), {})[name] = box.decrypt(token)
-            except SecretsError as exc:
-                unreadable[int(source_id)] = str(exc)
+        secrets, unreadable = read_all_secrets(con, box)
         polled = {
             s.id for key, group in group_by_provider_site(catalog).items() if only is None or key in only for s in group
         }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 from pydantic import SecretStr
 
-from core.crypto import SecretBox
+from core.crypto import SecretBox, SecretsError
 from core.store import Store
 
 
@@ -24,6 +24,21 @@ def delete_secret(con: duckdb.DuckDBPyConnection, source_id: int, name: str) -> 
 def read_secrets(con: duckdb.DuckDBPyConnection, box: SecretBox, source_id: int) -> dict[str, SecretStr]:
     rows = con.execute("SELECT name, ciphertext FROM source_secrets WHERE source_id = ?", [source_id]).fetchall()
     return {name: box.decrypt(token) for name, token in rows}
+
+
+def read_all_secrets(
+    con: duckdb.DuckDBPyConnection, box: SecretBox
+) -> tuple[dict[int, dict[str, SecretStr]], dict[int, str]]:
+    """Every source's secrets in one query, and, apart, why a source's cannot be decrypted (so one unreadable
+    secret stops only its own source)."""
+    secrets: dict[int, dict[str, SecretStr]] = {}
+    unreadable: dict[int, str] = {}
+    for source_id, name, token in con.sql("SELECT source_id, name, ciphertext FROM source_secrets").fetchall():
+        try:
+            secrets.setdefault(int(source_id), {})[name] = box.decrypt(token)
+        except SecretsError as exc:
+            unreadable[int(source_id)] = str(exc)
+    return secrets, unreadable
 
 
 def load_secrets(store: Store, box: SecretBox, source_id: int) -> dict[str, SecretStr]:
