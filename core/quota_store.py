@@ -135,18 +135,24 @@ class StoredQuotaLedger(QuotaLedger):
             for key in keys:
                 self._seen[key] = _count(con, key) + self._journalled(key)
 
+    def _journal_empty(self) -> bool:
+        """Checked without locking: the usual case (the file was never held) costs one stat, not a file lock."""
+        return self.journal is None or not self.journal.exists() or self.journal.stat().st_size == 0
+
     def _journalled(self, key: BucketKey) -> int:
         """Calls of this bucket already in the journal (counted by an earlier run while the file was held)."""
-        if self.journal is None or not self.journal.exists():
+        if self._journal_empty():
             return 0
+        assert self.journal is not None
         with _locked(self.journal) as handle:
             handle.seek(0)
             return sum(1 for line in handle.read().splitlines() if _journal_key(line) == key)
 
     def flush_journal(self) -> None:
         """Add the calls counted while the file was held to `quota_usage`, then empty the journal."""
-        if self.journal is None or not self.journal.exists() or self.journal.stat().st_size == 0:
+        if self._journal_empty():
             return
+        assert self.journal is not None
         with _locked(self.journal) as handle:
             handle.seek(0)
             totals: dict[BucketKey, int] = {}
