@@ -13,6 +13,14 @@ pages = [
     st.Page(
         "pages/data_connections.py", title="Data Connections", icon=":material/cable:", url_path="data-connections"
     ),
+    st.Page("pages/live.py", title="Live", icon=":material/monitoring:", url_path="live"),
+    st.Page("pages/history.py", title="History", icon=":material/timeline:", url_path="history"),
+    st.Page("pages/kpis.py", title="KPIs", icon=":material/analytics:", url_path="kpis"),
+    st.Page("pages/alerts.py", title="Alerts", icon=":material/notifications:", url_path="alerts"),
+    st.Page("pages/api_health.py", title="API Health", icon=":material/health_and_safety:", url_path="api-health"),
+    st.Page(
+        "pages/import_readings.py", title="Import Readings", icon=":material/upload_file:", url_path="import-readings"
+    ),
 ]
 navigation = st.navigation(pages)
 

@@ -60,6 +60,9 @@ RELOOK = timedelta(hours=2)
 SETTLE = timedelta(hours=1)
 FIRST_BACKFILL = timedelta(days=1)
 MAX_WINDOW_PER_PASS = timedelta(days=7)
+# A provider without a vendor quota (the simulator) costs nothing to read, so it starts a month back in one pass:
+# a newcomer's demo site has a month of history within a minute of `make run`.
+UNMETERED_BACKFILL = timedelta(days=31)
 GAP_RESERVE = 0.2  # gap fills leave this share of a vendor budget to the regular polls
 READ_WAIT_S = 2.0  # how long a collector pass waits to read before going on with the inputs it read last
 
@@ -101,11 +104,15 @@ def read_inputs(
     return PassInputs(catalog, states, secrets, unreadable, gaps)
 
 
-def window_for(sources: list[Source], bookmarks: dict[int, datetime], now: datetime) -> tuple[datetime, datetime]:
-    """From the oldest bookmark of the group (minus RELOOK) to now, at most MAX_WINDOW_PER_PASS long."""
-    starts = [bookmarks[s.id] - RELOOK if s.id in bookmarks else now - FIRST_BACKFILL for s in sources]
+def window_for(
+    sources: list[Source], bookmarks: dict[int, datetime], now: datetime, *, unmetered: bool = False
+) -> tuple[datetime, datetime]:
+    """From the oldest bookmark of the group (minus RELOOK) to now, at most MAX_WINDOW_PER_PASS long
+    (UNMETERED_BACKFILL for a provider without a vendor quota)."""
+    first, longest = (UNMETERED_BACKFILL, UNMETERED_BACKFILL) if unmetered else (FIRST_BACKFILL, MAX_WINDOW_PER_PASS)
+    starts = [bookmarks[s.id] - RELOOK if s.id in bookmarks else now - first for s in sources]
     start = min(starts)
-    end = min(now, start + MAX_WINDOW_PER_PASS)
+    end = min(now, start + longest)
     return start, end
 
 
@@ -177,7 +184,7 @@ def _poll_group(inputs: PassInputs, context: ProviderContext, sources: list[Sour
     try:
         client = _client_for(inputs, context, sources)
         try:
-            start, end = window_for(sources, bookmarks, now)
+            start, end = window_for(sources, bookmarks, now, unmetered=not client.quota_rules)
             answer = client.history(start, end)
             result.gap_window = _fill_gap(client, sources, inputs.gaps, start, now)
             if result.gap_window:

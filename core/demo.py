@@ -25,7 +25,11 @@ DEMO_METERS: list[tuple[str, Category, list[tuple[str, str, float, float, float]
         Category.CONS,
         [("Building Load", "load", 80.0, 0.0, 0.0), ("Grid Import", "grid", 150.0, 167.0, 180.0)],
     ),
-    ("Battery Storage", Category.STOR, [("Battery", "battery", 50.0, 0.0, 0.0)]),
+    (
+        "Battery Storage",
+        Category.STOR,
+        [("Battery", "battery", 50.0, 0.0, 0.0), ("Battery State of Charge", "soc", 50.0, 0.0, 0.0)],
+    ),
     ("Grid Injection", Category.INJ, [("Grid Export", "grid", 150.0, 0.0, 60.0)]),
 ]
 

@@ -43,11 +43,12 @@ CATEGORY_LABELS = {
 }
 
 # Source types per category, as stored codes with their labels. KPI formulas rely on these codes:
-# CONS "load" is the building's consumption, CONS "grid" is grid import.
+# CONS "load" is the building's consumption, CONS "grid" is grid import; STOR "battery" is power (positive when
+# discharging), STOR "soc" a state of charge in % (not an energy: KPIs and energy balances leave it out).
 SOURCE_TYPES: dict[Category, dict[str, str]] = {
     Category.PROD: {"solar": "Solar", "wind": "Wind", "hydro": "Hydro", "chp": "CHP", "other": "Other"},
     Category.CONS: {"load": "Load (building)", "grid": "Grid import"},
-    Category.STOR: {"battery": "Battery"},
+    Category.STOR: {"battery": "Battery power", "soc": "State of charge (%)"},
     Category.INJ: {"grid": "Grid export"},
 }
 

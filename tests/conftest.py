@@ -33,3 +33,12 @@ def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("DATACONN_SECRET_KEYS", raising=False)
     monkeypatch.setenv("DATACONN_SEED_DEMO", "true")
     return tmp_path
+
+
+@pytest.fixture
+def seeded_env(app_env: Path) -> Path:
+    """`app_env` after a first collection pass: the demo site with a month of history up to now."""
+    from tests.seeding import seed_history
+
+    seed_history()
+    return app_env

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core import catalog as cat
-from core.collection import FIRST_BACKFILL, backfill, collect_once
+from core.collection import UNMETERED_BACKFILL, backfill, collect_once
 from core.config import Settings
 from core.connections import draft_from_source, new_draft, save_connections
 from core.crypto import SecretBox
@@ -61,7 +61,7 @@ def test_demo_pass_writes_every_source_once_and_repolls_without_duplicates(
     report = collect_once(store, box, context, NOW)
     assert [r.outcome for r in report.results] == ["ok"]  # five sources, one simulated site: one poll
     first = counts(store)
-    intervals = int(FIRST_BACKFILL / timedelta(minutes=5))
+    intervals = int(UNMETERED_BACKFILL / timedelta(minutes=5))  # the simulator has no vendor quota
     assert len(first) == 5 and all(n == distinct for n, distinct in first.values())
     assert all(intervals <= n <= intervals + 1 for n, _ in first.values())
 

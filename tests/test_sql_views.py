@@ -48,11 +48,15 @@ def test_a_dst_day_is_25_hours_long_in_the_daily_view(store: Store, box: SecretB
             "SELECT source, readings, coverage_pct FROM v_energy_daily"
             " WHERE bucket_local = TIMESTAMP '2026-10-25 00:00' ORDER BY source"
         ).fetchall()
+        before = con.sql(
+            "SELECT DISTINCT readings, coverage_pct FROM v_energy_daily WHERE bucket_local = TIMESTAMP '2026-10-24 00:00'"
+        ).fetchall()
         local = con.sql(
             "SELECT ts, ts_local FROM v_readings WHERE ts = TIMESTAMPTZ '2026-10-25 00:30:00+00' LIMIT 1"
         ).fetchall()
-    # The local day runs from 2026-10-24 22:00 UTC to 2026-10-25 23:00 UTC (25 h). The first backfill starts 24 h
-    # before 2026-10-26 00:00 UTC, so it covers 23 of them: 276 five-minute readings, 92 %.
-    assert rows and all(readings == 23 * 12 for _, readings, _ in rows)
-    assert all(round(coverage, 1) == round(100 * 23 / 25, 1) for *_, coverage in rows)
+    # The local day runs from 2026-10-24 22:00 UTC to 2026-10-25 23:00 UTC (25 h): 300 five-minute readings fill it
+    # (a 24-hour denominator would say 104 %); the day before has 288.
+    assert len(rows) == 5 and all(readings == 25 * 12 for _, readings, _ in rows)
+    assert all(round(coverage, 6) == 100.0 for *_, coverage in rows)
+    assert [(readings, round(coverage, 6)) for readings, coverage in before] == [(24 * 12, 100.0)]
     assert local[0][1] == datetime(2026, 10, 25, 2, 30)  # still summer time (+2) at 00:30 UTC

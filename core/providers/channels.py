@@ -13,6 +13,7 @@ SOURCE_CHANNELS: dict[tuple[Category, str], str] = {
     (Category.CONS, "load"): "load_w",
     (Category.CONS, "grid"): "grid_import_w",
     (Category.STOR, "battery"): "battery_w",
+    (Category.STOR, "soc"): "soc_pct",
     (Category.INJ, "grid"): "grid_export_w",
 }
 

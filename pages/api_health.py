@@ -1,0 +1,7 @@
+"""API Health (being built for issue 5)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+st.title("API Health")

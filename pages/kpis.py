@@ -1,0 +1,7 @@
+"""KPIs (being built for issue 5)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+st.title("KPIs")
