@@ -59,10 +59,10 @@ def test_demo_pass_writes_every_source_once_and_repolls_without_duplicates(
 ) -> None:
     seed_demo(store)
     report = collect_once(store, box, context, NOW)
-    assert [r.outcome for r in report.results] == ["ok"]  # five sources, one simulated site: one poll
+    assert [r.outcome for r in report.results] == ["ok"]  # six sources, one simulated site: one poll
     first = counts(store)
     intervals = int(UNMETERED_BACKFILL / timedelta(minutes=5))  # the simulator has no vendor quota
-    assert len(first) == 5 and all(n == distinct for n, distinct in first.values())
+    assert len(first) == 6 and all(n == distinct for n, distinct in first.values())
     assert all(intervals <= n <= intervals + 1 for n, _ in first.values())
 
     collect_once(store, box, context, NOW + timedelta(minutes=15))
@@ -75,7 +75,7 @@ def test_demo_pass_writes_every_source_once_and_repolls_without_duplicates(
             "SELECT count(*) FROM readings WHERE NOT is_final AND ts + to_seconds(interval_s) <= ?",
             [NOW + timedelta(minutes=15) - timedelta(hours=1)],
         ).fetchall()[0][0]
-    assert runs == (10, 5)
+    assert runs == (12, 6)
     assert open_rows == 0  # only the last hour may still change
 
 
@@ -148,7 +148,7 @@ def test_backfill_fills_a_range_for_the_whole_vendor_site_once(
     steps: list[tuple[int, int]] = []
     written = backfill(store, box, context, 1, start, end, NOW, lambda done, total, rows: steps.append((done, total)))
     intervals = int((end - start) / timedelta(minutes=5))
-    assert written == 5 * intervals  # all five sources of the simulated site, every 5-minute interval
+    assert written == 6 * intervals  # all six sources of the simulated site, every 5-minute interval
     assert steps[-1][0] == steps[-1][1]
     assert backfill(store, box, context, 1, start, end, NOW) == 0  # re-running duplicates nothing
     assert all(n == distinct == intervals for n, distinct in counts(store).values())

@@ -31,7 +31,7 @@ def test_jobs_follow_the_configuration(app_env: Path) -> None:
     assert collector.intervals == {("simulator", "site:1"): 15}
     assert [sorted(job.tags) for job in collector.scheduler.jobs] == [["simulator:site:1"]]
     with runtime.store.connect(read_only=True) as con:
-        assert con.sql("SELECT count(DISTINCT source_id) FROM readings").fetchall()[0][0] == 5
+        assert con.sql("SELECT count(DISTINCT source_id) FROM readings").fetchall()[0][0] == 6
 
     catalog = cat.load_catalog(runtime.store)
     site_id = catalog.sites[0].id

@@ -115,7 +115,7 @@ def test_round_trip_into_an_empty_database_gives_the_same_export(tmp_path: Path,
     for fmt in ("yaml", "json"):
         target = new_store(tmp_path / f"target-{fmt}.duckdb")
         report = import_config(target, box, parse(dump(exported, fmt), fmt), environ={"SE_KEY": "k-1"})
-        assert (report.sites.created, report.meters.created, report.sources.created, report.secrets_set) == (2, 5, 6, 1)
+        assert (report.sites.created, report.meters.created, report.sources.created, report.secrets_set) == (2, 5, 7, 1)
         again = export_config(target)
         del plant["credentials"]
         assert again == export_config(store)
@@ -175,7 +175,7 @@ def test_import_merges_updates_what_differs_and_never_deletes(store: Store, box:
     assert (report.sites.updated, report.sources.updated, report.secrets_set) == (1, 1, 0)
     names = [s["name"] for s in export_config(store)["sites"]]
     assert names == ["Demo Rooftop", "PLANT A"]
-    assert counts(store)["energy_sources"] == 6
+    assert counts(store)["energy_sources"] == 7
 
 
 def test_connection_status_is_kept_only_for_the_settings_it_tested(store: Store, box: SecretBox) -> None:

@@ -105,7 +105,7 @@ def test_deleting_a_site_asks_first_and_can_be_cancelled(at: AppTest) -> None:
     site = catalog().sites[0]
     at.button(key=f"cr_site{site.id}_delete").click().run()
     warning = next(w.value for w in at.warning if "Delete site" in w.value)
-    assert "4 meter(s) and 5 data source(s)" in warning
+    assert "4 meter(s) and 6 data source(s)" in warning
     at.button(key=f"cr_cancel_site{site.id}").click().run()
     assert len(catalog().sites) == 1
     at.button(key=f"cr_site{site.id}_delete").click().run()
@@ -121,7 +121,14 @@ def test_data_connections_lists_sources_per_category_tab(at: AppTest) -> None:
     open_connections(at)
     assert [t.label for t in at.tabs] == ["Solar (PROD)", "Consumption (CONS)", "Storage (STOR)", "Injection (INJ)"]
     names = [t.value for t in at.text_input if t.label == "Source Name"]
-    assert names == ["Rooftop PV Array", "Building Load", "Grid Import", "Battery", "Grid Export"]
+    assert names == [
+        "Rooftop PV Array",
+        "Building Load",
+        "Grid Import",
+        "Battery",
+        "Battery State of Charge",
+        "Grid Export",
+    ]
     assert len([b for b in at.button if b.label == "Add Data Source"]) == 4
     assert [b.label for b in at.button].count("Save All Connections") == 1
 
@@ -197,7 +204,7 @@ def test_remove_is_pending_until_save_and_can_be_undone(at: AppTest) -> None:
     at.button(key=f"dc_undo_{source.id}").click().run()
     assert not any("will be removed" in w.value for w in at.warning)
     at.button(key=f"dc_remove_s{source.id}").click().run()
-    assert len(catalog().sources) == 5
+    assert len(catalog().sources) == 6
     at.button(key="dc_save_all").click().run()
     assert source.id not in {s.id for s in catalog().sources}
 

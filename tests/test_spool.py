@@ -70,7 +70,7 @@ def test_a_held_file_spools_passes_and_they_land_once_in_order(
 
     query = f"SELECT {COLUMNS} FROM readings ORDER BY source_id, ts"
     assert table(held_store, query) == table(free_store, query)  # exactly what an unheld collector stored
-    assert table(held_store, "SELECT count(*) FROM collector_runs") == [(20,)]  # 4 passes x 5 sources
+    assert table(held_store, "SELECT count(*) FROM collector_runs") == [(24,)]  # 4 passes x 6 sources
     assert table(held_store, "SELECT count(*) FROM spool_applied") == [(2,)]
     held_lines = [r for r in caplog.records if "holds the database" in r.getMessage()]
     free_lines = [r for r in caplog.records if "free again" in r.getMessage()]
@@ -91,7 +91,7 @@ def test_a_read_only_holder_still_lets_the_pass_read_then_spools_its_write(
     assert spool.pending() == []
     assert table(store, "SELECT count(DISTINCT source_id), count(*) = count(DISTINCT (source_id, ts)) FROM readings")[
         0
-    ] == (5, True)
+    ] == (6, True)
 
 
 def test_a_crash_after_the_commit_does_not_write_the_entry_twice(
