@@ -49,7 +49,8 @@ def test_a_dst_day_is_25_hours_long_in_the_daily_view(store: Store, box: SecretB
             " WHERE bucket_local = TIMESTAMP '2026-10-25 00:00' ORDER BY source"
         ).fetchall()
         before = con.sql(
-            "SELECT DISTINCT readings, coverage_pct FROM v_energy_daily WHERE bucket_local = TIMESTAMP '2026-10-24 00:00'"
+            "SELECT DISTINCT readings, coverage_pct FROM v_energy_daily"
+            " WHERE bucket_local = TIMESTAMP '2026-10-24 00:00'"
         ).fetchall()
         local = con.sql(
             "SELECT ts, ts_local FROM v_readings WHERE ts = TIMESTAMPTZ '2026-10-25 00:30:00+00' LIMIT 1"

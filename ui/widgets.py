@@ -8,8 +8,8 @@ import polars as pl
 import streamlit as st
 
 from core import catalog as cat
-from core.models import Site
 from core.export import FORMATS, to_bytes
+from core.models import Site
 from ui.context import get_runtime
 
 
