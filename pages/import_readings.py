@@ -1,7 +1,99 @@
-"""Import Readings (being built for issue 5)."""
+"""Import Readings: upload a CSV of a source's historical readings (meters without an API, or older history)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import streamlit as st
 
+from core import catalog as cat
+from core.models import CATEGORY_LABELS, known_timezones
+from core.readings_import import UNITS, ImportOptions, ImportRefused, import_readings
+from ui.context import get_runtime, page_guard
+from ui.widgets import choose_site
+
+TIMEZONES = sorted(known_timezones())
+INTERVALS = [5, 10, 15, 30, 60]
+
 st.title("Import Readings")
+st.caption(
+    "Load historical readings of one data source from a CSV file: for meters without an API, or for history from "
+    "before a connection existed. The file goes through the collector's own write path, so importing it twice "
+    "stores nothing twice."
+)
+
+with st.expander("What the file looks like", icon=":material/description:"):
+    st.markdown(
+        "A header row with a `timestamp` and a `value` column (other columns are ignored):\n\n"
+        "```\ntimestamp,value\n2026-11-01 00:00,1250\n2026-11-01 00:15,1310\n```\n\n"
+        "- **Unit**: `W` or `kW` is the average power over the interval; `Wh` or `kWh` the energy of the interval.\n"
+        "- **Time zone**: the zone of timestamps without an offset (default: the site's). A timestamp with an offset "
+        "(`2026-03-29T01:30:00+01:00`, `...Z`) keeps it. A local time that a DST change skips or repeats is refused: "
+        "give those rows an offset.\n"
+        "- **Label**: whether a timestamp names the start or the end of its interval.\n\n"
+        "Every row is checked first. Any problem refuses the whole file with row-numbered messages; nothing is written."
+    )
+
+
+def _run_import(source_id: int, data: bytes, options: ImportOptions, dry_run: bool) -> None:
+    try:
+        text = data.decode("utf-8-sig")  # a BOM from spreadsheet exports is fine
+    except UnicodeDecodeError:
+        st.error("The file is not UTF-8 text: save it as CSV (UTF-8) and upload it again.", icon=":material/error:")
+        return
+    try:
+        report = import_readings(get_runtime().store, source_id, text, options, datetime.now(UTC), dry_run=dry_run)
+    except ImportRefused as exc:
+        st.error("Nothing was imported. Fix these rows and upload the file again:", icon=":material/error:")
+        st.code(
+            "\n".join(exc.problems[:50])
+            + (f"\n... and {len(exc.problems) - 50} more" if len(exc.problems) > 50 else "")
+        )
+        return
+    span = f"from {report.first:%Y-%m-%d %H:%M} to {report.last:%Y-%m-%d %H:%M} UTC"
+    if dry_run:
+        st.info(
+            f"The file is valid: {report.rows:,} row(s) {span}. Nothing was written yet.", icon=":material/fact_check:"
+        )
+    else:
+        st.success(
+            f"Imported {report.written:,} new reading(s) of {report.rows:,} row(s) {span}"
+            " (rows already stored as final are kept).",
+            icon=":material/check_circle:",
+        )
+        st.cache_data.clear()  # the other pages show the new history at once
+
+
+with page_guard():
+    site = choose_site("import_site")
+    if site is not None:
+        catalog = cat.load_catalog(get_runtime().store)
+        sources = [
+            (meter, source)
+            for meter in catalog.meters
+            if meter.site_id == site.id
+            for source in catalog.sources_of(meter.id)
+        ]
+        if not sources:
+            st.info("This site has no data source yet: add one on the Data Connections page.", icon=":material/info:")
+        else:
+            labels = {
+                source.id: f"{source.name} · {meter.name} ({CATEGORY_LABELS[meter.category]})"
+                + ("" if source.api.use_api else " · no API")
+                for meter, source in sources
+            }
+            source_id = st.selectbox("Data source", list(labels), format_func=labels.__getitem__, key="import_source")
+            left, middle, right, last = st.columns(4)
+            unit = left.selectbox("Unit", list(UNITS), key="import_unit")
+            zone = middle.selectbox("Time zone", TIMEZONES, index=TIMEZONES.index(site.timezone), key="import_tz")
+            minutes = right.selectbox("Interval (minutes)", INTERVALS, index=INTERVALS.index(15), key="import_minutes")
+            label = last.radio("Timestamps mark the interval's", ["start", "end"], horizontal=True, key="import_label")
+            upload = st.file_uploader("CSV file", type=["csv", "txt"], key="import_file")
+            check, write = st.columns(2)
+            options = ImportOptions(unit=unit, timezone=zone, interval_minutes=minutes, label=label)
+            if check.button("Check file", icon=":material/fact_check:", disabled=upload is None, key="import_check"):
+                _run_import(source_id, upload.getvalue(), options, dry_run=True)
+            if write.button(
+                "Import", type="primary", icon=":material/upload:", disabled=upload is None, key="import_write"
+            ):
+                _run_import(source_id, upload.getvalue(), options, dry_run=False)
