@@ -1,7 +1,205 @@
-"""Live (being built for issue 5)."""
+"""Live: a site's power flow now, the newest reading of every source with its age, and the last hours of power.
+
+Everything under the site picker is a fragment that reruns itself every `LIVE_REFRESH_S` seconds: only the
+fragment reloads, not the page. Definitions (as of, age, stale) live in `core.live`.
+"""
 
 from __future__ import annotations
 
-import streamlit as st
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
-st.title("Live")
+import plotly.graph_objects as go
+import polars as pl
+import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+
+from core import live
+from core.live import FlowKind, LiveSnapshot, SourceLive, Status
+from ui.context import get_runtime, page_guard
+from ui.widgets import choose_site, download_buttons
+
+LIVE_REFRESH_S = 30  # seconds between two reloads of the live panel
+# Shorter than the refresh, so every tick of one tab gets fresh data while several open tabs share one query.
+_CACHE_TTL_S = LIVE_REFRESH_S - 5
+_STATUS_STYLE = {
+    Status.STALE: "background-color: rgba(255, 165, 0, 0.25)",
+    Status.NO_DATA: "color: gray",
+    Status.NO_API: "color: gray",
+}
+
+
+@st.cache_data(ttl=_CACHE_TTL_S, show_spinner=False)
+def load_snapshot(database: str, site_id: int) -> LiveSnapshot:
+    """The site now. `database` keys the cache by file, so two databases never share an entry."""
+    return live.live_snapshot(get_runtime().store, site_id, datetime.now(UTC))
+
+
+def _battery_direction(watts: float) -> str:
+    return "discharging" if watts > 0 else "charging" if watts < 0 else "idle"
+
+
+# Two rows of three, so a value such as "118.25 kW" fits its tile: where power comes from, then where it goes.
+_TILE_ROWS = (
+    (FlowKind.PRODUCTION, FlowKind.GRID_IMPORT, FlowKind.GRID_EXPORT),
+    (FlowKind.LOAD, FlowKind.BATTERY, FlowKind.SOC),
+)
+
+
+def flow_tiles(snapshot: LiveSnapshot) -> None:
+    for row in _TILE_ROWS:
+        for column, kind in zip(st.columns(len(row)), row, strict=True):
+            _flow_tile(column, snapshot, kind)
+
+
+def _flow_tile(column: DeltaGenerator, snapshot: LiveSnapshot, kind: FlowKind) -> None:
+    flow = snapshot.flow[kind]
+    label = f"{kind.label} (computed)" if flow.computed else kind.label
+    history = f"{kind.value}_w"
+    # The last hours as a sparkline, only beside a current value (a stale tile shows "-" and why).
+    sparkline = snapshot.recent[history].to_list() if flow.value is not None and history in snapshot.recent else None
+    with column:
+        if kind is FlowKind.BATTERY and flow.value is not None:
+            st.metric(
+                label,
+                live.format_value(abs(flow.value), "W"),
+                delta=_battery_direction(flow.value),
+                delta_arrow="off",
+                delta_color="off",
+                help="Battery power: positive when discharging into the site, negative when charging.",
+                chart_data=sparkline,
+                border=True,
+            )
+        else:
+            st.metric(
+                label,
+                live.format_value(flow.value, kind.unit),
+                help=flow.note if flow.value is not None else None,
+                chart_data=sparkline,
+                border=True,
+            )
+        if flow.value is None:
+            st.caption(flow.note or "no current value")
+
+
+def _local(moment: datetime | None, zone: ZoneInfo) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def sources_frame(snapshot: LiveSnapshot) -> pl.DataFrame:
+    """The table as shown: one row per source, times in the site's zone."""
+    zone = ZoneInfo(snapshot.site.timezone)
+    return pl.DataFrame(
+        {
+            "Source": [s.source.name for s in snapshot.sources],
+            "Meter": [s.meter.name for s in snapshot.sources],
+            "Category": [s.meter.category.value for s in snapshot.sources],
+            "Latest": [live.format_value(s.value, s.unit) for s in snapshot.sources],
+            f"As of ({snapshot.site.timezone})": [
+                _local(s.reading.as_of if s.reading else None, zone) for s in snapshot.sources
+            ],
+            "Age": [live.format_age(s.age) if s.age is not None else "-" for s in snapshot.sources],
+            "Status": [s.status.value for s in snapshot.sources],
+        },
+        schema_overrides={"Source": pl.String, "Latest": pl.String, "Status": pl.String},
+    )
+
+
+def sources_export(snapshot: LiveSnapshot) -> pl.DataFrame:
+    """The table's data for download: numbers and UTC times rather than their display text."""
+
+    def row(s: SourceLive) -> dict[str, object]:
+        reading = s.reading
+        return {
+            "source_id": s.source.id,
+            "source": s.source.name,
+            "meter": s.meter.name,
+            "category": s.meter.category.value,
+            "source_type": s.source.source_type,
+            "value": reading.value if reading else None,
+            "unit": s.unit,
+            "interval_start_utc": reading.ts if reading else None,
+            "interval_s": reading.interval_s if reading else None,
+            "as_of_utc": reading.as_of if reading else None,
+            "age_s": s.age.total_seconds() if s.age is not None else None,
+            "cadence_min": s.cadence.total_seconds() / 60,
+            "status": s.status.value,
+        }
+
+    return pl.DataFrame([row(s) for s in snapshot.sources], infer_schema_length=None)
+
+
+def sources_table(snapshot: LiveSnapshot) -> None:
+    frame = sources_frame(snapshot)
+    if frame.is_empty():
+        st.info("This site has no data sources yet: add them on the Data Connections page.", icon=":material/info:")
+        return
+    styles = [_STATUS_STYLE.get(s.status, "") for s in snapshot.sources]
+    styled = frame.to_pandas().style.apply(lambda row: [styles[row.name]] * len(row), axis=1)
+    st.dataframe(styled, hide_index=True)
+    stale_after = ", ".join(
+        sorted({f"{int(s.cadence.total_seconds() // 60) * live.STALE_FACTOR} min" for s in snapshot.sources})
+    )
+    st.caption(
+        f"A source is stale when its newest reading is older than {live.STALE_FACTOR} x its update frequency "
+        f"(here {stale_after}). Stale values are highlighted and never counted in the power flow above. "
+        "Readings are as of the end of their interval."
+    )
+    download_buttons(sources_export(snapshot), f"live-sources-{snapshot.site.name}", key="live_sources_download")
+
+
+def recent_chart(snapshot: LiveSnapshot) -> None:
+    frame = snapshot.recent
+    columns = [c for c in frame.columns if c != "bucket" and frame[c].null_count() < frame.height]
+    hours = int(live.RECENT.total_seconds() // 3600)
+    if not columns:
+        st.info(f"No power readings in the last {hours} h.", icon=":material/info:")
+        return
+    local = frame.with_columns(pl.col("bucket").dt.convert_time_zone(snapshot.site.timezone).alias("time"))
+    figure = go.Figure()
+    for column in columns:
+        kind = FlowKind(column.removesuffix("_w"))
+        name = f"{kind.label} (computed)" if kind is FlowKind.LOAD and snapshot.recent_load_computed else kind.label
+        figure.add_trace(
+            go.Scatter(x=local["time"].to_list(), y=(local[column] / 1000).to_list(), name=name, mode="lines")
+        )
+    figure.update_layout(
+        height=300,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        yaxis_title="kW",
+        xaxis_title=f"interval start ({snapshot.site.timezone})",
+        legend={"orientation": "h"},
+    )
+    st.plotly_chart(figure, key="live_recent_chart")
+    st.caption(
+        f"Average power per {snapshot.recent_step_s // 60} minutes; battery positive when discharging. "
+        "Gaps are intervals without data."
+    )
+    export = frame.select("bucket", *columns).rename({"bucket": "interval_start_utc"})
+    download_buttons(export, f"live-power-{snapshot.site.name}", key="live_recent_download")
+
+
+def live_panel(site_id: int) -> None:
+    with page_guard():
+        snapshot = load_snapshot(str(get_runtime().settings.db_path), site_id)
+        zone = ZoneInfo(snapshot.site.timezone)
+        st.caption(f"Updated at {snapshot.now.astimezone(zone):%H:%M:%S} ({snapshot.site.timezone})")
+        st.subheader("Power flow now")
+        flow_tiles(snapshot)
+        st.subheader("Sources")
+        sources_table(snapshot)
+        st.subheader(f"Last {int(live.RECENT.total_seconds() // 3600)} hours")
+        recent_chart(snapshot)
+
+
+with page_guard():
+    st.title("Live")
+    site = choose_site("live_site")
+    if site is not None:
+        auto = st.toggle(
+            f"Refresh every {LIVE_REFRESH_S} s",
+            value=True,
+            key="live_auto_refresh",
+            help="Reloads only this panel, not the page. Turn off to study a moment at leisure.",
+        )
+        st.fragment(run_every=LIVE_REFRESH_S if auto else None)(live_panel)(site.id)

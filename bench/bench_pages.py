@@ -1,0 +1,170 @@
+"""How fast the analytics pages get their data and render, on a year of 15-minute data for 500 sources.
+
+Setup: a temporary store (migrated, no demo) with 100 sites in Europe/Brussels, each with PV, building load, grid
+import, battery and grid export sources (500 sources), and a year of 15-minute readings up to now (17.5M rows,
+with 0.5 % of intervals missing so gaps exist), generated in SQL in time order as the collector writes them, and its
+15-minute, hourly and daily rollups. The dashboard is pointed at it through its settings.
+
+Two figures per page:
+(a) data: the `core` calls the page makes on its first run, uncached, for one site (p50/p95 of several runs).
+    Target p95 < 300 ms.
+(b) first render: `AppTest` running the page for the first time with Streamlit's caches cleared (p50/p95).
+    Target p95 < 1.5 s.
+Baseline: the store's fixed cost, an empty read-only operation (lock, connect, `SELECT 1`, close).
+
+`BENCH_SCALE` (default 1.0) scales the number of days (at least 7); 0.05 runs in about a minute.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bench.bench_catalog import _populate
+from core import catalog as cat
+from core import live, rollups
+from core.models import Site
+from core.schema import migrate
+from core.store import Store
+
+DAYS = 365
+DATA_TARGET_MS = 300.0
+RENDER_TARGET_S = 1.5
+DATA_RUNS = 7
+RENDER_RUNS = 5
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def _now() -> datetime:
+    now = datetime.now(UTC)
+    return now - timedelta(minutes=now.minute % 15, seconds=now.second, microseconds=now.microsecond)
+
+
+def generate(store: Store, days: int, end: datetime) -> int:
+    """A year of plausible 15-minute readings for every source, in time order, then all rollups."""
+    start = end - timedelta(days=days)
+    with store.transaction() as con:
+        # Per source type: PV follows a daylight sine (capacity 100 kW), load a daily profile, grid import and
+        # export the net of the two, battery a small charge/discharge swing. hash() gives stable pseudo-noise.
+        con.execute(
+            """
+            INSERT INTO readings
+            SELECT e.id, t.ts, 900,
+                   CASE
+                     WHEN m.category = 'PROD' THEN greatest(0, 100000 * sin(pi() * (h - 7) / 10)) * (0.6 + 0.4 * n)
+                     WHEN m.category = 'CONS' AND e.source_type = 'load' THEN 30000 + 20000 * n
+                     WHEN m.category = 'CONS' THEN greatest(0, 30000 - greatest(0, 100000 * sin(pi() * (h - 7) / 10)))
+                     WHEN m.category = 'STOR' THEN 10000 * cos(pi() * h / 12)
+                     ELSE greatest(0, 100000 * sin(pi() * (h - 7) / 10) - 40000)
+                   END,
+                   true, t.ts
+            FROM (SELECT ts, (epoch(ts)::BIGINT % 86400) / 3600.0 AS h
+                  FROM range(?::TIMESTAMPTZ, ?::TIMESTAMPTZ, INTERVAL 15 MINUTE) r(ts)) t
+            CROSS JOIN energy_sources e JOIN meters m ON m.id = e.meter_id,
+            LATERAL (SELECT (hash(e.id, t.ts) % 1000) / 1000.0 AS n)
+            WHERE hash(t.ts, e.id) % 200 <> 0
+            ORDER BY t.ts, e.id
+            """,
+            [start, end],
+        )
+        ids = [r[0] for r in con.sql("SELECT id FROM energy_sources").fetchall()]
+        rollups.refresh(con, ids, start, end)
+        return int(con.sql("SELECT count(*) FROM readings").fetchall()[0][0])
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    samples = sorted(samples)
+    return statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
+
+
+def measure(action: Callable[[], object], runs: int) -> tuple[float, float]:
+    action()  # warm up imports and the OS page cache
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        samples.append((time.perf_counter() - started) * 1000)
+    return _percentiles(samples)
+
+
+def page_data_calls(store: Store, site: Site, now: datetime) -> dict[str, Callable[[], object]]:
+    """What each analytics page loads on its first run, by page file (the pages' default choices)."""
+    return {
+        "pages/live.py": lambda: live.live_snapshot(store, site.id, now),
+    }
+
+
+def first_render(page: str) -> float:
+    """Seconds for a page's first run in AppTest, caches cleared (the app's entry page is run first, not timed)."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.run()
+    st.cache_data.clear()
+    started = time.perf_counter()
+    app.switch_page(page).run()
+    elapsed = time.perf_counter() - started
+    if app.exception:
+        raise RuntimeError(f"{page} failed: {app.exception[0].message}")
+    return elapsed
+
+
+def main() -> None:
+    days = max(7, round(DAYS * float(os.environ.get("BENCH_SCALE", "1"))))
+    warnings.filterwarnings("ignore")
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "bench.duckdb")
+        migrate(store)
+        _populate(store)
+        now = _now()
+        started = time.perf_counter()
+        rows = generate(store, days, now)
+        print(f"pages: generated {rows:,} readings ({days} days x 500 sources) in {time.perf_counter() - started:.0f} s")
+        catalog = cat.load_catalog(store)
+        site = catalog.sites[0]
+
+        def empty_operation() -> None:
+            with store.connect(read_only=True) as con:
+                con.sql("SELECT 1").fetchall()
+
+        base_p50, base_p95 = measure(empty_operation, 30)
+        print(f"pages baseline (lock + connect + SELECT 1 + close): p50 {base_p50:.1f} ms, p95 {base_p95:.1f} ms")
+        for page, call in page_data_calls(store, site, now).items():
+            p50, p95 = measure(call, DATA_RUNS)
+            verdict = "meets" if p95 < DATA_TARGET_MS else "MISSES"
+            print(
+                f"{page} data: p50 {p50:.0f} ms, p95 {p95:.0f} ms ({p95 / base_p95:.1f}x baseline);"
+                f" target p95 < {DATA_TARGET_MS:.0f} ms: {verdict}"
+            )
+
+        os.environ.update(
+            DATACONN_DB_PATH=str(store.path), DATACONN_KEY_FILE=str(Path(tmp) / "secret.key"), DATACONN_SEED_DEMO="0"
+        )
+        for page in ANALYTICS_PAGES:
+            first_render(page)  # warm up: imports and the page's module code
+            p50, p95 = _percentiles([first_render(page) for _ in range(RENDER_RUNS)])
+            verdict = "meets" if p95 < RENDER_TARGET_S else "MISSES"
+            print(
+                f"{page} first render: p50 {p50:.2f} s, p95 {p95:.2f} s; target p95 < {RENDER_TARGET_S} s: {verdict}"
+            )
+
+
+ANALYTICS_PAGES = (
+    "pages/live.py",
+    "pages/history.py",
+    "pages/kpis.py",
+    "pages/alerts.py",
+    "pages/api_health.py",
+    "pages/control_room.py",
+    "pages/data_connections.py",
+)
+
+if __name__ == "__main__":
+    main()

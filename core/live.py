@@ -1,0 +1,366 @@
+"""The live view of a site: the latest reading of every source, whether it is still current, and the power flow now.
+
+Definitions (the README's Live section repeats them):
+
+- A reading is a non-NULL row of `readings`. Its `ts` is the START of its interval, so the value describes the site
+  up to the interval's END: the reading is "as of" `ts + interval_s`. An interval still open when it was stored
+  (the collector stores the running interval as non-final) describes the site only up to when it was stored, so
+  "as of" is `min(ts + interval_s, received_at)`: a reading never claims to know the future.
+- Age = now - as of (never negative). A NULL value is the vendor saying "no data" for that interval: not a reading.
+- Cadence: the source's API update frequency; a source without API is not polled, so a nominal `MANUAL_CADENCE`.
+- Status: "current" while age <= `STALE_FACTOR` x cadence; after that "stale" (or "no API" for a source nobody
+  polls, whose old readings are expected rather than a fault); "no data" when the source has no reading at all.
+  Only current readings feed the power flow: a stale value is shown in the source table, never as the present.
+
+Speed: the newest readings of a site lie in the last hours, and rows arrive in time order, so a scan bounded by
+`ts >= now - RECENT` lets DuckDB's zone maps skip all older row groups (milliseconds on a 17.5M-row table). A source
+with nothing in that window (stopped days ago) is found through its newest day in the small daily rollup, which is
+rebuilt in the same transaction as every write (collector and CSV import alike), and then one bounded read of that
+day. `source_state.bookmark_ts` is not used for this: it tracks final intervals only and imports never set it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+import duckdb
+import polars as pl
+
+from core.catalog import Catalog, read_catalog
+from core.models import Category, Meter, Site, Source
+from core.store import Store
+
+STALE_FACTOR = 2  # a source is stale once its newest reading is older than this many expected cadences
+MANUAL_CADENCE = timedelta(hours=1)  # nominal cadence of a source without API (CSV imports, manual meters)
+RECENT = timedelta(hours=6)  # the window scanned for the newest readings, and the span of the recent-power chart
+MIN_STEP_S, MAX_STEP_S = 300, 3600  # the recent-power chart's resolution follows the sources' interval, within these
+_DAY_REACH = timedelta(hours=26)  # a site-local day lasts up to 25 hours (autumn DST change), plus slack
+
+
+class Status(StrEnum):
+    CURRENT = "current"
+    STALE = "stale"
+    NO_DATA = "no data"
+    NO_API = "no API"
+
+
+class FlowKind(StrEnum):
+    PRODUCTION = "production"
+    LOAD = "load"
+    GRID_IMPORT = "grid_import"
+    GRID_EXPORT = "grid_export"
+    BATTERY = "battery"  # W, positive when the battery discharges into the site
+    SOC = "soc"  # state of charge, %
+
+    @property
+    def label(self) -> str:
+        return FLOW_LABELS[self]
+
+    @property
+    def unit(self) -> str:
+        return "%" if self is FlowKind.SOC else "W"
+
+
+FLOW_LABELS = {
+    FlowKind.PRODUCTION: "PV production",
+    FlowKind.LOAD: "Load",
+    FlowKind.GRID_IMPORT: "Grid import",
+    FlowKind.GRID_EXPORT: "Grid export",
+    FlowKind.BATTERY: "Battery",
+    FlowKind.SOC: "State of charge",
+}
+
+# Which flow a source feeds, by meter category and source type (core.models.SOURCE_TYPES). Every PROD type counts as
+# production; source types not listed here feed no flow.
+_FLOWS: dict[tuple[Category, str], FlowKind] = {
+    (Category.CONS, "load"): FlowKind.LOAD,
+    (Category.CONS, "grid"): FlowKind.GRID_IMPORT,
+    (Category.INJ, "grid"): FlowKind.GRID_EXPORT,
+    (Category.STOR, "battery"): FlowKind.BATTERY,
+    (Category.STOR, "soc"): FlowKind.SOC,
+}
+
+
+def flow_kind(category: Category, source_type: str) -> FlowKind | None:
+    if category is Category.PROD:
+        return FlowKind.PRODUCTION
+    return _FLOWS.get((category, source_type))
+
+
+@dataclass(frozen=True)
+class Reading:
+    value: float
+    ts: datetime  # UTC start of the interval
+    interval_s: int
+    received_at: datetime
+
+    @property
+    def as_of(self) -> datetime:
+        return min(self.ts + timedelta(seconds=self.interval_s), self.received_at)
+
+
+@dataclass(frozen=True)
+class SourceLive:
+    source: Source
+    meter: Meter
+    flow: FlowKind | None
+    cadence: timedelta
+    reading: Reading | None
+    age: timedelta | None
+    status: Status
+
+    @property
+    def unit(self) -> str:
+        return "%" if self.flow is FlowKind.SOC else "W"
+
+    @property
+    def value(self) -> float | None:
+        return self.reading.value if self.reading else None
+
+    @property
+    def is_current(self) -> bool:
+        return self.status is Status.CURRENT
+
+    def problem(self) -> str:
+        """Why this source's value cannot count as the present, in words for the page."""
+        if self.reading is None or self.age is None:
+            return f"{self.source.name} has no readings" + ("" if self.source.api.use_api else " (no API)")
+        what = "not polled (no API)" if self.status is Status.NO_API else "stale"
+        return f"{self.source.name} is {what}: last reading {format_age(self.age)}"
+
+
+@dataclass(frozen=True)
+class FlowValue:
+    kind: FlowKind
+    value: float | None
+    note: str | None = None  # why the value is missing, or how it was obtained (computed load)
+    computed: bool = False
+
+
+@dataclass(frozen=True)
+class LiveSnapshot:
+    site: Site
+    now: datetime
+    sources: list[SourceLive]
+    flow: dict[FlowKind, FlowValue]
+    recent: pl.DataFrame  # `bucket` (UTC start) and one `<flow>_w` column per power flow of the site; nulls are gaps
+    recent_step_s: int
+    recent_load_computed: bool
+
+
+def cadence_of(source: Source) -> timedelta:
+    return timedelta(minutes=source.api.update_frequency.minutes) if source.api.use_api else MANUAL_CADENCE
+
+
+def judge(reading: Reading | None, cadence: timedelta, use_api: bool, now: datetime) -> tuple[timedelta | None, Status]:
+    """(age, status) of a source's newest reading at `now`; the boundary, age == 2 x cadence, is still current."""
+    if reading is None:
+        return None, Status.NO_DATA if use_api else Status.NO_API
+    age = max(now - reading.as_of, timedelta(0))
+    if age <= STALE_FACTOR * cadence:
+        return age, Status.CURRENT
+    return age, Status.STALE if use_api else Status.NO_API
+
+
+def _ts_literal(ts: datetime) -> str:
+    # Literals rather than parameters: the optimizer then sees constants and prunes row groups by their zone maps.
+    return f"TIMESTAMPTZ '{ts.astimezone(UTC).isoformat()}'"
+
+
+def _ids(source_ids: Sequence[int]) -> str:
+    return ", ".join(str(int(i)) for i in source_ids)
+
+
+def _newest(con: duckdb.DuckDBPyConnection, ids: Sequence[int], start: datetime, end: datetime) -> dict[int, Reading]:
+    rows = con.sql(
+        "SELECT source_id, max(ts), arg_max(interval_s, ts), arg_max(value, ts), arg_max(received_at, ts)"
+        f" FROM readings WHERE ts >= {_ts_literal(start)} AND ts <= {_ts_literal(end)}"
+        f" AND source_id IN ({_ids(ids)}) AND value IS NOT NULL GROUP BY source_id"
+    ).fetchall()
+    return {int(r[0]): Reading(value=float(r[3]), ts=r[1], interval_s=int(r[2]), received_at=r[4]) for r in rows}
+
+
+def latest_readings(
+    con: duckdb.DuckDBPyConnection, source_ids: Sequence[int], now: datetime, window: timedelta = RECENT
+) -> dict[int, Reading]:
+    """The newest reading (ts <= now) of each source that has one."""
+    if not source_ids:
+        return {}
+    found = _newest(con, source_ids, now - window, now)
+    missing = [i for i in source_ids if i not in found]
+    if not missing:
+        return found
+    # Older than the window: the newest day with data per source from the daily rollup, then one bounded read per
+    # distinct day (sources that stopped together, the usual case, share one read).
+    days = con.sql(
+        f"SELECT source_id, max(bucket) FROM readings_daily WHERE source_id IN ({_ids(missing)})"
+        f" AND covered_s > 0 AND bucket <= {_ts_literal(now)} GROUP BY source_id"
+    ).fetchall()
+    by_day: dict[datetime, list[int]] = defaultdict(list)
+    for source_id, day in days:
+        by_day[day].append(int(source_id))
+    for day, ids in by_day.items():
+        found |= _newest(con, ids, day, min(now, day + _DAY_REACH))
+    return found
+
+
+def power_flow(sources: Sequence[SourceLive]) -> dict[FlowKind, FlowValue]:
+    """The site's flow now from its current sources. A flow is None ("-") when it has no source or when any of its
+    sources is not current: a partial sum would pass for the whole. Several sources of one flow add up (state of
+    charge: their mean). Load without a usable load source is computed from the balance
+    load = production + import - export + battery, when every present term is current."""
+    by_kind: dict[FlowKind, list[SourceLive]] = defaultdict(list)
+    for s in sources:
+        if s.flow is not None:
+            by_kind[s.flow].append(s)
+    flow = {kind: _measured(kind, by_kind.get(kind, [])) for kind in FlowKind}
+    if flow[FlowKind.LOAD].value is None:
+        flow[FlowKind.LOAD] = _computed_load(flow, by_kind)
+    return flow
+
+
+_NO_SOURCE = {
+    FlowKind.PRODUCTION: "no production (PROD) source at this site",
+    FlowKind.LOAD: "no load source (CONS load) at this site",
+    FlowKind.GRID_IMPORT: "no grid import source (CONS grid) at this site",
+    FlowKind.GRID_EXPORT: "no grid export source (INJ grid) at this site",
+    FlowKind.BATTERY: "no battery source (STOR battery) at this site",
+    FlowKind.SOC: "no state-of-charge source (STOR soc) at this site",
+}
+
+
+def _measured(kind: FlowKind, members: list[SourceLive]) -> FlowValue:
+    if not members:
+        return FlowValue(kind, None, _NO_SOURCE[kind])
+    bad = [s for s in members if not s.is_current]
+    if bad:
+        return FlowValue(kind, None, "; ".join(s.problem() for s in bad))
+    values = [s.value for s in members if s.value is not None]
+    total = sum(values) / len(values) if kind is FlowKind.SOC else sum(values)
+    return FlowValue(kind, total)
+
+
+_BALANCE = ((FlowKind.PRODUCTION, 1), (FlowKind.GRID_IMPORT, 1), (FlowKind.GRID_EXPORT, -1), (FlowKind.BATTERY, 1))
+_BALANCE_TEXT = "computed as production + grid import - grid export + battery"
+
+
+def _computed_load(flow: dict[FlowKind, FlowValue], by_kind: dict[FlowKind, list[SourceLive]]) -> FlowValue:
+    prefix = f"{flow[FlowKind.LOAD].note}; "  # why the measured load is missing: there is none, or it is not current
+    present = [(kind, sign) for kind, sign in _BALANCE if by_kind.get(kind)]
+    if not any(kind in (FlowKind.PRODUCTION, FlowKind.GRID_IMPORT) for kind, _ in present):
+        return FlowValue(FlowKind.LOAD, None, f"{prefix}cannot be computed without production or grid import")
+    blocked = [s.source.name for kind, _ in present for s in by_kind[kind] if not s.is_current]
+    if blocked:
+        return FlowValue(FlowKind.LOAD, None, f"{prefix}cannot be computed: {', '.join(blocked)} not current")
+    total = sum(sign * (flow[kind].value or 0.0) for kind, sign in present)
+    return FlowValue(FlowKind.LOAD, total, f"{prefix}{_BALANCE_TEXT}", computed=True)
+
+
+def recent_power(
+    con: duckdb.DuckDBPyConnection, sources: Sequence[SourceLive], now: datetime, span: timedelta = RECENT
+) -> tuple[pl.DataFrame, int, bool]:
+    """(frame, step in s, load computed?) of the site's power flows over the last `span`.
+
+    One row per `step` bucket (UTC start) from now - span to now, every bucket present so gaps stay gaps (null). The
+    step is the longest interval among the newest readings (5-minute data gives 5-minute buckets; one 15-minute
+    source makes them 15 minutes, so its buckets are not two-thirds empty). A flow with several sources is null in a
+    bucket where any of them has no data. Load, when the site has no load source, follows the balance row by row.
+    """
+    power = [s for s in sources if s.flow is not None and s.flow is not FlowKind.SOC]
+    intervals = [s.reading.interval_s for s in power if s.reading is not None]
+    step = min(max([MIN_STEP_S, *intervals]), MAX_STEP_S)
+    epoch_s = int(now.timestamp())
+    first = datetime.fromtimestamp((epoch_s - int(span.total_seconds())) // step * step, UTC)
+    last = datetime.fromtimestamp(epoch_s // step * step, UTC)
+    grid = pl.DataFrame(
+        {"bucket": pl.datetime_range(first, last, timedelta(seconds=step), time_unit="us", time_zone="UTC", eager=True)}
+    )
+    kinds = {s.source.id: s.flow.value for s in power if s.flow is not None}
+    if not kinds:
+        return grid, step, False
+    buckets = con.sql(
+        f"SELECT source_id, time_bucket(INTERVAL {step} SECOND, ts) AS bucket, avg(value) AS value FROM readings"
+        f" WHERE ts >= {_ts_literal(first)} AND ts <= {_ts_literal(now)} AND source_id IN ({_ids(list(kinds))})"
+        " AND value IS NOT NULL GROUP BY ALL"
+    ).pl()
+    expected = pl.DataFrame({"kind": list(kinds.values())}).group_by("kind").len("expected")
+    sums = (
+        buckets.with_columns(
+            pl.col("source_id").replace_strict(kinds, return_dtype=pl.String).alias("kind"),
+            pl.col("bucket").dt.convert_time_zone("UTC").dt.cast_time_unit("us"),
+        )
+        .group_by("bucket", "kind")
+        .agg(pl.col("value").sum().alias("w"), pl.len().alias("n"))
+        .join(expected, on="kind")
+        .with_columns(pl.when(pl.col("n") == pl.col("expected")).then(pl.col("w")).alias("w"))
+    )
+    present = sorted(set(kinds.values()), key=lambda k: list(FlowKind).index(FlowKind(k)))
+    frame = grid
+    for kind in present:
+        column = sums.filter(pl.col("kind") == kind).select("bucket", pl.col("w").alias(f"{kind}_w"))
+        frame = frame.join(column, on="bucket", how="left")
+    computed = FlowKind.LOAD.value not in present and bool(
+        {FlowKind.PRODUCTION.value, FlowKind.GRID_IMPORT.value} & set(present)
+    )
+    if computed:
+        terms = [pl.col(f"{kind.value}_w") * sign for kind, sign in _BALANCE if kind.value in present]
+        frame = frame.with_columns(pl.sum_horizontal(terms, ignore_nulls=False).alias("load_w"))
+        ordered = [f"{k.value}_w" for k in FlowKind if f"{k.value}_w" in frame.columns]
+        frame = frame.select("bucket", *ordered)
+    return frame, step, computed
+
+
+def live_snapshot(store: Store, site_id: int, now: datetime) -> LiveSnapshot:
+    """Everything the Live page shows for one site at `now`, read in one short connection."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    with store.connect(read_only=True) as con:
+        catalog = read_catalog(con)
+        site = catalog.site(site_id)
+        site_sources = _ordered_sources(catalog, site_id)
+        newest = latest_readings(con, [s.id for s, _ in site_sources], now)
+        sources = []
+        for source, meter in site_sources:
+            reading = newest.get(source.id)
+            cadence = cadence_of(source)
+            age, status = judge(reading, cadence, source.api.use_api, now)
+            kind = flow_kind(meter.category, source.source_type)
+            sources.append(SourceLive(source, meter, kind, cadence, reading, age, status))
+        recent, step, computed = recent_power(con, sources, now)
+    return LiveSnapshot(site, now, sources, power_flow(sources), recent, step, computed)
+
+
+_CATEGORY_ORDER = list(Category)
+
+
+def _ordered_sources(catalog: Catalog, site_id: int) -> list[tuple[Source, Meter]]:
+    pairs = [(s, catalog.meter(s.meter_id)) for s in catalog.sources_of_site(site_id)]
+    return sorted(pairs, key=lambda p: (_CATEGORY_ORDER.index(p[1].category), p[1].name.lower(), p[0].name.lower()))
+
+
+def format_age(age: timedelta) -> str:
+    """ "45 s ago", "4 min ago", "2 h 5 min ago", "3 days ago"."""
+    seconds = int(age.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 48 * 3600:
+        hours, minutes = divmod(seconds // 60, 60)
+        return f"{hours} h {minutes} min ago" if minutes else f"{hours} h ago"
+    return f"{seconds // 86400} days ago"
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """Power in W below 1 kW and kW above; state of charge in %; "-" when undefined."""
+    if value is None:
+        return "-"
+    if unit == "%":
+        return f"{value:.1f} %"
+    if abs(value) >= 1000:
+        return f"{value / 1000:,.2f} kW"
+    return f"{value:,.0f} W"

@@ -1,0 +1,282 @@
+"""The live view on a real temporary DuckDB file with crafted readings: newest reading, age, staleness, power flow."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from core import live, rollups
+from core.catalog import insert_meter, insert_site, insert_source
+from core.live import FlowKind, Status
+from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
+from core.readings_store import ingest
+from core.store import Store
+
+T0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)  # Brussels summer time: 12:00 local
+
+# (source name, category, type); every source polls every 15 minutes unless the test says otherwise
+FULL_SITE = [
+    ("Roof PV", Category.PROD, "solar"),
+    ("Building Load", Category.CONS, "load"),
+    ("Grid Import", Category.CONS, "grid"),
+    ("Battery", Category.STOR, "battery"),
+    ("Battery SoC", Category.STOR, "soc"),
+    ("Grid Export", Category.INJ, "grid"),
+]
+
+
+def build_site(
+    store: Store, sources: list[tuple[str, Category, str]], frequency: dict[str, UpdateFrequency | None] | None = None
+) -> tuple[int, dict[str, int]]:
+    """A site with one meter per category; `frequency[name] = None` makes a source without API."""
+    frequency = frequency or {}
+    ids: dict[str, int] = {}
+    with store.transaction() as con:
+        site_id = insert_site(con, SiteIn(name="Plant", latitude=50.85, longitude=4.35, timezone="Europe/Brussels"))
+        meters = {
+            category: insert_meter(con, site_id, MeterIn(name=f"{category.value} meter", category=category))
+            for category in {c for _, c, _ in sources}
+        }
+        for name, category, source_type in sources:
+            every = frequency.get(name, UpdateFrequency.MIN15)
+            api = (
+                ApiSettings(use_api=True, api_provider=Provider.SIMULATOR, update_frequency=every)
+                if every is not None
+                else ApiSettings(use_api=False)
+            )
+            source = SourceIn(
+                name=name,
+                source_type=source_type,
+                capacity_kw=10,
+                carbon_intensity_g_per_kwh=0,
+                cost_per_mwh=0,
+                api=api,
+            )
+            ids[name] = insert_source(con, meters[category], source)
+    return site_id, ids
+
+
+def write(
+    store: Store,
+    source_id: int,
+    start: datetime,
+    values: list[float | None],
+    step_s: int = 300,
+    received_at: datetime | None = None,
+) -> None:
+    """Readings every `step_s` from `start`, stored at `received_at` (by default long after they ended)."""
+    ts = [start + timedelta(seconds=step_s * i) for i in range(len(values))]
+    batch = pl.DataFrame(
+        {"source_id": [source_id] * len(values), "ts": ts, "interval_s": [step_s] * len(values), "value": values,
+         "is_final": [True] * len(values)},
+        schema={"source_id": pl.Int64, "ts": pl.Datetime("us", "UTC"), "interval_s": pl.Int32, "value": pl.Float64,
+                "is_final": pl.Boolean},
+    )  # fmt: skip
+    end = ts[-1] + timedelta(seconds=step_s)
+    with store.transaction() as con:
+        ingest(con, batch, received_at or end + timedelta(days=30))
+        rollups.refresh(con, [source_id], ts[0], end)
+
+
+def by_name(snapshot: live.LiveSnapshot) -> dict[str, live.SourceLive]:
+    return {s.source.name: s for s in snapshot.sources}
+
+
+def test_the_newest_reading_of_every_source(store: Store) -> None:
+    site, ids = build_site(store, FULL_SITE[:3])
+    write(store, ids["Roof PV"], T0, [1000.0, 2000.0, 3000.0])  # 10:00, 10:05, 10:10
+    write(store, ids["Building Load"], T0, [500.0, 700.0, None])  # the newest slot is the vendor's "no data"
+    snapshot = live.live_snapshot(store, site, T0 + timedelta(minutes=20))
+    sources = by_name(snapshot)
+    pv, load, grid = sources["Roof PV"], sources["Building Load"], sources["Grid Import"]
+    assert pv.reading is not None and load.reading is not None
+    assert (pv.value, pv.unit, pv.reading.ts, pv.reading.interval_s) == (3000.0, "W", T0 + timedelta(minutes=10), 300)
+    assert (load.value, load.reading.ts) == (700.0, T0 + timedelta(minutes=5))  # a NULL is not a reading
+    assert grid.reading is None and grid.status is Status.NO_DATA and grid.age is None
+    assert [s.source.name for s in snapshot.sources] == ["Roof PV", "Building Load", "Grid Import"]  # PROD first
+
+
+def test_age_counts_from_the_end_of_the_interval(store: Store) -> None:
+    site, ids = build_site(store, FULL_SITE[:1])
+    write(store, ids["Roof PV"], T0, [4000.0], step_s=900)  # covers 10:00-10:15
+    pv = by_name(live.live_snapshot(store, site, T0 + timedelta(minutes=20)))["Roof PV"]
+    assert pv.reading is not None and pv.reading.as_of == T0 + timedelta(minutes=15)
+    assert pv.age == timedelta(minutes=5)  # not 20: the value describes the site up to 10:15
+    assert live.format_age(timedelta(minutes=5)) == "5 min ago"
+
+
+def test_an_interval_still_open_when_stored_is_as_of_its_storing(store: Store) -> None:
+    site, ids = build_site(store, FULL_SITE[:1])
+    # The 10:15-10:30 interval, stored at 10:20 while it was running.
+    write(
+        store, ids["Roof PV"], T0 + timedelta(minutes=15), [4000.0], step_s=900, received_at=T0 + timedelta(minutes=20)
+    )
+    pv = by_name(live.live_snapshot(store, site, T0 + timedelta(minutes=22)))["Roof PV"]
+    assert pv.reading is not None and pv.reading.as_of == T0 + timedelta(minutes=20)
+    assert pv.age == timedelta(minutes=2)
+
+
+@pytest.mark.parametrize(
+    ("after_as_of", "status"),
+    [
+        (timedelta(minutes=29, seconds=59), Status.CURRENT),
+        (timedelta(minutes=30), Status.CURRENT),  # exactly twice the 15-minute cadence: still current
+        (timedelta(minutes=30, seconds=1), Status.STALE),
+    ],
+)
+def test_stale_after_twice_the_cadence(store: Store, after_as_of: timedelta, status: Status) -> None:
+    site, ids = build_site(store, FULL_SITE[:1])
+    write(store, ids["Roof PV"], T0, [4000.0], step_s=300)  # as of 10:05
+    snapshot = live.live_snapshot(store, site, T0 + timedelta(minutes=5) + after_as_of)
+    pv = by_name(snapshot)["Roof PV"]
+    assert (pv.age, pv.status) == (after_as_of, status)
+    flow = snapshot.flow[FlowKind.PRODUCTION]
+    if status is Status.CURRENT:
+        assert flow.value == 4000.0
+    else:
+        assert flow.value is None and flow.note == "Roof PV is stale: last reading 30 min ago"
+
+
+def test_the_cadence_follows_the_update_frequency(store: Store) -> None:
+    site, ids = build_site(store, FULL_SITE[:2], {"Building Load": UpdateFrequency.HOUR1})
+    for name in ("Roof PV", "Building Load"):
+        write(store, ids[name], T0, [1000.0], step_s=900)  # as of 10:15
+    sources = by_name(live.live_snapshot(store, site, T0 + timedelta(minutes=15 + 45)))
+    assert sources["Roof PV"].status is Status.STALE  # 45 min > 2 x 15 min
+    assert sources["Building Load"].status is Status.CURRENT  # 45 min <= 2 x 60 min
+
+
+def test_a_source_without_data_and_one_without_api(store: Store) -> None:
+    site, ids = build_site(store, FULL_SITE[:3], {"Grid Import": None})
+    write(store, ids["Roof PV"], T0, [1000.0])
+    write(store, ids["Grid Import"], T0 - timedelta(hours=3), [800.0], step_s=3600)  # imported, as of 08:00
+    snapshot = live.live_snapshot(store, site, T0 + timedelta(minutes=10))
+    sources = by_name(snapshot)
+    load, grid = sources["Building Load"], sources["Grid Import"]
+    assert (load.status, load.value, load.age) == (Status.NO_DATA, None, None)
+    assert grid.status is Status.NO_API and grid.age == timedelta(hours=2, minutes=10)  # > 2 x the nominal hour
+    assert grid.cadence == live.MANUAL_CADENCE
+    assert snapshot.flow[FlowKind.GRID_IMPORT].value is None
+    assert snapshot.flow[FlowKind.GRID_IMPORT].note == "Grid Import is not polled (no API): last reading 2 h 10 min ago"
+
+
+def test_missing_battery_is_undefined_not_zero(store: Store) -> None:
+    site, ids = build_site(store, [FULL_SITE[0], FULL_SITE[1]])
+    write(store, ids["Roof PV"], T0, [1000.0])
+    write(store, ids["Building Load"], T0, [1500.0])
+    flow = live.live_snapshot(store, site, T0 + timedelta(minutes=10)).flow
+    assert flow[FlowKind.BATTERY].value is None and flow[FlowKind.SOC].value is None
+    assert flow[FlowKind.BATTERY].note == "no battery source (STOR battery) at this site"
+    assert live.format_value(flow[FlowKind.BATTERY].value, "W") == "-"
+    assert (flow[FlowKind.PRODUCTION].value, flow[FlowKind.LOAD].value) == (1000.0, 1500.0)
+
+
+def test_load_is_computed_from_the_balance_without_a_load_source(store: Store) -> None:
+    site, ids = build_site(store, [s for s in FULL_SITE if s[0] != "Building Load"])
+    write(store, ids["Roof PV"], T0, [5000.0])
+    write(store, ids["Grid Import"], T0, [1000.0])
+    write(store, ids["Grid Export"], T0, [2000.0])
+    write(store, ids["Battery"], T0, [-500.0])  # charging
+    write(store, ids["Battery SoC"], T0, [63.5])
+    snapshot = live.live_snapshot(store, site, T0 + timedelta(minutes=10))
+    load = snapshot.flow[FlowKind.LOAD]
+    assert load.computed and load.value == 3500.0  # 5000 + 1000 - 2000 + (-500)
+    assert load.note is not None and "computed as production + grid import - grid export + battery" in load.note
+    soc = snapshot.flow[FlowKind.SOC]
+    assert (soc.value, FlowKind.SOC.unit, live.format_value(soc.value, "%")) == (63.5, "%", "63.5 %")
+    assert by_name(snapshot)["Battery SoC"].unit == "%"
+    # The chart follows the same balance, bucket by bucket.
+    assert snapshot.recent_load_computed
+    assert snapshot.recent.filter(pl.col("bucket") == T0)["load_w"].to_list() == [3500.0]
+
+
+def test_a_stale_load_source_gives_way_to_the_balance_and_a_stale_term_blocks_it(store: Store) -> None:
+    site, ids = build_site(store, FULL_SITE[:3])
+    write(store, ids["Roof PV"], T0, [5000.0])
+    write(store, ids["Grid Import"], T0, [1000.0])
+    write(store, ids["Building Load"], T0 - timedelta(hours=2), [9999.0])
+    load = live.live_snapshot(store, site, T0 + timedelta(minutes=10)).flow[FlowKind.LOAD]
+    assert load.computed and load.value == 6000.0
+    assert load.note is not None and load.note.startswith("Building Load is stale: last reading 2 h 5 min ago; ")
+
+    write(store, ids["Roof PV"], T0 + timedelta(minutes=5), [5100.0])
+    load = live.live_snapshot(store, site, T0 + timedelta(minutes=38)).flow[FlowKind.LOAD]
+    assert load.value is None  # PV is current (as of 10:10, 28 min ago), grid import is not (as of 10:05, 33 min ago)
+    assert load.note is not None and load.note.endswith("cannot be computed: Grid Import not current")
+
+
+def test_several_sources_of_one_flow_add_up_unless_one_is_stale(store: Store) -> None:
+    site, ids = build_site(store, [*FULL_SITE[:1], ("East PV", Category.PROD, "solar")])
+    write(store, ids["Roof PV"], T0, [1000.0])
+    write(store, ids["East PV"], T0, [250.0])
+    assert live.live_snapshot(store, site, T0 + timedelta(minutes=10)).flow[FlowKind.PRODUCTION].value == 1250.0
+    write(store, ids["Roof PV"], T0 + timedelta(minutes=5), [1100.0, 1200.0, 1300.0, 1400.0, 1500.0, 1600.0, 1700.0])
+    flow = live.live_snapshot(store, site, T0 + timedelta(minutes=45)).flow[FlowKind.PRODUCTION]
+    assert flow.value is None and flow.note == "East PV is stale: last reading 40 min ago"
+
+
+def test_a_reading_older_than_the_recent_window_is_still_found(store: Store) -> None:
+    site, ids = build_site(store, FULL_SITE[:2])
+    three_days_ago = T0 - timedelta(days=3)
+    write(store, ids["Building Load"], three_days_ago - timedelta(hours=1), [700.0, 800.0], step_s=1800)
+    write(store, ids["Roof PV"], T0, [1000.0])
+    snapshot = live.live_snapshot(store, site, T0 + timedelta(minutes=10))
+    load = by_name(snapshot)["Building Load"]
+    assert load.reading is not None
+    assert (load.value, load.reading.ts) == (800.0, three_days_ago - timedelta(minutes=30))
+    assert load.age == timedelta(days=3, minutes=10) and load.status is Status.STALE
+    assert load.problem() == "Building Load is stale: last reading 3 days ago"
+    assert by_name(snapshot)["Roof PV"].status is Status.CURRENT
+
+
+def test_readings_after_now_do_not_count(store: Store) -> None:
+    site, ids = build_site(store, FULL_SITE[:1])
+    write(store, ids["Roof PV"], T0, [1000.0, 2000.0])  # 10:00 and 10:05
+    pv = by_name(live.live_snapshot(store, site, T0 + timedelta(minutes=3)))["Roof PV"]
+    assert pv.value == 1000.0
+
+
+def test_recent_power_keeps_gaps_and_follows_the_coarsest_interval(store: Store) -> None:
+    site, ids = build_site(store, FULL_SITE[:3])
+    start = T0 - timedelta(minutes=30)
+    write(store, ids["Roof PV"], start, [1000.0, 2000.0, None, 4000.0, 5000.0, 6000.0])  # 09:30-10:00, 5-min
+    write(store, ids["Building Load"], start, [3000.0, 3000.0], step_s=900)  # 09:30 and 09:45, 15-min
+    write(store, ids["Grid Import"], start, [100.0])  # 09:30 only
+    snapshot = live.live_snapshot(store, site, T0)
+    recent = snapshot.recent
+    assert snapshot.recent_step_s == 900 and not snapshot.recent_load_computed
+    assert recent.columns == ["bucket", "production_w", "load_w", "grid_import_w"]
+    assert recent["bucket"][0] == T0 - live.RECENT and recent["bucket"][-1] == T0  # every bucket, 6 h back
+    assert recent.height == 6 * 4 + 1
+    rows = recent.filter(pl.col("bucket") >= start).rows()
+    assert rows == [
+        (start, 1500.0, 3000.0, 100.0),  # mean of 1000 and 2000 (the NULL is no reading)
+        (start + timedelta(minutes=15), 5000.0, 3000.0, None),  # mean of 4000, 5000 and 6000
+        (T0, None, None, None),
+    ]
+    assert recent.filter(pl.col("bucket") < start)["production_w"].null_count() == 6 * 4 - 2
+
+
+def test_age_and_value_formats() -> None:
+    assert [live.format_age(timedelta(seconds=s)) for s in (45, 240, 7500, 7200, 3 * 86400 + 5)] == [
+        "45 s ago",
+        "4 min ago",
+        "2 h 5 min ago",
+        "2 h ago",
+        "3 days ago",
+    ]
+    assert [live.format_value(v, "W") for v in (850.4, 12345.0, -2500.0, None)] == [
+        "850 W",
+        "12.35 kW",
+        "-2.50 kW",
+        "-",
+    ]
+
+
+def test_a_deleted_site_is_reported(store: Store) -> None:
+    from core.catalog import NotFound
+
+    with pytest.raises(NotFound, match="site 99 no longer exists"):
+        live.live_snapshot(store, 99, T0)
