@@ -1,0 +1,516 @@
+"""KPIs of a site for a period of local days: the period rules, reading the energies, the daily table, the view.
+
+A period is a range of whole local days [first_day, last_day] in the site's time zone (a DST day lasts 23 or 25
+hours). Days that ended before the data cut are read from `readings_daily` (one row per source and day); the day
+the cut falls in ("today so far") is read from `readings_15min` up to the cut, so the result follows the `now`
+it is given, never data written after it. The cut is `now` floored to the quarter hour: the open quarter is not
+expected yet. Battery charge and discharge are split by the sign of each hour's energy in `readings_hourly` (each
+quarter hour's for today so far): the daily rollup holds only their net, which is what the balance uses. A year of
+15-minute buckets would mean scanning the whole 15-minute table (17.5M rows at 500 sources) for a few batteries.
+
+Coverage: per source and day, the seconds with data (`covered_s`) over the seconds elapsed in the day; the
+period's coverage is over all energy sources of the site. Below 100 % the page says the data is incomplete.
+The formulas themselves are in core.kpi_formulas.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import duckdb
+import polars as pl
+
+from core.catalog import NotFound
+from core.kpi_formulas import (
+    COST,
+    KG_CO2,
+    KPI_KEYS,
+    KWH,
+    SHARE,
+    Flow,
+    Kpi,
+    Quantity,
+    Role,
+    SiteFlows,
+    compute_kpis,
+    format_number,
+    role_of,
+)
+from core.store import Store
+
+MAX_PERIOD_DAYS = 5 * 365 + 2  # five years, leap days included
+PRESETS = ("Today", "Yesterday", "This week", "This month", "Last month", "This year", "Custom")
+
+
+# --- periods ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    first_day: date
+    last_day: date
+
+    @property
+    def days(self) -> int:
+        return (self.last_day - self.first_day).days + 1
+
+
+def site_today(now: datetime, timezone: str) -> date:
+    return now.astimezone(ZoneInfo(timezone)).date()
+
+
+def preset_period(preset: str, today: date) -> Period:
+    """The local days of a preset; the current week, month and year run up to today."""
+    if preset == "Today":
+        return Period(today, today)
+    if preset == "Yesterday":
+        return Period(today - timedelta(days=1), today - timedelta(days=1))
+    if preset == "This week":
+        return Period(today - timedelta(days=today.weekday()), today)  # weeks start on Monday (ISO 8601)
+    if preset == "This month":
+        return Period(today.replace(day=1), today)
+    if preset == "Last month":
+        last = today.replace(day=1) - timedelta(days=1)
+        return Period(last.replace(day=1), last)
+    if preset == "This year":
+        return Period(today.replace(month=1, day=1), today)
+    raise ValueError(f"unknown period {preset!r}: choose one of {', '.join(PRESETS[:-1])}")
+
+
+def period_problem(first_day: date, last_day: date, today: date) -> str | None:
+    """Why a custom range cannot be shown, or None."""
+    if first_day > last_day:
+        return f"The start date {first_day} is after the end date {last_day}: pick a start on or before the end."
+    if first_day > today:
+        return f"The start date {first_day} is in the future: the latest day with data is today, {today}."
+    if last_day > today:
+        return f"The end date {last_day} is in the future: end the range today ({today}) at the latest."
+    days = (last_day - first_day).days + 1
+    if days > MAX_PERIOD_DAYS:
+        return f"The range spans {days:,} days: choose at most 5 years ({MAX_PERIOD_DAYS:,} days)."
+    return None
+
+
+def local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    """The UTC instant a local day starts."""
+    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+
+
+def data_cut(now: datetime) -> datetime:
+    """`now` floored to the quarter hour (UTC; site zones are offset by whole quarter hours)."""
+    now = now.astimezone(UTC)
+    floored = now - timedelta(minutes=now.minute % 15, seconds=now.second, microseconds=now.microsecond)
+    return floored
+
+
+@dataclass(frozen=True)
+class DaySpan:
+    """A local day of the period up to the cut: [start, end) in UTC; `whole` when it ended before the cut."""
+
+    day: date
+    start: datetime
+    end: datetime
+    whole: bool
+
+    @property
+    def seconds(self) -> int:
+        return int((self.end - self.start).total_seconds())
+
+
+def day_spans(period: Period, timezone: str, now: datetime) -> list[DaySpan]:
+    """The period's days that have begun before the cut (a day's length follows DST: 23, 24 or 25 hours)."""
+    zone, cut = ZoneInfo(timezone), data_cut(now)
+    spans = []
+    day = period.first_day
+    while day <= period.last_day:
+        start, end = local_midnight(day, zone), local_midnight(day + timedelta(days=1), zone)
+        if start >= cut:
+            break
+        spans.append(DaySpan(day, start, min(end, cut), end <= cut))
+        day += timedelta(days=1)
+    return spans
+
+
+# --- reading energies ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceCoverage:
+    source_id: int
+    name: str
+    covered_s: int
+    expected_s: int
+
+    @property
+    def share(self) -> float | None:
+        return min(1.0, self.covered_s / self.expected_s) if self.expected_s else None
+
+
+@dataclass(frozen=True)
+class KpiReport:
+    """A site's KPIs for a period, with the daily table and how complete the data was."""
+
+    site_id: int
+    site_name: str
+    timezone: str
+    period: Period
+    start: datetime | None  # UTC; None when no day of the period has begun
+    end: datetime | None  # the cut when the period reaches it ("so far"), else the end of the last day
+    so_far: bool
+    kpis: dict[str, Kpi]
+    coverage: float | None  # None when the site has no energy source or no time has elapsed
+    sources: tuple[SourceCoverage, ...]
+    daily: pl.DataFrame
+
+    @property
+    def incomplete_sources(self) -> list[SourceCoverage]:
+        return [s for s in self.sources if s.share is not None and s.share < 1.0]
+
+
+_SOURCE_SCHEMA = {
+    "source_id": pl.Int64,
+    "name": pl.String,
+    "role": pl.String,
+    "intensity": pl.Float64,
+    "price": pl.Float64,
+}
+
+
+def _site(con: duckdb.DuckDBPyConnection, site_id: int) -> tuple[str, str, pl.DataFrame]:
+    """The site's name, zone and energy sources with their roles. Reads only this site: the whole catalog of a
+    large fleet costs more to validate than the KPIs cost to compute."""
+    found = con.execute("SELECT name, timezone FROM sites WHERE id = ?", [site_id]).fetchall()
+    if not found:
+        raise NotFound(f"site {site_id} no longer exists")
+    rows = []
+    query = (
+        "SELECT e.id, e.name, m.category, e.source_type, e.carbon_intensity_g_per_kwh, e.cost_per_mwh"
+        " FROM energy_sources e JOIN meters m ON m.id = e.meter_id WHERE m.site_id = ? ORDER BY e.id"
+    )
+    for source_id, name, category, source_type, intensity, price in con.execute(query, [site_id]).fetchall():
+        role = role_of(category, source_type)
+        if role is not None:
+            rows.append((source_id, name, role.value, intensity, price))
+    return found[0][0], found[0][1], pl.DataFrame(rows, schema=_SOURCE_SCHEMA, orient="row")
+
+
+def _ts(value: datetime) -> str:
+    return f"TIMESTAMPTZ '{value.astimezone(UTC).isoformat()}'"
+
+
+def _read_energy(
+    con: duckdb.DuckDBPyConnection, sources: pl.DataFrame, spans: list[DaySpan], timezone: str
+) -> pl.DataFrame:
+    """Per source and day: energy_wh, covered_s, charge_wh, discharge_wh (rows only where a rollup has data)."""
+    ids = ", ".join(str(int(i)) for i in sources["source_id"])
+    battery = sources.filter(pl.col("role") == Role.BATTERY.value)["source_id"]
+    whole = [s for s in spans if s.whole]
+    partial = [s for s in spans if not s.whole]
+    parts = []
+    # Every literal below is formatted here from ints, datetimes and a validated IANA zone name.
+    if whole:
+        parts.append(
+            "SELECT source_id, bucket AS day_start, coalesce(energy_wh, 0) AS energy_wh, covered_s FROM readings_daily"
+            f" WHERE bucket >= {_ts(whole[0].start)} AND bucket < {_ts(whole[-1].end)} AND source_id IN ({ids})"
+        )
+    for span in partial:
+        parts.append(
+            f"SELECT source_id, {_ts(span.start)} AS day_start, coalesce(sum(energy_wh), 0) AS energy_wh,"
+            " sum(covered_s) AS covered_s"
+            f" FROM readings_15min WHERE bucket >= {_ts(span.start)} AND bucket < {_ts(span.end)}"
+            f" AND source_id IN ({ids}) GROUP BY source_id"
+        )
+    battery_sql = (
+        "SELECT NULL::BIGINT AS source_id, NULL::TIMESTAMPTZ AS day_start, 0.0 AS charge_wh, 0.0 AS discharge_wh"
+        " WHERE false"
+    )
+    if len(battery):
+        battery_ids = ", ".join(str(int(i)) for i in battery)
+        zone = timezone.replace("'", "''")
+        splits = []
+        # Charge and discharge by the sign of each hour (see the module docstring); today so far, of each quarter.
+        if whole:
+            splits.append(("readings_hourly", whole[0].start, whole[-1].end))
+        splits += [("readings_15min", span.start, span.end) for span in partial]
+        battery_sql = " UNION ALL ".join(
+            f"SELECT source_id, time_bucket(INTERVAL 1 DAY, bucket, '{zone}') AS day_start,"
+            " coalesce(sum(greatest(-energy_wh, 0)), 0) AS charge_wh,"
+            " coalesce(sum(greatest(energy_wh, 0)), 0) AS discharge_wh"
+            f" FROM {table} WHERE bucket >= {_ts(start)} AND bucket < {_ts(end)}"
+            f" AND source_id IN ({battery_ids}) GROUP BY ALL"
+            for table, start, end in splits
+        )
+    query = (
+        f"WITH e AS ({' UNION ALL '.join(parts)}), b AS ({battery_sql})"
+        " SELECT e.source_id, e.day_start, e.energy_wh::DOUBLE AS energy_wh, e.covered_s::BIGINT AS covered_s,"
+        " coalesce(b.charge_wh, 0)::DOUBLE AS charge_wh, coalesce(b.discharge_wh, 0)::DOUBLE AS discharge_wh"
+        " FROM e LEFT JOIN b USING (source_id, day_start)"
+    )
+    return con.sql(query).pl()
+
+
+# --- shaping ---------------------------------------------------------------------------------------------
+
+
+def _configured(sources: pl.DataFrame) -> dict[str, tuple[float, float]]:
+    """Per role: the mean configured intensity and price, for periods in which the role saw no energy."""
+    means = sources.group_by("role").agg(pl.col("intensity").mean(), pl.col("price").mean())
+    return {r["role"]: (r["intensity"], r["price"]) for r in means.iter_rows(named=True)}
+
+
+def _flows(totals: dict[str, dict[str, float]], configured: dict[str, tuple[float, float]],
+           parts: dict[str, tuple[Quantity, ...]] | None = None) -> SiteFlows:  # fmt: skip
+    """SiteFlows from per-role sums (roles without a source stay None; roles without data are zero)."""
+    flows: dict[str, Flow] = {}
+    for role, (intensity, price) in configured.items():
+        sums = totals.get(role, {})
+        flows[role] = Flow(
+            energy_kwh=sums.get("energy_kwh", 0.0),
+            co2_g=sums.get("co2_g", 0.0),
+            cost=sums.get("cost", 0.0),
+            configured_intensity=intensity,
+            configured_price=price,
+            charge_kwh=sums.get("charge_kwh", 0.0),
+            discharge_kwh=sums.get("discharge_kwh", 0.0),
+            parts=(parts or {}).get(role, ()),
+        )
+    return SiteFlows(
+        production=flows.get(Role.PRODUCTION.value),
+        load=flows.get(Role.LOAD.value),
+        grid_import=flows.get(Role.GRID_IMPORT.value),
+        grid_export=flows.get(Role.GRID_EXPORT.value),
+        battery=flows.get(Role.BATTERY.value),
+    )
+
+
+_SUMS = ("energy_kwh", "co2_g", "cost", "charge_kwh", "discharge_kwh")
+
+
+def _role_sums(frame: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    return frame.group_by([*by, "role"]).agg(pl.col(list(_SUMS)).sum())
+
+
+def _parts(per_source: pl.DataFrame) -> dict[str, tuple[Quantity, ...]]:
+    """Each source's energy in the period, named, for the inputs of the KPIs that sum them."""
+    parts: dict[str, list[Quantity]] = defaultdict(list)
+    for row in per_source.sort("source_id").iter_rows(named=True):
+        if row["role"] == Role.BATTERY.value:
+            parts[row["role"]] += [
+                Quantity(f"{row['name']}: discharge", row["discharge_kwh"], "kWh"),
+                Quantity(f"{row['name']}: charge", row["charge_kwh"], "kWh"),
+            ]
+        else:
+            parts[row["role"]].append(Quantity(row["name"], row["energy_kwh"], "kWh"))
+    return {role: tuple(quantities) for role, quantities in parts.items()}
+
+
+def _empty_energy() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "source_id": pl.Int64, "day_start": pl.Datetime("us", "UTC"), "energy_wh": pl.Float64,
+            "covered_s": pl.Int64, "charge_wh": pl.Float64, "discharge_wh": pl.Float64,
+        }
+    )  # fmt: skip
+
+
+def read_site_kpis(con: duckdb.DuckDBPyConnection, site_id: int, period: Period, now: datetime) -> KpiReport:
+    """The site's KPIs over the period up to `now`, read through an open (read-only) connection."""
+    site_name, timezone, sources = _site(con, site_id)
+    spans = day_spans(period, timezone, now)
+    energy = _read_energy(con, sources, spans, timezone) if spans and len(sources) else _empty_energy()
+    days = pl.DataFrame(
+        {
+            "day_start": [s.start for s in spans],
+            "day": [s.day for s in spans],
+            "expected_s": [s.seconds for s in spans],
+        },
+        schema={"day_start": pl.Datetime("us", "UTC"), "day": pl.Date, "expected_s": pl.Int64},
+    )
+    rows = (
+        energy.with_columns(pl.col("day_start").dt.convert_time_zone("UTC"))
+        .join(days, on="day_start", how="inner")
+        .join(sources, on="source_id", how="inner")
+        .with_columns(
+            (pl.col("energy_wh") / 1000.0).alias("energy_kwh"),
+            (pl.col("charge_wh") / 1000.0).alias("charge_kwh"),
+            (pl.col("discharge_wh") / 1000.0).alias("discharge_kwh"),
+            pl.min_horizontal(pl.col("covered_s").fill_null(0), pl.col("expected_s")).alias("covered_s"),
+        )
+        .with_columns(
+            (pl.col("energy_kwh") * pl.col("intensity")).alias("co2_g"),
+            (pl.col("energy_kwh") * pl.col("price") / 1000.0).alias("cost"),
+        )
+    )
+    configured = _configured(sources)
+    per_source = rows.group_by("source_id", "role").agg(pl.col(list(_SUMS)).sum(), pl.col("covered_s").sum())
+    per_source = sources.join(per_source, on=["source_id", "role"], how="left").fill_null(0)
+    period_totals = {r["role"]: r for r in _role_sums(rows, []).iter_rows(named=True)}
+    kpis = compute_kpis(_flows(period_totals, configured, _parts(per_source)))
+
+    expected = sum(s.seconds for s in spans)
+    coverage = tuple(
+        SourceCoverage(r["source_id"], r["name"], int(r["covered_s"]), expected)
+        for r in per_source.iter_rows(named=True)
+    )
+    total_expected = expected * len(coverage)
+    share = min(1.0, sum(c.covered_s for c in coverage) / total_expected) if total_expected else None
+    return KpiReport(
+        site_id=site_id,
+        site_name=site_name,
+        timezone=timezone,
+        period=period,
+        start=spans[0].start if spans else None,
+        end=spans[-1].end if spans else None,
+        so_far=bool(spans) and not spans[-1].whole,
+        kpis=kpis,
+        coverage=share,
+        sources=coverage,
+        daily=_daily_table(site_name, days, rows, configured, len(sources)),
+    )
+
+
+def _daily_table(
+    site_name: str, days: pl.DataFrame, rows: pl.DataFrame, configured: dict[str, tuple[float, float]], n_sources: int
+) -> pl.DataFrame:
+    """One row per local day: coverage and every KPI (null when undefined, or when the day has no data at all)."""
+    by_day: dict[date, dict[str, dict[str, float]]] = defaultdict(dict)
+    for r in _role_sums(rows, ["day"]).iter_rows(named=True):
+        by_day[r["day"]][r["role"]] = r
+    covered = dict(rows.group_by("day").agg(pl.col("covered_s").sum()).iter_rows())
+    records = []
+    for day, expected in days.select("day", "expected_s").iter_rows():
+        day_covered = covered.get(day, 0)
+        values: dict[str, float | None] = dict.fromkeys(KPI_KEYS)
+        if day_covered:
+            values = {key: kpi.value for key, kpi in compute_kpis(_flows(by_day[day], configured)).items()}
+        share = day_covered / (expected * n_sources) if n_sources and expected else None
+        records.append({"site": site_name, "day": day, "coverage_pct": None if share is None else 100.0 * share,
+                        **values})  # fmt: skip
+    schema = {"site": pl.String, "day": pl.Date, "coverage_pct": pl.Float64} | dict.fromkeys(KPI_KEYS, pl.Float64)
+    return pl.DataFrame(records, schema=schema)
+
+
+def site_kpis(store: Store, site_id: int, period: Period, now: datetime) -> KpiReport:
+    """`read_site_kpis` in one short read-only connection."""
+    with store.connect(read_only=True) as con:
+        return read_site_kpis(con, site_id, period, now)
+
+
+DAILY_HEADERS = {
+    "coverage_pct": ("Coverage", "%"),
+    "e_prod_kwh": ("Production (kWh)", KWH),
+    "e_load_kwh": ("Consumption (kWh)", KWH),
+    "e_imp_kwh": ("Grid import (kWh)", KWH),
+    "e_exp_kwh": ("Grid export (kWh)", KWH),
+    "e_self_kwh": ("Self-consumed (kWh)", KWH),
+    "battery_discharge_kwh": ("Battery discharge (kWh)", KWH),
+    "battery_charge_kwh": ("Battery charge (kWh)", KWH),
+    "battery_net_kwh": ("Battery net (kWh)", KWH),
+    "self_consumption": ("Self-consumption", SHARE),
+    "self_sufficiency": ("Self-sufficiency", SHARE),
+    "emissions_kg": ("Emissions (kg CO2)", KG_CO2),
+    "co2_avoided_kg": ("CO2 avoided (kg)", KG_CO2),
+    "import_cost": ("Import cost", COST),
+    "export_revenue": ("Export revenue", COST),
+    "savings": ("Savings", COST),
+}
+
+
+def daily_for_display(daily: pl.DataFrame) -> pl.DataFrame:
+    """The daily table as text with readable headers: shares in %, "-" where a KPI is undefined.
+
+    The downloads keep `daily` itself (numbers, nulls), which suits spreadsheets and notebooks better."""
+    shown = {"Site": daily["site"], "Day": daily["day"].cast(pl.String)}
+    for column, (header, unit) in DAILY_HEADERS.items():
+        shown[header] = pl.Series([format_number(v, unit) for v in daily[column]], dtype=pl.String)
+    return pl.DataFrame(shown)
+
+
+# --- the view for SQL users ------------------------------------------------------------------------------
+
+# v_kpi_daily: the KPIs of core.kpi_formulas per site and local day, from `readings_daily`: one row per site and
+# day that has data; today's row holds today so far, and its coverage is of the whole day. The same rules as the
+# Python: a grid flow without a source is unknown (NULL), production and battery without a source are 0; ratios
+# are clipped to [0, 1] and NULL when their denominator is <= 0. DuckDB's greatest/least skip NULLs, so every
+# NULL case is written out with CASE. Battery charge and discharge are left out: the daily rollup holds their net.
+KPI_DAILY_VIEW_SQL = """
+CREATE OR REPLACE VIEW v_kpi_daily AS
+WITH roles AS (
+    SELECT s.id AS site_id, s.name AS site, s.timezone, e.id AS source_id,
+           e.carbon_intensity_g_per_kwh AS intensity, e.cost_per_mwh AS price,
+           CASE
+               WHEN m.category = 'PROD' THEN 'production'
+               WHEN m.category = 'CONS' AND e.source_type = 'load' THEN 'load'
+               WHEN m.category = 'CONS' AND e.source_type = 'grid' THEN 'grid_import'
+               WHEN m.category = 'INJ' THEN 'grid_export'
+               WHEN m.category = 'STOR' AND e.source_type = 'battery' THEN 'battery'
+           END AS role
+    FROM energy_sources e JOIN meters m ON m.id = e.meter_id JOIN sites s ON s.id = m.site_id
+),
+site_roles AS (
+    SELECT site_id,
+           bool_or(role = 'production') AS has_prod, bool_or(role = 'load') AS has_load,
+           bool_or(role = 'grid_import') AS has_imp, bool_or(role = 'grid_export') AS has_exp,
+           avg(intensity) FILTER (WHERE role = 'production') AS prod_intensity_configured,
+           avg(intensity) FILTER (WHERE role = 'grid_import') AS imp_intensity_configured,
+           avg(price) FILTER (WHERE role = 'grid_import') AS imp_price_configured,
+           count(*) AS energy_sources
+    FROM roles WHERE role IS NOT NULL GROUP BY site_id
+),
+sums AS (
+    SELECT r.site_id, r.site, r.timezone, d.bucket,
+           -- a site day lasts 23, 24 or 25 hours; no source counts for more than the whole day
+           epoch(timezone(r.timezone, timezone(r.timezone, d.bucket) + INTERVAL 1 DAY)) - epoch(d.bucket) AS day_s,
+           sum(least(d.covered_s, day_s)) AS covered_s,
+           coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'production'), 0) / 1000.0 AS prod_kwh,
+           coalesce(sum(d.energy_wh * r.intensity) FILTER (WHERE r.role = 'production'), 0) / 1000.0 AS prod_co2_g,
+           coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'load'), 0) / 1000.0 AS load_kwh,
+           coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'grid_import'), 0) / 1000.0 AS imp_kwh,
+           coalesce(sum(d.energy_wh * r.intensity) FILTER (WHERE r.role = 'grid_import'), 0) / 1000.0 AS imp_co2_g,
+           coalesce(sum(d.energy_wh * r.price) FILTER (WHERE r.role = 'grid_import'), 0) / 1e6 AS imp_cost,
+           coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'grid_export'), 0) / 1000.0 AS exp_kwh,
+           coalesce(sum(d.energy_wh * r.price) FILTER (WHERE r.role = 'grid_export'), 0) / 1e6 AS exp_revenue,
+           coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'battery'), 0) / 1000.0 AS bat_kwh
+    FROM readings_daily d JOIN roles r ON r.source_id = d.source_id
+    WHERE r.role IS NOT NULL
+    GROUP BY r.site_id, r.site, r.timezone, d.bucket
+),
+flows AS (
+    SELECT x.*, s.has_prod, s.has_load, s.has_imp, s.has_exp, s.energy_sources,
+           CASE WHEN s.has_imp THEN x.imp_kwh END AS e_imp,
+           CASE WHEN s.has_exp THEN x.exp_kwh END AS e_exp,
+           CASE WHEN x.prod_kwh > 0 THEN x.prod_co2_g / x.prod_kwh
+                ELSE coalesce(s.prod_intensity_configured, 0) END AS i_prod,
+           CASE WHEN s.has_imp THEN
+                CASE WHEN x.imp_kwh > 0 THEN x.imp_co2_g / x.imp_kwh ELSE s.imp_intensity_configured END
+           END AS i_grid,
+           CASE WHEN s.has_imp THEN
+                CASE WHEN x.imp_kwh > 0 THEN x.imp_cost * 1000 / x.imp_kwh ELSE s.imp_price_configured END
+           END AS p_imp
+    FROM sums x JOIN site_roles s USING (site_id)
+),
+balance AS (
+    SELECT f.*,
+           CASE WHEN has_load THEN load_kwh ELSE prod_kwh + e_imp - e_exp + bat_kwh END AS e_load,
+           CASE WHEN NOT has_prod THEN 0.0
+                WHEN e_exp IS NOT NULL THEN greatest(prod_kwh - e_exp, 0) END AS e_self
+    FROM flows f
+)
+SELECT site_id, site, CAST(timezone(timezone, bucket) AS DATE) AS day, bucket,
+       100.0 * covered_s / (energy_sources * day_s) AS coverage_pct,
+       prod_kwh AS e_prod_kwh, e_exp AS e_exp_kwh, e_imp AS e_imp_kwh, e_load AS e_load_kwh,
+       e_self AS e_self_kwh, bat_kwh AS battery_net_kwh,
+       CASE WHEN prod_kwh > 0 AND e_self IS NOT NULL THEN greatest(0, least(1, e_self / prod_kwh)) END
+           AS self_consumption,
+       CASE WHEN e_load > 0 AND e_imp IS NOT NULL THEN greatest(0, least(1, (e_load - e_imp) / e_load)) END
+           AS self_sufficiency,
+       CASE WHEN has_imp AND e_self IS NOT NULL THEN (imp_co2_g + e_self * i_prod) / 1000 END AS emissions_kg,
+       (prod_kwh * i_grid - prod_co2_g) / 1000 AS co2_avoided_kg,
+       CASE WHEN has_imp THEN imp_cost END AS import_cost,
+       CASE WHEN has_exp THEN exp_revenue END AS export_revenue,
+       e_self * p_imp / 1000 AS savings
+FROM balance
+"""
