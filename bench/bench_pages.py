@@ -27,8 +27,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.bench_catalog import _populate
+from core import api_health, coverage, history, kpis, live, rollups
 from core import catalog as cat
-from core import history, kpis, live, rollups
+from core.crypto import SecretBox, generate_key
 from core.models import Site
 from core.schema import migrate
 from core.store import Store
@@ -73,6 +74,15 @@ def generate(store: Store, days: int, end: datetime) -> int:
             """,
             [start, end],
         )
+        # A month of 5-minute polls per source in the collector's log, as the API Health page reads it.
+        con.execute(
+            "INSERT INTO collector_runs (source_id, provider, started_at, duration_ms, outcome, http_status)"
+            " SELECT e.id, 'simulator', r.ts, 50 + hash(e.id, r.ts) % 800, CASE WHEN hash(r.ts, e.id) % 50 = 0"
+            " THEN 'connection_error' ELSE 'ok' END, 200"
+            " FROM range(?::TIMESTAMPTZ, ?::TIMESTAMPTZ, INTERVAL 5 MINUTE) r(ts) CROSS JOIN energy_sources e"
+            " ORDER BY r.ts",
+            [end - timedelta(days=min(days, 31)), end],
+        )
         ids = [r[0] for r in con.sql("SELECT id FROM energy_sources").fetchall()]
         rollups.refresh(con, ids, start, end)
         return int(con.sql("SELECT count(*) FROM readings").fetchall()[0][0])
@@ -95,6 +105,7 @@ def measure(action: Callable[[], object], runs: int) -> tuple[float, float]:
 
 def page_data_calls(store: Store, site: Site, now: datetime) -> dict[str, Callable[[], object]]:
     """What each analytics page loads on its first run, by page file (the pages' default choices)."""
+    box = SecretBox([generate_key()])
     today = kpis.site_today(now, site.timezone)
     week = (today - timedelta(days=6), today)
     catalog = cat.load_catalog(store)
@@ -108,6 +119,10 @@ def page_data_calls(store: Store, site: Site, now: datetime) -> dict[str, Callab
             ),
         ),
         "pages/kpis.py": lambda: kpis.site_kpis(store, site.id, kpis.preset_period("This month", today), now),
+        "pages/api_health.py": lambda: (
+            api_health.load_health(store, box, now),
+            coverage.load_coverage(store, now, site_id=site.id),
+        ),
     }
 
 
