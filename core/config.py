@@ -51,6 +51,77 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8501",
         description="Address users open the dashboard at; OAuth providers redirect back to it.",
     )
+    # Alert thresholds (core.alert_rules; the README's alerts section gives each rule's formula).
+    alert_no_data_factor: float = Field(
+        2.0,
+        gt=0,
+        description="No data: a source with the API enabled alerts when its newest reading ended more than this many"
+        " update periods ago.",
+    )
+    alert_zero_w: float = Field(
+        10.0,
+        ge=0,
+        description="PV zero in sun: production at or below this many W counts as zero (and below minus this many W"
+        " as negative, for out of bounds).",
+    )
+    alert_zero_minutes: float = Field(
+        30.0, gt=0, description="PV zero in sun: minutes of zero production in daylight before it alerts."
+    )
+    alert_sun_elevation_deg: float = Field(
+        10.0,
+        ge=0,
+        lt=90,
+        description="PV zero in sun: daylight means the sun is more than this many degrees above the horizon.",
+    )
+    alert_low_yield_share: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Low daily yield: yesterday's PV energy below this share of the clear-sky expectation alerts.",
+    )
+    alert_performance_ratio: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Low daily yield: share of clear-sky irradiance a healthy PV system turns into energy.",
+    )
+    alert_max_capacity_factor: float = Field(
+        1.2, gt=0, description="Out of bounds: production above this multiple of the source's capacity alerts."
+    )
+    alert_night_elevation_deg: float = Field(
+        -6.0,
+        ge=-90,
+        le=0,
+        description="Out of bounds: night means the sun is below this elevation in degrees (-6: civil twilight ended).",
+    )
+    alert_night_max_share: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Out of bounds: PV production above this share of capacity at night alerts.",
+    )
+    alert_soc_stuck_hours: float = Field(
+        6.0,
+        gt=0,
+        description="SoC stuck: hours the state of charge must stay unchanged while the battery power shows flow.",
+    )
+    alert_soc_stuck_hours_without_power: float = Field(
+        24.0,
+        gt=0,
+        description="SoC stuck: hours unchanged before it alerts on a site without a battery power source.",
+    )
+    alert_soc_range_pct: float = Field(
+        0.5,
+        gt=0,
+        description="SoC stuck: the state of charge counts as unchanged while it moves less than this many points.",
+    )
+    alert_soc_flow_share: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="SoC stuck: battery power averaging (in absolute value) more than this share of its capacity"
+        " is real flow.",
+    )
 
 
 def load_settings() -> Settings:

@@ -198,6 +198,43 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             FROM collector_runs c LEFT JOIN v_sources v USING (source_id);
         """,
     ),
+    (
+        6,
+        "alerts",
+        # One row per occurrence of a rule's condition on a source (core.alerts): at most one row per (rule,
+        # source) is open or acknowledged at a time; a new occurrence after `resolved_at` is a new row. No CHECK on
+        # `rule`, so a new rule needs no migration. `site_id` is the source's site when the alert opened.
+        # The view's LEFT JOINs keep the history of sources deleted since.
+        """
+        CREATE SEQUENCE alerts_id_seq;
+        CREATE TABLE alerts (
+            id BIGINT PRIMARY KEY DEFAULT nextval('alerts_id_seq'),
+            rule VARCHAR NOT NULL,
+            source_id BIGINT NOT NULL,
+            site_id BIGINT,
+            severity VARCHAR NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
+            status VARCHAR NOT NULL CHECK (status IN ('open', 'acknowledged', 'resolved')),
+            opened_at TIMESTAMPTZ NOT NULL,
+            last_seen_at TIMESTAMPTZ NOT NULL,
+            acknowledged_at TIMESTAMPTZ,
+            resolved_at TIMESTAMPTZ,
+            message VARCHAR NOT NULL,
+            value DOUBLE
+        );
+        CREATE VIEW v_alerts AS
+            SELECT a.id, a.rule, a.severity, a.status, s.name AS site, m.name AS meter, m.category,
+                   e.name AS source, a.message, a.value,
+                   a.opened_at, timezone(s.timezone, a.opened_at) AS opened_at_local,
+                   a.last_seen_at, timezone(s.timezone, a.last_seen_at) AS last_seen_at_local,
+                   a.acknowledged_at, timezone(s.timezone, a.acknowledged_at) AS acknowledged_at_local,
+                   a.resolved_at, timezone(s.timezone, a.resolved_at) AS resolved_at_local,
+                   s.timezone, a.site_id, a.source_id
+            FROM alerts a
+            LEFT JOIN energy_sources e ON e.id = a.source_id
+            LEFT JOIN meters m ON m.id = e.meter_id
+            LEFT JOIN sites s ON s.id = a.site_id;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -22,7 +22,9 @@ from zoneinfo import ZoneInfo
 import schedule
 
 from core import catalog as cat
-from core.collection import Collection, backfill
+from core.alert_rules import Thresholds
+from core.alerts import evaluate as evaluate_alerts
+from core.collection import READ_WAIT_S, Collection, backfill
 from core.config import Settings
 from core.crypto import SecretsError
 from core.models import UpdateFrequency
@@ -37,6 +39,7 @@ from jobs.cli import CliError, settings_from_env
 
 log = logging.getLogger("dataconn.collector")
 WORKERS = 4
+ALERTS_FLOOR_MIN = 15  # the alert rules run at least this often, polls or not
 
 
 class Collector:
@@ -49,6 +52,10 @@ class Collector:
         self.lock = threading.Lock()
         self.intervals: dict[GroupKey, int] = {}
         self.stop = stop or threading.Event()
+        # Alerts are evaluated after every poll, one evaluation at a time: a poll that ends during an evaluation
+        # asks for one more instead of running its own (see `evaluate_alerts`).
+        self._alerts_due = threading.Event()
+        self._alerts_running = threading.Lock()
 
     def dispatch(self, key: GroupKey) -> None:
         with self.lock:
@@ -66,6 +73,23 @@ class Collector:
         finally:
             with self.lock:
                 self.in_flight.discard(key)
+        # Also after a failed poll: a vendor that keeps failing is exactly what the no-data rule must report.
+        self.evaluate_alerts()
+
+    def evaluate_alerts(self) -> None:
+        """Evaluate the alert rules over every source, unless an evaluation is running: then that one goes once
+        more when it ends, so the latest poll is always looked at without evaluations piling up."""
+        self._alerts_due.set()
+        while self._alerts_due.is_set() and self._alerts_running.acquire(blocking=False):
+            try:
+                while self._alerts_due.is_set():
+                    self._alerts_due.clear()
+                    if not run_alerts(self.runtime, log_busy=False):
+                        self.collection.note_held()  # logged once per hold, not once per poll
+                        self._alerts_due.clear()  # the next poll tries again
+                        return
+            finally:
+                self._alerts_running.release()
 
     def sync(self) -> None:
         """Make the jobs match the configuration: one job per vendor site at its sources' fastest frequency.
@@ -122,11 +146,30 @@ class Collector:
         self.scheduler.every(1).minutes.do(self.sync)
         self.executor.submit(self.retention)
         self.scheduler.every(1).days.do(lambda: self.executor.submit(self.retention))
+        # Polls trigger the alert rules; this floor also covers a database with no polled source (imported data).
+        self.scheduler.every(ALERTS_FLOOR_MIN).minutes.do(lambda: self.executor.submit(self.evaluate_alerts))
         while not self.stop.is_set():
             self.scheduler.run_pending()
             self.stop.wait(1)
         log.info("stopping: finishing the polls in hand")
         self.executor.shutdown(wait=True)
+
+
+def run_alerts(runtime: Runtime, *, log_busy: bool = True) -> bool:
+    """One evaluation of the alert rules at now; False when another program held the file (skipped, no trace)."""
+    try:
+        outcome = evaluate_alerts(
+            runtime.store, Thresholds.from_settings(runtime.settings), datetime.now(UTC), timeout_s=READ_WAIT_S
+        )
+    except StoreBusy:
+        if log_busy:
+            log.info("alerts not evaluated this time: another program holds the database")
+        return False
+    except Exception:  # the job boundary: a failing evaluation must not stop collection
+        log.exception("alert evaluation failed")
+        return True
+    log.log(logging.INFO if outcome.opened or outcome.resolved else logging.DEBUG, "alerts: %s", outcome.summary())
+    return True
 
 
 def collection_for(runtime: Runtime) -> Collection:
@@ -202,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.once:
             report = collection_for(runtime).run(datetime.now(UTC))
             print(report.summary())
+            run_alerts(runtime)
             return 0
     except (CliError, StoreError, SecretsError) as exc:
         print(f"collector: {exc}", file=sys.stderr)
