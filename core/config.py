@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         400, ge=1, description="Raw readings older than this many days are dropped (after rolling them up)."
     )
     retention_cache_days: int = Field(7, ge=1, description="Cached raw vendor responses are kept this many days.")
+    live_refresh_s: int = Field(
+        30, ge=2, le=3600, description="Seconds between two reloads of the Live page's panel (not the whole page)."
+    )
     test_cache_ttl_s: int = Field(
         60,
         ge=0,

@@ -2,7 +2,7 @@
 
 The inputs are the site's energy flows, each summed over the sources that play one role (`Flow`); the output is
 one `Kpi` per figure with its value, unit, formula and the inputs it used, so a page can show the number, how it
-was obtained and from what. The SQL view `v_kpi_daily` (core.kpis.KPI_DAILY_VIEW_SQL) repeats these rules; a
+was obtained and from what. The SQL view `v_kpi_daily` (migration 7 in core.schema) repeats these rules; a
 test keeps the two equal.
 
 Rules beyond DESIGN.md, and why:

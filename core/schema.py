@@ -235,6 +235,97 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             LEFT JOIN sites s ON s.id = a.site_id;
         """,
     ),
+    (
+        7,
+        "daily KPIs view",
+        # v_kpi_daily: the KPIs of core.kpi_formulas per site and local day, from `readings_daily`: one row per site and
+        # day that has data; today's row holds today so far, and its coverage is of the whole day. The same rules as the
+        # Python: a grid flow without a source is unknown (NULL), production and battery without a source are 0; ratios
+        # are clipped to [0, 1] and NULL when their denominator is <= 0. DuckDB's greatest/least skip NULLs, so every
+        # NULL case is written out with CASE. Battery charge and discharge are left out: the daily rollup holds their
+        # net.
+        """
+        CREATE VIEW v_kpi_daily AS
+        WITH roles AS (
+            SELECT s.id AS site_id, s.name AS site, s.timezone, e.id AS source_id,
+                   e.carbon_intensity_g_per_kwh AS intensity, e.cost_per_mwh AS price,
+                   CASE
+                       WHEN m.category = 'PROD' THEN 'production'
+                       WHEN m.category = 'CONS' AND e.source_type = 'load' THEN 'load'
+                       WHEN m.category = 'CONS' AND e.source_type = 'grid' THEN 'grid_import'
+                       WHEN m.category = 'INJ' THEN 'grid_export'
+                       WHEN m.category = 'STOR' AND e.source_type = 'battery' THEN 'battery'
+                   END AS role
+            FROM energy_sources e JOIN meters m ON m.id = e.meter_id JOIN sites s ON s.id = m.site_id
+        ),
+        site_roles AS (
+            SELECT site_id,
+                   bool_or(role = 'production') AS has_prod, bool_or(role = 'load') AS has_load,
+                   bool_or(role = 'grid_import') AS has_imp, bool_or(role = 'grid_export') AS has_exp,
+                   avg(intensity) FILTER (WHERE role = 'production') AS prod_intensity_configured,
+                   avg(intensity) FILTER (WHERE role = 'grid_import') AS imp_intensity_configured,
+                   avg(price) FILTER (WHERE role = 'grid_import') AS imp_price_configured,
+                   count(*) AS energy_sources
+            FROM roles WHERE role IS NOT NULL GROUP BY site_id
+        ),
+        sums AS (
+            SELECT r.site_id, r.site, r.timezone, d.bucket,
+                   -- a site day lasts 23, 24 or 25 hours; no source counts for more than the whole day
+                   epoch(timezone(r.timezone, timezone(r.timezone, d.bucket) + INTERVAL 1 DAY))
+                       - epoch(d.bucket) AS day_s,
+                   sum(least(d.covered_s, day_s)) AS covered_s,
+                   coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'production'), 0) / 1000.0 AS prod_kwh,
+                   coalesce(sum(d.energy_wh * r.intensity) FILTER (WHERE r.role = 'production'), 0) / 1000.0
+                       AS prod_co2_g,
+                   coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'load'), 0) / 1000.0 AS load_kwh,
+                   coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'grid_import'), 0) / 1000.0 AS imp_kwh,
+                   coalesce(sum(d.energy_wh * r.intensity) FILTER (WHERE r.role = 'grid_import'), 0) / 1000.0
+                       AS imp_co2_g,
+                   coalesce(sum(d.energy_wh * r.price) FILTER (WHERE r.role = 'grid_import'), 0) / 1e6 AS imp_cost,
+                   coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'grid_export'), 0) / 1000.0 AS exp_kwh,
+                   coalesce(sum(d.energy_wh * r.price) FILTER (WHERE r.role = 'grid_export'), 0) / 1e6 AS exp_revenue,
+                   coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'battery'), 0) / 1000.0 AS bat_kwh
+            FROM readings_daily d JOIN roles r ON r.source_id = d.source_id
+            WHERE r.role IS NOT NULL
+            GROUP BY r.site_id, r.site, r.timezone, d.bucket
+        ),
+        flows AS (
+            SELECT x.*, s.has_prod, s.has_load, s.has_imp, s.has_exp, s.energy_sources,
+                   CASE WHEN s.has_imp THEN x.imp_kwh END AS e_imp,
+                   CASE WHEN s.has_exp THEN x.exp_kwh END AS e_exp,
+                   CASE WHEN x.prod_kwh > 0 THEN x.prod_co2_g / x.prod_kwh
+                        ELSE coalesce(s.prod_intensity_configured, 0) END AS i_prod,
+                   CASE WHEN s.has_imp THEN
+                        CASE WHEN x.imp_kwh > 0 THEN x.imp_co2_g / x.imp_kwh ELSE s.imp_intensity_configured END
+                   END AS i_grid,
+                   CASE WHEN s.has_imp THEN
+                        CASE WHEN x.imp_kwh > 0 THEN x.imp_cost * 1000 / x.imp_kwh ELSE s.imp_price_configured END
+                   END AS p_imp
+            FROM sums x JOIN site_roles s USING (site_id)
+        ),
+        balance AS (
+            SELECT f.*,
+                   CASE WHEN has_load THEN load_kwh ELSE prod_kwh + e_imp - e_exp + bat_kwh END AS e_load,
+                   CASE WHEN NOT has_prod THEN 0.0
+                        WHEN e_exp IS NOT NULL THEN greatest(prod_kwh - e_exp, 0) END AS e_self
+            FROM flows f
+        )
+        SELECT site_id, site, CAST(timezone(timezone, bucket) AS DATE) AS day, bucket,
+               100.0 * covered_s / (energy_sources * day_s) AS coverage_pct,
+               prod_kwh AS e_prod_kwh, e_exp AS e_exp_kwh, e_imp AS e_imp_kwh, e_load AS e_load_kwh,
+               e_self AS e_self_kwh, bat_kwh AS battery_net_kwh,
+               CASE WHEN prod_kwh > 0 AND e_self IS NOT NULL THEN greatest(0, least(1, e_self / prod_kwh)) END
+                   AS self_consumption,
+               CASE WHEN e_load > 0 AND e_imp IS NOT NULL THEN greatest(0, least(1, (e_load - e_imp) / e_load)) END
+                   AS self_sufficiency,
+               CASE WHEN has_imp AND e_self IS NOT NULL THEN (imp_co2_g + e_self * i_prod) / 1000 END AS emissions_kg,
+               (prod_kwh * i_grid - prod_co2_g) / 1000 AS co2_avoided_kg,
+               CASE WHEN has_imp THEN imp_cost END AS import_cost,
+               CASE WHEN has_exp THEN exp_revenue END AS export_revenue,
+               e_self * p_imp / 1000 AS savings
+        FROM balance;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

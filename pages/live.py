@@ -1,11 +1,12 @@
 """Live: a site's power flow now, the newest reading of every source with its age, and the last hours of power.
 
-Everything under the site picker is a fragment that reruns itself every `LIVE_REFRESH_S` seconds: only the
-fragment reloads, not the page. Definitions (as of, age, stale) live in `core.live`.
+Everything under the site picker is a fragment that reruns itself every `DATACONN_LIVE_REFRESH_S` seconds: only
+the fragment reloads, not the page. Definitions (as of, age, stale) live in `core.live`.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -19,9 +20,6 @@ from core.live import FlowKind, LiveSnapshot, SourceLive, Status
 from ui.context import get_runtime, page_guard
 from ui.widgets import choose_site, download_buttons
 
-LIVE_REFRESH_S = 30  # seconds between two reloads of the live panel
-# Shorter than the refresh, so every tick of one tab gets fresh data while several open tabs share one query.
-_CACHE_TTL_S = LIVE_REFRESH_S - 5
 _STATUS_STYLE = {
     Status.STALE: "background-color: rgba(255, 165, 0, 0.25)",
     Status.NO_DATA: "color: gray",
@@ -29,9 +27,10 @@ _STATUS_STYLE = {
 }
 
 
-@st.cache_data(ttl=_CACHE_TTL_S, show_spinner=False)
-def load_snapshot(database: str, site_id: int) -> LiveSnapshot:
-    """The site now. `database` keys the cache by file, so two databases never share an entry."""
+@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+def load_snapshot(database: str, site_id: int, tick: int) -> LiveSnapshot:
+    """The site now. `database` keys the cache by file, so two databases never share an entry; `tick` numbers the
+    refresh period, so every reload gets fresh data while several open tabs share one query per period."""
     return live.live_snapshot(get_runtime().store, site_id, datetime.now(UTC))
 
 
@@ -179,9 +178,10 @@ def recent_chart(snapshot: LiveSnapshot) -> None:
     download_buttons(export, f"live-power-{snapshot.site.name}", key="live_recent_download")
 
 
-def live_panel(site_id: int) -> None:
+def live_panel(site_id: int, refresh_s: int) -> None:
     with page_guard():
-        snapshot = load_snapshot(str(get_runtime().settings.db_path), site_id)
+        tick = int(time.time() // refresh_s)
+        snapshot = load_snapshot(str(get_runtime().settings.db_path), site_id, tick)
         zone = ZoneInfo(snapshot.site.timezone)
         st.caption(f"Updated at {snapshot.now.astimezone(zone):%H:%M:%S} ({snapshot.site.timezone})")
         st.subheader("Power flow now")
@@ -195,11 +195,12 @@ def live_panel(site_id: int) -> None:
 with page_guard():
     st.title("Live")
     site = choose_site("live_site")
+    refresh_s = get_runtime().settings.live_refresh_s
     if site is not None:
         auto = st.toggle(
-            f"Refresh every {LIVE_REFRESH_S} s",
+            f"Refresh every {refresh_s} s",
             value=True,
             key="live_auto_refresh",
             help="Reloads only this panel, not the page. Turn off to study a moment at leisure.",
         )
-        st.fragment(run_every=LIVE_REFRESH_S if auto else None)(live_panel)(site.id)
+        st.fragment(run_every=refresh_s if auto else None)(live_panel)(site.id, refresh_s)

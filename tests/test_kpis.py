@@ -512,8 +512,6 @@ def test_v_kpi_daily_matches_the_python_kpis(store: Store) -> None:
     assert mix_day2["co2_avoided_kg"] == pytest.approx(-0.4)  # the configured 200 g/kWh without import
     assert mix_day2["savings"] == pytest.approx(7.75) and mix_day2["self_sufficiency"] == 1.0  # (31 - 0) / 31
 
-    with store.connect() as con:  # the view, as the migration will create it
-        con.execute(kpis.KPI_DAILY_VIEW_SQL)
     with store.connect(read_only=True) as con:
         view = con.sql("SELECT * FROM v_kpi_daily ORDER BY site_id, day").pl()
     columns = [c for c in view.columns if c in KPI_KEYS or c == "coverage_pct"]
