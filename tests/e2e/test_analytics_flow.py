@@ -22,9 +22,7 @@ UPDATED = re.compile(r"Updated at (\d\d:\d\d:\d\d)")
 
 
 @pytest.fixture
-def history_server(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
+def history_server(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The dashboard on a database that already holds the demo site's month of history (as `make run` leaves it
     after the collector's first pass), with the Live panel reloading every few seconds."""
     monkeypatch.setenv("DATACONN_DB_PATH", str(tmp_path / "dataconn.duckdb"))
