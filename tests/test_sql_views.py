@@ -29,15 +29,17 @@ def test_every_readme_example_runs_read_only_and_answers(store: Store, box: Secr
     seed_demo(store)
     collect_once(store, box, ProviderContext(Settings(), QuotaLedger()), datetime.now(UTC))
     queries = readme_queries()
-    assert len(queries) == 4
+    assert len(queries) == 6
     con = duckdb.connect(str(store.path), read_only=True)  # as an analyst's session opens it
     try:
         answers = [con.sql(query).fetchall() for query in queries]
     finally:
         con.close()
-    daily, hourly, recent, failures = answers
-    assert daily and hourly and recent and failures == []
+    daily, hourly, recent, failures, kpis, alerts = answers
+    assert daily and hourly and recent and failures == [] and alerts == []
     assert all(0 < coverage <= 100 for *_, coverage in daily)
+    assert len(kpis) == 7  # the demo month: the last seven local days
+    assert all(0 <= sufficiency <= 100 and pv >= 0 and load > 0 for _, pv, load, sufficiency, _ in kpis)
 
 
 def test_a_dst_day_is_25_hours_long_in_the_daily_view(store: Store, box: SecretBox) -> None:
@@ -57,7 +59,7 @@ def test_a_dst_day_is_25_hours_long_in_the_daily_view(store: Store, box: SecretB
         ).fetchall()
     # The local day runs from 2026-10-24 22:00 UTC to 2026-10-25 23:00 UTC (25 h): 300 five-minute readings fill it
     # (a 24-hour denominator would say 104 %); the day before has 288.
-    assert len(rows) == 5 and all(readings == 25 * 12 for _, readings, _ in rows)
+    assert len(rows) == 6 and all(readings == 25 * 12 for _, readings, _ in rows)
     assert all(round(coverage, 6) == 100.0 for *_, coverage in rows)
     assert [(readings, round(coverage, 6)) for readings, coverage in before] == [(24 * 12, 100.0)]
     assert local[0][1] == datetime(2026, 10, 25, 2, 30)  # still summer time (+2) at 00:30 UTC
