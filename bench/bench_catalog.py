@@ -8,12 +8,10 @@ Targets: configuration read p95 under 100 ms; saving one site's sources p95 unde
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
+from bench.timing import measure
 from core import catalog as cat
 from core.connections import draft_from_source, save_connections
 from core.crypto import SecretBox, generate_key
@@ -25,7 +23,7 @@ SITES = 100
 TYPES = {Category.PROD: "solar", Category.CONS: "load", Category.STOR: "battery", Category.INJ: "grid"}
 
 
-def _populate(store: Store) -> None:
+def populate(store: Store) -> None:
     """100 sites x 4 meters, 500 sources (an extra grid-import source on every CONS meter)."""
     with store.transaction() as con:
         for s in range(SITES):
@@ -53,22 +51,11 @@ def _populate(store: Store) -> None:
                     cat.insert_source(con, meter_id, source)
 
 
-def _measure(action: Callable[[], object], runs: int) -> tuple[float, float]:
-    action()  # warm up imports and the OS page cache
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
-
-
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.duckdb")
         migrate(store)
-        _populate(store)
+        populate(store)
         box = SecretBox([generate_key()])
 
         def empty_operation() -> None:
@@ -88,9 +75,9 @@ def main() -> None:
             report = save_connections(store, box, site.id, drafts, set())
             assert report.updated == len(drafts)
 
-        base_p50, base_p95 = _measure(empty_operation, 50)
-        read_p50, read_p95 = _measure(lambda: cat.load_catalog(store), 50)
-        save_p50, save_p95 = _measure(save_site, 30)
+        base_p50, base_p95 = measure(empty_operation, 50)
+        read_p50, read_p95 = measure(lambda: cat.load_catalog(store), 50)
+        save_p50, save_p95 = measure(save_site, 30)
         print(
             f"configuration: {len(catalog.sites)} sites, {len(catalog.meters)} meters, {len(catalog.sources)} sources"
         )

@@ -30,6 +30,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from bench.timing import percentiles
 from core.readings_store import INGEST_SCHEMA, ingest
 from core.schema import migrate
 from core.store import Store
@@ -52,11 +53,6 @@ def _frame(source_ids: list[int], first_slot: int, slots: int, *, final: bool = 
         ((pl.col("slot") * 7919 + pl.col("source_id")) % 100_000 / 10.0).alias("value"),
         pl.lit(final).alias("is_final"),
     ).cast(dict(INGEST_SCHEMA))
-
-
-def _percentiles(samples: list[float]) -> tuple[float, float]:
-    samples = sorted(samples)
-    return statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
 
 
 def main() -> None:
@@ -148,9 +144,9 @@ def main() -> None:
                 cycle.append(elapsed)
                 inner.append(ingest_ms)
                 inserted_total += inserted
-        fixed_p50, fixed_p95 = _percentiles(fixed[1:])
-        p50, p95 = _percentiles(cycle)
-        inner_p50, inner_p95 = _percentiles(inner)
+        fixed_p50, fixed_p95 = percentiles(fixed[1:])
+        p50, p95 = percentiles(cycle)
+        inner_p50, inner_p95 = percentiles(inner)
         verdict = "meets" if inner_p95 < 10 else "MISSES"
         print(
             f"cycle batch of {batches[0].height} readings, {len(cycle)} batches ({inserted_total:,} rows inserted "

@@ -18,7 +18,6 @@ Baseline: the store's fixed cost, an empty read-only operation (lock, connect, `
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 import time
 import warnings
@@ -26,7 +25,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.bench_catalog import _populate
+from bench.bench_catalog import populate
+from bench.timing import measure, percentiles
 from core import api_health, coverage, history, kpis, live, rollups
 from core import catalog as cat
 from core.crypto import SecretBox, generate_key
@@ -88,21 +88,6 @@ def generate(store: Store, days: int, end: datetime) -> int:
         return int(con.sql("SELECT count(*) FROM readings").fetchall()[0][0])
 
 
-def _percentiles(samples: list[float]) -> tuple[float, float]:
-    samples = sorted(samples)
-    return statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
-
-
-def measure(action: Callable[[], object], runs: int) -> tuple[float, float]:
-    action()  # warm up imports and the OS page cache
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        samples.append((time.perf_counter() - started) * 1000)
-    return _percentiles(samples)
-
-
 def page_data_calls(store: Store, site: Site, now: datetime) -> dict[str, Callable[[], object]]:
     """What each analytics page loads on its first run, by page file (the pages' default choices)."""
     box = SecretBox([generate_key()])
@@ -149,7 +134,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.duckdb")
         migrate(store)
-        _populate(store)
+        populate(store)
         now = _now()
         started = time.perf_counter()
         rows = generate(store, days, now)
@@ -177,7 +162,7 @@ def main() -> None:
         )
         for page in ANALYTICS_PAGES:
             first_render(page)  # warm up: imports and the page's module code
-            p50, p95 = _percentiles([first_render(page) for _ in range(RENDER_RUNS)])
+            p50, p95 = percentiles([first_render(page) for _ in range(RENDER_RUNS)])
             verdict = "meets" if p95 < RENDER_TARGET_S else "MISSES"
             print(f"{page} first render: p50 {p50:.2f} s, p95 {p95:.2f} s; target p95 < {RENDER_TARGET_S} s: {verdict}")
 

@@ -30,7 +30,8 @@ import polars as pl
 from pvlib import solarposition
 from pvlib.location import Location
 
-from core.models import Category, UpdateFrequency
+from core.models import UpdateFrequency
+from core.roles import Role, role_expr
 
 
 class Rule(StrEnum):
@@ -261,9 +262,10 @@ def _finding(
     return Finding(rule, int(source["source_id"]), int(source["site_id"]), state, message, value)
 
 
-_SOLAR = (pl.col("category") == Category.PROD.value) & (pl.col("source_type") == "solar")
-_SOC = (pl.col("category") == Category.STOR.value) & (pl.col("source_type") == "soc")
-_BATTERY = (pl.col("category") == Category.STOR.value) & (pl.col("source_type") == "battery")
+# Sources by role (core.roles); the PV rules look at solar production only, not wind or hydro.
+_SOLAR = (role_expr() == Role.PRODUCTION.value) & (pl.col("source_type") == "solar")
+_SOC = role_expr() == Role.SOC.value
+_BATTERY = role_expr() == Role.BATTERY.value
 
 
 # --- the rules ---------------------------------------------------------------------------------------------------
@@ -339,13 +341,12 @@ def pv_zero_in_sun(sources: pl.DataFrame, readings: pl.DataFrame, th: Thresholds
 def _bounds_kind(th: Thresholds) -> pl.Expr:
     """Which bound a reading breaks, or null. Capacity checks skip a capacity of 0."""
     value, capacity_w = pl.col("value"), pl.col("capacity_kw") * 1000.0
-    soc = pl.col("category") == Category.STOR.value
     return (
-        pl.when(soc & ((value < SOC_MIN_PCT) | (value > SOC_MAX_PCT)))
+        pl.when(_SOC & ((value < SOC_MIN_PCT) | (value > SOC_MAX_PCT)))
         .then(pl.lit("soc"))
-        .when(~soc & (capacity_w > 0) & (value > th.max_capacity_factor * capacity_w))
+        .when(~_SOC & (capacity_w > 0) & (value > th.max_capacity_factor * capacity_w))
         .then(pl.lit("above"))
-        .when(~soc & (value < -th.zero_w))
+        .when(~_SOC & (value < -th.zero_w))
         .then(pl.lit("negative"))
         .when(
             (pl.col("source_type") == "solar")
@@ -383,7 +384,7 @@ def out_of_bounds(sources: pl.DataFrame, readings: pl.DataFrame, th: Thresholds)
 
     `readings` carry `elevation` for solar sources (null elsewhere). The newest bad reading is described.
     """
-    applies = sources.filter((pl.col("category") == Category.PROD.value) | _SOC)
+    applies = sources.filter(role_expr().is_in([Role.PRODUCTION.value, Role.SOC.value]))
     frame = _in_window(_with_ends(readings), BOUNDS_WINDOW).join(
         applies.select("source_id", "category", "source_type", "capacity_kw", "timezone"), on="source_id"
     )

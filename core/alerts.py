@@ -38,7 +38,8 @@ from core.alert_rules import (
     Thresholds,
     evaluate_rules,
 )
-from core.models import ApiSettings, Category, UpdateFrequency
+from core.models import ApiSettings, UpdateFrequency
+from core.roles import Role, role_expr
 from core.store import Store
 
 STATUSES = ("open", "acknowledged", "resolved")
@@ -121,9 +122,7 @@ def _latest(
 def read_inputs(con: duckdb.DuckDBPyConnection, now: datetime, th: Thresholds) -> AlertInputs:
     """What the rules need, bounded in time so it costs the same on a year of data as on a day."""
     sources = _source_table(con)
-    storage = sources.filter(
-        (pl.col("category") == Category.STOR.value) & pl.col("source_type").is_in(["soc", "battery"])
-    )["source_id"]
+    storage = sources.filter(role_expr().is_in([Role.SOC.value, Role.BATTERY.value]))["source_id"]
     short, long = now - th.short_read, now - th.long_read
     readings = (
         con.sql(

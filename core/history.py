@@ -27,7 +27,8 @@ import polars as pl
 
 from core.catalog import Catalog, NotFound, read_catalog
 from core.history_balance import energy_balance
-from core.models import Category, Site, known_timezones
+from core.models import Site, known_timezones
+from core.roles import ROLE_LABELS, Role, role_of
 from core.store import Store
 
 
@@ -48,23 +49,8 @@ class Level(StrEnum):
     SOURCE = "source"
 
 
-class Role(StrEnum):
-    PRODUCTION = "production"
-    LOAD = "load"
-    IMPORT = "import"
-    EXPORT = "export"
-    BATTERY = "battery"
-    SOC = "soc"
-
-
-ROLE_NAMES = {
-    Role.PRODUCTION: "Production",
-    Role.LOAD: "Load",
-    Role.IMPORT: "Grid import",
-    Role.EXPORT: "Grid export",
-    Role.BATTERY: "Battery (+ discharge)",
-    Role.SOC: "State of charge",
-}
+# The series name of each role at the site level; the battery's says which sign is which.
+ROLE_NAMES = ROLE_LABELS | {Role.BATTERY: "Battery (+ discharge)"}
 
 _TABLES = {
     Resolution.MIN15: "readings_15min",
@@ -80,22 +66,11 @@ MAX_BUCKETS = 92 * 96
 MAX_COMPARISON_YEARS = 10
 
 
-def role_of(category: Category, source_type: str) -> Role | None:
-    """The balance role of a source (DESIGN.md KPI definitions), None for a type no role covers."""
-    if category == Category.PROD:
-        return Role.PRODUCTION
-    if category == Category.INJ:
-        return Role.EXPORT
-    if category == Category.CONS:
-        return {"load": Role.LOAD, "grid": Role.IMPORT}.get(source_type)
-    return {"battery": Role.BATTERY, "soc": Role.SOC}.get(source_type)
-
-
 @dataclass(frozen=True)
 class SeriesGroup:
     """Sources read as one series: summed (power, energy) or, for state of charge, averaged (%)."""
 
-    key: str  # "role:production", "source:12"
+    key: str  # "role:production" (a core.roles.Role value), "source:12"
     name: str
     source_ids: tuple[int, ...]
     percent: bool
@@ -109,7 +84,7 @@ def role_groups(catalog: Catalog, site_id: int) -> dict[Role, SeriesGroup]:
             if (role := role_of(meter.category, source.source_type)) is not None:
                 members.setdefault(role, []).append(source.id)
     return {
-        role: SeriesGroup(f"role:{role.value}", ROLE_NAMES[role], tuple(members[role]), role == Role.SOC)
+        role: SeriesGroup(f"role:{role.value}", ROLE_NAMES[role], tuple(members[role]), not role.is_energy)
         for role in Role
         if role in members
     }
@@ -136,7 +111,7 @@ def _source_group(catalog: Catalog, source_id: int) -> SeriesGroup:
     source = catalog.source(source_id)
     meter = catalog.meter(source.meter_id)
     return SeriesGroup(
-        f"source:{source.id}", source.name, (source.id,), role_of(meter.category, source.source_type) == Role.SOC
+        f"source:{source.id}", source.name, (source.id,), role_of(meter.category, source.source_type) is Role.SOC
     )
 
 
@@ -374,7 +349,7 @@ def load_history(
         balance=_balance(frame, grid, roles, site),
         groups=shown,
         coverage_pct=_coverage(series),
-        unmetered=[ROLE_NAMES[role] for role in (Role.IMPORT, Role.EXPORT) if role not in roles],
+        unmetered=[ROLE_NAMES[role] for role in (Role.GRID_IMPORT, Role.GRID_EXPORT) if role not in roles],
     )
 
 

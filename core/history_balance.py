@@ -17,11 +17,11 @@ from collections.abc import Collection
 
 import polars as pl
 
-# Roles of the balance, as in core.history.Role (values repeated here to keep this module free of the loader).
-PRODUCTION, LOAD, IMPORT, EXPORT, BATTERY = "production", "load", "import", "export", "battery"
-BALANCE_ROLES = (PRODUCTION, LOAD, IMPORT, EXPORT, BATTERY)
+from core.roles import Role
+
+BALANCE_ROLES = tuple(role.value for role in Role if role.is_energy)
 # Without a source these are unknown rather than zero (see above).
-GRID_ROLES = (IMPORT, EXPORT)
+GRID_ROLES = (Role.GRID_IMPORT.value, Role.GRID_EXPORT.value)
 
 METERED = "metered"
 COMPUTED = "computed: production + imported - exported + battery net"
@@ -41,8 +41,8 @@ BALANCE_COLUMNS = (
 def energy_balance(buckets: pl.DataFrame, role_rows: pl.DataFrame, present_roles: Collection[str]) -> pl.DataFrame:
     """One row per bucket of `buckets` with the balance columns, the load's basis and the worst role coverage.
 
-    `buckets` has `key` and the bucket's time columns; `role_rows` has `role`, `key`, `energy_kwh` and
-    `coverage_pct` for every bucket of every role in `present_roles`.
+    `buckets` has `key` and the bucket's time columns; `role_rows` has `role` (a core.roles.Role value), `key`,
+    `energy_kwh` and `coverage_pct` for every bucket of every role in `present_roles`.
     """
     frame = buckets
     for role in BALANCE_ROLES:
@@ -55,9 +55,10 @@ def energy_balance(buckets: pl.DataFrame, role_rows: pl.DataFrame, present_roles
             absent = None if role in GRID_ROLES else 0.0
             frame = frame.with_columns(pl.lit(absent, dtype=pl.Float64).alias(role))
     coverages = [f"_cov_{role}" for role in BALANCE_ROLES if role in present_roles]
-    production, exported, imported, net = pl.col(PRODUCTION), pl.col(EXPORT), pl.col(IMPORT), pl.col(BATTERY)
-    metered_load = LOAD in present_roles
-    load = pl.col(LOAD) if metered_load else production + imported - exported + net
+    production, exported = pl.col(Role.PRODUCTION.value), pl.col(Role.GRID_EXPORT.value)
+    imported, net = pl.col(Role.GRID_IMPORT.value), pl.col(Role.BATTERY.value)
+    metered_load = Role.LOAD.value in present_roles
+    load = pl.col(Role.LOAD.value) if metered_load else production + imported - exported + net
     # Null arithmetic propagates: a gap in any input leaves the derived value null instead of inventing it.
     frame = frame.with_columns(
         production.alias("production_kwh"),

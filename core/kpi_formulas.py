@@ -1,9 +1,9 @@
 """KPI formulas of a site over any period (DESIGN.md "KPI definitions"), as pure functions of energy totals.
 
-The inputs are the site's energy flows, each summed over the sources that play one role (`Flow`); the output is
-one `Kpi` per figure with its value, unit, formula and the inputs it used, so a page can show the number, how it
-was obtained and from what. The SQL view `v_kpi_daily` (migration 7 in core.schema) repeats these rules; a
-test keeps the two equal.
+The inputs are the site's energy flows, each summed over the sources that play one role (`Flow`; the roles and
+which source plays which are in core.roles); the output is one `Kpi` per figure with its value, unit, formula and
+the inputs it used, so a page can show the number, how it was obtained and from what. The SQL view `v_kpi_daily`
+(migration 7 in core.schema) repeats these rules; a test keeps the two equal.
 
 Rules beyond DESIGN.md, and why:
 - A flow whose role has no source at the site is *unknown* for the grid (no CONS "grid" source: import unknown;
@@ -12,38 +12,12 @@ Rules beyond DESIGN.md, and why:
   A KPI that needs an unknown flow, intensity or price is undefined (None, shown "-") and says why.
 - Self-consumption is clipped to [0, 1] like self-sufficiency: export above production (a battery emptying into
   the grid) would otherwise give a share below zero. Both are undefined when their denominator is <= 0.
-- STOR "soc" sources are states of charge, not energies: they play no role (`role_of` returns None).
+- STOR "soc" sources are states of charge, not energies (`Role.SOC.is_energy` is false): they count nowhere.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
-
-from core.models import Category
-
-
-class Role(StrEnum):
-    """What a source's energy means to the site's balance."""
-
-    PRODUCTION = "production"  # PROD, any type
-    LOAD = "load"  # CONS "load": the building's consumption
-    GRID_IMPORT = "grid_import"  # CONS "grid"
-    GRID_EXPORT = "grid_export"  # INJ "grid"
-    BATTERY = "battery"  # STOR "battery": power > 0 while discharging
-
-
-def role_of(category: Category | str, source_type: str) -> Role | None:
-    """The role of a source, or None for sources that carry no energy (STOR "soc")."""
-    category = Category(category)
-    if category is Category.PROD:
-        return Role.PRODUCTION
-    if category is Category.CONS:
-        return {"load": Role.LOAD, "grid": Role.GRID_IMPORT}.get(source_type)
-    if category is Category.INJ:
-        return Role.GRID_EXPORT
-    return Role.BATTERY if source_type == "battery" else None
-
 
 KWH = "kWh"
 SHARE = "share"  # a fraction 0..1, shown as a percentage

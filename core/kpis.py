@@ -33,12 +33,11 @@ from core.kpi_formulas import (
     Flow,
     Kpi,
     Quantity,
-    Role,
     SiteFlows,
     compute_kpis,
     format_number,
-    role_of,
 )
+from core.roles import Role, role_of
 from core.store import Store
 
 MAX_PERIOD_DAYS = 5 * 365 + 2  # five years, leap days included
@@ -192,7 +191,7 @@ def _site(con: duckdb.DuckDBPyConnection, site_id: int) -> tuple[str, str, pl.Da
     )
     for source_id, name, category, source_type, intensity, price in con.execute(query, [site_id]).fetchall():
         role = role_of(category, source_type)
-        if role is not None:
+        if role is not None and role.is_energy:
             rows.append((source_id, name, role.value, intensity, price))
     return found[0][0], found[0][1], pl.DataFrame(rows, schema=_SOURCE_SCHEMA, orient="row")
 

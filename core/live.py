@@ -32,6 +32,7 @@ import polars as pl
 
 from core.catalog import Catalog, read_catalog
 from core.models import Category, Meter, Site, Source
+from core.roles import ROLE_LABELS, Role, role_of
 from core.store import Store
 
 STALE_FACTOR = 2  # a source is stale once its newest reading is older than this many expected cadences
@@ -48,47 +49,8 @@ class Status(StrEnum):
     NO_API = "no API"
 
 
-class FlowKind(StrEnum):
-    PRODUCTION = "production"
-    LOAD = "load"
-    GRID_IMPORT = "grid_import"
-    GRID_EXPORT = "grid_export"
-    BATTERY = "battery"  # W, positive when the battery discharges into the site
-    SOC = "soc"  # state of charge, %
-
-    @property
-    def label(self) -> str:
-        return FLOW_LABELS[self]
-
-    @property
-    def unit(self) -> str:
-        return "%" if self is FlowKind.SOC else "W"
-
-
-FLOW_LABELS = {
-    FlowKind.PRODUCTION: "PV production",
-    FlowKind.LOAD: "Load",
-    FlowKind.GRID_IMPORT: "Grid import",
-    FlowKind.GRID_EXPORT: "Grid export",
-    FlowKind.BATTERY: "Battery",
-    FlowKind.SOC: "State of charge",
-}
-
-# Which flow a source feeds, by meter category and source type (core.models.SOURCE_TYPES). Every PROD type counts as
-# production; source types not listed here feed no flow.
-_FLOWS: dict[tuple[Category, str], FlowKind] = {
-    (Category.CONS, "load"): FlowKind.LOAD,
-    (Category.CONS, "grid"): FlowKind.GRID_IMPORT,
-    (Category.INJ, "grid"): FlowKind.GRID_EXPORT,
-    (Category.STOR, "battery"): FlowKind.BATTERY,
-    (Category.STOR, "soc"): FlowKind.SOC,
-}
-
-
-def flow_kind(category: Category, source_type: str) -> FlowKind | None:
-    if category is Category.PROD:
-        return FlowKind.PRODUCTION
-    return _FLOWS.get((category, source_type))
+# The label of each flow's tile and line on the Live page.
+FLOW_LABELS = ROLE_LABELS | {Role.PRODUCTION: "PV production"}
 
 
 @dataclass(frozen=True)
@@ -107,7 +69,7 @@ class Reading:
 class SourceLive:
     source: Source
     meter: Meter
-    flow: FlowKind | None
+    flow: Role | None  # the flow it feeds (core.roles.role_of); None for a type that feeds none
     cadence: timedelta
     reading: Reading | None
     age: timedelta | None
@@ -115,7 +77,7 @@ class SourceLive:
 
     @property
     def unit(self) -> str:
-        return "%" if self.flow is FlowKind.SOC else "W"
+        return self.flow.unit if self.flow else "W"
 
     @property
     def value(self) -> float | None:
@@ -135,7 +97,7 @@ class SourceLive:
 
 @dataclass(frozen=True)
 class FlowValue:
-    kind: FlowKind
+    kind: Role
     value: float | None
     note: str | None = None  # why the value is missing, or how it was obtained (computed load)
     computed: bool = False
@@ -146,7 +108,7 @@ class LiveSnapshot:
     site: Site
     now: datetime
     sources: list[SourceLive]
-    flow: dict[FlowKind, FlowValue]
+    flow: dict[Role, FlowValue]
     recent: pl.DataFrame  # `bucket` (UTC start) and one `<flow>_w` column per power flow of the site; nulls are gaps
     recent_step_s: int
     recent_load_computed: bool
@@ -208,56 +170,56 @@ def latest_readings(
     return found
 
 
-def power_flow(sources: Sequence[SourceLive]) -> dict[FlowKind, FlowValue]:
+def power_flow(sources: Sequence[SourceLive]) -> dict[Role, FlowValue]:
     """The site's flow now from its current sources. A flow is None ("-") when it has no source or when any of its
     sources is not current: a partial sum would pass for the whole. Several sources of one flow add up (state of
     charge: their mean). Load without a usable load source is computed from the balance
     load = production + import - export + battery, when every present term is current."""
-    by_kind: dict[FlowKind, list[SourceLive]] = defaultdict(list)
+    by_kind: dict[Role, list[SourceLive]] = defaultdict(list)
     for s in sources:
         if s.flow is not None:
             by_kind[s.flow].append(s)
-    flow = {kind: _measured(kind, by_kind.get(kind, [])) for kind in FlowKind}
-    if flow[FlowKind.LOAD].value is None:
-        flow[FlowKind.LOAD] = _computed_load(flow, by_kind)
+    flow = {kind: _measured(kind, by_kind.get(kind, [])) for kind in Role}
+    if flow[Role.LOAD].value is None:
+        flow[Role.LOAD] = _computed_load(flow, by_kind)
     return flow
 
 
 _NO_SOURCE = {
-    FlowKind.PRODUCTION: "no production (PROD) source at this site",
-    FlowKind.LOAD: "no load source (CONS load) at this site",
-    FlowKind.GRID_IMPORT: "no grid import source (CONS grid) at this site",
-    FlowKind.GRID_EXPORT: "no grid export source (INJ grid) at this site",
-    FlowKind.BATTERY: "no battery source (STOR battery) at this site",
-    FlowKind.SOC: "no state-of-charge source (STOR soc) at this site",
+    Role.PRODUCTION: "no production (PROD) source at this site",
+    Role.LOAD: "no load source (CONS load) at this site",
+    Role.GRID_IMPORT: "no grid import source (CONS grid) at this site",
+    Role.GRID_EXPORT: "no grid export source (INJ grid) at this site",
+    Role.BATTERY: "no battery source (STOR battery) at this site",
+    Role.SOC: "no state-of-charge source (STOR soc) at this site",
 }
 
 
-def _measured(kind: FlowKind, members: list[SourceLive]) -> FlowValue:
+def _measured(kind: Role, members: list[SourceLive]) -> FlowValue:
     if not members:
         return FlowValue(kind, None, _NO_SOURCE[kind])
     bad = [s for s in members if not s.is_current]
     if bad:
         return FlowValue(kind, None, "; ".join(s.problem() for s in bad))
     values = [s.value for s in members if s.value is not None]
-    total = sum(values) / len(values) if kind is FlowKind.SOC else sum(values)
+    total = sum(values) / len(values) if kind is Role.SOC else sum(values)
     return FlowValue(kind, total)
 
 
-_BALANCE = ((FlowKind.PRODUCTION, 1), (FlowKind.GRID_IMPORT, 1), (FlowKind.GRID_EXPORT, -1), (FlowKind.BATTERY, 1))
+_BALANCE = ((Role.PRODUCTION, 1), (Role.GRID_IMPORT, 1), (Role.GRID_EXPORT, -1), (Role.BATTERY, 1))
 _BALANCE_TEXT = "computed as production + grid import - grid export + battery"
 
 
-def _computed_load(flow: dict[FlowKind, FlowValue], by_kind: dict[FlowKind, list[SourceLive]]) -> FlowValue:
-    prefix = f"{flow[FlowKind.LOAD].note}; "  # why the measured load is missing: there is none, or it is not current
+def _computed_load(flow: dict[Role, FlowValue], by_kind: dict[Role, list[SourceLive]]) -> FlowValue:
+    prefix = f"{flow[Role.LOAD].note}; "  # why the measured load is missing: there is none, or it is not current
     present = [(kind, sign) for kind, sign in _BALANCE if by_kind.get(kind)]
-    if not any(kind in (FlowKind.PRODUCTION, FlowKind.GRID_IMPORT) for kind, _ in present):
-        return FlowValue(FlowKind.LOAD, None, f"{prefix}cannot be computed without production or grid import")
+    if not any(kind in (Role.PRODUCTION, Role.GRID_IMPORT) for kind, _ in present):
+        return FlowValue(Role.LOAD, None, f"{prefix}cannot be computed without production or grid import")
     blocked = [s.source.name for kind, _ in present for s in by_kind[kind] if not s.is_current]
     if blocked:
-        return FlowValue(FlowKind.LOAD, None, f"{prefix}cannot be computed: {', '.join(blocked)} not current")
+        return FlowValue(Role.LOAD, None, f"{prefix}cannot be computed: {', '.join(blocked)} not current")
     total = sum(sign * (flow[kind].value or 0.0) for kind, sign in present)
-    return FlowValue(FlowKind.LOAD, total, f"{prefix}{_BALANCE_TEXT}", computed=True)
+    return FlowValue(Role.LOAD, total, f"{prefix}{_BALANCE_TEXT}", computed=True)
 
 
 def recent_power(
@@ -270,7 +232,7 @@ def recent_power(
     source makes them 15 minutes, so its buckets are not two-thirds empty). A flow with several sources is null in a
     bucket where any of them has no data. Load, when the site has no load source, follows the balance row by row.
     """
-    power = [s for s in sources if s.flow is not None and s.flow is not FlowKind.SOC]
+    power = [s for s in sources if s.flow is not None and s.flow.is_energy]
     intervals = [s.reading.interval_s for s in power if s.reading is not None]
     step = min(max([MIN_STEP_S, *intervals]), MAX_STEP_S)
     epoch_s = int(now.timestamp())
@@ -298,18 +260,16 @@ def recent_power(
         .join(expected, on="kind")
         .with_columns(pl.when(pl.col("n") == pl.col("expected")).then(pl.col("w")).alias("w"))
     )
-    present = sorted(set(kinds.values()), key=lambda k: list(FlowKind).index(FlowKind(k)))
+    present = sorted(set(kinds.values()), key=lambda k: list(Role).index(Role(k)))
     frame = grid
     for kind in present:
         column = sums.filter(pl.col("kind") == kind).select("bucket", pl.col("w").alias(f"{kind}_w"))
         frame = frame.join(column, on="bucket", how="left")
-    computed = FlowKind.LOAD.value not in present and bool(
-        {FlowKind.PRODUCTION.value, FlowKind.GRID_IMPORT.value} & set(present)
-    )
+    computed = Role.LOAD.value not in present and bool({Role.PRODUCTION.value, Role.GRID_IMPORT.value} & set(present))
     if computed:
         terms = [pl.col(f"{kind.value}_w") * sign for kind, sign in _BALANCE if kind.value in present]
         frame = frame.with_columns(pl.sum_horizontal(terms, ignore_nulls=False).alias("load_w"))
-        ordered = [f"{k.value}_w" for k in FlowKind if f"{k.value}_w" in frame.columns]
+        ordered = [f"{k.value}_w" for k in Role if f"{k.value}_w" in frame.columns]
         frame = frame.select("bucket", *ordered)
     return frame, step, computed
 
@@ -328,7 +288,7 @@ def live_snapshot(store: Store, site_id: int, now: datetime) -> LiveSnapshot:
             reading = newest.get(source.id)
             cadence = cadence_of(source)
             age, status = judge(reading, cadence, source.api.use_api, now)
-            kind = flow_kind(meter.category, source.source_type)
+            kind = role_of(meter.category, source.source_type)
             sources.append(SourceLive(source, meter, kind, cadence, reading, age, status))
         recent, step, computed = recent_power(con, sources, now)
     return LiveSnapshot(site, now, sources, power_flow(sources), recent, step, computed)

@@ -21,7 +21,6 @@ from core.history import (
     History,
     Level,
     Resolution,
-    Role,
     YearComparison,
     check_range,
     load_history,
@@ -30,6 +29,7 @@ from core.history import (
     shift_back,
 )
 from core.models import Site
+from core.roles import Role
 from ui.context import get_runtime, page_guard
 from ui.widgets import choose_site, download_buttons
 
@@ -37,8 +37,8 @@ from ui.widgets import choose_site, download_buttons
 ROLE_COLORS = {
     ROLE_NAMES[Role.PRODUCTION]: "#ef6c00",
     ROLE_NAMES[Role.LOAD]: "#212121",
-    ROLE_NAMES[Role.IMPORT]: "#e53935",
-    ROLE_NAMES[Role.EXPORT]: "#1e88e5",
+    ROLE_NAMES[Role.GRID_IMPORT]: "#e53935",
+    ROLE_NAMES[Role.GRID_EXPORT]: "#1e88e5",
     ROLE_NAMES[Role.BATTERY]: "#43a047",
     ROLE_NAMES[Role.SOC]: "#8e24aa",
 }

@@ -16,7 +16,8 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from core import live
-from core.live import FlowKind, LiveSnapshot, SourceLive, Status
+from core.live import FLOW_LABELS, LiveSnapshot, SourceLive, Status
+from core.roles import Role
 from ui.context import get_runtime, page_guard
 from ui.widgets import choose_site, download_buttons
 
@@ -40,8 +41,8 @@ def _battery_direction(watts: float) -> str:
 
 # Two rows of three, so a value such as "118.25 kW" fits its tile: where power comes from, then where it goes.
 _TILE_ROWS = (
-    (FlowKind.PRODUCTION, FlowKind.GRID_IMPORT, FlowKind.GRID_EXPORT),
-    (FlowKind.LOAD, FlowKind.BATTERY, FlowKind.SOC),
+    (Role.PRODUCTION, Role.GRID_IMPORT, Role.GRID_EXPORT),
+    (Role.LOAD, Role.BATTERY, Role.SOC),
 )
 
 
@@ -51,14 +52,16 @@ def flow_tiles(snapshot: LiveSnapshot) -> None:
             _flow_tile(column, snapshot, kind)
 
 
-def _flow_tile(column: DeltaGenerator, snapshot: LiveSnapshot, kind: FlowKind) -> None:
+def _flow_tile(column: DeltaGenerator, snapshot: LiveSnapshot, kind: Role) -> None:
     flow = snapshot.flow[kind]
-    label = f"{kind.label} (computed)" if flow.computed else kind.label
+    label = f"{FLOW_LABELS[kind]} (computed)" if flow.computed else FLOW_LABELS[kind]
     history = f"{kind.value}_w"
-    # The last hours as a sparkline, only beside a current value (a stale tile shows "-" and why).
-    sparkline = snapshot.recent[history].to_list() if flow.value is not None and history in snapshot.recent else None
+    # The last hours as a sparkline, only beside a current value (a stale tile shows "-" and why). st.metric takes
+    # numbers only, so the buckets without data (gaps, or the one just begun) are left out of this small chart.
+    recent = snapshot.recent
+    sparkline = recent[history].drop_nulls().to_list() if flow.value is not None and history in recent else None
     with column:
-        if kind is FlowKind.BATTERY and flow.value is not None:
+        if kind is Role.BATTERY and flow.value is not None:
             st.metric(
                 label,
                 live.format_value(abs(flow.value), "W"),
@@ -157,8 +160,9 @@ def recent_chart(snapshot: LiveSnapshot) -> None:
     local = frame.with_columns(pl.col("bucket").dt.convert_time_zone(snapshot.site.timezone).alias("time"))
     figure = go.Figure()
     for column in columns:
-        kind = FlowKind(column.removesuffix("_w"))
-        name = f"{kind.label} (computed)" if kind is FlowKind.LOAD and snapshot.recent_load_computed else kind.label
+        kind = Role(column.removesuffix("_w"))
+        computed = kind is Role.LOAD and snapshot.recent_load_computed
+        name = f"{FLOW_LABELS[kind]} (computed)" if computed else FLOW_LABELS[kind]
         figure.add_trace(
             go.Scatter(x=local["time"].to_list(), y=(local[column] / 1000).to_list(), name=name, mode="lines")
         )

@@ -33,6 +33,7 @@ from core.alert_rules import (
     yesterday_bounds,
 )
 from core.config import Settings
+from tests.crafting import readings_frame
 
 BRUSSELS = (50.85, 4.35, "Europe/Brussels")
 NOON = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)  # 14:00 in Brussels, the sun ~60 degrees up
@@ -61,16 +62,8 @@ def sources(*rows: dict[str, Any]) -> pl.DataFrame:
     return pl.DataFrame(list(rows), schema=SOURCE_SCHEMA)
 
 
-def readings(source_id: int, start: datetime, values: list[float], step_s: int = 900) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "source_id": [source_id] * len(values),
-            "ts": [start + timedelta(seconds=step_s * i) for i in range(len(values))],
-            "interval_s": [step_s] * len(values),
-            "value": values,
-        },
-        schema=READING_SCHEMA,
-    )
+def readings(source_id: int, start: datetime, values: list[float | None], step_s: int = 900) -> pl.DataFrame:
+    return readings_frame(source_id, start, values, step_s).select(READING_SCHEMA.names())
 
 
 def located(frame: pl.DataFrame, table: pl.DataFrame) -> pl.DataFrame:

@@ -13,16 +13,15 @@ import polars as pl
 import pytest
 
 from core import catalog as cat
-from core import rollups
 from core.alert_rules import Rule, State, Thresholds, evaluate_rules
 from core.alerts import acknowledge, evaluate, last_evaluated, load_alerts, read_inputs
 from core.config import Settings, load_settings
-from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
+from core.models import Category, MeterIn, SourceIn
 from core.providers.channels import group_by_provider_site
-from core.readings_store import ingest
 from core.runtime import open_runtime
 from core.store import Store
 from jobs.collector import Collector, run_alerts
+from tests.crafting import SourceSpec, craft_site, simulator_api, write_readings
 from tests.holder import held
 from tests.seeding import seed_history
 
@@ -32,29 +31,11 @@ TH = Thresholds.from_settings(Settings())
 
 def add_pv(store: Store, name: str = "Plant", *, use_api: bool = True) -> tuple[int, int]:
     """A Brussels site with one 100 kW solar source polled every 15 minutes, added a month before NOON."""
-    api = ApiSettings(use_api=use_api, api_provider=Provider.SIMULATOR, update_frequency=UpdateFrequency.MIN15)
+    roof = SourceSpec(Category.PROD, "solar", "Roof", capacity_kw=100, api=simulator_api(use_api=use_api))
+    site_id, ids = craft_site(store, [roof], name=name, meter_names={Category.PROD: "PV"})
     with store.transaction() as con:
-        site_id = cat.insert_site(con, SiteIn(name=name, latitude=50.85, longitude=4.35, timezone="Europe/Brussels"))
-        meter_id = cat.insert_meter(con, site_id, MeterIn(name="PV", category=Category.PROD))
-        source = SourceIn(
-            name="Roof", source_type="solar", capacity_kw=100, carbon_intensity_g_per_kwh=0, cost_per_mwh=0, api=api
-        )
-        source_id = cat.insert_source(con, meter_id, source)
-        con.execute("UPDATE energy_sources SET created_at = ? WHERE id = ?", [NOON - timedelta(days=30), source_id])
-    return site_id, source_id
-
-
-def write(store: Store, source_id: int, start: datetime, values: list[float], step_s: int = 900) -> None:
-    ts = [start + timedelta(seconds=step_s * i) for i in range(len(values))]
-    batch = pl.DataFrame(
-        {"source_id": [source_id] * len(values), "ts": ts, "interval_s": [step_s] * len(values), "value": values,
-         "is_final": [True] * len(values)},
-        schema={"source_id": pl.Int64, "ts": pl.Datetime("us", "UTC"), "interval_s": pl.Int32, "value": pl.Float64,
-                "is_final": pl.Boolean},
-    )  # fmt: skip
-    with store.transaction() as con:
-        ingest(con, batch, ts[-1])
-        rollups.refresh(con, [source_id], ts[0], ts[-1] + timedelta(seconds=step_s))
+        con.execute("UPDATE energy_sources SET created_at = ? WHERE id = ?", [NOON - timedelta(days=30), ids["Roof"]])
+    return site_id, ids["Roof"]
 
 
 def alerts(store: Store) -> list[dict[str, Any]]:
@@ -68,7 +49,7 @@ def at(text: str) -> datetime:
 
 def test_a_bad_reading_opens_one_alert_that_resolves_once_the_data_is_fine(store: Store) -> None:
     _, pv = add_pv(store)
-    write(store, pv, at("2026-06-21T10:00"), [50_000.0] * 8 + [-500.0])  # the 12:00-12:15 reading is negative
+    write_readings(store, pv, at("2026-06-21T10:00"), [50_000.0] * 8 + [-500.0])  # the 12:00-12:15 reading is negative
     first = evaluate(store, TH, at("2026-06-21T12:15"))
     assert (first.opened, first.resolved) == (1, 0)
     [alert] = alerts(store)
@@ -86,7 +67,7 @@ def test_a_bad_reading_opens_one_alert_that_resolves_once_the_data_is_fine(store
     assert alert["last_seen_at"] == at("2026-06-21T12:25") and alert["resolved_at"] is None
 
     # An hour of good data later the bad reading is out of the window: resolved.
-    write(store, pv, at("2026-06-21T12:15"), [50_000.0] * 5)  # newest data ends at 13:30
+    write_readings(store, pv, at("2026-06-21T12:15"), [50_000.0] * 5)  # newest data ends at 13:30
     fixed = evaluate(store, TH, at("2026-06-21T13:30"))
     assert (fixed.opened, fixed.resolved) == (0, 1)
     [alert] = alerts(store)
@@ -96,7 +77,7 @@ def test_a_bad_reading_opens_one_alert_that_resolves_once_the_data_is_fine(store
 
 def test_acknowledged_until_resolved_then_a_new_occurrence_is_a_new_row(store: Store) -> None:
     _, pv = add_pv(store)
-    write(store, pv, at("2026-06-21T10:00"), [50_000.0] * 8 + [-500.0])
+    write_readings(store, pv, at("2026-06-21T10:00"), [50_000.0] * 8 + [-500.0])
     evaluate(store, TH, at("2026-06-21T12:15"))
     [alert] = alerts(store)
     assert acknowledge(store, [alert["id"]], at("2026-06-21T12:16")) == 1
@@ -107,13 +88,13 @@ def test_acknowledged_until_resolved_then_a_new_occurrence_is_a_new_row(store: S
     assert alert["status"] == "acknowledged" and alert["acknowledged_at"] == at("2026-06-21T12:16")
     assert alert["last_seen_at"] == at("2026-06-21T12:20")
 
-    write(store, pv, at("2026-06-21T12:15"), [50_000.0] * 5)
+    write_readings(store, pv, at("2026-06-21T12:15"), [50_000.0] * 5)
     evaluate(store, TH, at("2026-06-21T13:30"))
     [alert] = alerts(store)
     assert alert["status"] == "resolved" and alert["acknowledged_at"] == at("2026-06-21T12:16")
     assert acknowledge(store, [alert["id"]], at("2026-06-21T13:31")) == 0  # a resolved alert stays resolved
 
-    write(store, pv, at("2026-06-21T13:30"), [-800.0])
+    write_readings(store, pv, at("2026-06-21T13:30"), [-800.0])
     reopened = evaluate(store, TH, at("2026-06-21T13:45"))
     assert reopened.opened == 1
     old, new = alerts(store)
@@ -124,7 +105,8 @@ def test_acknowledged_until_resolved_then_a_new_occurrence_is_a_new_row(store: S
 
 def test_pv_zero_in_sun_and_no_data_fire_and_resolve(store: Store) -> None:
     _, pv = add_pv(store)
-    write(store, pv, at("2026-06-21T10:00"), [45_000.0] * 4 + [0.0] * 4)  # nothing from 11:00, sun ~60 degrees up
+    # nothing from 11:00, with the sun ~60 degrees up
+    write_readings(store, pv, at("2026-06-21T10:00"), [45_000.0] * 4 + [0.0] * 4)
     evaluate(store, TH, at("2026-06-21T12:00"))
     [zero] = alerts(store)
     assert zero["rule"] == "pv_zero_in_sun" and zero["severity"] == "critical" and zero["value"] == 60.0
@@ -134,7 +116,7 @@ def test_pv_zero_in_sun_and_no_data_fire_and_resolve(store: Store) -> None:
     assert silent["rule"] == "no_data" and silent["status"] == "open" and silent["value"] == 45.0
     assert zero["status"] == "open"  # no new data: still what the newest data says
 
-    write(store, pv, at("2026-06-21T12:00"), [30_000.0, 32_000.0, 31_000.0])
+    write_readings(store, pv, at("2026-06-21T12:00"), [30_000.0, 32_000.0, 31_000.0])
     evaluate(store, TH, at("2026-06-21T12:45"))
     assert [(a["rule"], a["status"]) for a in alerts(store)] == [
         ("pv_zero_in_sun", "resolved"),
@@ -144,7 +126,7 @@ def test_pv_zero_in_sun_and_no_data_fire_and_resolve(store: Store) -> None:
 
 def test_an_alert_of_a_deleted_source_resolves_and_keeps_its_history(store: Store) -> None:
     site_id, pv = add_pv(store)
-    write(store, pv, at("2026-06-21T10:00"), [50_000.0] * 8 + [-500.0])
+    write_readings(store, pv, at("2026-06-21T10:00"), [50_000.0] * 8 + [-500.0])
     evaluate(store, TH, at("2026-06-21T12:15"))
     with store.transaction() as con:
         cat.delete_source(con, pv)
@@ -158,7 +140,7 @@ def test_an_alert_of_a_deleted_source_resolves_and_keeps_its_history(store: Stor
 def test_v_alerts_names_and_site_times_and_the_listing_filters(store: Store) -> None:
     site_id, pv = add_pv(store)
     other_site, _ = add_pv(store, "Other", use_api=False)
-    write(store, pv, at("2026-06-21T10:00"), [50_000.0] * 8 + [-500.0])
+    write_readings(store, pv, at("2026-06-21T10:00"), [50_000.0] * 8 + [-500.0])
     evaluate(store, TH, at("2026-06-21T12:15"))
     [row] = load_alerts(store, site_id, None).to_dicts()
     assert (row["site"], row["meter"], row["category"], row["source"]) == ("Plant", "PV", "PROD", "Roof")
@@ -166,7 +148,7 @@ def test_v_alerts_names_and_site_times_and_the_listing_filters(store: Store) -> 
     assert row["timezone"] == "Europe/Brussels" and row["resolved_at_local"] is None
     assert load_alerts(store, other_site, None).is_empty()
 
-    write(store, pv, at("2026-06-21T12:15"), [50_000.0] * 5)
+    write_readings(store, pv, at("2026-06-21T12:15"), [50_000.0] * 5)
     evaluate(store, TH, at("2026-06-21T13:30"))
     assert load_alerts(store, None, at("2026-06-21T13:00")).height == 1  # resolved after 13:00: still listed
     assert load_alerts(store, None, at("2026-06-21T14:00")).is_empty()  # resolved before: not
@@ -175,7 +157,7 @@ def test_v_alerts_names_and_site_times_and_the_listing_filters(store: Store) -> 
 
 def test_evaluations_never_open_a_second_row_for_the_same_rule_and_source(store: Store) -> None:
     _, pv = add_pv(store)
-    write(store, pv, at("2026-06-21T10:00"), [50_000.0] * 8 + [-500.0])
+    write_readings(store, pv, at("2026-06-21T10:00"), [50_000.0] * 8 + [-500.0])
     for minute in range(15, 60, 5):
         evaluate(store, TH, at(f"2026-06-21T12:{minute:02d}"))
     with store.connect(read_only=True) as con:
@@ -231,7 +213,7 @@ def test_a_collector_poll_evaluates_the_alerts(seeded_env: Path) -> None:
             name="Carport", source_type="solar", capacity_kw=20, carbon_intensity_g_per_kwh=0, cost_per_mwh=0
         )
         carport = cat.insert_source(con, meter_id, source)
-    write(runtime.store, carport, now - timedelta(minutes=20), [-300.0])
+    write_readings(runtime.store, carport, now - timedelta(minutes=20), [-300.0])
     [key] = group_by_provider_site(cat.load_catalog(runtime.store))
     collector = Collector(runtime)
     try:

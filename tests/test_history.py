@@ -11,7 +11,6 @@ import polars as pl
 import pytest
 
 from core import catalog as cat
-from core import rollups
 from core.history import (
     Level,
     Resolution,
@@ -21,51 +20,21 @@ from core.history import (
     shift_back,
 )
 from core.history_balance import COMPUTED, METERED
-from core.models import Category, MeterIn, SiteIn, SourceIn
-from core.readings_store import ingest
+from core.models import Category
 from core.store import Store
+from tests.crafting import BRUSSELS, SourceSpec, craft_site, write_readings
 
-BRUSSELS = "Europe/Brussels"
 NOW = datetime(2029, 1, 1, tzinfo=UTC)  # after every crafted reading: nothing is cut off as "future"
 
 
 def make_site(store: Store, sources: list[tuple[Category, str]], name: str = "Plant") -> tuple[int, dict[str, int]]:
     """A Brussels site with one meter per category; returns the site id and source ids by "CATEGORY/type"."""
-    ids: dict[str, int] = {}
-    with store.transaction() as con:
-        site_id = cat.insert_site(con, SiteIn(name=name, latitude=50.85, longitude=4.35, timezone=BRUSSELS))
-        meters: dict[Category, int] = {}
-        for category, source_type in sources:
-            if category not in meters:
-                meters[category] = cat.insert_meter(
-                    con, site_id, MeterIn(name=f"{category.value} meter", category=category)
-                )
-            source = SourceIn(
-                name=f"{category.value} {source_type}",
-                source_type=source_type,
-                capacity_kw=100,
-                carbon_intensity_g_per_kwh=0,
-                cost_per_mwh=0,
-            )
-            ids[f"{category.value}/{source_type}"] = cat.insert_source(con, meters[category], source)
-    return site_id, ids
-
-
-def write(store: Store, source_id: int, start: datetime, values: list[float | None], step_s: int = 900) -> None:
-    ts = [start + timedelta(seconds=step_s * i) for i in range(len(values))]
-    batch = pl.DataFrame(
-        {"source_id": [source_id] * len(values), "ts": ts, "interval_s": [step_s] * len(values), "value": values,
-         "is_final": [True] * len(values)},
-        schema={"source_id": pl.Int64, "ts": pl.Datetime("us", "UTC"), "interval_s": pl.Int32, "value": pl.Float64,
-                "is_final": pl.Boolean},
-    )  # fmt: skip
-    with store.transaction() as con:
-        ingest(con, batch, NOW)
-        rollups.refresh(con, [source_id], ts[0], ts[-1] + timedelta(seconds=step_s))
+    site_id, ids = craft_site(store, [SourceSpec(c, t, capacity_kw=100) for c, t in sources], name=name)
+    return site_id, {f"{c.value}/{t}": ids[f"{c.value} {t}"] for c, t in sources}
 
 
 def constant(store: Store, source_id: int, start: datetime, end: datetime, watts: float, step_s: int = 900) -> None:
-    write(store, source_id, start, [watts] * int((end - start).total_seconds() // step_s), step_s)
+    write_readings(store, source_id, start, [watts] * int((end - start).total_seconds() // step_s), step_s)
 
 
 def history(store: Store, site_id: int, resolution: Resolution, first: date, last: date, **kwargs):  # type: ignore[no-untyped-def]
@@ -152,10 +121,10 @@ def test_a_gap_stays_a_gap(store: Store) -> None:
     site, ids = make_site(store, [(Category.PROD, "solar")])
     pv = ids["PROD/solar"]
     start = datetime(2026, 6, 1, 8, tzinfo=UTC)  # 10:00 local
-    write(store, pv, start, [4000.0] * 4)  # 10:00-11:00 complete
-    write(store, pv, start + timedelta(hours=1), [4000.0, None])  # 11:00-11:30: one quarter, one "no data" row
+    write_readings(store, pv, start, [4000.0] * 4)  # 10:00-11:00 complete
+    write_readings(store, pv, start + timedelta(hours=1), [4000.0, None])  # 11:00-11:30: one quarter, one "no data" row
     # 11:30-13:00 nothing at all
-    write(store, pv, start + timedelta(hours=3), [2000.0] * 4)  # 13:00-14:00 complete
+    write_readings(store, pv, start + timedelta(hours=3), [2000.0] * 4)  # 13:00-14:00 complete
     hours = history(store, site, Resolution.HOUR, date(2026, 6, 1), date(2026, 6, 1)).series
     by_hour = {h: row for h, row in zip(local_hours(hours), hours.iter_rows(named=True), strict=True)}
     assert len(by_hour) == 24
@@ -186,11 +155,9 @@ def test_buckets_after_now_are_not_expected_and_the_current_one_counts_its_elaps
 
 
 def test_hours_in_a_half_hour_zone_are_the_rollups_utc_hours(store: Store) -> None:
-    with store.transaction() as con:
-        site = cat.insert_site(con, SiteIn(name="Pune", latitude=18.5, longitude=73.8, timezone="Asia/Kolkata"))
-        meter = cat.insert_meter(con, site, MeterIn(name="PV", category=Category.PROD))
-        pv = cat.insert_source(con, meter, SourceIn(name="Roof", source_type="solar", capacity_kw=10,
-                                                    carbon_intensity_g_per_kwh=0, cost_per_mwh=0))  # fmt: skip
+    roof = SourceSpec(Category.PROD, "solar", "Roof")
+    site, ids = craft_site(store, [roof], name="Pune", timezone="Asia/Kolkata", latitude=18.5, longitude=73.8)
+    pv = ids["Roof"]
     # Local 2026-06-01 runs from 2026-05-31 18:30 UTC to 2026-06-01 18:30 UTC (+05:30).
     constant(store, pv, datetime(2026, 5, 31, 18, tzinfo=UTC), datetime(2026, 6, 1, 19, tzinfo=UTC), 1000)
     hours = history(store, site, Resolution.HOUR, date(2026, 6, 1), date(2026, 6, 1)).series
@@ -212,7 +179,7 @@ def test_site_roles_meter_sources_and_state_of_charge(store: Store) -> None:
     start = datetime(2026, 6, 1, 8, tzinfo=UTC)
     constant(store, ids["CONS/load"], start, start + timedelta(hours=1), 3000)
     constant(store, ids["CONS/grid"], start, start + timedelta(hours=1), 1000)
-    write(store, ids["STOR/soc"], start, [40.0, 50.0, 60.0, 70.0])
+    write_readings(store, ids["STOR/soc"], start, [40.0, 50.0, 60.0, 70.0])
     site_view = history(store, site, Resolution.HOUR, date(2026, 6, 1), date(2026, 6, 1))
     assert [g.name for g in site_view.groups] == [
         "Production", "Load", "Grid import", "Battery (+ discharge)", "State of charge",
@@ -247,7 +214,7 @@ def test_balance_with_the_load_computed_from_the_battery_and_the_grid(store: Sto
     constant(store, ids["PROD/solar"], start, start + timedelta(hours=2), 10_000)
     constant(store, ids["INJ/grid"], start, start + timedelta(hours=2), 4000)
     constant(store, ids["CONS/grid"], start, start + timedelta(hours=2), 1000)
-    write(store, ids["STOR/battery"], start, [-2000.0] * 4 + [3000.0] * 4)
+    write_readings(store, ids["STOR/battery"], start, [-2000.0] * 4 + [3000.0] * 4)
     balance = history(store, site, Resolution.HOUR, date(2026, 6, 1), date(2026, 6, 1)).balance
     rows = balance.filter(pl.col("bucket_start_local").dt.hour().is_in([10, 11])).to_dicts()
     first, second = rows

@@ -14,9 +14,9 @@ import pytest
 from core import catalog as cat
 from core import kpis, rollups
 from core.kpi_formulas import KPI_KEYS, Flow, Quantity, SiteFlows, compute_kpis, format_value
-from core.models import Category, MeterIn, SiteIn, SourceIn
-from core.readings_store import ingest
+from core.models import Category
 from core.store import Store
+from tests.crafting import SourceSpec, craft_site, write_readings
 
 TZ = "Europe/Brussels"
 BRUSSELS = ZoneInfo(TZ)
@@ -281,17 +281,9 @@ FULL_SITE = [
 
 def make_site(store: Store, name: str, sources: list[tuple[Category, str, str, float, float]]) -> dict[str, int]:
     """A Brussels site with one meter per category; returns {"site": id, <source name>: id}."""
-    ids: dict[str, int] = {}
-    with store.transaction() as con:
-        ids["site"] = cat.insert_site(con, SiteIn(name=name, latitude=50.85, longitude=4.35, timezone=TZ))
-        meters: dict[Category, int] = {}
-        for category, source_type, source_name, intensity, price in sources:
-            if category not in meters:
-                meters[category] = cat.insert_meter(con, ids["site"], MeterIn(name=category.value, category=category))
-            source = SourceIn(name=source_name, source_type=source_type, capacity_kw=10,
-                              carbon_intensity_g_per_kwh=intensity, cost_per_mwh=price)  # fmt: skip
-            ids[source_name] = cat.insert_source(con, meters[category], source)
-    return ids
+    specs = [SourceSpec(c, t, n, intensity=intensity, price=price) for c, t, n, intensity, price in sources]
+    site_id, ids = craft_site(store, specs, name=name, timezone=TZ)
+    return {"site": site_id, **ids}
 
 
 def local_start(day: date) -> datetime:
@@ -305,16 +297,7 @@ def profile(watts_by_hour: dict[int, float], default: float = 0.0, hours: int = 
 
 def write(store: Store, source_id: int, start: datetime, watts: list[float | None], step_s: int = 900) -> None:
     """Readings every `step_s` from `start`, skipping None (no row: a gap), with the rollups refreshed."""
-    ts = [start + timedelta(seconds=step_s * i) for i, w in enumerate(watts) if w is not None]
-    batch = pl.DataFrame(
-        {"source_id": [source_id] * len(ts), "ts": ts, "interval_s": [step_s] * len(ts),
-         "value": [w for w in watts if w is not None], "is_final": [True] * len(ts)},
-        schema={"source_id": pl.Int64, "ts": pl.Datetime("us", "UTC"), "interval_s": pl.Int32,
-                "value": pl.Float64, "is_final": pl.Boolean},
-    )  # fmt: skip
-    with store.transaction() as con:
-        ingest(con, batch, NOW)
-        rollups.refresh(con, [source_id], start, start + timedelta(seconds=step_s * len(watts)))
+    write_readings(store, source_id, start, watts, step_s, skip_none=True)
 
 
 def write_full_day(store: Store, ids: dict[str, int], day: date) -> None:

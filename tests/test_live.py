@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import polars as pl
 import pytest
 
-from core import live, rollups
-from core.catalog import insert_meter, insert_site, insert_source
-from core.live import FlowKind, Status
-from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
-from core.readings_store import ingest
+from core import live
+from core.live import Status
+from core.models import ApiSettings, Category, UpdateFrequency
+from core.roles import Role
 from core.store import Store
+from tests.crafting import SourceSpec, craft_site, simulator_api, write_readings
 
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)  # Brussels summer time: 12:00 local
 
@@ -32,52 +33,16 @@ def build_site(
 ) -> tuple[int, dict[str, int]]:
     """A site with one meter per category; `frequency[name] = None` makes a source without API."""
     frequency = frequency or {}
-    ids: dict[str, int] = {}
-    with store.transaction() as con:
-        site_id = insert_site(con, SiteIn(name="Plant", latitude=50.85, longitude=4.35, timezone="Europe/Brussels"))
-        meters = {
-            category: insert_meter(con, site_id, MeterIn(name=f"{category.value} meter", category=category))
-            for category in {c for _, c, _ in sources}
-        }
-        for name, category, source_type in sources:
-            every = frequency.get(name, UpdateFrequency.MIN15)
-            api = (
-                ApiSettings(use_api=True, api_provider=Provider.SIMULATOR, update_frequency=every)
-                if every is not None
-                else ApiSettings(use_api=False)
-            )
-            source = SourceIn(
-                name=name,
-                source_type=source_type,
-                capacity_kw=10,
-                carbon_intensity_g_per_kwh=0,
-                cost_per_mwh=0,
-                api=api,
-            )
-            ids[name] = insert_source(con, meters[category], source)
-    return site_id, ids
+    specs = []
+    for name, category, source_type in sources:
+        every = frequency.get(name, UpdateFrequency.MIN15)
+        api = simulator_api(every) if every is not None else ApiSettings(use_api=False)
+        specs.append(SourceSpec(category, source_type, name, api=api))
+    return craft_site(store, specs)
 
 
-def write(
-    store: Store,
-    source_id: int,
-    start: datetime,
-    values: list[float | None],
-    step_s: int = 300,
-    received_at: datetime | None = None,
-) -> None:
-    """Readings every `step_s` from `start`, stored at `received_at` (by default long after they ended)."""
-    ts = [start + timedelta(seconds=step_s * i) for i in range(len(values))]
-    batch = pl.DataFrame(
-        {"source_id": [source_id] * len(values), "ts": ts, "interval_s": [step_s] * len(values), "value": values,
-         "is_final": [True] * len(values)},
-        schema={"source_id": pl.Int64, "ts": pl.Datetime("us", "UTC"), "interval_s": pl.Int32, "value": pl.Float64,
-                "is_final": pl.Boolean},
-    )  # fmt: skip
-    end = ts[-1] + timedelta(seconds=step_s)
-    with store.transaction() as con:
-        ingest(con, batch, received_at or end + timedelta(days=30))
-        rollups.refresh(con, [source_id], ts[0], end)
+# Readings every 5 minutes unless a test says otherwise.
+write = partial(write_readings, step_s=300)
 
 
 def by_name(snapshot: live.LiveSnapshot) -> dict[str, live.SourceLive]:
@@ -132,7 +97,7 @@ def test_stale_after_twice_the_cadence(store: Store, after_as_of: timedelta, sta
     snapshot = live.live_snapshot(store, site, T0 + timedelta(minutes=5) + after_as_of)
     pv = by_name(snapshot)["Roof PV"]
     assert (pv.age, pv.status) == (after_as_of, status)
-    flow = snapshot.flow[FlowKind.PRODUCTION]
+    flow = snapshot.flow[Role.PRODUCTION]
     if status is Status.CURRENT:
         assert flow.value == 4000.0
     else:
@@ -158,8 +123,8 @@ def test_a_source_without_data_and_one_without_api(store: Store) -> None:
     assert (load.status, load.value, load.age) == (Status.NO_DATA, None, None)
     assert grid.status is Status.NO_API and grid.age == timedelta(hours=2, minutes=10)  # > 2 x the nominal hour
     assert grid.cadence == live.MANUAL_CADENCE
-    assert snapshot.flow[FlowKind.GRID_IMPORT].value is None
-    assert snapshot.flow[FlowKind.GRID_IMPORT].note == "Grid Import is not polled (no API): last reading 2 h 10 min ago"
+    assert snapshot.flow[Role.GRID_IMPORT].value is None
+    assert snapshot.flow[Role.GRID_IMPORT].note == "Grid Import is not polled (no API): last reading 2 h 10 min ago"
 
 
 def test_missing_battery_is_undefined_not_zero(store: Store) -> None:
@@ -167,10 +132,10 @@ def test_missing_battery_is_undefined_not_zero(store: Store) -> None:
     write(store, ids["Roof PV"], T0, [1000.0])
     write(store, ids["Building Load"], T0, [1500.0])
     flow = live.live_snapshot(store, site, T0 + timedelta(minutes=10)).flow
-    assert flow[FlowKind.BATTERY].value is None and flow[FlowKind.SOC].value is None
-    assert flow[FlowKind.BATTERY].note == "no battery source (STOR battery) at this site"
-    assert live.format_value(flow[FlowKind.BATTERY].value, "W") == "-"
-    assert (flow[FlowKind.PRODUCTION].value, flow[FlowKind.LOAD].value) == (1000.0, 1500.0)
+    assert flow[Role.BATTERY].value is None and flow[Role.SOC].value is None
+    assert flow[Role.BATTERY].note == "no battery source (STOR battery) at this site"
+    assert live.format_value(flow[Role.BATTERY].value, "W") == "-"
+    assert (flow[Role.PRODUCTION].value, flow[Role.LOAD].value) == (1000.0, 1500.0)
 
 
 def test_load_is_computed_from_the_balance_without_a_load_source(store: Store) -> None:
@@ -181,11 +146,11 @@ def test_load_is_computed_from_the_balance_without_a_load_source(store: Store) -
     write(store, ids["Battery"], T0, [-500.0])  # charging
     write(store, ids["Battery SoC"], T0, [63.5])
     snapshot = live.live_snapshot(store, site, T0 + timedelta(minutes=10))
-    load = snapshot.flow[FlowKind.LOAD]
+    load = snapshot.flow[Role.LOAD]
     assert load.computed and load.value == 3500.0  # 5000 + 1000 - 2000 + (-500)
     assert load.note is not None and "computed as production + grid import - grid export + battery" in load.note
-    soc = snapshot.flow[FlowKind.SOC]
-    assert (soc.value, FlowKind.SOC.unit, live.format_value(soc.value, "%")) == (63.5, "%", "63.5 %")
+    soc = snapshot.flow[Role.SOC]
+    assert (soc.value, Role.SOC.unit, live.format_value(soc.value, "%")) == (63.5, "%", "63.5 %")
     assert by_name(snapshot)["Battery SoC"].unit == "%"
     # The chart follows the same balance, bucket by bucket.
     assert snapshot.recent_load_computed
@@ -197,12 +162,12 @@ def test_a_stale_load_source_gives_way_to_the_balance_and_a_stale_term_blocks_it
     write(store, ids["Roof PV"], T0, [5000.0])
     write(store, ids["Grid Import"], T0, [1000.0])
     write(store, ids["Building Load"], T0 - timedelta(hours=2), [9999.0])
-    load = live.live_snapshot(store, site, T0 + timedelta(minutes=10)).flow[FlowKind.LOAD]
+    load = live.live_snapshot(store, site, T0 + timedelta(minutes=10)).flow[Role.LOAD]
     assert load.computed and load.value == 6000.0
     assert load.note is not None and load.note.startswith("Building Load is stale: last reading 2 h 5 min ago; ")
 
     write(store, ids["Roof PV"], T0 + timedelta(minutes=5), [5100.0])
-    load = live.live_snapshot(store, site, T0 + timedelta(minutes=38)).flow[FlowKind.LOAD]
+    load = live.live_snapshot(store, site, T0 + timedelta(minutes=38)).flow[Role.LOAD]
     assert load.value is None  # PV is current (as of 10:10, 28 min ago), grid import is not (as of 10:05, 33 min ago)
     assert load.note is not None and load.note.endswith("cannot be computed: Grid Import not current")
 
@@ -211,9 +176,9 @@ def test_several_sources_of_one_flow_add_up_unless_one_is_stale(store: Store) ->
     site, ids = build_site(store, [*FULL_SITE[:1], ("East PV", Category.PROD, "solar")])
     write(store, ids["Roof PV"], T0, [1000.0])
     write(store, ids["East PV"], T0, [250.0])
-    assert live.live_snapshot(store, site, T0 + timedelta(minutes=10)).flow[FlowKind.PRODUCTION].value == 1250.0
+    assert live.live_snapshot(store, site, T0 + timedelta(minutes=10)).flow[Role.PRODUCTION].value == 1250.0
     write(store, ids["Roof PV"], T0 + timedelta(minutes=5), [1100.0, 1200.0, 1300.0, 1400.0, 1500.0, 1600.0, 1700.0])
-    flow = live.live_snapshot(store, site, T0 + timedelta(minutes=45)).flow[FlowKind.PRODUCTION]
+    flow = live.live_snapshot(store, site, T0 + timedelta(minutes=45)).flow[Role.PRODUCTION]
     assert flow.value is None and flow.note == "East PV is stale: last reading 40 min ago"
 
 

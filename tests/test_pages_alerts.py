@@ -13,13 +13,12 @@ from core.alert_rules import Finding, Rule, State
 from core.alerts import apply_findings, load_alerts
 from core.config import load_settings
 from core.runtime import open_runtime
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+from tests.crafting import app_store, open_page
 
 
 def craft_alerts() -> dict[str, int]:
     """Two open alerts on the demo site, stored as an evaluation would store them; {rule: alert id}."""
-    store = open_runtime(load_settings(), prepare=False).store
+    store = app_store()
     catalog = cat.load_catalog(store)
     site = catalog.sites[0]
     by_type = {s.source_type: s for s in catalog.sources}
@@ -35,11 +34,7 @@ def craft_alerts() -> dict[str, int]:
 @pytest.fixture
 def page(seeded_env: Path) -> tuple[AppTest, dict[str, int]]:
     ids = craft_alerts()
-    app = AppTest.from_file(APP, default_timeout=60)
-    app.run()
-    app.switch_page("pages/alerts.py").run()
-    assert not app.exception
-    return app, ids
+    return open_page("pages/alerts.py"), ids
 
 
 def metrics(app: AppTest) -> dict[str, str]:
@@ -101,9 +96,6 @@ def test_acknowledge_selected_alerts(page: tuple[AppTest, dict[str, int]]) -> No
 
 
 def test_without_any_evaluation_the_page_says_so(seeded_env: Path) -> None:
-    app = AppTest.from_file(APP, default_timeout=60)
-    app.run()
-    app.switch_page("pages/alerts.py").run()
-    assert not app.exception
+    app = open_page("pages/alerts.py")
     assert any("have not been evaluated yet" in i.value for i in app.info)
     assert metrics(app) == {"Open": "0", "Acknowledged": "0", "Resolved": "0"}

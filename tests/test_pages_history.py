@@ -9,16 +9,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+from tests.crafting import open_page
 
 
 @pytest.fixture
 def history(seeded_env: Path) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=60)
-    app.run()
-    app.switch_page("pages/history.py").run()
-    assert not app.exception
-    return app
+    return open_page("pages/history.py")
 
 
 def today() -> datetime:

@@ -8,13 +8,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import catalog as cat
 from core import kpis
-from core.config import load_settings
-from core.models import Category, MeterIn, SiteIn, SourceIn
-from core.runtime import open_runtime
+from core.models import Category
+from tests.crafting import SourceSpec, app_store, craft_site, open_page
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 KPI_NAMES = [
     "Production", "Consumption", "Grid import", "Grid export", "Self-consumed energy", "Battery discharge",
     "Battery charge", "Battery net", "Self-consumption", "Self-sufficiency", "Emissions",
@@ -29,11 +26,7 @@ TILES = [f"{name} (kWh)" for name in KPI_NAMES[:8]] + [
 
 @pytest.fixture
 def page(seeded_env: Path) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=60)
-    app.run()
-    app.switch_page("pages/kpis.py").run()
-    assert not app.exception
-    return app
+    return open_page("pages/kpis.py")
 
 
 def metric(app: AppTest, label: str) -> str:
@@ -82,14 +75,12 @@ def test_a_custom_range_ending_before_it_starts_shows_why_and_no_kpis(page: AppT
 
 
 def test_a_site_without_production_shows_a_dash_for_self_consumption(page: AppTest) -> None:
-    store = open_runtime(load_settings(), prepare=False).store
-    office = cat.create_site(store, SiteIn(name="Office", latitude=50.0, longitude=4.0, timezone="Europe/Brussels"))
-    with store.transaction() as con:
-        grid = cat.insert_meter(con, office.id, MeterIn(name="Grid", category=Category.CONS))
-        cat.insert_source(con, grid, SourceIn(name="Office Grid", source_type="grid", capacity_kw=50,
-                                              carbon_intensity_g_per_kwh=150, cost_per_mwh=200))  # fmt: skip
+    grid = SourceSpec(Category.CONS, "grid", "Office Grid", capacity_kw=50, intensity=150, price=200)
+    office, _ = craft_site(
+        app_store(), [grid], name="Office", latitude=50.0, longitude=4.0, meter_names={Category.CONS: "Grid"}
+    )
     page.run()
-    page.selectbox(key="kpi_site").set_value(office.id).run()
+    page.selectbox(key="kpi_site").set_value(office).run()
     assert not page.exception
     assert metric(page, "Production (kWh)") == "0.0"
     assert metric(page, "Self-consumption") == "-"

@@ -7,13 +7,9 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from core import catalog as cat
-from core.config import load_settings
-from core.models import SiteIn
-from core.runtime import open_runtime
+from tests.crafting import app_store, craft_site, open_page
 from tests.seeding import seed_history
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 FLOW_LABELS = ["PV production", "Grid import", "Grid export", "Load", "Battery", "State of charge"]
 DEMO_SOURCES = [
     "Rooftop PV Array",
@@ -26,10 +22,7 @@ DEMO_SOURCES = [
 
 
 def open_live() -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=60)
-    app.run()
-    app.switch_page("pages/live.py").run()
-    assert not app.exception
+    app = open_page("pages/live.py")
     assert not app.error
     return app
 
@@ -66,10 +59,9 @@ def test_stale_sources_are_marked_and_left_out_of_the_flow(app_env: Path) -> Non
 
 
 def test_a_site_without_sources_says_so(seeded_env: Path) -> None:
-    store = open_runtime(load_settings(), prepare=False).store
-    empty = cat.create_site(store, SiteIn(name="Empty Yard", latitude=51.0, longitude=4.0, timezone="Europe/Brussels"))
+    empty, _ = craft_site(app_store(), [], name="Empty Yard", latitude=51.0, longitude=4.0)
     app = open_live()
-    app.selectbox(key="live_site").set_value(empty.id).run()
+    app.selectbox(key="live_site").set_value(empty).run()
     assert not app.exception
     assert [m.value for m in app.metric] == ["-"] * len(FLOW_LABELS)
     assert any("no data sources yet" in i.value for i in app.info)

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import polars as pl
-
 from core import catalog as cat
-from core import rollups
 from core.connections import new_draft, save_connections
 from core.crypto import SecretBox
 from core.models import Category, MeterIn, SiteIn
-from core.readings_store import ingest
 from core.store import Store
-
-NOW = datetime(2026, 11, 1, tzinfo=UTC)
+from tests.crafting import write_readings
 
 
 def a_source(store: Store, box: SecretBox) -> int:
@@ -24,19 +19,6 @@ def a_source(store: Store, box: SecretBox) -> int:
     draft.values |= {"name": "Roof", "capacity_kw": "10"}
     save_connections(store, box, site.id, [draft], set())
     return cat.load_catalog(store).sources[0].id
-
-
-def write(store: Store, source_id: int, start: datetime, values: list[float | None], step_s: int = 900) -> None:
-    ts = [start + timedelta(seconds=step_s * i) for i in range(len(values))]
-    batch = pl.DataFrame(
-        {"source_id": [source_id] * len(values), "ts": ts, "interval_s": [step_s] * len(values), "value": values,
-         "is_final": [True] * len(values)},
-        schema={"source_id": pl.Int64, "ts": pl.Datetime("us", "UTC"), "interval_s": pl.Int32, "value": pl.Float64,
-                "is_final": pl.Boolean},
-    )  # fmt: skip
-    with store.transaction() as con:
-        ingest(con, batch, NOW)
-        rollups.refresh(con, [source_id], ts[0], ts[-1] + timedelta(seconds=step_s))
 
 
 def rows(store: Store, table: str) -> list[tuple]:
@@ -49,7 +31,7 @@ def rows(store: Store, table: str) -> list[tuple]:
 def test_hourly_energy_and_a_gap_shown_as_missing_coverage(store: Store, box: SecretBox) -> None:
     source = a_source(store, box)
     start = datetime(2026, 6, 1, 10, tzinfo=UTC)
-    write(store, source, start, [4000.0, 4000.0, None, 2000.0, 1000.0])  # 10:00-11:15, one null quarter
+    write_readings(store, source, start, [4000.0, 4000.0, None, 2000.0, 1000.0])  # 10:00-11:15, one null quarter
     (ten, eleven) = rows(store, "readings_hourly")
     assert ten[0] == start and ten[2] == 2500.0  # (4000 + 4000 + 2000) W x 0.25 h
     assert ten[3] == 2700 and ten[4] == 4  # 45 of 60 minutes covered: the gap is visible, not zero energy
@@ -60,7 +42,7 @@ def test_hourly_energy_and_a_gap_shown_as_missing_coverage(store: Store, box: Se
 def test_daily_buckets_follow_the_site_day_across_dst(store: Store, box: SecretBox) -> None:
     source = a_source(store, box)
     local_midnight = datetime(2026, 10, 24, 22, tzinfo=UTC)  # 2026-10-25 00:00 in Brussels, a 25-hour day
-    write(store, source, local_midnight, [1000.0] * (25 * 4 + 4), step_s=900)  # the day and the next hour
+    write_readings(store, source, local_midnight, [1000.0] * (25 * 4 + 4), step_s=900)  # the day and the next hour
     days = rows(store, "readings_daily")
     assert [d[0] for d in days] == [local_midnight, local_midnight + timedelta(hours=25)]
     assert days[0][2] == 25_000.0 and days[0][3] == 25 * 3600  # 1 kW for 25 hours
@@ -70,9 +52,9 @@ def test_daily_buckets_follow_the_site_day_across_dst(store: Store, box: SecretB
 def test_a_refresh_replaces_buckets_instead_of_adding_to_them(store: Store, box: SecretBox) -> None:
     source = a_source(store, box)
     start = datetime(2026, 6, 1, 10, tzinfo=UTC)
-    write(store, source, start, [4000.0] * 4)
-    write(store, source, start, [4000.0] * 4)  # the same data written again (a re-poll)
-    write(store, source, start + timedelta(hours=1), [2000.0] * 4)
+    write_readings(store, source, start, [4000.0] * 4)
+    write_readings(store, source, start, [4000.0] * 4)  # the same data written again (a re-poll)
+    write_readings(store, source, start + timedelta(hours=1), [2000.0] * 4)
     assert [(r[0], r[2]) for r in rows(store, "readings_hourly")] == [
         (start, 4000.0),
         (start + timedelta(hours=1), 2000.0),
