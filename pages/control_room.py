@@ -9,8 +9,12 @@ from core import catalog as cat
 from core.models import CATEGORY_LABELS, Category, MeterIn, SiteIn, known_timezones
 from core.validation import field_errors
 from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes
+from ui.widgets import choose_site
 
 TIMEZONES = sorted(known_timezones())
+# Every widget of a collapsed expander is still built and sent, and each site form carries the ~600 zones: past
+# this many sites the page shows one site at a time, chosen in a select box, so it stays fast for a fleet.
+SITES_SHOWN_AT_ONCE = 10
 CATEGORIES = list(Category)
 
 
@@ -41,9 +45,11 @@ def _validated(model: type, values: dict, errors_key: str):  # type: ignore[no-u
 def _create_site() -> None:
     st.session_state["cr_add_site_errors"] = {}
     site = _validated(SiteIn, _site_form_values("cr_add_site"), "cr_add_site_errors")
-    if site and run_safely(cat.create_site, get_runtime().store, site, errors_key="cr_add_site_errors"):
+    created = site and run_safely(cat.create_site, get_runtime().store, site, errors_key="cr_add_site_errors")
+    if site and created:
         for suffix in ("name", "lat", "lon"):
             st.session_state[f"cr_add_site_{suffix}"] = ""
+        st.session_state["chosen_site_id"] = created.id  # shown next, also when the fleet shows one site at a time
         flash(f"Site {site.name!r} created")
 
 
@@ -172,7 +178,7 @@ def render_meter(meter: cat.Meter, catalog: cat.Catalog) -> None:
         _confirm_box("meter", meter.id, meter.name, catalog)
 
 
-def render_site(site: cat.Site, catalog: cat.Catalog) -> None:
+def render_site(site: cat.Site, catalog: cat.Catalog, *, expanded: bool) -> None:
     prefix = f"cr_site{site.id}"
     _init(f"{prefix}_name", site.name)
     _init(f"{prefix}_lat", f"{site.latitude:g}")
@@ -180,7 +186,7 @@ def render_site(site: cat.Site, catalog: cat.Catalog) -> None:
     _init(f"{prefix}_tz", site.timezone)
     meters = catalog.meters_of(site.id)
     title = f"**{site.name}** · {site.timezone} · {len(meters)} meter(s)"
-    with st.expander(title, icon=":material/home_work:", expanded=len(catalog.sites) == 1):
+    with st.expander(title, icon=":material/home_work:", expanded=expanded):
         errors = st.session_state.get(f"{prefix}_errors", {})
         with st.form(f"{prefix}_form", border=False):
             _site_fields(prefix, errors)
@@ -216,8 +222,14 @@ def main() -> None:
         render_add_site()
         if not catalog.sites:
             st.info("No sites yet: add one above.")
+        if len(catalog.sites) > SITES_SHOWN_AT_ONCE:
+            st.caption(f"{len(catalog.sites)} sites: pick the one to see and edit.")
+            chosen = choose_site("cr_site_pick", catalog)
+            if chosen is not None:
+                render_site(catalog.site(chosen.id), catalog, expanded=True)
+            return
         for site in catalog.sites:
-            render_site(site, catalog)
+            render_site(site, catalog, expanded=len(catalog.sites) == 1)
 
 
 main()

@@ -50,6 +50,25 @@ def test_control_room_shows_the_seeded_demo(at: AppTest) -> None:
     assert sorted(meter_names) == ["Battery Storage", "Building Consumption", "Grid Injection", "Rooftop PV"]
 
 
+def test_a_fleet_shows_one_site_at_a_time_and_a_new_site_comes_first(at: AppTest) -> None:
+    store = open_runtime(load_settings(), prepare=False).store
+    for n in range(11):  # with the demo, 12 sites: more than the page lays out at once
+        cat.create_site(store, cat.SiteIn(name=f"Plant {n:02d}", latitude=50, longitude=4, timezone="Europe/Brussels"))
+    at.run()
+    assert not at.exception
+    sites = [e.label for e in at.expander if "meter(s)" in e.label]
+    assert len(sites) == 1 and "Demo Rooftop" in sites[0]
+    picker = at.selectbox(key="cr_site_pick")
+    picker.set_value(next(s.id for s in catalog().sites if s.name == "Plant 07")).run()
+    assert [e.label for e in at.expander if "meter(s)" in e.label] == ["**Plant 07** · Europe/Brussels · 0 meter(s)"]
+
+    at.text_input(key="cr_add_site_name").input("North Plant")
+    at.text_input(key="cr_add_site_lat").input("51")
+    at.text_input(key="cr_add_site_lon").input("5")
+    at.button(key="FormSubmitter:cr_add_site_form-Create Site").click().run()
+    assert [e.label for e in at.expander if "meter(s)" in e.label] == ["**North Plant** · Europe/Brussels · 0 meter(s)"]
+
+
 def test_create_site_validates_and_saves(at: AppTest) -> None:
     at.text_input(key="cr_add_site_name").input("North <b>Plant</b>")
     at.text_input(key="cr_add_site_lat").input("95")

@@ -13,17 +13,25 @@ from core.models import Site
 from ui.context import get_runtime
 
 
-def choose_site(key: str) -> Site | None:
+def choose_site(key: str, catalog: cat.Catalog | None = None) -> Site | None:
     """A select box of the configured sites (the choice is kept across pages); None when there is no site."""
-    catalog = cat.load_catalog(get_runtime().store)
+    catalog = catalog or cat.load_catalog(get_runtime().store)
     if not catalog.sites:
         st.info("No site yet: add one on the Control Room page.", icon=":material/info:")
         return None
     by_id = {site.id: site for site in catalog.sites}
     remembered = st.session_state.get("chosen_site_id")
-    ids = list(by_id)
-    index = ids.index(remembered) if remembered in by_id else 0
-    site_id = st.selectbox("Site", ids, index=index, format_func=lambda i: by_id[i].name, key=key)
+    # The choice lives in `chosen_site_id`, shared by every page; the widget follows it when it changed elsewhere
+    # (another page's picker, a site just created), and writes it back when the user picks here.
+    if remembered in by_id:
+        st.session_state[key] = remembered
+    elif st.session_state.get(key) not in by_id:
+        st.session_state[key] = catalog.sites[0].id
+
+    def remember() -> None:
+        st.session_state["chosen_site_id"] = st.session_state[key]
+
+    site_id = st.selectbox("Site", list(by_id), format_func=lambda i: by_id[i].name, key=key, on_change=remember)
     st.session_state["chosen_site_id"] = site_id
     return by_id[site_id]
 
