@@ -133,6 +133,10 @@ def first_render(page: str) -> float:
     elapsed = time.perf_counter() - started
     if app.exception:
         raise RuntimeError(f"{page} failed: {app.exception[0].message}")
+    if app.error:  # a page that only says what went wrong would time nothing real
+        raise RuntimeError(f"{page} showed an error: {app.error[0].value}")
+    if len(app.main.children) < 3:
+        raise RuntimeError(f"{page} rendered almost nothing")
     return elapsed
 
 
