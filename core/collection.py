@@ -107,11 +107,16 @@ def read_inputs(
 def window_for(
     sources: list[Source], bookmarks: dict[int, datetime], now: datetime, *, unmetered: bool = False
 ) -> tuple[datetime, datetime]:
-    """From the oldest bookmark of the group (minus RELOOK) to now, at most MAX_WINDOW_PER_PASS long
-    (UNMETERED_BACKFILL for a provider without a vendor quota)."""
-    first, longest = (UNMETERED_BACKFILL, UNMETERED_BACKFILL) if unmetered else (FIRST_BACKFILL, MAX_WINDOW_PER_PASS)
-    starts = [bookmarks[s.id] - RELOOK if s.id in bookmarks else now - first for s in sources]
+    """From the oldest bookmark of the group (minus RELOOK) to now, at most MAX_WINDOW_PER_PASS long; a source
+    without a bookmark starts FIRST_BACKFILL back (UNMETERED_BACKFILL, in one pass, for a provider without a
+    vendor quota)."""
+    new = [s for s in sources if s.id not in bookmarks]
+    first = UNMETERED_BACKFILL if unmetered else FIRST_BACKFILL
+    starts = [bookmarks[s.id] - RELOOK for s in sources if s.id in bookmarks] + [now - first for _ in new[:1]]
     start = min(starts)
+    # Only a first backfill of an unmetered group reads its month in one pass; catching up after downtime stays at
+    # MAX_WINDOW_PER_PASS a pass, so no pass holds the file for a month of a whole fleet's readings.
+    longest = UNMETERED_BACKFILL if unmetered and new else MAX_WINDOW_PER_PASS
     end = min(now, start + longest)
     return start, end
 

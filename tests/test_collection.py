@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
 from core import catalog as cat
-from core.collection import UNMETERED_BACKFILL, backfill, collect_once
+from core.collection import UNMETERED_BACKFILL, backfill, collect_once, window_for
 from core.config import Settings
 from core.connections import draft_from_source, new_draft, save_connections
 from core.crypto import SecretBox
@@ -183,3 +184,18 @@ def test_a_failing_vendor_is_left_alone_while_backing_off(store: Store, box: Sec
         ).fetchall()[0]
     assert (failures, circuit) == (2, "closed")
     assert now + timedelta(minutes=2) + timedelta(minutes=2) * 0.8 <= due <= now + timedelta(minutes=2) * 2.2
+
+
+def test_only_a_first_unmetered_backfill_reads_a_month_in_one_pass() -> None:
+    new, old = SimpleNamespace(id=1), SimpleNamespace(id=2)
+    now = datetime(2026, 11, 27, 12, tzinfo=UTC)
+    # A new simulator source: a month back in one pass (the demo's month of history on the first pass).
+    assert window_for([new], {}, now, unmetered=True) == (now - timedelta(days=31), now)
+    # A vendor with a quota: one day back.
+    assert window_for([new], {}, now, unmetered=False) == (now - timedelta(days=1), now)
+    # Catching up after 20 days of downtime: 7 days a pass, from 2 hours before the bookmark, even unmetered.
+    bookmark = now - timedelta(days=20)
+    start = bookmark - timedelta(hours=2)
+    assert window_for([old], {2: bookmark}, now, unmetered=True) == (start, start + timedelta(days=7))
+    # A source added to a bookmarked group brings the month back with it.
+    assert window_for([old, new], {2: bookmark}, now, unmetered=True) == (now - timedelta(days=31), now)
