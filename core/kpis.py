@@ -4,9 +4,16 @@ A period is a range of whole local days [first_day, last_day] in the site's time
 hours). Days that ended before the data cut are read from `readings_daily` (one row per source and day); the day
 the cut falls in ("today so far") is read from `readings_15min` up to the cut, so the result follows the `now`
 it is given, never data written after it. The cut is `now` floored to the quarter hour: the open quarter is not
-expected yet. Battery charge and discharge are split by the sign of each hour's energy in `readings_hourly` (each
-quarter hour's for today so far): the daily rollup holds only their net, which is what the balance uses. A year of
-15-minute buckets would mean scanning the whole 15-minute table (17.5M rows at 500 sources) for a few batteries.
+expected yet. A quarter-hour bucket before the cut counts whole, with every reading that starts in it: an hourly
+reading that starts at 10:00 counts its whole hour in a cut at 10:15 (the rollup keeps no finer split, so a
+pro-rated share would be a guess; its coverage is capped at the time elapsed). Battery charge and discharge are
+split by the sign of each hour's energy in `readings_hourly` (each quarter hour's for today so far, and for a zone
+whose midnight is not on a whole UTC hour, like Asia/Kolkata at +05:30, where an hour would straddle two days): the
+daily rollup holds only their net, which is what the balance uses. A year of 15-minute buckets would mean scanning
+the whole 15-minute table (17.5M rows at 500 sources) for a few batteries.
+
+A role (grid import, production, ...) whose sources sent no data at all in the period, or in a day of the daily
+table, is unknown there, not zero (core.kpi_formulas: `Flow.has_data`).
 
 Coverage: per source and day, the seconds with data (`covered_s`) over the seconds elapsed in the day; the
 period's coverage is over all energy sources of the site. Below 100 % the page says the data is incomplete.
@@ -232,7 +239,9 @@ def _read_energy(
         splits = []
         # Charge and discharge by the sign of each hour (see the module docstring); today so far, of each quarter.
         if whole:
-            splits.append(("readings_hourly", whole[0].start, whole[-1].end))
+            # An hour straddles local midnight where midnight is not on a whole UTC hour: split by quarter there.
+            off_hour = any(s.start.minute or s.end.minute for s in whole)
+            splits.append(("readings_15min" if off_hour else "readings_hourly", whole[0].start, whole[-1].end))
         splits += [("readings_15min", span.start, span.end) for span in partial]
         battery_sql = " UNION ALL ".join(
             f"SELECT source_id, time_bucket(INTERVAL 1 DAY, bucket, '{zone}') AS day_start,"
@@ -262,7 +271,8 @@ def _configured(sources: pl.DataFrame) -> dict[str, tuple[float, float]]:
 
 def _flows(totals: dict[str, dict[str, float]], configured: dict[str, tuple[float, float]],
            parts: dict[str, tuple[Quantity, ...]] | None = None) -> SiteFlows:  # fmt: skip
-    """SiteFlows from per-role sums (roles without a source stay None; roles without data are zero)."""
+    """SiteFlows from per-role sums: roles without a source stay None; a role whose sources covered no second
+    (no rows, or rows without coverage) has no data, so its flow is unknown rather than zero."""
     flows: dict[str, Flow] = {}
     for role, (intensity, price) in configured.items():
         sums = totals.get(role, {})
@@ -275,6 +285,7 @@ def _flows(totals: dict[str, dict[str, float]], configured: dict[str, tuple[floa
             charge_kwh=sums.get("charge_kwh", 0.0),
             discharge_kwh=sums.get("discharge_kwh", 0.0),
             parts=(parts or {}).get(role, ()),
+            has_data=sums.get("covered_s", 0) > 0,
         )
     return SiteFlows(
         production=flows.get(Role.PRODUCTION.value),
@@ -289,20 +300,21 @@ _SUMS = ("energy_kwh", "co2_g", "cost", "charge_kwh", "discharge_kwh")
 
 
 def _role_sums(frame: pl.DataFrame, by: list[str]) -> pl.DataFrame:
-    return frame.group_by([*by, "role"]).agg(pl.col(list(_SUMS)).sum())
+    return frame.group_by([*by, "role"]).agg(pl.col([*_SUMS, "covered_s"]).sum())
 
 
 def _parts(per_source: pl.DataFrame) -> dict[str, tuple[Quantity, ...]]:
-    """Each source's energy in the period, named, for the inputs of the KPIs that sum them."""
+    """Each source's energy in the period, named, for the inputs of the KPIs that sum them ("-" without data)."""
     parts: dict[str, list[Quantity]] = defaultdict(list)
     for row in per_source.sort("source_id").iter_rows(named=True):
+        has_data = row["covered_s"] > 0
         if row["role"] == Role.BATTERY.value:
             parts[row["role"]] += [
-                Quantity(f"{row['name']}: discharge", row["discharge_kwh"], "kWh"),
-                Quantity(f"{row['name']}: charge", row["charge_kwh"], "kWh"),
+                Quantity(f"{row['name']}: discharge", row["discharge_kwh"] if has_data else None, "kWh"),
+                Quantity(f"{row['name']}: charge", row["charge_kwh"] if has_data else None, "kWh"),
             ]
         else:
-            parts[row["role"]].append(Quantity(row["name"], row["energy_kwh"], "kWh"))
+            parts[row["role"]].append(Quantity(row["name"], row["energy_kwh"] if has_data else None, "kWh"))
     return {role: tuple(quantities) for role, quantities in parts.items()}
 
 
@@ -315,11 +327,35 @@ def _empty_energy() -> pl.DataFrame:
     )  # fmt: skip
 
 
-def read_site_kpis(con: duckdb.DuckDBPyConnection, site_id: int, period: Period, now: datetime) -> KpiReport:
-    """The site's KPIs over the period up to `now`, read through an open (read-only) connection."""
+@dataclass(frozen=True)
+class _Raw:
+    """What the KPIs need from the database, fetched in one short connection."""
+
+    site_id: int
+    site_name: str
+    timezone: str
+    period: Period
+    sources: pl.DataFrame
+    spans: list[DaySpan]
+    energy: pl.DataFrame
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, site_id: int, period: Period, now: datetime) -> _Raw:
     site_name, timezone, sources = _site(con, site_id)
     spans = day_spans(period, timezone, now)
     energy = _read_energy(con, sources, spans, timezone) if spans and len(sources) else _empty_energy()
+    return _Raw(site_id, site_name, timezone, period, sources, spans, energy)
+
+
+def read_site_kpis(con: duckdb.DuckDBPyConnection, site_id: int, period: Period, now: datetime) -> KpiReport:
+    """The site's KPIs over the period up to `now`, read through an open (read-only) connection."""
+    return _report(_fetch(con, site_id, period, now))
+
+
+def _report(raw: _Raw) -> KpiReport:
+    """Shape and compute, with no connection: up to 1,827 days of Polars work need not hold the file."""
+    site_id, site_name, timezone, period = raw.site_id, raw.site_name, raw.timezone, raw.period
+    sources, spans, energy = raw.sources, raw.spans, raw.energy
     days = pl.DataFrame(
         {
             "day_start": [s.start for s in spans],
@@ -393,9 +429,10 @@ def _daily_table(
 
 
 def site_kpis(store: Store, site_id: int, period: Period, now: datetime) -> KpiReport:
-    """`read_site_kpis` in one short read-only connection."""
+    """`read_site_kpis`, reading in one short read-only connection and computing after it is closed."""
     with store.connect(read_only=True) as con:
-        return read_site_kpis(con, site_id, period, now)
+        raw = _fetch(con, site_id, period, now)
+    return _report(raw)
 
 
 DAILY_HEADERS = {

@@ -240,10 +240,10 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "daily KPIs view",
         # v_kpi_daily: the KPIs of core.kpi_formulas per site and local day, from `readings_daily`: one row per site and
         # day that has data; today's row holds today so far, and its coverage is of the whole day. The same rules as the
-        # Python: a grid flow without a source is unknown (NULL), production and battery without a source are 0; ratios
-        # are clipped to [0, 1] and NULL when their denominator is <= 0. DuckDB's greatest/least skip NULLs, so every
-        # NULL case is written out with CASE. Battery charge and discharge are left out: the daily rollup holds their
-        # net.
+        # Python: a grid flow without a source is unknown (NULL), production and battery without a source are 0; a
+        # role whose sources covered no second of the day is unknown (NULL), not 0; ratios are clipped to [0, 1] and
+        # NULL when their denominator is <= 0. DuckDB's greatest/least skip NULLs, so every NULL case is written out
+        # with CASE. Battery charge and discharge are left out: the daily rollup holds their net.
         """
         CREATE VIEW v_kpi_daily AS
         WITH roles AS (
@@ -262,6 +262,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             SELECT site_id,
                    bool_or(role = 'production') AS has_prod, bool_or(role = 'load') AS has_load,
                    bool_or(role = 'grid_import') AS has_imp, bool_or(role = 'grid_export') AS has_exp,
+                   bool_or(role = 'battery') AS has_bat,
                    avg(intensity) FILTER (WHERE role = 'production') AS prod_intensity_configured,
                    avg(intensity) FILTER (WHERE role = 'grid_import') AS imp_intensity_configured,
                    avg(price) FILTER (WHERE role = 'grid_import') AS imp_price_configured,
@@ -274,6 +275,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
                    epoch(timezone(r.timezone, timezone(r.timezone, d.bucket) + INTERVAL 1 DAY))
                        - epoch(d.bucket) AS day_s,
                    sum(least(d.covered_s, day_s)) AS covered_s,
+                   -- seconds with data per role: a role with sources but none of them covering a second is unknown
+                   coalesce(sum(d.covered_s) FILTER (WHERE r.role = 'production'), 0) AS prod_covered,
+                   coalesce(sum(d.covered_s) FILTER (WHERE r.role = 'load'), 0) AS load_covered,
+                   coalesce(sum(d.covered_s) FILTER (WHERE r.role = 'grid_import'), 0) AS imp_covered,
+                   coalesce(sum(d.covered_s) FILTER (WHERE r.role = 'grid_export'), 0) AS exp_covered,
+                   coalesce(sum(d.covered_s) FILTER (WHERE r.role = 'battery'), 0) AS bat_covered,
                    coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'production'), 0) / 1000.0 AS prod_kwh,
                    coalesce(sum(d.energy_wh * r.intensity) FILTER (WHERE r.role = 'production'), 0) / 1000.0
                        AS prod_co2_g,
@@ -291,8 +298,10 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ),
         flows AS (
             SELECT x.*, s.has_prod, s.has_load, s.has_imp, s.has_exp, s.energy_sources,
-                   CASE WHEN s.has_imp THEN x.imp_kwh END AS e_imp,
-                   CASE WHEN s.has_exp THEN x.exp_kwh END AS e_exp,
+                   CASE WHEN NOT s.has_prod THEN 0.0 WHEN x.prod_covered > 0 THEN x.prod_kwh END AS e_prod,
+                   CASE WHEN s.has_imp AND x.imp_covered > 0 THEN x.imp_kwh END AS e_imp,
+                   CASE WHEN s.has_exp AND x.exp_covered > 0 THEN x.exp_kwh END AS e_exp,
+                   CASE WHEN NOT coalesce(s.has_bat, false) THEN 0.0 WHEN x.bat_covered > 0 THEN x.bat_kwh END AS e_bat,
                    CASE WHEN x.prod_kwh > 0 THEN x.prod_co2_g / x.prod_kwh
                         ELSE coalesce(s.prod_intensity_configured, 0) END AS i_prod,
                    CASE WHEN s.has_imp THEN
@@ -305,23 +314,25 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ),
         balance AS (
             SELECT f.*,
-                   CASE WHEN has_load THEN load_kwh ELSE prod_kwh + e_imp - e_exp + bat_kwh END AS e_load,
+                   CASE WHEN has_load THEN CASE WHEN load_covered > 0 THEN load_kwh END
+                        ELSE e_prod + e_imp - e_exp + e_bat END AS e_load,
                    CASE WHEN NOT has_prod THEN 0.0
-                        WHEN e_exp IS NOT NULL THEN greatest(prod_kwh - e_exp, 0) END AS e_self
+                        WHEN e_prod IS NOT NULL AND e_exp IS NOT NULL THEN greatest(e_prod - e_exp, 0) END AS e_self
             FROM flows f
         )
         SELECT site_id, site, CAST(timezone(timezone, bucket) AS DATE) AS day, bucket,
                100.0 * covered_s / (energy_sources * day_s) AS coverage_pct,
-               prod_kwh AS e_prod_kwh, e_exp AS e_exp_kwh, e_imp AS e_imp_kwh, e_load AS e_load_kwh,
-               e_self AS e_self_kwh, bat_kwh AS battery_net_kwh,
-               CASE WHEN prod_kwh > 0 AND e_self IS NOT NULL THEN greatest(0, least(1, e_self / prod_kwh)) END
+               e_prod AS e_prod_kwh, e_exp AS e_exp_kwh, e_imp AS e_imp_kwh, e_load AS e_load_kwh,
+               e_self AS e_self_kwh, e_bat AS battery_net_kwh,
+               CASE WHEN e_prod > 0 AND e_self IS NOT NULL THEN greatest(0, least(1, e_self / e_prod)) END
                    AS self_consumption,
                CASE WHEN e_load > 0 AND e_imp IS NOT NULL THEN greatest(0, least(1, (e_load - e_imp) / e_load)) END
                    AS self_sufficiency,
-               CASE WHEN has_imp AND e_self IS NOT NULL THEN (imp_co2_g + e_self * i_prod) / 1000 END AS emissions_kg,
-               (prod_kwh * i_grid - prod_co2_g) / 1000 AS co2_avoided_kg,
-               CASE WHEN has_imp THEN imp_cost END AS import_cost,
-               CASE WHEN has_exp THEN exp_revenue END AS export_revenue,
+               CASE WHEN e_imp IS NOT NULL AND e_self IS NOT NULL THEN (imp_co2_g + e_self * i_prod) / 1000 END
+                   AS emissions_kg,
+               (e_prod * i_grid - prod_co2_g) / 1000 AS co2_avoided_kg,
+               CASE WHEN e_imp IS NOT NULL THEN imp_cost END AS import_cost,
+               CASE WHEN e_exp IS NOT NULL THEN exp_revenue END AS export_revenue,
                e_self * p_imp / 1000 AS savings
         FROM balance;
         """,

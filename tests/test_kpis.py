@@ -5,6 +5,8 @@ Every expected number is worked out in a comment beside it, from the powers writ
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -300,14 +302,17 @@ def write(store: Store, source_id: int, start: datetime, watts: list[float | Non
     write_readings(store, source_id, start, watts, step_s, skip_none=True)
 
 
-def write_full_day(store: Store, ids: dict[str, int], day: date) -> None:
+def write_full_day(store: Store, ids: dict[str, int], day: date, dead: tuple[str, ...] = ()) -> None:
     """The crafted day: PV 4 kW from 10 to 14 h (16 kWh); export 1 kW 12-14 h (2 kWh); grid 1 kW all day (24 kWh);
     load 2 kW all day (48 kWh); battery charging 2 kW at 11 h (2 kWh) and discharging 1.5 kW 19-21 h (3 kWh);
-    state of charge 80 % all day (a % reading: if it were counted as power it would add 19.2 "kWh")."""
+    state of charge 80 % all day (a % reading: if it were counted as power it would add 19.2 "kWh").
+    The sources named in `dead` send nothing."""
     start = local_start(day)
+    ids = {name: source for name, source in ids.items() if name not in dead}
     write(store, ids["PV"], start, profile({10: 4000, 11: 4000, 12: 4000, 13: 4000}))
     write(store, ids["Export"], start, profile({12: 1000, 13: 1000}))
-    write(store, ids["Grid"], start, profile({}, default=1000))
+    if "Grid" in ids:
+        write(store, ids["Grid"], start, profile({}, default=1000))
     if "Load" in ids:
         write(store, ids["Load"], start, profile({}, default=2000))
     write(store, ids["Battery"], start, profile({11: -2000, 19: 1500, 20: 1500}))
@@ -420,7 +425,10 @@ def test_an_hourly_reading_in_the_open_hour_does_not_hide_a_gap_elsewhere(store:
     # counts at most its own length. (12 h + 10.25 h) / (24 h + 10.25 h) = 80,100 / 123,300
     assert report.coverage == pytest.approx(80_100 / 123_300)
     assert report.daily["coverage_pct"].to_list() == [50.0, 100.0]
-    assert report.kpis["e_prod_kwh"].value == pytest.approx(23.0)  # 12 + 11 hourly readings of 1 kW
+    # The documented rule (core.kpis docstring, README "KPI formulas"): a reading that starts before the cut counts
+    # whole, so the 10:00 reading adds its full hour although the cut is at 10:15 (not pro-rated to 0.25 kWh):
+    # 12 + 11 hourly readings of 1 kW = 23 kWh.
+    assert report.kpis["e_prod_kwh"].value == pytest.approx(23.0)
 
 
 @pytest.mark.parametrize(
@@ -511,6 +519,106 @@ def test_v_kpi_daily_matches_the_python_kpis(store: Store) -> None:
     assert view.filter(pl.col("site_id") == pv_only["site"])["coverage_pct"].to_list() == [
         pytest.approx(100 * 22 / 24)  # 22 of 24 hours
     ]
+
+
+def test_a_role_whose_sources_sent_nothing_is_unknown_not_zero() -> None:
+    silent_prod = SiteFlows(
+        production=Flow(configured_intensity=40, has_data=False), load=FULL.load, grid_import=FULL.grid_import,
+        grid_export=FULL.grid_export, battery=FULL.battery,
+    )  # fmt: skip
+    result = compute_kpis(silent_prod)
+    got = values(silent_prod)
+    unknown = ["e_prod_kwh", "e_self_kwh", "self_consumption", "emissions_kg", "co2_avoided_kg", "savings"]
+    assert {key: got[key] for key in unknown} == dict.fromkeys(unknown)
+    assert got["self_sufficiency"] == pytest.approx(70 / 150)  # measured load: (150 - 80) / 150
+    assert got["import_cost"] == pytest.approx(20.0) and got["export_revenue"] == pytest.approx(1.5)
+    assert result["e_prod_kwh"].note == "No data from the production sources in this period."
+    assert result["self_consumption"].note == "No data from the production sources in this period."
+    # a silent battery at a site without a load meter: the balance cannot be closed
+    silent_battery = SiteFlows(
+        production=FULL.production, grid_import=FULL.grid_import, grid_export=FULL.grid_export,
+        battery=Flow(has_data=False),
+    )  # fmt: skip
+    got = values(silent_battery)
+    assert [got[k] for k in ("battery_discharge_kwh", "battery_charge_kwh", "battery_net_kwh", "e_load_kwh")] == [
+        None, None, None, None,
+    ]  # fmt: skip
+    assert got["self_sufficiency"] is None and got["self_consumption"] == pytest.approx(0.7)  # 70 / 100
+    assert compute_kpis(silent_battery)["e_load_kwh"].note == "No data from the battery sources in this period."
+
+
+def test_a_dead_grid_meter_makes_import_unknown_not_zero_in_python_and_in_the_view(store: Store) -> None:
+    ids = make_site(store, "Dead grid", FULL_SITE)
+    write_full_day(store, ids, DAY, dead=("Grid",))  # the grid meter sends nothing on the first day
+    write_full_day(store, ids, DAY + timedelta(days=1))
+    first = report_for(store, ids["site"], DAY)
+    assert kpi_values(first) == approx(
+        FULL_DAY_KPIS  # still known: the load is measured and I_grid, P_imp fall back to the configured 200 and 250
+        | {"e_imp_kwh": None, "self_sufficiency": None, "emissions_kg": None, "import_cost": None}
+    )
+    note = "No data from the grid import sources in this period."
+    assert [first.kpis[k].note for k in ("e_imp_kwh", "self_sufficiency", "emissions_kg", "import_cost")] == [note] * 4
+    assert first.kpis["e_imp_kwh"].inputs == (Quantity("Grid", None, "kWh"),)
+    assert first.coverage == pytest.approx(0.8)  # 4 of 5 energy sources
+    # Over both days the grid did report (24 kWh, on the second day): known, with the coverage saying 50 % for it.
+    both = report_for(store, ids["site"], DAY, DAY + timedelta(days=1))
+    assert both.kpis["e_imp_kwh"].value == pytest.approx(24.0)
+    assert both.kpis["self_sufficiency"].value == pytest.approx(72 / 96)  # (96 - 24) / 96
+    assert both.kpis["import_cost"].value == pytest.approx(6.0)  # 24 x 250 / 1000
+    assert both.daily["e_imp_kwh"].to_list() == [None, pytest.approx(24.0)]
+    assert both.daily["self_sufficiency"].to_list() == [None, pytest.approx(0.5)]
+    with store.connect(read_only=True) as con:
+        view = con.sql(f"SELECT * FROM v_kpi_daily WHERE site_id = {ids['site']} ORDER BY day").pl()
+    columns = [c for c in view.columns if c in KPI_KEYS or c == "coverage_pct"]
+    assert view.select(columns).to_dicts() == [approx(row) for row in both.daily.select(columns).to_dicts()]
+    assert view["e_imp_kwh"].to_list()[0] is None and view["import_cost"].to_list()[0] is None
+
+
+def test_the_kpis_are_computed_after_the_connection_is_closed(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = make_site(store, "Full", FULL_SITE)
+    write_full_day(store, ids, DAY)
+    open_connections = []
+    connect = store.connect
+
+    @contextmanager
+    def tracked(**kwargs: object) -> Iterator[object]:
+        with connect(**kwargs) as con:  # type: ignore[arg-type]
+            open_connections.append(con)
+            try:
+                yield con
+            finally:
+                open_connections.remove(con)
+
+    computed_while_open = []
+
+    def compute(flows: SiteFlows) -> dict[str, object]:
+        computed_while_open.append(bool(open_connections))
+        return compute_kpis(flows)
+
+    monkeypatch.setattr(store, "connect", tracked)
+    monkeypatch.setattr(kpis, "compute_kpis", compute)
+    report = report_for(store, ids["site"], DAY)
+    assert report.kpis["e_prod_kwh"].value == pytest.approx(16.0)
+    assert computed_while_open == [False, False]  # the period, then its one day: both after the close
+
+
+def test_a_half_hour_zone_splits_the_battery_into_its_own_days(store: Store) -> None:
+    # Asia/Kolkata is UTC+05:30: its midnight is at hh:30 UTC, so the UTC hour 18:00-19:00 holds 23:30-00:30 local.
+    site_id, ids = craft_site(store, [SourceSpec(Category.STOR, "battery", "Battery")], name="Pune",
+                              timezone="Asia/Kolkata")  # fmt: skip
+    first = date(2026, 6, 9)
+    watts = [0.0] * 192  # two local days of quarter hours
+    watts[94:96] = [1000.0, 1000.0]  # discharging 1 kW 23:30-24:00 on the first day: 0.5 kWh
+    watts[96:98] = [-2000.0, -2000.0]  # charging 2 kW 00:00-00:30 on the second day: 1 kWh
+    start = datetime(2026, 6, 8, 18, 30, tzinfo=UTC)  # local midnight of the first day
+    write(store, ids["Battery"], start, watts)
+    report = kpis.site_kpis(store, site_id, kpis.Period(first, first + timedelta(days=1)), NOW)
+    # By the UTC hour, the straddling hour nets to 0.5 - 1 = -0.5 kWh charge, all of it on the first day.
+    daily = report.daily.select("day", "battery_discharge_kwh", "battery_charge_kwh", "battery_net_kwh").rows()
+    assert daily == [(first, 0.5, 0.0, 0.5), (first + timedelta(days=1), 0.0, 1.0, -1.0)]
+    got = kpi_values(report)
+    assert (got["battery_discharge_kwh"], got["battery_charge_kwh"]) == (0.5, 1.0)
+    assert got["battery_net_kwh"] == pytest.approx(-0.5)  # 0.5 - 1
 
 
 def test_a_deleted_site_is_reported_as_gone(store: Store) -> None:
