@@ -1,8 +1,11 @@
 """Coverage: per source and local day, how much of the day its stored readings cover, so gaps show at a glance.
 
 Rules, each for a reason:
-- Received = `readings_daily.covered_s`: the seconds of the day with a non-null reading. A NULL reading is the
-  vendor saying "no data", so it counts as missing here (unlike in `core.gaps`, where it stops a re-read).
+- Received = the intervals the vendor answered: `readings_daily.readings` (rows, NULL values included) x the
+  source's reading interval, capped at expected. A NULL row is the vendor answering for that interval without a
+  figure (SolarEdge reports PV power as `null` all night), so it is received, as in `core.gaps` where it stops a
+  re-read; counting only values would show such a source at ~50 % every day. When the interval is unknown (no raw
+  reading in the last two days), received falls back to `covered_s`, the seconds with a value.
 - Expected = the length of the site's local day in seconds, from its midnight to the next one, so a DST day
   expects 23 or 25 hours. The count starts when the source started collecting, its first stored reading (a source
   added last week is not red for the month before); a source with no reading at all expects whole days. Today
@@ -11,6 +14,7 @@ Rules, each for a reason:
   the heatmap agrees with the rollups whatever a zone does at midnight.
 - Intervals (for the hover) divide both by the source's reading interval, the most common `interval_s` of its
   last two days of raw readings; unknown when it has none, and the figures stay in hours.
+- The count starts at the source's first stored row, with or without a value (its first contact).
 
 Reads: the daily rollup over the window (a few rows per source and day), the first day of every source from the
 daily rollup, raw readings only over two narrow ranges (a new source's first day, and the last two days).
@@ -121,15 +125,16 @@ def _calendar(sources: pl.DataFrame, now: datetime, days: int) -> pl.DataFrame:
 def _daily(con: duckdb.DuckDBPyConnection, window_start: datetime, now: datetime) -> pl.DataFrame:
     # A day earlier than the window's first local midnight: zones differ, and the join on the date drops the rest.
     return con.sql(
-        "SELECT d.source_id, timezone(z.timezone, d.bucket)::DATE AS day, sum(d.covered_s)::BIGINT AS received_s"
+        "SELECT d.source_id, timezone(z.timezone, d.bucket)::DATE AS day, sum(d.covered_s)::BIGINT AS covered_s,"
+        " sum(d.readings)::BIGINT AS rows_received"
         " FROM readings_daily d JOIN _coverage_sources z USING (source_id)"
         f" WHERE d.bucket >= {_lit(window_start - timedelta(days=1))} AND d.bucket < {_lit(now)} GROUP BY ALL"
     ).pl()
 
 
 def _first_seen(con: duckdb.DuckDBPyConnection, window_start: datetime) -> pl.DataFrame:
-    """Per source, its first stored reading: exact (from raw readings) when it falls inside the window, else the
-    start of its first day (anything before the window is as good)."""
+    """Per source, its first stored row (NULL values too): exact (from raw readings) when it falls inside the
+    window, else the start of its first day (anything before the window is as good)."""
     firsts = con.sql(
         "SELECT source_id, min(bucket) AS first_day FROM readings_daily"
         " WHERE source_id IN (SELECT source_id FROM _coverage_sources) GROUP BY source_id"
@@ -144,7 +149,7 @@ def _first_seen(con: duckdb.DuckDBPyConnection, window_start: datetime) -> pl.Da
         exact = con.sql(
             "SELECT r.source_id, min(r.ts) AS first_ts FROM readings r JOIN _coverage_firsts f USING (source_id)"
             f" WHERE r.ts >= {_lit(low)} AND r.ts < {_lit(high + timedelta(days=2))}"
-            " AND r.ts >= f.first_day AND r.ts < f.first_day + INTERVAL 2 DAY AND r.value IS NOT NULL"
+            " AND r.ts >= f.first_day AND r.ts < f.first_day + INTERVAL 2 DAY"
             " GROUP BY r.source_id"
         ).pl()
     finally:
@@ -170,6 +175,13 @@ def _shape(
     end = pl.min_horizontal("day_end", now_lit)
     expected = pl.max_horizontal((end - start).dt.total_seconds(), pl.lit(0))
     per_interval = pl.col("interval_s")
+    # Rows answered x the interval; seconds with a value only when the interval is unknown.
+    received = (
+        pl.when(per_interval.is_not_null())
+        .then(pl.col("rows_received") * per_interval)
+        .otherwise(pl.col("covered_s"))
+        .fill_null(0)
+    )
     frame = (
         calendar.join(first_seen, on="source_id", how="left")
         .join(daily, on=["source_id", "day"], how="left")
@@ -177,7 +189,7 @@ def _shape(
         .with_columns(
             expected.cast(pl.Int64).alias("expected_s"),
             # An interval still running at `now` (or straddling a first reading) counts no more than was expected.
-            pl.min_horizontal(pl.col("received_s").fill_null(0), expected).cast(pl.Int64).alias("received_s"),
+            pl.min_horizontal(received, expected).cast(pl.Int64).alias("received_s"),
             ((pl.col("day_end") - pl.col("day_start")).dt.total_seconds() / 3600.0).alias("day_hours"),
         )
         .with_columns(

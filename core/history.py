@@ -7,6 +7,9 @@ literal, so DuckDB's zone maps skip the row groups outside it.
 
 Gaps stay gaps: every expected bucket of the range appears, with null power and energy where no data exists, and
 a coverage column (seconds with data / seconds of the bucket that have elapsed); nothing is filled or interpolated.
+A series of several sources (a role at the site level) is null in a bucket where any of its sources has no data at
+all: two PV arrays with one missing would otherwise show half the production as a plain number. Its coverage still
+says how much is there (one array of two complete: 50 %).
 Buckets that start after `now` are not expected yet and are left out.
 
 Series per level: a site shows one series per role (production, load, grid import, grid export, battery, state
@@ -225,13 +228,15 @@ def _read_groups(
     timezone: str,
     grid: pl.DataFrame,
 ) -> pl.DataFrame:
-    """Per group and bucket key: energy_wh (sum), value_sum / value_avg of the sources' average values, covered_s.
+    """Per group and bucket key: energy_wh (sum), value_sum / value_avg of the sources' average values, covered_s,
+    and with_data, the number of the group's sources with any covered second in the bucket.
 
     A source's value in a bucket is its covered-time-weighted average (for one rollup row, its avg_value), so a
     month built from days is the true average over the covered time.
     """
     schema = pl.Schema({"grp": pl.Int64(), "key": grid.schema["key"], "energy_wh": pl.Float64(),
-                        "value_sum": pl.Float64(), "value_avg": pl.Float64(), "covered_s": pl.Int64()})  # fmt: skip
+                        "value_sum": pl.Float64(), "value_avg": pl.Float64(), "covered_s": pl.Int64(),
+                        "with_data": pl.Int64()})  # fmt: skip
     pairs = [(source_id, index) for index, group in enumerate(groups) for source_id in group.source_ids]
     if not pairs or grid.is_empty():
         return pl.DataFrame(schema=schema)
@@ -264,7 +269,7 @@ def _read_groups(
             GROUP BY ALL
         )
         SELECT grp, key, sum(energy_wh) AS energy_wh, sum(value) AS value_sum, avg(value) AS value_avg,
-               sum(covered_s) AS covered_s
+               sum(covered_s) AS covered_s, count(*) FILTER (WHERE per_source.covered_s > 0) AS with_data
         FROM per_source GROUP BY ALL
     """
     return con.sql(query).pl().cast(dict(schema))
@@ -289,6 +294,8 @@ def _series_frame(groups: list[SeriesGroup], grid: pl.DataFrame, data: pl.DataFr
     percent = pl.col("percent")
     # Coverage counts missing rows as zero seconds: that describes the gap, it does not fill it.
     covered = pl.col("covered_s").fill_null(0)
+    # Every source of the group has data in the bucket; otherwise a sum or mean of the rest would pass for the whole.
+    complete = pl.col("with_data").fill_null(0) == pl.col("sources")
     return (
         names.join(grid, how="cross")
         .join(data, on=["grp", "key"], how="left")
@@ -301,9 +308,9 @@ def _series_frame(groups: list[SeriesGroup], grid: pl.DataFrame, data: pl.DataFr
             pl.col("bucket_end").dt.convert_time_zone(timezone).alias("bucket_end_local"),
             pl.col("bucket_start").alias("bucket_start_utc"),
             ((pl.col("bucket_end") - pl.col("bucket_start")).dt.total_seconds() / 3600).alias("hours"),
-            pl.when(~percent).then(pl.col("value_sum")).alias("power_w"),
-            pl.when(~percent).then(pl.col("energy_wh") / 1000).alias("energy_kwh"),
-            pl.when(percent).then(pl.col("value_avg")).alias("soc_pct"),
+            pl.when(~percent & complete).then(pl.col("value_sum")).alias("power_w"),
+            pl.when(~percent & complete).then(pl.col("energy_wh") / 1000).alias("energy_kwh"),
+            pl.when(percent & complete).then(pl.col("value_avg")).alias("soc_pct"),
             (100 * covered / (pl.col("sources") * pl.col("expected_s"))).clip(upper_bound=100.0).alias("coverage_pct"),
             "percent",
             covered.alias("covered_s"),
@@ -417,7 +424,7 @@ def load_year_comparison(
         raise ValueError("years are compared at day or month resolution")
     if not 1 <= years <= MAX_COMPARISON_YEARS:
         raise ValueError(f"compare with 1 to {MAX_COMPARISON_YEARS} earlier years")
-    frames, without_data = [], []
+    reads = []
     with store.connect(read_only=True) as con:
         catalog = read_catalog(con)
         site = catalog.site(site_id)
@@ -427,21 +434,23 @@ def load_year_comparison(
         for back in range(years + 1):
             first, last = shift_back(first_day, back), shift_back(last_day, back)
             grid = bucket_grid(site.timezone, resolution, first, last, now)
-            series = _series_frame(
-                [group], grid, _read_groups(con, [group], resolution, site.timezone, grid), site.timezone
-            )
-            value = "soc_pct" if group.percent else "energy_kwh"
-            frame = series.select(
-                pl.lit(period_label(first, last)).alias("period"),
-                pl.lit(back, dtype=pl.Int64).alias("years_back"),
-                pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("position"),
-                # Local calendar dates: the first and last day of the bucket (a month may be cut by the range).
-                pl.col("bucket_start_local").dt.date().alias("first_day"),
-                (pl.col("bucket_end_local") - pl.duration(hours=1)).dt.date().alias("last_day"),
-                pl.col(value),
-                "coverage_pct",
-            )
-            if back and frame[value].null_count() == frame.height:
-                without_data.append(f"{period_label(first, last)} ({first} to {last})")
-            frames.append(frame)
+            reads.append((back, first, last, grid, _read_groups(con, [group], resolution, site.timezone, grid)))
+    # Shaping happens after the connection is closed: a read connection is held only while reading.
+    frames, without_data = [], []
+    value = "soc_pct" if group.percent else "energy_kwh"
+    for back, first, last, grid, data in reads:
+        series = _series_frame([group], grid, data, site.timezone)
+        frame = series.select(
+            pl.lit(period_label(first, last)).alias("period"),
+            pl.lit(back, dtype=pl.Int64).alias("years_back"),
+            pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("position"),
+            # Local calendar dates: the first and last day of the bucket (a month may be cut by the range).
+            pl.col("bucket_start_local").dt.date().alias("first_day"),
+            (pl.col("bucket_end_local") - pl.duration(hours=1)).dt.date().alias("last_day"),
+            pl.col(value),
+            "coverage_pct",
+        )
+        if back and frame[value].null_count() == frame.height:
+            without_data.append(f"{period_label(first, last)} ({first} to {last})")
+        frames.append(frame)
     return YearComparison(pl.concat(frames), without_data)

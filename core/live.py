@@ -2,15 +2,22 @@
 
 Definitions (the README's Live section repeats them):
 
-- A reading is a non-NULL row of `readings`. Its `ts` is the START of its interval, so the value describes the site
-  up to the interval's END: the reading is "as of" `ts + interval_s`. An interval still open when it was stored
-  (the collector stores the running interval as non-final) describes the site only up to when it was stored, so
-  "as of" is `min(ts + interval_s, received_at)`: a reading never claims to know the future.
-- Age = now - as of (never negative). A NULL value is the vendor saying "no data" for that interval: not a reading.
+- A reading is a row of `readings`, with or without a value. Its `ts` is the START of its interval, so it
+  describes the site up to the interval's END: the reading is "as of" `ts + interval_s`. An interval still open
+  when it was stored (the collector stores the running interval as non-final) describes the site only up to when it
+  was stored, so "as of" is `min(ts + interval_s, received_at)`: a reading never claims to know the future.
+- A NULL value is the vendor answering for that interval without a figure (SolarEdge reports PV power as `null`
+  all night). The vendor was reached, so age and status come from the newest row of any value: a NULL row keeps a
+  source current. Its value is unknown: the page shows "-" and "no value reported", never an older value as the
+  present, and never 0 (we cannot tell "no production" from "no measurement").
+- Age = now - as of (never negative).
 - Cadence: the source's API update frequency; a source without API is not polled, so a nominal `MANUAL_CADENCE`.
 - Status: "current" while age <= `STALE_FACTOR` x cadence; after that "stale" (or "no API" for a source nobody
   polls, whose old readings are expected rather than a fault); "no data" when the source has no reading at all.
   Only current readings feed the power flow: a stale value is shown in the source table, never as the present.
+  A current source whose newest value is NULL makes its flow unknown ("-", "no value reported"), and so the load
+  computed from the balance when that flow is one of its terms: at night a SolarEdge-only site shows PV and
+  computed load as "-" with that reason, while a metered load source still shows its value.
 
 Speed: the newest readings of a site lie in the last hours, and rows arrive in time order, so a scan bounded by
 `ts >= now - RECENT` lets DuckDB's zone maps skip all older row groups (milliseconds on a 17.5M-row table). A source
@@ -53,9 +60,12 @@ class Status(StrEnum):
 FLOW_LABELS = ROLE_LABELS | {Role.PRODUCTION: "PV production"}
 
 
+NO_VALUE = "no value reported"
+
+
 @dataclass(frozen=True)
 class Reading:
-    value: float
+    value: float | None  # None: the vendor answered for this interval without a figure
     ts: datetime  # UTC start of the interval
     interval_s: int
     received_at: datetime
@@ -87,10 +97,19 @@ class SourceLive:
     def is_current(self) -> bool:
         return self.status is Status.CURRENT
 
+    @property
+    def status_text(self) -> str:
+        """The status as the page shows it: "current, no value reported" for a current NULL reading."""
+        if self.reading is not None and self.reading.value is None:
+            return f"{self.status.value}, {NO_VALUE}"
+        return self.status.value
+
     def problem(self) -> str:
         """Why this source's value cannot count as the present, in words for the page."""
         if self.reading is None or self.age is None:
             return f"{self.source.name} has no readings" + ("" if self.source.api.use_api else " (no API)")
+        if self.is_current:
+            return f"{self.source.name}: {NO_VALUE} (last reading {format_age(self.age)})"
         what = "not polled (no API)" if self.status is Status.NO_API else "stale"
         return f"{self.source.name} is {what}: last reading {format_age(self.age)}"
 
@@ -138,18 +157,25 @@ def _ids(source_ids: Sequence[int]) -> str:
 
 
 def _newest(con: duckdb.DuckDBPyConnection, ids: Sequence[int], start: datetime, end: datetime) -> dict[int, Reading]:
+    # The newest row whatever its value. arg_max skips a NULL argument (it would return an older value), so the
+    # columns travel in a struct, which is never NULL itself.
     rows = con.sql(
-        "SELECT source_id, max(ts), arg_max(interval_s, ts), arg_max(value, ts), arg_max(received_at, ts)"
+        "SELECT source_id, max(ts), arg_max({'i': interval_s, 'v': value, 'r': received_at}, ts)"
         f" FROM readings WHERE ts >= {_ts_literal(start)} AND ts <= {_ts_literal(end)}"
-        f" AND source_id IN ({_ids(ids)}) AND value IS NOT NULL GROUP BY source_id"
+        f" AND source_id IN ({_ids(ids)}) GROUP BY source_id"
     ).fetchall()
-    return {int(r[0]): Reading(value=float(r[3]), ts=r[1], interval_s=int(r[2]), received_at=r[4]) for r in rows}
+    return {
+        int(source_id): Reading(
+            value=None if row["v"] is None else float(row["v"]), ts=ts, interval_s=int(row["i"]), received_at=row["r"]
+        )
+        for source_id, ts, row in rows
+    }
 
 
 def latest_readings(
     con: duckdb.DuckDBPyConnection, source_ids: Sequence[int], now: datetime, window: timedelta = RECENT
 ) -> dict[int, Reading]:
-    """The newest reading (ts <= now) of each source that has one."""
+    """The newest reading (ts <= now, value or NULL) of each source that has one."""
     if not source_ids:
         return {}
     found = _newest(con, source_ids, now - window, now)
@@ -160,7 +186,7 @@ def latest_readings(
     # distinct day (sources that stopped together, the usual case, share one read).
     days = con.sql(
         f"SELECT source_id, max(bucket) FROM readings_daily WHERE source_id IN ({_ids(missing)})"
-        f" AND covered_s > 0 AND bucket <= {_ts_literal(now)} GROUP BY source_id"
+        f" AND readings > 0 AND bucket <= {_ts_literal(now)} GROUP BY source_id"
     ).fetchall()
     by_day: dict[datetime, list[int]] = defaultdict(list)
     for source_id, day in days:
@@ -172,9 +198,9 @@ def latest_readings(
 
 def power_flow(sources: Sequence[SourceLive]) -> dict[Role, FlowValue]:
     """The site's flow now from its current sources. A flow is None ("-") when it has no source or when any of its
-    sources is not current: a partial sum would pass for the whole. Several sources of one flow add up (state of
-    charge: their mean). Load without a usable load source is computed from the balance
-    load = production + import - export + battery, when every present term is current."""
+    sources is not current or reported no value: a partial sum would pass for the whole. Several sources of one
+    flow add up (state of charge: their mean). Load without a usable load source is computed from the balance
+    load = production + import - export + battery, when every present term is current and has a value."""
     by_kind: dict[Role, list[SourceLive]] = defaultdict(list)
     for s in sources:
         if s.flow is not None:
@@ -198,7 +224,7 @@ _NO_SOURCE = {
 def _measured(kind: Role, members: list[SourceLive]) -> FlowValue:
     if not members:
         return FlowValue(kind, None, _NO_SOURCE[kind])
-    bad = [s for s in members if not s.is_current]
+    bad = [s for s in members if not s.is_current or s.value is None]
     if bad:
         return FlowValue(kind, None, "; ".join(s.problem() for s in bad))
     values = [s.value for s in members if s.value is not None]
@@ -218,20 +244,29 @@ def _computed_load(flow: dict[Role, FlowValue], by_kind: dict[Role, list[SourceL
     blocked = [s.source.name for kind, _ in present for s in by_kind[kind] if not s.is_current]
     if blocked:
         return FlowValue(Role.LOAD, None, f"{prefix}cannot be computed: {', '.join(blocked)} not current")
+    # A current term without a value (PV at night on SolarEdge) is unknown, not 0: the load stays unknown too.
+    silent = [s.source.name for kind, _ in present for s in by_kind[kind] if s.value is None]
+    if silent:
+        return FlowValue(Role.LOAD, None, f"{prefix}cannot be computed: {', '.join(silent)} {NO_VALUE}")
     total = sum(sign * (flow[kind].value or 0.0) for kind, sign in present)
     return FlowValue(Role.LOAD, total, f"{prefix}{_BALANCE_TEXT}", computed=True)
 
 
-def recent_power(
-    con: duckdb.DuckDBPyConnection, sources: Sequence[SourceLive], now: datetime, span: timedelta = RECENT
-) -> tuple[pl.DataFrame, int, bool]:
-    """(frame, step in s, load computed?) of the site's power flows over the last `span`.
+@dataclass(frozen=True)
+class RecentPlan:
+    """What the recent-power chart reads: its bucket grid, step and the flow of each power source."""
 
-    One row per `step` bucket (UTC start) from now - span to now, every bucket present so gaps stay gaps (null). The
-    step is the longest interval among the newest readings (5-minute data gives 5-minute buckets; one 15-minute
-    source makes them 15 minutes, so its buckets are not two-thirds empty). A flow with several sources is null in a
-    bucket where any of them has no data. Load, when the site has no load source, follows the balance row by row.
-    """
+    grid: pl.DataFrame  # `bucket`: every UTC bucket start from now - span to now
+    step_s: int
+    kinds: dict[int, str]  # source id -> flow (a Role value)
+    first: datetime
+    now: datetime
+
+
+def plan_recent(sources: Sequence[SourceLive], now: datetime, span: timedelta = RECENT) -> RecentPlan:
+    """The chart's grid: one row per `step` bucket (UTC start) from now - span to now, every bucket present so gaps
+    stay gaps. The step is the longest interval among the newest readings (5-minute data gives 5-minute buckets;
+    one 15-minute source makes them 15 minutes, so its buckets are not two-thirds empty)."""
     power = [s for s in sources if s.flow is not None and s.flow.is_energy]
     intervals = [s.reading.interval_s for s in power if s.reading is not None]
     step = min(max([MIN_STEP_S, *intervals]), MAX_STEP_S)
@@ -242,13 +277,27 @@ def recent_power(
         {"bucket": pl.datetime_range(first, last, timedelta(seconds=step), time_unit="us", time_zone="UTC", eager=True)}
     )
     kinds = {s.source.id: s.flow.value for s in power if s.flow is not None}
-    if not kinds:
-        return grid, step, False
-    buckets = con.sql(
-        f"SELECT source_id, time_bucket(INTERVAL {step} SECOND, ts) AS bucket, avg(value) AS value FROM readings"
-        f" WHERE ts >= {_ts_literal(first)} AND ts <= {_ts_literal(now)} AND source_id IN ({_ids(list(kinds))})"
-        " AND value IS NOT NULL GROUP BY ALL"
+    return RecentPlan(grid, step, kinds, first, now)
+
+
+def fetch_recent(con: duckdb.DuckDBPyConnection, plan: RecentPlan) -> pl.DataFrame:
+    """Per power source and bucket, the mean of its non-NULL values (a bucket of only NULLs is absent: a gap)."""
+    if not plan.kinds:
+        return pl.DataFrame(schema={"source_id": pl.Int64, "bucket": pl.Datetime("us", "UTC"), "value": pl.Float64})
+    return con.sql(
+        f"SELECT source_id, time_bucket(INTERVAL {plan.step_s} SECOND, ts) AS bucket, avg(value) AS value"
+        f" FROM readings WHERE ts >= {_ts_literal(plan.first)} AND ts <= {_ts_literal(plan.now)}"
+        f" AND source_id IN ({_ids(list(plan.kinds))}) AND value IS NOT NULL GROUP BY ALL"
     ).pl()
+
+
+def shape_recent(plan: RecentPlan, buckets: pl.DataFrame) -> tuple[pl.DataFrame, bool]:
+    """(frame, load computed?): the grid with one `<flow>_w` column per power flow of the site. A flow with several
+    sources is null in a bucket where any of them has no data. Load, when the site has no load source, follows the
+    balance row by row. Pure Polars: runs after the connection is closed."""
+    kinds = plan.kinds
+    if not kinds:
+        return plan.grid, False
     expected = pl.DataFrame({"kind": list(kinds.values())}).group_by("kind").len("expected")
     sums = (
         buckets.with_columns(
@@ -261,7 +310,7 @@ def recent_power(
         .with_columns(pl.when(pl.col("n") == pl.col("expected")).then(pl.col("w")).alias("w"))
     )
     present = sorted(set(kinds.values()), key=lambda k: list(Role).index(Role(k)))
-    frame = grid
+    frame = plan.grid
     for kind in present:
         column = sums.filter(pl.col("kind") == kind).select("bucket", pl.col("w").alias(f"{kind}_w"))
         frame = frame.join(column, on="bucket", how="left")
@@ -271,7 +320,7 @@ def recent_power(
         frame = frame.with_columns(pl.sum_horizontal(terms, ignore_nulls=False).alias("load_w"))
         ordered = [f"{k.value}_w" for k in Role if f"{k.value}_w" in frame.columns]
         frame = frame.select("bucket", *ordered)
-    return frame, step, computed
+    return frame, computed
 
 
 def live_snapshot(store: Store, site_id: int, now: datetime) -> LiveSnapshot:
@@ -290,8 +339,11 @@ def live_snapshot(store: Store, site_id: int, now: datetime) -> LiveSnapshot:
             age, status = judge(reading, cadence, source.api.use_api, now)
             kind = role_of(meter.category, source.source_type)
             sources.append(SourceLive(source, meter, kind, cadence, reading, age, status))
-        recent, step, computed = recent_power(con, sources, now)
-    return LiveSnapshot(site, now, sources, power_flow(sources), recent, step, computed)
+        plan = plan_recent(sources, now)
+        buckets = fetch_recent(con, plan)
+    # Shaping happens after the connection is closed: a read connection is held only while reading.
+    recent, computed = shape_recent(plan, buckets)
+    return LiveSnapshot(site, now, sources, power_flow(sources), recent, plan.step_s, computed)
 
 
 _CATEGORY_ORDER = list(Category)

@@ -108,8 +108,9 @@ def _coverage_map(site: Site) -> None:
     )
     st.plotly_chart(figure, key="ah_coverage_chart")
     st.caption(
-        "Received = seconds of the local day with a reading (a reading without a value counts as missing);"
-        " expected = the day's length (23 or 25 h on DST days) from the source's first reading on, up to now."
+        "Received = intervals of the local day the vendor answered, with or without a value (SolarEdge reports"
+        " PV as null at night: answered, not missing); expected = the day's length (23 or 25 h on DST days) from the"
+        " source's first reading on, up to now."
     )
     download_buttons(frame, f"coverage-{site.name}-{days}d", key="ah_coverage_download")
 

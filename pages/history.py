@@ -217,8 +217,8 @@ def _balance_chart(balance: pl.DataFrame, resolution: Resolution, by_category: b
                 hovertemplate="%{y:,.2f} kWh",
             )
         )  # fmt: skip
-    # A metered flow without data (coverage 0) is a gap; an unmetered grid flow is unknown everywhere, not a gap.
-    _gap_marks(figure, x, balance["coverage_pct"] == 0)
+    # A metered flow without (complete) data is a gap; an unmetered grid flow is unknown everywhere, not a gap.
+    _gap_marks(figure, x, balance["has_gap"])
     return _layout(figure, "kWh (export and charge below zero)", by_category, barmode="relative")
 
 
@@ -272,7 +272,8 @@ def _render() -> None:
     coverage = "-" if data.coverage_pct is None else f"{data.coverage_pct:.1f} %"
     st.caption(
         f"Times in {site.timezone}. Data coverage over the range: {coverage} of the expected data. Gaps are breaks"
-        " in the lines and crosses under the bars; nothing is filled in or interpolated."
+        " in the lines and crosses under the bars; nothing is filled in or interpolated. A series of several sources"
+        " is a gap where any of them has no data: a partial sum never shows as the total."
     )
     by_category = bool(data.balance["bucket_start_local"].dt.replace_time_zone(None).is_duplicated().any())
     if by_category:

@@ -101,7 +101,7 @@ def sources_frame(snapshot: LiveSnapshot) -> pl.DataFrame:
                 _local(s.reading.as_of if s.reading else None, zone) for s in snapshot.sources
             ],
             "Age": [live.format_age(s.age) if s.age is not None else "-" for s in snapshot.sources],
-            "Status": [s.status.value for s in snapshot.sources],
+            "Status": [s.status_text for s in snapshot.sources],
         },
         schema_overrides={"Source": pl.String, "Latest": pl.String, "Status": pl.String},
     )
@@ -125,7 +125,7 @@ def sources_export(snapshot: LiveSnapshot) -> pl.DataFrame:
             "as_of_utc": reading.as_of if reading else None,
             "age_s": s.age.total_seconds() if s.age is not None else None,
             "cadence_min": s.cadence.total_seconds() / 60,
-            "status": s.status.value,
+            "status": s.status_text,
         }
 
     return pl.DataFrame([row(s) for s in snapshot.sources], infer_schema_length=None)
@@ -145,7 +145,8 @@ def sources_table(snapshot: LiveSnapshot) -> None:
     st.caption(
         f"A source is stale when its newest reading is older than {live.STALE_FACTOR} x its update frequency "
         f"(here {stale_after}). Stale values are highlighted and never counted in the power flow above. "
-        "Readings are as of the end of their interval."
+        "Readings are as of the end of their interval. A reading without a value (e.g. SolarEdge PV at night) "
+        'keeps its source current but shows "-" (no value reported); the flows it feeds show "-" too.'
     )
     download_buttons(sources_export(snapshot), f"live-sources-{snapshot.site.name}", key="live_sources_download")
 

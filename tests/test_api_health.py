@@ -399,10 +399,11 @@ def test_coverage_counts_per_local_day_with_a_dst_day_and_a_gap(store: Store, co
     # 23rd from its first reading (08:00 UTC) to midnight CEST (22:00 UTC); 24th whole; 25 h DST day; 26th whole;
     # today from midnight CET (23:00 UTC) to now (12:00 UTC).
     assert s1["expected_s"].to_list() == [14 * 3600, 86400, 90000, 86400, 13 * 3600]
-    assert s1["received_s"].to_list() == [14 * 3600, 22 * 3600, 90000, 0, 13 * 3600]
-    assert s1["coverage_pct"].to_list() == pytest.approx([100.0, 100 * 22 / 24, 100.0, 0.0, 100.0])
+    # The 24th misses one hour without rows; the hour of NULL rows was answered by the vendor, so it is received.
+    assert s1["received_s"].to_list() == [14 * 3600, 23 * 3600, 90000, 0, 13 * 3600]
+    assert s1["coverage_pct"].to_list() == pytest.approx([100.0, 100 * 23 / 24, 100.0, 0.0, 100.0])
     assert s1["expected_intervals"].to_list() == [56, 96, 100, 96, 52]
-    assert s1["received_intervals"].to_list() == [56, 88, 100, 0, 52]
+    assert s1["received_intervals"].to_list() == [56, 92, 100, 0, 52]
 
     s2 = frame.filter(pl.col("source_id") == coverage_site["S2"])  # never read: whole days expected
     assert s2["expected_s"].to_list() == [86400, 86400, 90000, 86400, 13 * 3600]
@@ -418,10 +419,36 @@ def test_heatmap_rows_days_and_hover(store: Store, coverage_site: dict[str, int]
     labels, days, values, texts = heatmap(frame)
     assert labels == [f"S1 (#{coverage_site['S1']})", f"S2 (#{coverage_site['S2']})", f"S3 (#{coverage_site['S3']})"]
     assert days == [date(2026, 10, d) for d in (23, 24, 25, 26, 27)]
-    assert values[0] == pytest.approx([100.0, 100 * 22 / 24, 100.0, 0.0, 100.0])
-    assert texts[0][1] == "88 / 96 intervals (15 min), 91.7 % · 24 h day"
+    assert values[0] == pytest.approx([100.0, 100 * 23 / 24, 100.0, 0.0, 100.0])
+    assert texts[0][1] == "92 / 96 intervals (15 min), 95.8 % · 24 h day"
     assert texts[0][2] == "100 / 100 intervals (15 min), 100.0 % · 25 h day"
     assert texts[2][1] == "0.00 h / 24.00 h, 0.0 % · 24 h day"  # S3: no recent reading, so no interval
+
+
+def test_null_night_rows_count_as_received_intervals(store: Store) -> None:
+    """A SolarEdge-like PV source: NULL power every night, values by day, one hour without rows on the 26th."""
+    with store.transaction() as con:
+        site = insert_site(con, SiteIn(name="Night", latitude=50.85, longitude=4.35, timezone="Europe/Brussels"))
+        meter = insert_meter(con, site, MeterIn(name="PV", category=Category.PROD))
+        pv = add_source(con, meter, "SE PV", "solar", ApiSettings())
+        batches = [
+            readings(pv, utc(25, 23), utc(26, 5), value=None),  # 26 Oct 00:00-06:00 CET: night, null
+            readings(pv, utc(26, 5), utc(26, 11)),  # 06:00-12:00
+            readings(pv, utc(26, 12), utc(26, 17)),  # 13:00-18:00 (12:00-13:00 has no rows: a real gap)
+            readings(pv, utc(26, 17), utc(27, 6), value=None),  # 18:00 to 07:00 on the 27th: night, null
+            readings(pv, utc(27, 6), NOW),  # 07:00-13:00 on the 27th
+        ]
+        for batch in batches:
+            ingest(con, batch, NOW)
+        rollups.refresh(con, [pv], utc(25, 0), NOW)
+    frame = load_coverage(store, NOW, days=2, site_id=site)
+    assert frame["day"].to_list() == [date(2026, 10, 26), date(2026, 10, 27)]
+    # 26th: 24 h expected from its first (null) row at local midnight, 23 h answered; 27th: 13 h up to now, all.
+    assert frame["expected_s"].to_list() == [86400, 13 * 3600]
+    assert frame["received_s"].to_list() == [23 * 3600, 13 * 3600]
+    assert frame["coverage_pct"].to_list() == pytest.approx([100 * 23 / 24, 100.0])
+    assert frame["received_intervals"].to_list() == [92, 52]
+    assert frame["expected_intervals"].to_list() == [96, 52]
 
 
 def test_coverage_before_the_first_reading_expects_nothing(store: Store, coverage_site: dict[str, int]) -> None:

@@ -203,6 +203,32 @@ def test_site_roles_meter_sources_and_state_of_charge(store: Store) -> None:
     assert source_view.balance.equals(site_view.balance)
 
 
+def test_a_role_with_one_of_two_sources_missing_is_a_gap_not_half_the_total(store: Store) -> None:
+    site, ids = craft_site(
+        store, [SourceSpec(Category.PROD, "solar", "East PV"), SourceSpec(Category.PROD, "solar", "West PV")]
+    )
+    start = datetime(2026, 6, 1, 8, tzinfo=UTC)  # 10:00 local
+    constant(store, ids["East PV"], start, start + timedelta(hours=2), 4000)  # 10:00-12:00
+    constant(store, ids["West PV"], start, start + timedelta(hours=1), 2000)  # 10:00-11:00 only
+    result = history(store, site, Resolution.HOUR, date(2026, 6, 1), date(2026, 6, 1))
+    production = result.series.filter(pl.col("series") == "Production")
+    ten, eleven = (production.filter(pl.col("bucket_start_utc") == start + timedelta(hours=h)).row(0, named=True)
+                   for h in (0, 1))  # fmt: skip
+    assert (ten["energy_kwh"], ten["power_w"], ten["coverage_pct"]) == (6.0, 6000.0, 100.0)  # 4 + 2 kWh
+    # 11:00: East alone would show 4 kWh as the production; the bucket is a gap and coverage says half is there.
+    assert (eleven["energy_kwh"], eleven["power_w"], eleven["coverage_pct"]) == (None, None, 50.0)
+    eleven_balance = result.balance.filter(pl.col("bucket_start_local").dt.hour() == 11).row(0, named=True)
+    assert eleven_balance["production_kwh"] is None and eleven_balance["has_gap"] is True
+    # The day: 3 of the 2 x 24 source-hours have data; each source alone is still complete in its own hours.
+    assert result.coverage_pct == pytest.approx(100 * 3 / 48)
+    east = history(store, site, Resolution.HOUR, date(2026, 6, 1), date(2026, 6, 1), level=Level.SOURCE,
+                   entity_id=ids["East PV"]).series  # fmt: skip
+    assert east.filter(pl.col("bucket_start_utc") == start + timedelta(hours=1))["energy_kwh"].to_list() == [4.0]
+    # A day holds both sources (partly covered): the day's total is their sum, 8 + 2 kWh.
+    days = history(store, site, Resolution.DAY, date(2026, 6, 1), date(2026, 6, 1)).series
+    assert days.filter(pl.col("series") == "Production")["energy_kwh"].to_list() == [10.0]
+
+
 # --- energy balance ------------------------------------------------------------------------------------------
 
 
@@ -234,6 +260,23 @@ def test_balance_with_the_load_computed_from_the_battery_and_the_grid(store: Sto
     assert (nine["production_kwh"], nine["self_consumed_kwh"], nine["load_kwh"], nine["coverage_pct"]) == (
         None, None, None, 0.0,
     )  # fmt: skip
+
+
+def test_self_consumed_is_clipped_at_zero_when_a_battery_exports_at_night(store: Store) -> None:
+    site, ids = make_site(
+        store, [(Category.PROD, "solar"), (Category.CONS, "grid"), (Category.INJ, "grid"), (Category.STOR, "battery")]
+    )
+    night = datetime(2026, 6, 1, 20, tzinfo=UTC)  # 22:00 local: PV 0 W, the battery discharges 3 kW into the grid
+    constant(store, ids["PROD/solar"], night, night + timedelta(hours=1), 0)
+    constant(store, ids["INJ/grid"], night, night + timedelta(hours=1), 2500)
+    constant(store, ids["CONS/grid"], night, night + timedelta(hours=1), 0)
+    constant(store, ids["STOR/battery"], night, night + timedelta(hours=1), 3000)
+    balance = history(store, site, Resolution.HOUR, date(2026, 6, 1), date(2026, 6, 1)).balance
+    row = balance.filter(pl.col("bucket_start_local").dt.hour() == 22).row(0, named=True)
+    assert (row["production_kwh"], row["exported_kwh"]) == (0.0, 2.5)
+    assert row["self_consumed_kwh"] == 0.0  # max(0 - 2.5, 0), not -2.5
+    assert row["load_kwh"] == 0.5  # 0 + 0 - 2.5 + 3
+    assert row["has_gap"] is False
 
 
 def test_balance_uses_the_metered_load_and_leaves_an_unmetered_export_unknown(store: Store) -> None:

@@ -58,7 +58,10 @@ def test_the_newest_reading_of_every_source(store: Store) -> None:
     pv, load, grid = sources["Roof PV"], sources["Building Load"], sources["Grid Import"]
     assert pv.reading is not None and load.reading is not None
     assert (pv.value, pv.unit, pv.reading.ts, pv.reading.interval_s) == (3000.0, "W", T0 + timedelta(minutes=10), 300)
-    assert (load.value, load.reading.ts) == (700.0, T0 + timedelta(minutes=5))  # a NULL is not a reading
+    # The newest row is the vendor answering without a figure: contact (as of 10:15, 5 min ago), no value.
+    assert (load.value, load.reading.ts, load.age) == (None, T0 + timedelta(minutes=10), timedelta(minutes=5))
+    assert load.status is Status.CURRENT and load.status_text == "current, no value reported"
+    assert live.format_value(load.value, load.unit) == "-"
     assert grid.reading is None and grid.status is Status.NO_DATA and grid.age is None
     assert [s.source.name for s in snapshot.sources] == ["Roof PV", "Building Load", "Grid Import"]  # PROD first
 
@@ -180,6 +183,41 @@ def test_several_sources_of_one_flow_add_up_unless_one_is_stale(store: Store) ->
     write(store, ids["Roof PV"], T0 + timedelta(minutes=5), [1100.0, 1200.0, 1300.0, 1400.0, 1500.0, 1600.0, 1700.0])
     flow = live.live_snapshot(store, site, T0 + timedelta(minutes=45)).flow[Role.PRODUCTION]
     assert flow.value is None and flow.note == "East PV is stale: last reading 40 min ago"
+
+
+def test_pv_reporting_null_all_night_stays_current_with_unknown_value(store: Store) -> None:
+    # SolarEdge: PV power is `null` from 18:00 to 05:00 (5-minute rows); the load is metered.
+    site, ids = build_site(store, FULL_SITE[:2])
+    evening = T0.replace(hour=16)  # 18:00 Brussels
+    write(store, ids["Roof PV"], evening - timedelta(minutes=10), [800.0, 400.0] + [None] * (11 * 12))
+    write(store, ids["Building Load"], evening, [600.0] * (11 * 12))
+    now = evening + timedelta(hours=11)  # 05:00: the newest rows, 04:55-05:00, are as of now
+    snapshot = live.live_snapshot(store, site, now)
+    pv = by_name(snapshot)["Roof PV"]
+    assert pv.reading is not None and pv.reading.ts == now - timedelta(minutes=5)
+    assert (pv.value, pv.age, pv.status) == (None, timedelta(0), Status.CURRENT)  # not stale: the vendor answered
+    flow = snapshot.flow
+    assert flow[Role.PRODUCTION].value is None
+    assert flow[Role.PRODUCTION].note == "Roof PV: no value reported (last reading 0 s ago)"
+    assert flow[Role.LOAD].value == 600.0 and not flow[Role.LOAD].computed  # a metered load is unaffected
+
+
+def test_a_null_pv_row_makes_the_computed_load_unknown_with_its_reason(store: Store) -> None:
+    site, ids = build_site(store, [FULL_SITE[0], FULL_SITE[2]])  # PV and grid import, no load source
+    write(store, ids["Roof PV"], T0, [None, None])  # 10:00 and 10:05
+    write(store, ids["Grid Import"], T0, [900.0, 950.0])
+    load = live.live_snapshot(store, site, T0 + timedelta(minutes=10)).flow[Role.LOAD]
+    assert load.value is None and not load.computed
+    assert load.note == ("no load source (CONS load) at this site; cannot be computed: Roof PV no value reported")
+
+
+def test_a_source_whose_last_rows_were_null_days_ago_is_stale_not_without_data(store: Store) -> None:
+    site, ids = build_site(store, FULL_SITE[:1])
+    three_days_ago = T0 - timedelta(days=3)
+    write(store, ids["Roof PV"], three_days_ago, [None, None], step_s=900)  # 10:00 and 10:15, three days ago
+    pv = by_name(live.live_snapshot(store, site, T0))["Roof PV"]
+    assert pv.reading is not None and pv.reading.ts == three_days_ago + timedelta(minutes=15)
+    assert (pv.value, pv.status, pv.age) == (None, Status.STALE, timedelta(days=2, hours=23, minutes=30))
 
 
 def test_a_reading_older_than_the_recent_window_is_still_found(store: Store) -> None:
