@@ -166,6 +166,9 @@ DAILY_SCHEMA = pl.Schema(
         ("bucket", pl.Datetime("us", "UTC")),
         ("energy_wh", pl.Float64()),
         ("covered_s", pl.Int64()),
+        # Seconds of the day with a stored row, a NULL value included (the vendor answered "no value": SolarEdge
+        # at night). Null where not read (only yesterday's buckets of solar sources are; see core.alerts).
+        ("received_s", pl.Int64()),
     ]
 )
 
@@ -273,10 +276,11 @@ _BATTERY = role_expr() == Role.BATTERY.value
 
 
 def no_data(sources: pl.DataFrame, latest: pl.DataFrame, now: datetime, th: Thresholds) -> list[Finding]:
-    """Sources with the API on whose newest reading ended more than `no_data_factor` update periods ago.
+    """Sources with the API on whose newest stored reading ended more than `no_data_factor` update periods ago.
 
-    Age counts from the END of the newest interval with a value (a NULL value is the vendor saying "no data"),
-    or from the source's creation when that is later, so a source just added is not late before its first poll.
+    Age counts from the END of the newest stored interval, a NULL value included: a NULL is the vendor answering
+    "no value" (SolarEdge reports null PV power all night), which is contact, not silence. Or from the source's
+    creation when that is later, so a source just added is not late before its first poll.
     """
     findings = []
     frame = sources.filter(pl.col("use_api")).join(latest, on="source_id", how="left")
@@ -508,20 +512,23 @@ def low_daily_yield(sources: pl.DataFrame, daily: pl.DataFrame, now: datetime, t
     """Solar sources whose yesterday (site-local, complete) yielded less than `low_yield_share` of the clear-sky
     expectation: capacity_kw x clear-sky insolation (kWh/m², Ineichen GHI) x `performance_ratio`.
 
-    Unknown when yesterday's readings cover less than COMPLETE_DAY_SHARE of it, or when the clear sky gives
-    nothing (polar night). The expectation uses horizontal irradiance, not the panels' plane.
+    Complete means stored rows (a NULL value included: SolarEdge reports null all night) cover at least
+    COMPLETE_DAY_SHARE of the day: `received_s`, or `covered_s` (seconds with a value) where larger or not read.
+    A NULL contributes no energy. Unknown when the day is incomplete, or when the clear sky gives nothing (polar
+    night). The expectation uses horizontal irradiance, not the panels' plane.
     """
     rows = {
-        (int(r[0]), r[1]): (r[2], r[3])
-        for r in daily.select("source_id", "bucket", "energy_wh", "covered_s").iter_rows()
+        (int(r[0]), r[1]): (r[2], max(int(r[3] or 0), int(r[4] or 0)))
+        for r in daily.select("source_id", "bucket", "energy_wh", "covered_s", "received_s").iter_rows()
     }
     findings = []
     for row in sources.filter(_SOLAR & (pl.col("capacity_kw") > 0)).iter_rows(named=True):
         day, start, end = yesterday_bounds(now, row["timezone"])
-        energy_wh, covered_s = rows.get((row["source_id"], start), (None, 0))
-        if energy_wh is None or covered_s < COMPLETE_DAY_SHARE * (end - start).total_seconds():
+        key = (row["source_id"], start)
+        if key not in rows or rows[key][1] < COMPLETE_DAY_SHARE * (end - start).total_seconds():
             findings.append(_finding(Rule.LOW_DAILY_YIELD, row, State.UNKNOWN))
             continue
+        energy_wh = rows[key][0] or 0.0  # a day of NULLs only has no energy sum: it produced nothing
         insolation = clear_sky_kwh_per_kw(row["latitude"], row["longitude"], row["timezone"], day)
         expected_kwh = row["capacity_kw"] * insolation * th.performance_ratio
         if expected_kwh <= 0:
@@ -552,8 +559,8 @@ def evaluate_rules(
 
     `sources`: SOURCE_SCHEMA, one row per source. `readings`: READING_SCHEMA, non-null values only, at least
     `th.short_read` back for every source and `th.long_read` for state-of-charge and battery power sources.
-    `latest`: LATEST_SCHEMA, the end of each source's newest reading with a value. `daily`: DAILY_SCHEMA, the
-    daily rollup's last days.
+    `latest`: LATEST_SCHEMA, the end of each source's newest stored reading, NULL values included. `daily`:
+    DAILY_SCHEMA, the daily rollup's last days (with `received_s` for yesterday's solar buckets).
     """
     located = readings.join(sources.select("source_id", "latitude", "longitude"), on="source_id")
     is_solar = pl.col("source_id").is_in(sources.filter(_SOLAR)["source_id"].implode())
@@ -580,8 +587,9 @@ def rule_explanations(th: Thresholds) -> dict[Rule, str]:
     return {
         Rule.NO_DATA: (
             f"A source with the API enabled whose newest reading ended more than {th.no_data_factor:g} x its update"
-            " frequency ago (age from the end of the newest interval with a value, or from when the source was"
-            " added if later). Resolves when data arrives."
+            " frequency ago (age from the end of the newest stored interval, one whose value the vendor reported as"
+            " empty included, e.g. SolarEdge PV at night; or from when the source was added if later). Resolves when"
+            " data arrives."
         ),
         Rule.PV_ZERO_IN_SUN: (
             f"A solar source produced at most {th.zero_w:g} W for {th.zero_minutes:g} minutes of readings while"
@@ -590,7 +598,8 @@ def rule_explanations(th: Thresholds) -> dict[Rule, str]:
             " neither count nor resolve it; any production resolves it."
         ),
         Rule.LOW_DAILY_YIELD: (
-            f"Yesterday's energy (site-local day, readings covering at least {COMPLETE_DAY_SHARE:.0%} of it) of a"
+            f"Yesterday's energy (site-local day, stored readings, empty ones included, covering at least"
+            f" {COMPLETE_DAY_SHARE:.0%} of it; an empty reading counts as no energy) of a"
             f" solar source below {th.low_yield_share:.0%} of the clear-sky expectation: capacity (kW) x clear-sky"
             f" insolation of the day (sum of pvlib Ineichen GHI / 1000 per quarter hour x 0.25 h, kWh/m²) x"
             f" performance ratio {th.performance_ratio:g}. Heavy overcast can trigger it: the rule knows no weather."

@@ -4,17 +4,19 @@ and acknowledging them for the Alerts page.
 Lifecycle of a row of `alerts` (migration 6):
 - a rule FIRING for a (rule, source) with no open or acknowledged row opens one: status `open`, `opened_at` =
   `last_seen_at` = now;
-- while it keeps firing, `last_seen_at`, `message`, `value` follow the latest evaluation (the status stays: an
-  acknowledged alert stays acknowledged);
+- while it keeps firing, `message`, `value` follow the latest evaluation, and `last_seen_at` too, to within
+  LAST_SEEN_STEP (the status stays: an acknowledged alert stays acknowledged);
 - once the rule says CLEAR, or no longer applies to the source (deleted, API switched off, type changed), the row
-  gets `resolved_at` = now and status `resolved`; UNKNOWN leaves it as it is;
+  gets `resolved_at` = now (never before its `opened_at` or `acknowledged_at`) and status `resolved`; UNKNOWN
+  leaves it as it is;
 - `acknowledge` moves open rows to `acknowledged` with `acknowledged_at`;
 - a new occurrence after resolution opens a new row, so the table is the alerts' history.
 
 An evaluation reads in one short read-only connection (the configuration, a few hours of readings, the newest
-reading time per source, the last days of the daily rollup) and writes in one short transaction, whose checks of
-the open rows run under the write lock: evaluations racing each other cannot open the same alert twice, and
-repeating one changes nothing but `last_seen_at`.
+reading time per source, the last days of the daily rollup, a day of solar readings) and writes in one short
+transaction, whose checks run under the write lock: evaluations racing each other cannot open the same alert twice,
+and one whose `now` is not after the last applied (`app_state` 'alerts_evaluated_at') is stale and changes nothing,
+so an older evaluation written last cannot undo a newer one or move a timestamp backwards.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from core.alert_rules import (
     State,
     Thresholds,
     evaluate_rules,
+    yesterday_bounds,
 )
 from core.models import ApiSettings, UpdateFrequency
 from core.roles import Role, role_expr
@@ -44,10 +47,14 @@ from core.store import Store
 
 STATUSES = ("open", "acknowledged", "resolved")
 ACTIVE = ("open", "acknowledged")
-# The newest reading of a source is looked for this far back in `readings`, then (rarely) in the hourly rollup.
+# The newest reading of a source is looked for this far back in the hourly rollup when `readings` as read for the
+# rules do not have it (a source silent for hours), before (rarely) the daily rollup.
 LATEST_LOOKBACK = timedelta(days=2)
 DAILY_LOOKBACK = timedelta(days=3)  # yesterday in any time zone, seen from any hour of today
-EVALUATED_KEY = "alerts_evaluated_at"  # in `app_state`: when the collector last evaluated the rules
+EVALUATED_KEY = "alerts_evaluated_at"  # in `app_state`: the `now` of the newest evaluation applied
+# A firing alert's `last_seen_at` is rewritten at most this often while its message and value stay the same, so an
+# evaluation (up to one a minute) does not rewrite every firing row for a timestamp: it is exact to this step.
+LAST_SEEN_STEP = timedelta(minutes=5)
 
 _names = itertools.count()
 
@@ -65,8 +72,11 @@ class Evaluation:
     opened: int
     resolved: int
     active: int  # firing now, acknowledged or not
+    skipped: bool = False  # stale: a later evaluation was already applied, so this one changed nothing
 
     def summary(self) -> str:
+        if self.skipped:
+            return "skipped: a later evaluation was already stored"
         return f"{self.opened} opened, {self.resolved} resolved, {self.active} firing"
 
 
@@ -98,25 +108,62 @@ def _source_table(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return frame.with_columns(cadence.alias("cadence_min")).select(SOURCE_SCHEMA.names()).cast(dict(SOURCE_SCHEMA))
 
 
+def _hourly_ends(con: duckdb.DuckDBPyConnection, ids: Iterable[int], since: datetime, until: datetime) -> pl.DataFrame:
+    """The end of each source's newest hour with a stored row (NULL values included) in [since, until)."""
+    return con.sql(
+        "SELECT source_id, max(bucket) + INTERVAL 1 HOUR AS last_end FROM readings_hourly"
+        f" WHERE bucket >= {_ts(since)} AND bucket < {_ts(until)} AND readings > 0 AND source_id IN ({_ids(ids)})"
+        " GROUP BY source_id"
+    ).pl()
+
+
 def _latest(
     con: duckdb.DuckDBPyConnection, sources: pl.DataFrame, readings: pl.DataFrame, now: datetime
 ) -> pl.DataFrame:
-    """The end of each source's newest reading with a value: exact from `readings` (which reach back further
-    than any no-data limit), else the end of its newest hour with data in the hourly rollup (sources silent for
-    hours or days, which the rule flags either way): the last days first, the whole table only if still missing."""
+    """The end of each source's newest stored reading, a NULL value included (the vendor answered, with no value:
+    contact all the same). Exact from `readings` (which reach back further than any no-data limit); for sources
+    with the API on that are silent longer, the newest hour with rows in the hourly rollup over LATEST_LOOKBACK;
+    failing that, the newest day with rows in the daily rollup (small: one row per source and day, where a scan of
+    the hourly one would read every hour of the year), then that day's hours. Never-reported sources stay out."""
     end = pl.col("ts") + pl.duration(seconds=pl.col("interval_s").cast(pl.Int64))
-    latest = readings.group_by("source_id").agg(end.max().alias("last_end"))
-    silent = set(sources.filter(pl.col("use_api"))["source_id"].to_list()) - set(latest["source_id"].to_list())
-    for bound in (f"bucket >= {_ts(now - LATEST_LOOKBACK)} AND ", ""):
-        if not silent:
-            break
-        older = con.sql(
-            "SELECT source_id, max(bucket) + INTERVAL 1 HOUR AS last_end FROM readings_hourly"
-            f" WHERE {bound}covered_s > 0 AND source_id IN ({_ids(silent)}) GROUP BY source_id"
-        ).pl()
-        latest = pl.concat([latest.cast(dict(LATEST_SCHEMA)), older.cast(dict(LATEST_SCHEMA))])  # type: ignore[arg-type]
-        silent -= set(older["source_id"].to_list())
-    return latest.cast(dict(LATEST_SCHEMA))  # type: ignore[arg-type]
+    found = [readings.group_by("source_id").agg(end.max().alias("last_end")).cast(dict(LATEST_SCHEMA))]  # type: ignore[arg-type]
+    silent = set(sources.filter(pl.col("use_api"))["source_id"].to_list()) - set(found[0]["source_id"].to_list())
+    if silent:
+        recent = _hourly_ends(con, silent, now - LATEST_LOOKBACK, now)
+        found.append(recent.cast(dict(LATEST_SCHEMA)))  # type: ignore[arg-type]
+        silent -= set(recent["source_id"].to_list())
+    if silent:
+        days = con.sql(
+            "SELECT source_id, max(bucket) AS day FROM readings_daily"
+            f" WHERE readings > 0 AND bucket < {_ts(now)} AND source_id IN ({_ids(silent)}) GROUP BY source_id"
+        ).fetchall()
+        by_day: dict[datetime, list[int]] = {}
+        for source_id, day in days:
+            by_day.setdefault(day, []).append(int(source_id))
+        for day, ids in by_day.items():  # one pruned hourly query per distinct day (a few at most in practice)
+            found.append(_hourly_ends(con, ids, day, day + timedelta(hours=26)).cast(dict(LATEST_SCHEMA)))  # type: ignore[arg-type]
+    return pl.concat(found).cast(dict(LATEST_SCHEMA))  # type: ignore[arg-type]
+
+
+def _received_yesterday(con: duckdb.DuckDBPyConnection, sources: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    """Seconds of yesterday (site-local) with a stored row, NULL values included, per solar source: the low-yield
+    rule's completeness (the rollups' `covered_s` counts only seconds with a value, so a SolarEdge day, null all
+    night, would never look complete). One bounded scan of a day of raw readings per time zone of the fleet."""
+    solar = sources.filter((role_expr() == Role.PRODUCTION.value) & (pl.col("source_type") == "solar"))
+    parts = []
+    for (timezone,), group in solar.group_by(["timezone"]):
+        _, start, end = yesterday_bounds(now, str(timezone))
+        parts.append(
+            f"SELECT source_id, {_ts(start)} AS bucket, sum(interval_s) AS received_s FROM readings"
+            f" WHERE ts >= {_ts(start)} AND ts < {_ts(end)} AND source_id IN ({_ids(group['source_id'])})"
+            " GROUP BY source_id"
+        )
+    if not parts:
+        return pl.DataFrame(
+            schema={"source_id": pl.Int64(), "bucket": pl.Datetime("us", "UTC"), "received_s": pl.Int64()}
+        )
+    frame = con.sql(" UNION ALL ".join(parts)).pl()
+    return frame.cast({"source_id": pl.Int64(), "bucket": pl.Datetime("us", "UTC"), "received_s": pl.Int64()})
 
 
 def read_inputs(con: duckdb.DuckDBPyConnection, now: datetime, th: Thresholds) -> AlertInputs:
@@ -124,10 +171,10 @@ def read_inputs(con: duckdb.DuckDBPyConnection, now: datetime, th: Thresholds) -
     sources = _source_table(con)
     storage = sources.filter(role_expr().is_in([Role.SOC.value, Role.BATTERY.value]))["source_id"]
     short, long = now - th.short_read, now - th.long_read
-    readings = (
+    stored = (  # NULL values included: they tell when the vendor last answered (the no-data rule)
         con.sql(
             "SELECT source_id, ts, interval_s, value FROM readings"
-            f" WHERE ts >= {_ts(min(short, long))} AND ts < {_ts(now)} AND value IS NOT NULL"
+            f" WHERE ts >= {_ts(min(short, long))} AND ts < {_ts(now)}"
             f" AND (ts >= {_ts(short)} OR source_id IN ({_ids(storage)}))"
         )
         .pl()
@@ -137,11 +184,14 @@ def read_inputs(con: duckdb.DuckDBPyConnection, now: datetime, th: Thresholds) -
         "SELECT source_id, bucket, energy_wh, covered_s FROM readings_daily"
         f" WHERE bucket >= {_ts(now - DAILY_LOOKBACK)} AND bucket < {_ts(now)}"
     ).pl()
+    daily = daily.cast({"source_id": pl.Int64(), "bucket": pl.Datetime("us", "UTC")}).join(
+        _received_yesterday(con, sources, now), on=["source_id", "bucket"], how="left"
+    )
     return AlertInputs(
         sources=sources,
-        readings=readings,
-        latest=_latest(con, sources, readings, now),
-        daily=daily.cast(dict(DAILY_SCHEMA)),
+        readings=stored.filter(pl.col("value").is_not_null()),
+        latest=_latest(con, sources, stored, now),
+        daily=daily.select(DAILY_SCHEMA.names()).cast(dict(DAILY_SCHEMA)),
     )
 
 
@@ -158,8 +208,21 @@ FINDING_SCHEMA = pl.Schema(
 )
 
 
+def _evaluated_at(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    rows = con.execute("SELECT value FROM app_state WHERE key = ?", [EVALUATED_KEY]).fetchall()
+    return datetime.fromisoformat(rows[0][0]) if rows else None
+
+
 def apply_findings(con: duckdb.DuckDBPyConnection, findings: list[Finding], now: datetime) -> Evaluation:
-    """Move the stored alerts to what `findings` say (see the module docstring). Runs in the caller's transaction."""
+    """Move the stored alerts to what `findings` say (see the module docstring). Runs in the caller's transaction.
+
+    An evaluation at or before the last one applied is stale (another process, e.g. `collector --once` beside the
+    daemon, read later data and wrote first): it changes nothing and comes back with `skipped` set.
+    """
+    firing = sum(1 for f in findings if f.state == State.FIRING)
+    last = _evaluated_at(con)
+    if last is not None and last >= now:
+        return Evaluation(opened=0, resolved=0, active=firing, skipped=True)
     frame = pl.DataFrame(
         [
             (f.rule.value, f.source_id, f.site_id, f.rule.severity, f.state.value, f.message, f.value)
@@ -172,15 +235,25 @@ def apply_findings(con: duckdb.DuckDBPyConnection, findings: list[Finding], now:
     view = f"_alert_findings_{next(_names)}"
     same = "a.rule = f.rule AND a.source_id = f.source_id"
     active = "a.status IN ('open', 'acknowledged')"
+    # A row still firing is rewritten only when what it says changed, or its `last_seen_at` is LAST_SEEN_STEP old:
+    # not every firing row on every evaluation (one a minute with a busy fleet) for a timestamp alone.
+    changed = (
+        "(a.message IS DISTINCT FROM f.message OR a.value IS DISTINCT FROM f.value OR a.severity <> f.severity"
+        " OR a.last_seen_at <= ?)"
+    )
     con.register(view, frame)
     try:
+        # greatest(): whatever order the writes of racing processes take, no timestamp moves backwards, and an
+        # alert is never resolved before it was opened or acknowledged (`acknowledge` takes the page's clock).
         con.execute(
-            f"UPDATE alerts a SET last_seen_at = ?, message = f.message, value = f.value, severity = f.severity"
-            f" FROM {view} f WHERE {active} AND f.state = 'firing' AND {same}",
-            [now],
+            "UPDATE alerts a SET last_seen_at = greatest(a.last_seen_at, ?), message = f.message, value = f.value,"
+            f" severity = f.severity FROM {view} f WHERE {active} AND f.state = 'firing' AND {same} AND {changed}",
+            [now, now - LAST_SEEN_STEP],
         )
         resolved = con.execute(
-            f"UPDATE alerts a SET status = 'resolved', resolved_at = ? WHERE {active} AND NOT EXISTS"
+            "UPDATE alerts a SET status = 'resolved',"
+            " resolved_at = greatest(?, a.opened_at, coalesce(a.acknowledged_at, a.opened_at))"
+            f" WHERE {active} AND NOT EXISTS"
             f" (SELECT 1 FROM {view} f WHERE {same} AND f.state IN ('firing', 'unknown')) RETURNING id",
             [now],
         ).fetchall()
@@ -198,7 +271,6 @@ def apply_findings(con: duckdb.DuckDBPyConnection, findings: list[Finding], now:
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
         [EVALUATED_KEY, now.astimezone(UTC).isoformat(), now],
     )
-    firing = sum(1 for f in findings if f.state == State.FIRING)
     return Evaluation(opened=len(opened), resolved=len(resolved), active=firing)
 
 
@@ -222,8 +294,10 @@ def acknowledge(store: Store, alert_ids: Iterable[int], now: datetime) -> int:
     if not ids:
         return 0
     with store.transaction() as con:
+        # Never before the alert opened (the page's clock and the collector's may disagree a little); a resolved
+        # alert stays resolved, so an acknowledgement never follows its resolution.
         rows = con.execute(
-            "UPDATE alerts SET status = 'acknowledged', acknowledged_at = ?"
+            "UPDATE alerts SET status = 'acknowledged', acknowledged_at = greatest(?, opened_at)"
             " WHERE status = 'open' AND id IN (SELECT unnest(?::BIGINT[])) RETURNING id",
             [now, ids],
         ).fetchall()
@@ -233,8 +307,7 @@ def acknowledge(store: Store, alert_ids: Iterable[int], now: datetime) -> int:
 def last_evaluated(store: Store) -> datetime | None:
     """When the rules last ran (by the collector), or None if never."""
     with store.connect(read_only=True) as con:
-        rows = con.execute("SELECT value FROM app_state WHERE key = ?", [EVALUATED_KEY]).fetchall()
-    return datetime.fromisoformat(rows[0][0]) if rows else None
+        return _evaluated_at(con)
 
 
 ALERT_COLUMNS = (

@@ -5,6 +5,9 @@ or `--backfill SOURCE --from DATE --to DATE` (fill a range, with a progress bar)
 vendor never delays the others, and an in-flight set keeps one site from being polled twice at once (schedule
 runs jobs in sequence and lets exceptions escape). The configuration is re-read every minute, so sources added,
 changed or removed in the dashboard take effect without a restart.
+
+The alert rules are evaluated over the whole fleet after polls, throttled: at most one evaluation starts per
+ALERTS_MIN_GAP (a poll ending sooner marks one due, which the next tick runs), and at least one per ALERTS_FLOOR.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -39,11 +43,22 @@ from jobs.cli import CliError, settings_from_env
 
 log = logging.getLogger("dataconn.collector")
 WORKERS = 4
-ALERTS_FLOOR_MIN = 15  # the alert rules run at least this often, polls or not
+# Polls ask for an evaluation of the alert rules over the whole fleet; at most one starts per ALERTS_MIN_GAP. One
+# per poll would, with 100 vendor sites, mean evaluations back to back, each holding the database file (the
+# dashboard's reads wait on it). A minute is well under the fastest update frequency (5 min), so alerts still
+# follow the data within about a minute.
+ALERTS_MIN_GAP = timedelta(seconds=60)
+ALERTS_FLOOR = timedelta(minutes=15)  # the rules run at least this often, polls or not (imported data, no_data)
+ALERTS_TICK_S = 5  # how often the main loop checks whether an evaluation is due
 
 
 class Collector:
-    def __init__(self, runtime: Runtime, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        stop: threading.Event | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.runtime = runtime
         self.collection = collection_for(runtime)
         self.scheduler = schedule.Scheduler()
@@ -52,10 +67,14 @@ class Collector:
         self.lock = threading.Lock()
         self.intervals: dict[GroupKey, int] = {}
         self.stop = stop or threading.Event()
-        # Alerts are evaluated after every poll, one evaluation at a time: a poll that ends during an evaluation
-        # asks for one more instead of running its own (see `evaluate_alerts`).
-        self._alerts_due = threading.Event()
-        self._alerts_running = threading.Lock()
+        # Alert evaluations: a poll marks one due (`evaluate_alerts`), which runs at once if the last one started
+        # ALERTS_MIN_GAP ago, else at the first tick (`alerts_tick`) after that; one at a time. `clock` is only for
+        # this throttle (tests inject one).
+        self.clock = clock
+        self._alerts_lock = threading.Lock()
+        self._alerts_due = False
+        self._alerts_running = False
+        self._alerts_started: datetime | None = None
 
     def dispatch(self, key: GroupKey) -> None:
         with self.lock:
@@ -76,20 +95,44 @@ class Collector:
         # Also after a failed poll: a vendor that keeps failing is exactly what the no-data rule must report.
         self.evaluate_alerts()
 
-    def evaluate_alerts(self) -> None:
-        """Evaluate the alert rules over every source, unless an evaluation is running: then that one goes once
-        more when it ends, so the latest poll is always looked at without evaluations piling up."""
-        self._alerts_due.set()
-        while self._alerts_due.is_set() and self._alerts_running.acquire(blocking=False):
-            try:
-                while self._alerts_due.is_set():
-                    self._alerts_due.clear()
-                    if not run_alerts(self.runtime, log_busy=False):
-                        self.collection.note_held()  # logged once per hold, not once per poll
-                        self._alerts_due.clear()  # the next poll tries again
-                        return
-            finally:
-                self._alerts_running.release()
+    def evaluate_alerts(self) -> bool:
+        """A poll ended: the alert rules should look at its data. Runs the evaluation now when allowed (see
+        `alerts_tick`), else leaves it due for a later tick. True when it ran."""
+        with self._alerts_lock:
+            self._alerts_due = True
+        return self.alerts_tick()
+
+    def alerts_due(self, now: datetime) -> bool:
+        """Whether an evaluation should start at `now`: none running, and either none yet, or one due and the last
+        started ALERTS_MIN_GAP ago, or the last started ALERTS_FLOOR ago."""
+        with self._alerts_lock:
+            return not self._alerts_running and self._due_locked(now)
+
+    def _due_locked(self, now: datetime) -> bool:
+        last = self._alerts_started
+        return last is None or (self._alerts_due and now - last >= ALERTS_MIN_GAP) or now - last >= ALERTS_FLOOR
+
+    def alerts_tick(self) -> bool:
+        """Evaluate the alert rules over every source if due now (see `alerts_due`); True when it ran. A held file
+        skips the turn (logged once per hold) and leaves it due for the next tick after the gap."""
+        now = self.clock()
+        with self._alerts_lock:
+            if self._alerts_running or not self._due_locked(now):
+                return False
+            self._alerts_running, self._alerts_due, self._alerts_started = True, False, now
+        try:
+            if not run_alerts(self.runtime, log_busy=False):
+                self.collection.note_held()  # logged once per hold, not once per attempt
+                with self._alerts_lock:
+                    self._alerts_due = True
+        finally:
+            with self._alerts_lock:
+                self._alerts_running = False
+        return True
+
+    def _alerts_tick_async(self) -> None:
+        if self.alerts_due(self.clock()):  # checked here so an idle tick costs no thread hand-off
+            self.executor.submit(self.alerts_tick)
 
     def sync(self) -> None:
         """Make the jobs match the configuration: one job per vendor site at its sources' fastest frequency.
@@ -146,8 +189,9 @@ class Collector:
         self.scheduler.every(1).minutes.do(self.sync)
         self.executor.submit(self.retention)
         self.scheduler.every(1).days.do(lambda: self.executor.submit(self.retention))
-        # Polls trigger the alert rules; this floor also covers a database with no polled source (imported data).
-        self.scheduler.every(ALERTS_FLOOR_MIN).minutes.do(lambda: self.executor.submit(self.evaluate_alerts))
+        # Polls mark the alert rules due; the tick runs them within the throttle, and at least every ALERTS_FLOOR
+        # (which also covers a database with no polled source: imported data).
+        self.scheduler.every(ALERTS_TICK_S).seconds.do(self._alerts_tick_async)
         while not self.stop.is_set():
             self.scheduler.run_pending()
             self.stop.wait(1)

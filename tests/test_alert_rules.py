@@ -314,8 +314,10 @@ def test_soc_without_battery_power_uses_the_longer_window() -> None:
 # --- low daily yield --------------------------------------------------------------------------------------------
 
 
-def daily(source_id: int, bucket: datetime, energy_wh: float, covered_s: int) -> pl.DataFrame:
-    return pl.DataFrame([(source_id, bucket, energy_wh, covered_s)], schema=DAILY_SCHEMA, orient="row")
+def daily(
+    source_id: int, bucket: datetime, energy_wh: float | None, covered_s: int, received_s: int | None = None
+) -> pl.DataFrame:
+    return pl.DataFrame([(source_id, bucket, energy_wh, covered_s, received_s)], schema=DAILY_SCHEMA, orient="row")
 
 
 def test_low_daily_yield_against_the_clear_sky_expectation() -> None:
@@ -343,6 +345,18 @@ def test_low_daily_yield_needs_a_complete_day_and_a_capacity() -> None:
         State.UNKNOWN  # the day before yesterday says nothing about yesterday
     )
     assert low_daily_yield(sources(source(1, capacity_kw=0.0)), daily(1, bucket, 0.0, 86_400), NOON, TH) == []
+
+
+def test_low_daily_yield_counts_null_night_readings_towards_a_complete_day() -> None:
+    # SolarEdge answers null all night: 16 h with a value, 24 h of rows. 10 kWh is far below 20 % of the clear sky.
+    bucket = at("2026-06-19T22:00")
+    table = sources(source(1))
+    night_nulls = only(low_daily_yield(table, daily(1, bucket, 10_000.0, 16 * 3600, 86_400), NOON, TH))
+    assert night_nulls.state == State.FIRING and night_nulls.value == 10.0
+    gaps = only(low_daily_yield(table, daily(1, bucket, 10_000.0, 16 * 3600, 16 * 3600), NOON, TH))
+    assert gaps.state == State.UNKNOWN  # 8 h without any row: not complete
+    all_null = only(low_daily_yield(table, daily(1, bucket, None, 0, 86_400), NOON, TH))
+    assert all_null.state == State.FIRING and all_null.value == 0.0  # null all day: no energy at all
 
 
 def test_low_daily_yield_share_and_ratio_are_settings() -> None:

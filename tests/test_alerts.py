@@ -13,13 +13,14 @@ import polars as pl
 import pytest
 
 from core import catalog as cat
-from core.alert_rules import Rule, State, Thresholds, evaluate_rules
-from core.alerts import acknowledge, evaluate, last_evaluated, load_alerts, read_inputs
+from core.alert_rules import Finding, Rule, State, Thresholds, evaluate_rules
+from core.alerts import Evaluation, acknowledge, apply_findings, evaluate, last_evaluated, load_alerts, read_inputs
 from core.config import Settings, load_settings
 from core.models import Category, MeterIn, SourceIn
 from core.providers.channels import group_by_provider_site
 from core.runtime import open_runtime
 from core.store import Store
+from jobs import collector as collector_module
 from jobs.collector import Collector, run_alerts
 from tests.crafting import SourceSpec, craft_site, simulator_api, write_readings
 from tests.holder import held
@@ -117,7 +118,7 @@ def test_pv_zero_in_sun_and_no_data_fire_and_resolve(store: Store) -> None:
     assert zero["status"] == "open"  # no new data: still what the newest data says
 
     write_readings(store, pv, at("2026-06-21T12:00"), [30_000.0, 32_000.0, 31_000.0])
-    evaluate(store, TH, at("2026-06-21T12:45"))
+    evaluate(store, TH, at("2026-06-21T12:46"))  # (a second evaluation at 12:45 would be stale: skipped)
     assert [(a["rule"], a["status"]) for a in alerts(store)] == [
         ("pv_zero_in_sun", "resolved"),
         ("no_data", "resolved"),
@@ -245,3 +246,134 @@ def test_a_held_file_skips_the_evaluation_without_a_traceback(
     assert all(r.exc_info is None for r in caplog.records)
     assert last_evaluated(runtime.store) is None
     assert run_alerts(runtime) is True and last_evaluated(runtime.store) is not None
+
+
+# --- SolarEdge nights: NULL values are contact ----------------------------------------------------------------------
+
+
+def pv_day_with_null_nights(first_day: datetime, days: int, watts: float) -> list[float | None]:
+    """15-minute values from `first_day` (a UTC midnight): NULL from 20:00 to 04:00 UTC (the night in Brussels in
+    June, as SolarEdge reports it), `watts` in between."""
+    return [None if not 4 <= (i % 96) // 4 < 20 else watts for i in range(96 * days)]
+
+
+def test_null_readings_at_night_are_contact_not_missing_data(store: Store) -> None:
+    _, pv = add_pv(store)
+    night = pv_day_with_null_nights(at("2026-06-21T00:00"), 1, 40_000.0)[:92]  # rows up to 23:00
+    write_readings(store, pv, at("2026-06-21T00:00"), night)
+    # At 23:00 UTC the newest value ended at 20:00, but NULL rows kept arriving until 23:00: no no_data alert.
+    evaluate(store, TH, at("2026-06-21T23:00"))
+    assert [a["rule"] for a in alerts(store)] == []
+    with store.connect(read_only=True) as con:
+        inputs = read_inputs(con, at("2026-06-21T23:00"), TH)
+    assert inputs.latest.to_dicts() == [{"source_id": pv, "last_end": at("2026-06-21T23:00")}]
+    assert inputs.readings["value"].null_count() == 0  # the value rules still see values only
+    # When even the NULLs stop, it is late again (45 min > 2 x 15 min after the last row).
+    evaluate(store, TH, at("2026-06-21T23:45"))
+    [late] = alerts(store)
+    assert late["rule"] == "no_data" and late["value"] == 45.0
+
+
+def test_low_daily_yield_judges_a_day_with_null_nights(store: Store) -> None:
+    _, pv = add_pv(store)
+    # Brussels' 2026-06-20 runs from 06-19 22:00 to 06-20 22:00 UTC. Every row is there (NULL at night); values:
+    # 06-20 04:00-20:00 UTC, 64 quarter hours of 1 kW = 16 kWh, and 06-19 22:00-24:00 is NULL.
+    start = at("2026-06-19T00:00")
+    write_readings(store, pv, start, pv_day_with_null_nights(start, 2, 1_000.0) + [None] * 16 + [1_000.0] * 24)
+    evaluate(store, TH, at("2026-06-21T10:00"))  # rows up to 10:00, so no_data is quiet
+    [low] = alerts(store)
+    assert low["rule"] == "low_daily_yield" and low["status"] == "open" and low["value"] == 16.0
+    assert low["message"].startswith("Yesterday (2026-06-20) produced 16.0 kWh")
+
+
+def test_a_source_silent_for_days_gets_its_newest_hour_from_the_rollups(store: Store) -> None:
+    _, pv = add_pv(store)
+    write_readings(store, pv, at("2026-06-15T10:00"), [40_000.0, 41_000.0, None])  # the NULL row ends at 10:45
+    with store.connect(read_only=True) as con:
+        latest = read_inputs(con, NOON, TH).latest
+    assert latest.to_dicts() == [{"source_id": pv, "last_end": at("2026-06-15T11:00")}]  # the end of that hour
+
+
+# --- evaluations out of order ---------------------------------------------------------------------------------------
+
+
+def firing(source_id: int, site_id: int, message: str = "Crafted.", value: float = 1.0) -> Finding:
+    return Finding(Rule.OUT_OF_BOUNDS, source_id, site_id, State.FIRING, message, value)
+
+
+def apply(store: Store, findings: list[Finding], now: datetime) -> Evaluation:
+    with store.transaction() as con:
+        return apply_findings(con, findings, now)
+
+
+def test_an_older_evaluation_applied_after_a_newer_one_changes_nothing(store: Store) -> None:
+    site_id, pv = add_pv(store)
+    apply(store, [firing(pv, site_id)], at("2026-06-21T12:30"))  # the newer evaluation opens the alert
+    before = alerts(store)
+    stale = apply(store, [], at("2026-06-21T12:20"))  # an older one, which saw nothing firing, writes last
+    assert stale.skipped and (stale.opened, stale.resolved) == (0, 0)
+    assert alerts(store) == before and before[0]["status"] == "open"
+    assert last_evaluated(store) == at("2026-06-21T12:30")
+    assert apply(store, [firing(pv, site_id, "Other.")], at("2026-06-21T12:30")).skipped  # the same instant too
+    assert alerts(store) == before
+
+
+def test_resolution_is_never_before_acknowledgement(store: Store) -> None:
+    site_id, pv = add_pv(store)
+    apply(store, [firing(pv, site_id)], at("2026-06-21T12:30"))
+    [alert] = alerts(store)
+    assert acknowledge(store, [alert["id"]], at("2026-06-21T12:40")) == 1  # the page's clock ran ahead
+    apply(store, [], at("2026-06-21T12:35"))  # the collector's evaluation, read before that, resolves
+    [alert] = alerts(store)
+    assert alert["status"] == "resolved" and alert["acknowledged_at"] == at("2026-06-21T12:40")
+    assert alert["resolved_at"] == at("2026-06-21T12:40")
+    apply(store, [firing(pv, site_id)], at("2026-06-21T12:45"))
+    new = alerts(store)[1]
+    assert acknowledge(store, [new["id"]], at("2026-06-21T12:44")) == 1  # a clock behind the opening
+    assert alerts(store)[1]["acknowledged_at"] == at("2026-06-21T12:45")
+
+
+def test_last_seen_is_rewritten_every_few_minutes_or_when_the_alert_changes(store: Store) -> None:
+    site_id, pv = add_pv(store)
+    apply(store, [firing(pv, site_id)], at("2026-06-21T12:00"))
+    apply(store, [firing(pv, site_id)], at("2026-06-21T12:04"))  # same message and value, 4 min: row untouched
+    assert alerts(store)[0]["last_seen_at"] == at("2026-06-21T12:00")
+    apply(store, [firing(pv, site_id, value=2.0)], at("2026-06-21T12:06"))  # a new value: rewritten
+    [alert] = alerts(store)
+    assert alert["last_seen_at"] == at("2026-06-21T12:06") and alert["value"] == 2.0
+    apply(store, [firing(pv, site_id, value=2.0)], at("2026-06-21T12:11"))  # 5 min on: rewritten
+    assert alerts(store)[0]["last_seen_at"] == at("2026-06-21T12:11")
+
+
+# --- the collector's throttle ----------------------------------------------------------------------------------------
+
+
+def test_the_collector_evaluates_at_most_once_a_minute_and_at_least_every_15(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs: list[datetime] = []
+    clock = [NOON]
+    monkeypatch.setattr(collector_module, "run_alerts", lambda runtime, **_: runs.append(clock[0]) or True)
+    collector = Collector(open_runtime(load_settings()), clock=lambda: clock[0])
+
+    def after(seconds: int) -> datetime:
+        clock[0] = NOON + timedelta(seconds=seconds)
+        return clock[0]
+
+    try:
+        assert collector.evaluate_alerts()  # the first poll: at once
+        after(10)
+        assert not collector.evaluate_alerts()  # a poll 10 s later: due, not run
+        after(59)
+        assert not collector.alerts_due(clock[0]) and not collector.alerts_tick()
+        after(60)
+        assert collector.alerts_due(clock[0]) and collector.alerts_tick()  # the next tick after the gap runs it
+        after(150)
+        assert not collector.alerts_tick()  # nothing polled since: not due
+        after(60 + 15 * 60 - 1)
+        assert not collector.alerts_tick()
+        after(60 + 15 * 60)
+        assert collector.alerts_tick()  # the floor
+    finally:
+        collector.executor.shutdown(wait=True)
+    assert runs == [NOON, NOON + timedelta(seconds=60), NOON + timedelta(seconds=960)]
