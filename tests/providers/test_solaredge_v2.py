@@ -389,9 +389,10 @@ def test_spent_monthly_credits_retry_at_the_billing_anniversary(fake: tuple[Fake
 def test_the_client_refuses_before_the_vendor_has_to(fake: tuple[FakeState, str]) -> None:
     state, url = fake
     subject = client(url, calls_per_minute=1, ledger=QuotaLedger())
-    subject.list_sites()
+    now = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)  # both calls in one minute, wherever the wall clock is
+    subject.today_totals(now)
     with pytest.raises(RateLimited) as info:
-        subject.list_sites()
+        subject.today_totals(now + timedelta(seconds=20))
     assert info.value.retry_at is not None and state.calls_total == 1
 
 
