@@ -37,13 +37,14 @@ def choose_site(key: str, catalog: cat.Catalog | None = None) -> Site | None:
 
 
 def download_buttons(frame: pl.DataFrame, name: str, key: str) -> None:
-    """CSV and Parquet downloads of exactly the data shown above them."""
+    """CSV and Parquet downloads of exactly the data shown above them. Each file is written when its button is
+    clicked, not on every rerun: most views are never downloaded, and a page shows several of these."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "data"
     columns = st.columns(len(FORMATS) + 2)
     for column, (file_format, mime) in zip(columns, FORMATS.items(), strict=False):
         column.download_button(
             f"Download {file_format.upper()}",
-            data=to_bytes(frame, file_format),
+            data=lambda file_format=file_format: to_bytes(frame, file_format),
             file_name=f"{stem}.{file_format}",
             mime=mime,
             key=f"{key}_{file_format}",
