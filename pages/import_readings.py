@@ -65,15 +65,10 @@ def _run_import(source_id: int, data: bytes, options: ImportOptions, dry_run: bo
 
 
 with page_guard():
-    site = choose_site("import_site")
+    catalog = cat.load_catalog(get_runtime().store)
+    site = choose_site("import_site", catalog)
     if site is not None:
-        catalog = cat.load_catalog(get_runtime().store)
-        sources = [
-            (meter, source)
-            for meter in catalog.meters
-            if meter.site_id == site.id
-            for source in catalog.sources_of(meter.id)
-        ]
+        sources = [(meter, source) for meter in catalog.meters_of(site.id) for source in catalog.sources_of(meter.id)]
         if not sources:
             st.info("This site has no data source yet: add one on the Data Connections page.", icon=":material/info:")
         else:

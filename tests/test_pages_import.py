@@ -8,25 +8,18 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import catalog as cat
-from core.config import load_settings
-from core.runtime import open_runtime
+from tests.crafting import app_store, open_page
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "pages/import_readings.py"
 
 
 @pytest.fixture
 def at(app_env: Path) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=60)
-    app.run()
-    app.switch_page(PAGE).run()
-    assert not app.exception
-    return app
+    return open_page(PAGE)
 
 
 def _stored(source_id: int) -> list[tuple]:
-    store = open_runtime(load_settings(), prepare=False).store
-    with store.connect(read_only=True) as con:
+    with app_store().connect(read_only=True) as con:
         return con.execute(
             "SELECT strftime(ts, '%Y-%m-%d %H:%M'), value, interval_s FROM readings WHERE source_id = ? ORDER BY ts",
             [source_id],
@@ -34,7 +27,7 @@ def _stored(source_id: int) -> list[tuple]:
 
 
 def _choose_load(at: AppTest) -> int:
-    catalog = cat.load_catalog(open_runtime(load_settings(), prepare=False).store)
+    catalog = cat.load_catalog(app_store())
     load = next(s for s in catalog.sources if s.name == "Building Load")
     at.selectbox(key="import_source").set_value(load.id)
     return load.id
