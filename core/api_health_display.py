@@ -96,6 +96,24 @@ def _seen(moment: datetime | None, now: datetime, polled: bool) -> str:
     return relative(moment, now)
 
 
+def _poll_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """The last 24 h's poll figures, alike in both tables (`_SHARED`)."""
+    return {
+        "Polls 24 h": row["polls_24h"],
+        "Success % 24 h": number(row["success_pct"], 1),
+        "p50 ms": number(row["p50_ms"]),
+        "p95 ms": number(row["p95_ms"]),
+        "429s 24 h": row["rate_limited_24h"],
+    }
+
+
+def _quota_cells(row: dict[str, Any]) -> dict[str, str]:
+    return {
+        "Quota today (UTC)": quota_text(row["quota_today_used"], row["quota_today_budget"], row["metered"], "daily"),
+        "Quota this month": quota_text(row["quota_month_used"], row["quota_month_budget"], row["metered"], "monthly"),
+    }
+
+
 def source_table(frame: pl.DataFrame, now: datetime) -> pl.DataFrame:
     """One display row per source of `core.api_health.Health.sources`, times in each source's site zone."""
     rows = []
@@ -116,17 +134,8 @@ def source_table(frame: pl.DataFrame, now: datetime) -> pl.DataFrame:
                 "Last success": _seen(row["last_success_at"], now, polled),
                 "Last error": error_text(row),
                 "Last error at": _seen(row["last_error_at"], now, polled),
-                "Polls 24 h": row["polls_24h"],
-                "Success % 24 h": number(row["success_pct"], 1),
-                "p50 ms": number(row["p50_ms"]),
-                "p95 ms": number(row["p95_ms"]),
-                "429s 24 h": row["rate_limited_24h"],
-                "Quota today (UTC)": quota_text(
-                    row["quota_today_used"], row["quota_today_budget"], row["metered"], "daily"
-                ),
-                "Quota this month": quota_text(
-                    row["quota_month_used"], row["quota_month_budget"], row["metered"], "monthly"
-                ),
+                **_poll_cells(row),
+                **_quota_cells(row),
                 "Token expiry": token_text(row, "token_expires_at", now, zone),
                 "Refresh token expiry": token_text(row, "refresh_expires_at", now, zone),
                 "Circuit": circuit,
@@ -148,23 +157,14 @@ def account_table(frame: pl.DataFrame, now: datetime) -> pl.DataFrame:
                 "Vendor sites": row["vendor_sites"],
                 "Sources": row["sources"],
                 "Needing attention": row["needing_attention"],
-                "Polls 24 h": row["polls_24h"],
-                "Success % 24 h": number(row["success_pct"], 1),
-                "p50 ms": number(row["p50_ms"]),
-                "p95 ms": number(row["p95_ms"]),
-                "429s 24 h": row["rate_limited_24h"],
+                **_poll_cells(row),
                 "Last success": _seen(row["last_success_at"], now, True),
                 "Last error": (
                     _cut(f"{relative(row['last_error_at'], now)}: {row['last_error'] or 'no message recorded'}")
                     if row["last_error_at"]
                     else "-"
                 ),
-                "Quota today (UTC)": quota_text(
-                    row["quota_today_used"], row["quota_today_budget"], row["metered"], "daily"
-                ),
-                "Quota this month": quota_text(
-                    row["quota_month_used"], row["quota_month_budget"], row["metered"], "monthly"
-                ),
+                **_quota_cells(row),
                 "Token expiry": token_text(row, "token_expires_at", now, None),
                 "Refresh token expiry": token_text(row, "refresh_expires_at", now, None),
                 "Circuits open": row["circuits_open"],
