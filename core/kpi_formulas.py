@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.roles import ROLE_LABELS, Role
+
 KWH = "kWh"
 SHARE = "share"  # a fraction 0..1, shown as a percentage
 KG_CO2 = "kg CO2"
@@ -144,17 +146,8 @@ def _clip(value: float) -> float:
     return min(1.0, max(0.0, value))
 
 
-ROLE_LABELS = {
-    "production": "production",
-    "load": "load",
-    "grid_import": "grid import",
-    "grid_export": "grid export",
-    "battery": "battery",
-}
-
-
 def no_data_note(role: str) -> str:
-    return f"No data from the {ROLE_LABELS[role]} sources in this period."
+    return f"No data from the {ROLE_LABELS[Role(role)].lower()} sources in this period."
 
 
 def _energy(flow: Flow | None, without_source: float | None) -> float | None:
