@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -30,6 +30,7 @@ import polars as pl
 from pvlib import solarposition
 from pvlib.location import Location
 
+from core.kpis import local_midnight
 from core.models import UpdateFrequency
 from core.roles import Role, role_expr
 
@@ -224,9 +225,7 @@ def with_sun_elevation(readings: pl.DataFrame) -> pl.DataFrame:
 def clear_sky_kwh_per_kw(latitude: float, longitude: float, timezone: str, day: date) -> float:
     """Clear-sky insolation of a site-local day in kWh/m², which is also kWh per kW of PV capacity (capacity is
     rated at 1000 W/m²): the sum of Ineichen GHI / 1000 over the day's quarter hours, times 0.25 h."""
-    zone = ZoneInfo(timezone)
-    start = datetime.combine(day, time(0), zone).astimezone(UTC)
-    end = datetime.combine(day + timedelta(days=1), time(0), zone).astimezone(UTC)
+    start, end = local_midnight(day, timezone), local_midnight(day + timedelta(days=1), timezone)
     quarters = int((end - start) / timedelta(minutes=15))  # 92, 96 or 100 on DST days
     times = pd.date_range(start + timedelta(minutes=7.5), periods=quarters, freq="15min")
     ghi = Location(latitude, longitude, tz=timezone).get_clearsky(times, model="ineichen")["ghi"]
@@ -249,10 +248,15 @@ def _power(watts: float) -> str:
     return f"{watts:,.0f} W" if abs(watts) < 10_000 else f"{watts / 1000:,.1f} kW"
 
 
+# The end of a reading's interval: where a window ends and a source's age counts from (core.alerts too).
+READING_END = pl.col("ts") + pl.duration(seconds=pl.col("interval_s").cast(pl.Int64))
+
+
 def _with_ends(readings: pl.DataFrame) -> pl.DataFrame:
     """Readings with the `end` of their interval and the `newest` end of their source."""
-    end = pl.col("ts") + pl.duration(seconds=pl.col("interval_s").cast(pl.Int64))
-    return readings.with_columns(end.alias("end")).with_columns(pl.col("end").max().over("source_id").alias("newest"))
+    return readings.with_columns(READING_END.alias("end")).with_columns(
+        pl.col("end").max().over("source_id").alias("newest")
+    )
 
 
 def _in_window(frame: pl.DataFrame, window: timedelta) -> pl.DataFrame:
@@ -265,8 +269,9 @@ def _finding(
     return Finding(rule, int(source["source_id"]), int(source["site_id"]), state, message, value)
 
 
-# Sources by role (core.roles); the PV rules look at solar production only, not wind or hydro.
-_SOLAR = (role_expr() == Role.PRODUCTION.value) & (pl.col("source_type") == "solar")
+# Sources by role (core.roles); the PV rules look at solar production only, not wind or hydro (core.alerts reads
+# yesterday's rows of the same SOLAR sources for the low-yield rule).
+SOLAR = (role_expr() == Role.PRODUCTION.value) & (pl.col("source_type") == "solar")
 _SOC = role_expr() == Role.SOC.value
 _BATTERY = role_expr() == Role.BATTERY.value
 
@@ -329,7 +334,7 @@ def pv_zero_in_sun(sources: pl.DataFrame, readings: pl.DataFrame, th: Thresholds
         )
     )
     findings = []
-    for row in sources.filter(_SOLAR).join(stats, on="source_id", how="left").iter_rows(named=True):
+    for row in sources.filter(SOLAR).join(stats, on="source_id", how="left").iter_rows(named=True):
         zero_s = float(row["zero_s"] or 0)
         if zero_s >= th.zero_minutes * 60:
             message = (
@@ -501,11 +506,8 @@ def soc_stuck(sources: pl.DataFrame, readings: pl.DataFrame, th: Thresholds) -> 
 
 def yesterday_bounds(now: datetime, timezone: str) -> tuple[date, datetime, datetime]:
     """Yesterday in the site's zone: the date and its UTC start and end (23, 24 or 25 hours apart)."""
-    zone = ZoneInfo(timezone)
-    day = now.astimezone(zone).date() - timedelta(days=1)
-    start = datetime.combine(day, time(0), zone).astimezone(UTC)
-    end = datetime.combine(day + timedelta(days=1), time(0), zone).astimezone(UTC)
-    return day, start, end
+    day = now.astimezone(ZoneInfo(timezone)).date() - timedelta(days=1)
+    return day, local_midnight(day, timezone), local_midnight(day + timedelta(days=1), timezone)
 
 
 def low_daily_yield(sources: pl.DataFrame, daily: pl.DataFrame, now: datetime, th: Thresholds) -> list[Finding]:
@@ -522,7 +524,7 @@ def low_daily_yield(sources: pl.DataFrame, daily: pl.DataFrame, now: datetime, t
         for r in daily.select("source_id", "bucket", "energy_wh", "covered_s", "received_s").iter_rows()
     }
     findings = []
-    for row in sources.filter(_SOLAR & (pl.col("capacity_kw") > 0)).iter_rows(named=True):
+    for row in sources.filter(SOLAR & (pl.col("capacity_kw") > 0)).iter_rows(named=True):
         day, start, end = yesterday_bounds(now, row["timezone"])
         key = (row["source_id"], start)
         if key not in rows or rows[key][1] < COMPLETE_DAY_SHARE * (end - start).total_seconds():
@@ -563,7 +565,7 @@ def evaluate_rules(
     DAILY_SCHEMA, the daily rollup's last days (with `received_s` for yesterday's solar buckets).
     """
     located = readings.join(sources.select("source_id", "latitude", "longitude"), on="source_id")
-    is_solar = pl.col("source_id").is_in(sources.filter(_SOLAR)["source_id"].implode())
+    is_solar = pl.col("source_id").is_in(sources.filter(SOLAR)["source_id"].implode())
     # The sun only where a rule looks at it: solar readings in the PV window (which holds the bounds window).
     solar = _in_window(_with_ends(located.filter(is_solar)), th.pv_window).select(located.columns)
     recent = pl.concat(

@@ -32,7 +32,9 @@ import polars as pl
 from core.alert_rules import (
     DAILY_SCHEMA,
     LATEST_SCHEMA,
+    READING_END,
     READING_SCHEMA,
+    SOLAR,
     SOURCE_SCHEMA,
     Finding,
     Rule,
@@ -43,10 +45,9 @@ from core.alert_rules import (
 )
 from core.models import ApiSettings, UpdateFrequency
 from core.roles import Role, role_expr
-from core.store import Store
+from core.store import Store, ts_literal
 
 STATUSES = ("open", "acknowledged", "resolved")
-ACTIVE = ("open", "acknowledged")
 # The newest reading of a source is looked for this far back in the hourly rollup when `readings` as read for the
 # rules do not have it (a source silent for hours), before (rarely) the daily rollup.
 LATEST_LOOKBACK = timedelta(days=2)
@@ -80,11 +81,6 @@ class Evaluation:
         return f"{self.opened} opened, {self.resolved} resolved, {self.active} firing"
 
 
-def _ts(moment: datetime) -> str:
-    """A TIMESTAMPTZ literal: the readings queries use literals so DuckDB prunes row groups by their zone maps."""
-    return f"TIMESTAMPTZ '{moment.astimezone(UTC).isoformat()}'"
-
-
 def _ids(ids: Iterable[int]) -> str:
     return ", ".join(str(int(i)) for i in ids) or "NULL"
 
@@ -112,7 +108,8 @@ def _hourly_ends(con: duckdb.DuckDBPyConnection, ids: Iterable[int], since: date
     """The end of each source's newest hour with a stored row (NULL values included) in [since, until)."""
     return con.sql(
         "SELECT source_id, max(bucket) + INTERVAL 1 HOUR AS last_end FROM readings_hourly"
-        f" WHERE bucket >= {_ts(since)} AND bucket < {_ts(until)} AND readings > 0 AND source_id IN ({_ids(ids)})"
+        f" WHERE bucket >= {ts_literal(since)} AND bucket < {ts_literal(until)}"
+        f" AND readings > 0 AND source_id IN ({_ids(ids)})"
         " GROUP BY source_id"
     ).pl()
 
@@ -125,8 +122,7 @@ def _latest(
     with the API on that are silent longer, the newest hour with rows in the hourly rollup over LATEST_LOOKBACK;
     failing that, the newest day with rows in the daily rollup (small: one row per source and day, where a scan of
     the hourly one would read every hour of the year), then that day's hours. Never-reported sources stay out."""
-    end = pl.col("ts") + pl.duration(seconds=pl.col("interval_s").cast(pl.Int64))
-    found = [readings.group_by("source_id").agg(end.max().alias("last_end")).cast(dict(LATEST_SCHEMA))]  # type: ignore[arg-type]
+    found = [readings.group_by("source_id").agg(READING_END.max().alias("last_end")).cast(dict(LATEST_SCHEMA))]  # type: ignore[arg-type]
     silent = set(sources.filter(pl.col("use_api"))["source_id"].to_list()) - set(found[0]["source_id"].to_list())
     if silent:
         recent = _hourly_ends(con, silent, now - LATEST_LOOKBACK, now)
@@ -135,7 +131,7 @@ def _latest(
     if silent:
         days = con.sql(
             "SELECT source_id, max(bucket) AS day FROM readings_daily"
-            f" WHERE readings > 0 AND bucket < {_ts(now)} AND source_id IN ({_ids(silent)}) GROUP BY source_id"
+            f" WHERE readings > 0 AND bucket < {ts_literal(now)} AND source_id IN ({_ids(silent)}) GROUP BY source_id"
         ).fetchall()
         by_day: dict[datetime, list[int]] = {}
         for source_id, day in days:
@@ -145,25 +141,27 @@ def _latest(
     return pl.concat(found).cast(dict(LATEST_SCHEMA))  # type: ignore[arg-type]
 
 
+_RECEIVED_SCHEMA = pl.Schema(
+    [("source_id", pl.Int64()), ("bucket", pl.Datetime("us", "UTC")), ("received_s", pl.Int64())]
+)
+
+
 def _received_yesterday(con: duckdb.DuckDBPyConnection, sources: pl.DataFrame, now: datetime) -> pl.DataFrame:
     """Seconds of yesterday (site-local) with a stored row, NULL values included, per solar source: the low-yield
     rule's completeness (the rollups' `covered_s` counts only seconds with a value, so a SolarEdge day, null all
     night, would never look complete). One bounded scan of a day of raw readings per time zone of the fleet."""
-    solar = sources.filter((role_expr() == Role.PRODUCTION.value) & (pl.col("source_type") == "solar"))
+    solar = sources.filter(SOLAR)
     parts = []
     for (timezone,), group in solar.group_by(["timezone"]):
         _, start, end = yesterday_bounds(now, str(timezone))
         parts.append(
-            f"SELECT source_id, {_ts(start)} AS bucket, sum(interval_s) AS received_s FROM readings"
-            f" WHERE ts >= {_ts(start)} AND ts < {_ts(end)} AND source_id IN ({_ids(group['source_id'])})"
+            f"SELECT source_id, {ts_literal(start)} AS bucket, sum(interval_s) AS received_s FROM readings"
+            f" WHERE ts >= {ts_literal(start)} AND ts < {ts_literal(end)} AND source_id IN ({_ids(group['source_id'])})"
             " GROUP BY source_id"
         )
     if not parts:
-        return pl.DataFrame(
-            schema={"source_id": pl.Int64(), "bucket": pl.Datetime("us", "UTC"), "received_s": pl.Int64()}
-        )
-    frame = con.sql(" UNION ALL ".join(parts)).pl()
-    return frame.cast({"source_id": pl.Int64(), "bucket": pl.Datetime("us", "UTC"), "received_s": pl.Int64()})
+        return pl.DataFrame(schema=_RECEIVED_SCHEMA)
+    return con.sql(" UNION ALL ".join(parts)).pl().cast(dict(_RECEIVED_SCHEMA))
 
 
 def read_inputs(con: duckdb.DuckDBPyConnection, now: datetime, th: Thresholds) -> AlertInputs:
@@ -174,15 +172,15 @@ def read_inputs(con: duckdb.DuckDBPyConnection, now: datetime, th: Thresholds) -
     stored = (  # NULL values included: they tell when the vendor last answered (the no-data rule)
         con.sql(
             "SELECT source_id, ts, interval_s, value FROM readings"
-            f" WHERE ts >= {_ts(min(short, long))} AND ts < {_ts(now)}"
-            f" AND (ts >= {_ts(short)} OR source_id IN ({_ids(storage)}))"
+            f" WHERE ts >= {ts_literal(min(short, long))} AND ts < {ts_literal(now)}"
+            f" AND (ts >= {ts_literal(short)} OR source_id IN ({_ids(storage)}))"
         )
         .pl()
         .cast(dict(READING_SCHEMA))
     )
     daily = con.sql(
         "SELECT source_id, bucket, energy_wh, covered_s FROM readings_daily"
-        f" WHERE bucket >= {_ts(now - DAILY_LOOKBACK)} AND bucket < {_ts(now)}"
+        f" WHERE bucket >= {ts_literal(now - DAILY_LOOKBACK)} AND bucket < {ts_literal(now)}"
     ).pl()
     daily = daily.cast({"source_id": pl.Int64(), "bucket": pl.Datetime("us", "UTC")}).join(
         _received_yesterday(con, sources, now), on=["source_id", "bucket"], how="left"
@@ -324,7 +322,7 @@ def load_alerts(store: Store, site_id: int | None, since: datetime | None) -> pl
     if site_id is not None:
         conditions.append(f"site_id = {int(site_id)}")
     if since is not None:
-        conditions.append(f"(resolved_at IS NULL OR resolved_at >= {_ts(since)})")
+        conditions.append(f"(resolved_at IS NULL OR resolved_at >= {ts_literal(since)})")
     with store.connect(read_only=True) as con:
         return con.sql(
             f"SELECT {ALERT_COLUMNS} FROM v_alerts WHERE {' AND '.join(conditions)} ORDER BY opened_at DESC, id DESC"
