@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import polars as pl
 from pydantic import SecretStr
@@ -297,22 +298,22 @@ class Collection:
 
     def _write(self, report: PassReport, inputs: PassInputs, now: datetime) -> None:
         readings = pass_readings(report.results)
-        meta = {"now": now.isoformat(), "results": [r.to_json() for r in report.results]}
+        newest = newest_finals(readings)
         with self._write_lock:  # so a pass cannot overtake an older one on its way into the spool
             if self.spool is not None and self.spool.pending():
-                report.spooled = self.spool.put(meta, readings)
+                report.spooled = self.spool.put(_spool_meta(report.results, now), readings)
             else:
                 try:
                     with self.store.transaction() as con:
-                        report.rows_written = apply_pass(con, report.results, now)
+                        report.rows_written = apply_pass(con, report.results, readings, newest, now)
                     self._note_free()
                 except StoreBusy:
                     if self.spool is None:
                         raise
                     self.note_held()
-                    report.spooled = self.spool.put(meta, readings)
+                    report.spooled = self.spool.put(_spool_meta(report.results, now), readings)
         # The kept inputs move on too, so a pass that must fall back on them starts where this one ended.
-        _advance(inputs, report.results, now)
+        _advance(inputs, report.results, newest)
 
     def drain(self) -> int:
         """Write what the spool holds, if the file is free; returns the readings written."""
@@ -330,9 +331,14 @@ class Collection:
             self._drain_lock.release()
 
 
-def _advance(inputs: PassInputs, results: list[GroupResult], now: datetime) -> None:
-    """Move the kept inputs on as if the spooled pass had been written: the next pass starts where it ended."""
-    newest = newest_finals(pass_readings(results))
+def _spool_meta(results: list[GroupResult], now: datetime) -> dict[str, Any]:
+    """Everything of a pass but its readings, for a spool entry (`core.pass_write.apply_entry` reads it back)."""
+    return {"now": now.isoformat(), "results": [r.to_json() for r in results]}
+
+
+def _advance(inputs: PassInputs, results: list[GroupResult], newest: dict[int, datetime]) -> None:
+    """Move the kept inputs on as if the pass had been written (`newest`: its `newest_finals`): the next pass
+    starts where it ended."""
     for result in results:
         for source_id in result.source_ids:
             before = inputs.states.get(source_id, SourceState(None, None, False))

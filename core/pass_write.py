@@ -29,22 +29,31 @@ def pass_readings(results: list[GroupResult]) -> pl.DataFrame:
 def apply_entry(con: duckdb.DuckDBPyConnection, entry: SpoolEntry) -> int:
     now = datetime.fromisoformat(entry.meta["now"])
     results = [GroupResult.from_json(data, entry.readings) for data in entry.meta["results"]]
-    return apply_pass(con, results, now)
+    return apply_pass(con, results, entry.readings, newest_finals(entry.readings), now)
 
 
-def apply_pass(con: duckdb.DuckDBPyConnection, results: list[GroupResult], now: datetime) -> int:
+def apply_pass(
+    con: duckdb.DuckDBPyConnection,
+    results: list[GroupResult],
+    readings: pl.DataFrame,
+    newest: dict[int, datetime],
+    now: datetime,
+) -> int:
     """Everything a pass writes, inside the caller's transaction: readings, rollups, run rows, source states, raw
     answers, gap attempts. Set-based, so a pass over a thousand sources costs a handful of statements. Used for a
-    pass written at once and for one coming out of the spool. Returns the readings written."""
+    pass written at once and for one coming out of the spool. Returns the readings written.
+
+    `readings` are the results' batches in one frame (`pass_readings`, or a spool entry's readings) and `newest`
+    their `newest_finals`: the caller has both already (it spools the one and moves its kept bookmarks with the
+    other), so they are not computed again here."""
     if not results:
         return 0
     states = read_states(con)
-    readings = pass_readings(results)
     written = ingest_per_source(con, readings, now) if readings.height else {}
     for source_ids, start, end in _touched_spans(results):
         rollups.refresh(con, source_ids, start, end)
     _record_runs(con, results, written)
-    _record_states(con, results, states, newest_finals(readings), now)
+    _record_states(con, results, states, newest, now)
     for result in results:
         write_exchanges(con, result.source_ids[0], result.exchanges)
         if result.gap_window:
