@@ -23,7 +23,7 @@ from core.providers.channels import channel_for
 from core.providers.context import ProviderContext
 from core.providers.exchange import Exchange
 from core.providers.registry import ConnectionRequest, build_client
-from core.response_cache import CachedTest, cached_test, store_test, write_exchanges
+from core.response_cache import cached_test, store_test, write_exchanges
 from core.secret_store import load_secrets
 from core.source_drafts import SourceDraft, TestOutcome, validate_draft
 from core.store import Store, StoreError
@@ -160,8 +160,7 @@ def _keep(
     """Store the exchanges, and the outcome for `_reuse` (not "re-authorise": the owner may approve any moment)."""
     try:
         if source_id is not None and fingerprint is not None and outcome.status is not ConnectionStatus.REAUTHORIZE:
-            kept = CachedTest(outcome.status, outcome.message, outcome.tested_at, outcome.power_w)
-            store_test(store, source_id, fingerprint, kept, exchanges)
+            store_test(store, source_id, fingerprint, outcome, exchanges)
         elif exchanges:
             with store.transaction() as con:
                 write_exchanges(con, source_id, exchanges)

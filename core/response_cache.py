@@ -15,27 +15,17 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import duckdb
 
 from core.models import ConnectionStatus
 from core.providers.exchange import Exchange
+from core.source_drafts import TestOutcome
 from core.store import Store
 
 TEST_ENDPOINT = "test_connection"
 _INSERT = "INSERT INTO api_data_cache (source_id, endpoint, fetched_at, http_status, body) VALUES (?, ?, ?, ?, ?)"
-
-
-@dataclass(frozen=True)
-class CachedTest:
-    """A Test Connection outcome as kept in the cache (the fields of `core.connections.TestOutcome`)."""
-
-    status: ConnectionStatus
-    message: str
-    tested_at: datetime
-    power_w: float | None = None
 
 
 def write_exchanges(con: duckdb.DuckDBPyConnection, source_id: int | None, exchanges: Sequence[Exchange]) -> int:
@@ -49,7 +39,7 @@ def write_exchanges(con: duckdb.DuckDBPyConnection, source_id: int | None, excha
     return len(rows)
 
 
-def cached_test(store: Store, source_id: int, fingerprint: str, now: datetime, ttl_s: float) -> CachedTest | None:
+def cached_test(store: Store, source_id: int, fingerprint: str, now: datetime, ttl_s: float) -> TestOutcome | None:
     """The newest Test Connection outcome of `source_id` tested less than `ttl_s` seconds before `now` with the
     same settings fingerprint, or None (always None when `ttl_s` <= 0)."""
     if ttl_s <= 0:
@@ -69,7 +59,7 @@ def cached_test(store: Store, source_id: int, fingerprint: str, now: datetime, t
 
 
 def store_test(
-    store: Store, source_id: int, fingerprint: str, outcome: CachedTest, exchanges: Sequence[Exchange] = ()
+    store: Store, source_id: int, fingerprint: str, outcome: TestOutcome, exchanges: Sequence[Exchange] = ()
 ) -> None:
     """Keep a Test Connection outcome for `cached_test`, with the exchanges the test made, in one transaction."""
     body = json.dumps(
@@ -86,7 +76,7 @@ def store_test(
         con.execute(_INSERT, [source_id, TEST_ENDPOINT, outcome.tested_at.astimezone(UTC), None, body])
 
 
-def _decode(body: str | None, fingerprint: str) -> CachedTest | None:
+def _decode(body: str | None, fingerprint: str) -> TestOutcome | None:
     """The outcome in a cache row if it parses and its fingerprint matches (compared in constant time)."""
     try:
         data = json.loads(body or "")
@@ -94,7 +84,7 @@ def _decode(body: str | None, fingerprint: str) -> CachedTest | None:
         if not isinstance(stored, str) or not hmac.compare_digest(stored, fingerprint):
             return None
         power = data.get("power_w")
-        return CachedTest(
+        return TestOutcome(
             status=ConnectionStatus(data["status"]),
             message=str(data["message"]),
             tested_at=datetime.fromisoformat(data["tested_at"]).astimezone(UTC),
