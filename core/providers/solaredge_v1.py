@@ -292,9 +292,7 @@ class SolarEdgeV1Client:
         when = now or datetime.now(UTC)
         if endpoint.site_scoped and not self.site_id:
             raise AuthError(f"No {VENDOR} site ID is configured: enter the site ID in Data Connections.")
-        scope = {"account": self._account}
-        if endpoint.site_scoped:
-            scope["site"] = self.site_id
+        scope = self._quota_scope(endpoint.site_scoped)
         self._ledger.reserve(VENDOR, scope, self.quota_rules, when)
         query = {**dict(endpoint.params), **(params or {}), "api_key": self._api_key.get_secret_value()}
         with self._ledger.in_flight(VENDOR, scope, self.quota_rules):
@@ -373,7 +371,10 @@ class SolarEdgeV1Client:
 
     def quota_snapshot(self, now: datetime) -> tuple[int | None, int | None]:
         """(calls used, calls remaining) today, for whichever daily budget (site or account key) is tighter."""
-        scope = {"account": self._account}
-        if self.site_id:
-            scope["site"] = self.site_id
-        return quota_position(self._ledger, VENDOR, scope, self.quota_rules, now.astimezone(UTC))
+        return quota_position(
+            self._ledger, VENDOR, self._quota_scope(bool(self.site_id)), self.quota_rules, now.astimezone(UTC)
+        )
+
+    def _quota_scope(self, site_scoped: bool) -> dict[str, str]:
+        """The ledger keys a call counts against: the key's account, and the site for site-scoped endpoints."""
+        return {"account": self._account, "site": self.site_id} if site_scoped else {"account": self._account}

@@ -154,6 +154,7 @@ class SolarEdgeV2Client:
         self._key = api_key.get_secret_value().strip()
         self._secrets = [self._key] + ([account_key.get_secret_value()] if account_key else [])
         self._account = hashlib.sha256(self._key.encode()).hexdigest()[:16]
+        self._scope = {"account": self._account, "site": self.site_id or "-"}  # what the quota ledger counts
         self._ledger = ledger or QuotaLedger()
         self._billing_cycle_day = billing_cycle_day
         if channels is not None:  # telemetry nobody reads is "not there" for this client
@@ -179,9 +180,8 @@ class SolarEdgeV2Client:
         if "{site}" in template and not self.site_id:
             raise AuthError(f"No {VENDOR} Site ID is configured: enter it in Data Connections.")
         moment = (now or datetime.now(UTC)).astimezone(UTC)
-        scope = {"account": self._account, "site": self.site_id or "-"}
-        self._ledger.reserve(VENDOR, scope, self.quota_rules, moment)
-        with self._ledger.in_flight(VENDOR, scope, self.quota_rules):
+        self._ledger.reserve(VENDOR, self._scope, self.quota_rules, moment)
+        with self._ledger.in_flight(VENDOR, self._scope, self.quota_rules):
             response = self._http.request("GET", template.format(site=quote(self.site_id, safe="")), params=params)
         return self._interpret(response, what, moment)
 
@@ -388,8 +388,7 @@ class SolarEdgeV2Client:
 
     def quota_snapshot(self, now: datetime) -> tuple[int | None, int | None]:
         """(calls used, calls remaining) this month: V2's only counted day/month budget is the monthly credits."""
-        scope = {"account": self._account, "site": self.site_id or "-"}
-        return quota_position(self._ledger, VENDOR, scope, self.quota_rules, now.astimezone(UTC))
+        return quota_position(self._ledger, VENDOR, self._scope, self.quota_rules, now.astimezone(UTC))
 
 
 def _latest(series: Series) -> tuple[datetime, float] | None:
