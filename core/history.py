@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -30,6 +30,7 @@ import polars as pl
 
 from core.catalog import Catalog, NotFound, read_catalog
 from core.history_balance import energy_balance
+from core.kpis import local_midnight, site_today
 from core.models import Site, known_timezones
 from core.roles import ROLE_LABELS, Role, role_of
 from core.store import Store
@@ -121,11 +122,6 @@ def _source_group(catalog: Catalog, source_id: int) -> SeriesGroup:
 # --- ranges ------------------------------------------------------------------------------------------------
 
 
-def local_midnight(day: date, timezone: str) -> datetime:
-    """The UTC instant the site's local `day` starts."""
-    return datetime.combine(day, time(), tzinfo=ZoneInfo(timezone)).astimezone(UTC)
-
-
 def bucket_count(first_day: date, last_day: date, resolution: Resolution) -> int:
     """Buckets in the range (DST days counted as 24 hours: this sizes a chart, it does not build one)."""
     if resolution == Resolution.MONTH:
@@ -138,7 +134,7 @@ def check_range(first_day: date, last_day: date, resolution: Resolution, timezon
     if last_day < first_day:
         return [f"The end date {last_day} is before the start date {first_day}: pick an end on or after the start."]
     problems = []
-    today = now.astimezone(ZoneInfo(timezone)).date()
+    today = site_today(now, timezone)
     if first_day > today:
         problems.append(
             f"The range {first_day} to {last_day} lies entirely in the future (today is {today} in {timezone}):"
@@ -279,6 +275,17 @@ def _local_date(ts: datetime, timezone: str) -> date:
     return ts.astimezone(ZoneInfo(timezone)).date()
 
 
+# The bucket's bounds in site time and its length (a DST day's 23 or 25 hours), for the series and the balance.
+_HOURS = ((pl.col("bucket_end") - pl.col("bucket_start")).dt.total_seconds() / 3600).alias("hours")
+
+
+def _local_bounds(timezone: str) -> list[pl.Expr]:
+    return [
+        pl.col("bucket_start").dt.convert_time_zone(timezone).alias("bucket_start_local"),
+        pl.col("bucket_end").dt.convert_time_zone(timezone).alias("bucket_end_local"),
+    ]
+
+
 def _series_frame(groups: list[SeriesGroup], grid: pl.DataFrame, data: pl.DataFrame, timezone: str) -> pl.DataFrame:
     """The long frame of the groups over the whole grid: a bucket without data is a row of nulls."""
     names = pl.DataFrame(
@@ -304,10 +311,9 @@ def _series_frame(groups: list[SeriesGroup], grid: pl.DataFrame, data: pl.DataFr
             "series",
             "group",
             "key",
-            pl.col("bucket_start").dt.convert_time_zone(timezone).alias("bucket_start_local"),
-            pl.col("bucket_end").dt.convert_time_zone(timezone).alias("bucket_end_local"),
+            *_local_bounds(timezone),
             pl.col("bucket_start").alias("bucket_start_utc"),
-            ((pl.col("bucket_end") - pl.col("bucket_start")).dt.total_seconds() / 3600).alias("hours"),
+            _HOURS,
             pl.when(~percent & complete).then(pl.col("value_sum")).alias("power_w"),
             pl.when(~percent & complete).then(pl.col("energy_wh") / 1000).alias("energy_kwh"),
             pl.when(percent & complete).then(pl.col("value_avg")).alias("soc_pct"),
@@ -365,12 +371,7 @@ def _balance(frame: pl.DataFrame, grid: pl.DataFrame, roles: dict[Role, SeriesGr
     role_rows = frame.filter(pl.col("group").is_in(list(role_of_group))).with_columns(
         pl.col("group").replace_strict(role_of_group).alias("role")
     )
-    buckets = grid.select(
-        "key",
-        pl.col("bucket_start").dt.convert_time_zone(site.timezone).alias("bucket_start_local"),
-        pl.col("bucket_end").dt.convert_time_zone(site.timezone).alias("bucket_end_local"),
-        ((pl.col("bucket_end") - pl.col("bucket_start")).dt.total_seconds() / 3600).alias("hours"),
-    )
+    buckets = grid.select("key", *_local_bounds(site.timezone), _HOURS)
     return energy_balance(buckets, role_rows, {role.value for role in roles})
 
 

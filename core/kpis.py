@@ -100,9 +100,9 @@ def period_problem(first_day: date, last_day: date, today: date) -> str | None:
     return None
 
 
-def local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    """The UTC instant a local day starts."""
-    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+def local_midnight(day: date, timezone: str) -> datetime:
+    """The UTC instant the site's local `day` starts."""
+    return datetime.combine(day, time(0), tzinfo=ZoneInfo(timezone)).astimezone(UTC)
 
 
 def data_cut(now: datetime) -> datetime:
@@ -128,11 +128,11 @@ class DaySpan:
 
 def day_spans(period: Period, timezone: str, now: datetime) -> list[DaySpan]:
     """The period's days that have begun before the cut (a day's length follows DST: 23, 24 or 25 hours)."""
-    zone, cut = ZoneInfo(timezone), data_cut(now)
+    cut = data_cut(now)
     spans = []
     day = period.first_day
     while day <= period.last_day:
-        start, end = local_midnight(day, zone), local_midnight(day + timedelta(days=1), zone)
+        start, end = local_midnight(day, timezone), local_midnight(day + timedelta(days=1), timezone)
         if start >= cut:
             break
         spans.append(DaySpan(day, start, min(end, cut), end <= cut))
@@ -220,7 +220,8 @@ def _read_energy(
     if whole:
         parts.append(
             "SELECT source_id, bucket AS day_start, coalesce(energy_wh, 0) AS energy_wh, covered_s FROM readings_daily"
-            f" WHERE bucket >= {_ts(whole[0].start)} AND bucket < {_ts(whole[-1].end)} AND source_id IN ({ids})"
+            f" WHERE bucket >= {_ts(whole[0].start)} AND bucket < {_ts(whole[-1].end)}"
+            f" AND source_id IN ({ids})"
         )
     for span in partial:
         parts.append(
@@ -380,7 +381,7 @@ def _report(raw: _Raw) -> KpiReport:
         )
     )
     configured = _configured(sources)
-    per_source = rows.group_by("source_id", "role").agg(pl.col(list(_SUMS)).sum(), pl.col("covered_s").sum())
+    per_source = _role_sums(rows, ["source_id"])
     per_source = sources.join(per_source, on=["source_id", "role"], how="left").fill_null(0)
     period_totals = {r["role"]: r for r in _role_sums(rows, []).iter_rows(named=True)}
     kpis = compute_kpis(_flows(period_totals, configured, _parts(per_source)))

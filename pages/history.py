@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import plotly.graph_objects as go
 import polars as pl
@@ -28,6 +27,7 @@ from core.history import (
     series_groups,
     shift_back,
 )
+from core.kpis import site_today
 from core.models import Site
 from core.roles import Role
 from ui.context import get_runtime, page_guard
@@ -110,7 +110,7 @@ def _selection(site: Site, catalog: cat.Catalog) -> tuple[Level, int | None]:
 
 
 def _range(site: Site, now: datetime) -> tuple[Resolution, date | None, date | None]:
-    today = now.astimezone(ZoneInfo(site.timezone)).date()
+    today = site_today(now, site.timezone)
     left, right = st.columns([1, 2])
     options = [r.value for r in Resolution]
     chosen = left.selectbox(
