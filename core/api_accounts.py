@@ -20,7 +20,7 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import duckdb
 from pydantic import SecretStr
@@ -34,6 +34,7 @@ from core.providers.channels import provider_site_key
 from core.providers.enphase_oauth import Tokens, scrub
 from core.providers.http import REDACTED
 from core.providers.quota import period_bounds
+from core.store import ts_literal
 
 # Our provider -> the vendor name its client counts calls under in `quota_usage.provider`.
 VENDORS = {
@@ -157,18 +158,14 @@ def account_labels(accounts: Mapping[str, Account], enphase_plan: str) -> dict[s
     return labels
 
 
-def _lit(moment: datetime) -> str:
-    return f"TIMESTAMPTZ '{moment.astimezone(UTC).isoformat()}'"
-
-
 def read_usage(con: duckdb.DuckDBPyConnection, now: datetime) -> Usage:
     """(vendor, scope key, period) -> (calls today, calls this month), in the ledger's UTC buckets."""
     day_start, _ = period_bounds("day", now)
     month_start, month_end = period_bounds("month", now)
     rows = con.sql(
         "SELECT provider, scope_key, period, coalesce(sum(calls) FILTER (WHERE bucket_start >= "
-        f"{_lit(day_start)}), 0), sum(calls) FROM quota_usage WHERE bucket_start >= {_lit(month_start)}"
-        f" AND bucket_start < {_lit(month_end)} GROUP BY ALL"
+        f"{ts_literal(day_start)}), 0), sum(calls) FROM quota_usage WHERE bucket_start >= {ts_literal(month_start)}"
+        f" AND bucket_start < {ts_literal(month_end)} GROUP BY ALL"
     ).fetchall()
     return {(str(p), str(s), str(period)): (int(today), int(month)) for p, s, period, today, month in rows}
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import duckdb
 import polars as pl
@@ -39,7 +39,7 @@ from core.crypto import SecretBox
 from core.models import Provider
 from core.secret_store import read_all_secrets
 from core.source_health import SourceState, read_states
-from core.store import Store
+from core.store import Store, ts_literal
 
 WINDOW = timedelta(hours=24)
 LOOKBACK = timedelta(days=7)
@@ -101,16 +101,11 @@ def load_health(
 # --- reads ----------------------------------------------------------------------------------------------------
 
 
-def _lit(moment: datetime) -> str:
-    """A timestamp literal, so the optimizer sees a constant and prunes row groups by their zone maps."""
-    return f"TIMESTAMPTZ '{moment.astimezone(UTC).isoformat()}'"
-
-
 def _recent_runs(con: duckdb.DuckDBPyConnection, since: datetime) -> pl.DataFrame:
     skip = ", ".join(f"'{o}'" for o in NOT_POLLS)
     return con.sql(
         "SELECT source_id, started_at, duration_ms, outcome, http_status FROM collector_runs"
-        f" WHERE started_at >= {_lit(since)} AND outcome NOT IN ({skip}) AND source_id IS NOT NULL"
+        f" WHERE started_at >= {ts_literal(since)} AND outcome NOT IN ({skip}) AND source_id IS NOT NULL"
     ).pl()
 
 
@@ -122,7 +117,7 @@ def _last_seen(con: duckdb.DuckDBPyConnection, runs: pl.DataFrame, polled: list[
     errors = con.sql(
         "SELECT source_id, max(started_at) AS last_error_at,"
         " arg_max({'error': error, 'outcome': outcome, 'http_status': http_status}, started_at) AS err"
-        f" FROM collector_runs WHERE started_at >= {_lit(since)} AND outcome NOT IN ({failed})"
+        f" FROM collector_runs WHERE started_at >= {ts_literal(since)} AND outcome NOT IN ({failed})"
         " AND source_id IS NOT NULL GROUP BY source_id"
     ).pl()
     recent_ok = (
@@ -136,7 +131,7 @@ def _last_seen(con: duckdb.DuckDBPyConnection, runs: pl.DataFrame, polled: list[
         ids = ", ".join(str(int(i)) for i in without)
         older_ok = con.sql(
             "SELECT source_id, max(started_at) AS last_success_at FROM collector_runs"
-            f" WHERE started_at >= {_lit(since)} AND outcome = 'ok' AND source_id IN ({ids}) GROUP BY source_id"
+            f" WHERE started_at >= {ts_literal(since)} AND outcome = 'ok' AND source_id IN ({ids}) GROUP BY source_id"
         ).pl()
     successes = pl.concat([recent_ok, older_ok.cast(recent_ok.schema)])
     return successes.join(

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import polars as pl
 
-from core.store import Store
+from core.store import Store, ts_literal
 
 DEFAULT_DAYS = 31
 MAX_DAYS = 366
@@ -53,10 +53,6 @@ COVERAGE_SCHEMA = pl.Schema(
         "received_intervals": pl.Int64(),
     }
 )
-
-
-def _lit(moment: datetime) -> str:
-    return f"TIMESTAMPTZ '{moment.astimezone(UTC).isoformat()}'"
 
 
 def local_days(zone_name: str, now: datetime, days: int) -> list[tuple[date, datetime, datetime]]:
@@ -128,7 +124,8 @@ def _daily(con: duckdb.DuckDBPyConnection, window_start: datetime, now: datetime
         "SELECT d.source_id, timezone(z.timezone, d.bucket)::DATE AS day, sum(d.covered_s)::BIGINT AS covered_s,"
         " sum(d.readings)::BIGINT AS rows_received"
         " FROM readings_daily d JOIN _coverage_sources z USING (source_id)"
-        f" WHERE d.bucket >= {_lit(window_start - timedelta(days=1))} AND d.bucket < {_lit(now)} GROUP BY ALL"
+        f" WHERE d.bucket >= {ts_literal(window_start - timedelta(days=1))} AND d.bucket < {ts_literal(now)}"
+        " GROUP BY ALL"
     ).pl()
 
 
@@ -148,7 +145,7 @@ def _first_seen(con: duckdb.DuckDBPyConnection, window_start: datetime) -> pl.Da
     try:
         exact = con.sql(
             "SELECT r.source_id, min(r.ts) AS first_ts FROM readings r JOIN _coverage_firsts f USING (source_id)"
-            f" WHERE r.ts >= {_lit(low)} AND r.ts < {_lit(high + timedelta(days=2))}"
+            f" WHERE r.ts >= {ts_literal(low)} AND r.ts < {ts_literal(high + timedelta(days=2))}"
             " AND r.ts >= f.first_day AND r.ts < f.first_day + INTERVAL 2 DAY"
             " GROUP BY r.source_id"
         ).pl()
@@ -162,7 +159,7 @@ def _first_seen(con: duckdb.DuckDBPyConnection, window_start: datetime) -> pl.Da
 def _intervals(con: duckdb.DuckDBPyConnection, now: datetime) -> pl.DataFrame:
     return con.sql(
         "SELECT source_id, mode(interval_s)::BIGINT AS interval_s FROM readings"
-        f" WHERE ts >= {_lit(now - INTERVAL_SAMPLE)} AND source_id IN (SELECT source_id FROM _coverage_sources)"
+        f" WHERE ts >= {ts_literal(now - INTERVAL_SAMPLE)} AND source_id IN (SELECT source_id FROM _coverage_sources)"
         " GROUP BY source_id"
     ).pl()
 

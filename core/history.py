@@ -33,7 +33,7 @@ from core.history_balance import energy_balance
 from core.kpis import local_midnight, site_today
 from core.models import Site, known_timezones
 from core.roles import ROLE_LABELS, Role, role_of
-from core.store import Store
+from core.store import Store, ts_literal
 
 
 class Resolution(StrEnum):
@@ -213,10 +213,6 @@ def _calendar_buckets(
 # --- reading -------------------------------------------------------------------------------------------------
 
 
-def _literal(ts: datetime) -> str:
-    return f"TIMESTAMPTZ '{ts.astimezone(UTC).isoformat()}'"
-
-
 def _read_groups(
     con: duckdb.DuckDBPyConnection,
     groups: list[SeriesGroup],
@@ -242,13 +238,13 @@ def _read_groups(
     assert isinstance(low, datetime) and isinstance(high, datetime)
     zone = f"'{timezone}'"
     if resolution in _STEPS:
-        key, bounds = "r.bucket", f"r.bucket >= {_literal(low)} AND r.bucket < {_literal(high)}"
+        key, bounds = "r.bucket", f"r.bucket >= {ts_literal(low)} AND r.bucket < {ts_literal(high)}"
     else:
         local_day = f"CAST(timezone({zone}, r.bucket) AS DATE)"
         key = local_day if resolution == Resolution.DAY else f"CAST(date_trunc('month', {local_day}) AS DATE)"
         # Daily buckets start at local midnights; a day of margin on each side, then the exact local dates.
         bounds = (
-            f"r.bucket >= {_literal(low - timedelta(days=1))} AND r.bucket < {_literal(high + timedelta(days=1))}"
+            f"r.bucket >= {ts_literal(low - timedelta(days=1))} AND r.bucket < {ts_literal(high + timedelta(days=1))}"
             f" AND {local_day} >= DATE '{_local_date(low, timezone)}'"
             f" AND {local_day} < DATE '{_local_date(high, timezone)}'"
         )

@@ -45,7 +45,7 @@ from core.kpi_formulas import (
     format_number,
 )
 from core.roles import Role, role_of
-from core.store import Store
+from core.store import Store, ts_literal
 
 MAX_PERIOD_DAYS = 5 * 365 + 2  # five years, leap days included
 PRESETS = ("Today", "Yesterday", "This week", "This month", "Last month", "This year", "Custom")
@@ -203,10 +203,6 @@ def _site(con: duckdb.DuckDBPyConnection, site_id: int) -> tuple[str, str, pl.Da
     return found[0][0], found[0][1], pl.DataFrame(rows, schema=_SOURCE_SCHEMA, orient="row")
 
 
-def _ts(value: datetime) -> str:
-    return f"TIMESTAMPTZ '{value.astimezone(UTC).isoformat()}'"
-
-
 def _read_energy(
     con: duckdb.DuckDBPyConnection, sources: pl.DataFrame, spans: list[DaySpan], timezone: str
 ) -> pl.DataFrame:
@@ -220,14 +216,14 @@ def _read_energy(
     if whole:
         parts.append(
             "SELECT source_id, bucket AS day_start, coalesce(energy_wh, 0) AS energy_wh, covered_s FROM readings_daily"
-            f" WHERE bucket >= {_ts(whole[0].start)} AND bucket < {_ts(whole[-1].end)}"
+            f" WHERE bucket >= {ts_literal(whole[0].start)} AND bucket < {ts_literal(whole[-1].end)}"
             f" AND source_id IN ({ids})"
         )
     for span in partial:
         parts.append(
-            f"SELECT source_id, {_ts(span.start)} AS day_start, coalesce(sum(energy_wh), 0) AS energy_wh,"
+            f"SELECT source_id, {ts_literal(span.start)} AS day_start, coalesce(sum(energy_wh), 0) AS energy_wh,"
             " sum(covered_s) AS covered_s"
-            f" FROM readings_15min WHERE bucket >= {_ts(span.start)} AND bucket < {_ts(span.end)}"
+            f" FROM readings_15min WHERE bucket >= {ts_literal(span.start)} AND bucket < {ts_literal(span.end)}"
             f" AND source_id IN ({ids}) GROUP BY source_id"
         )
     battery_sql = (
@@ -248,7 +244,7 @@ def _read_energy(
             f"SELECT source_id, time_bucket(INTERVAL 1 DAY, bucket, '{zone}') AS day_start,"
             " coalesce(sum(greatest(-energy_wh, 0)), 0) AS charge_wh,"
             " coalesce(sum(greatest(energy_wh, 0)), 0) AS discharge_wh"
-            f" FROM {table} WHERE bucket >= {_ts(start)} AND bucket < {_ts(end)}"
+            f" FROM {table} WHERE bucket >= {ts_literal(start)} AND bucket < {ts_literal(end)}"
             f" AND source_id IN ({battery_ids}) GROUP BY ALL"
             for table, start, end in splits
         )

@@ -40,7 +40,7 @@ import polars as pl
 from core.catalog import Catalog, read_catalog
 from core.models import Category, Meter, Site, Source
 from core.roles import ROLE_LABELS, Role, role_of
-from core.store import Store
+from core.store import Store, ts_literal
 
 STALE_FACTOR = 2  # a source is stale once its newest reading is older than this many expected cadences
 MANUAL_CADENCE = timedelta(hours=1)  # nominal cadence of a source without API (CSV imports, manual meters)
@@ -147,11 +147,6 @@ def judge(reading: Reading | None, cadence: timedelta, use_api: bool, now: datet
     return age, Status.STALE if use_api else Status.NO_API
 
 
-def _ts_literal(ts: datetime) -> str:
-    # Literals rather than parameters: the optimizer then sees constants and prunes row groups by their zone maps.
-    return f"TIMESTAMPTZ '{ts.astimezone(UTC).isoformat()}'"
-
-
 def _ids(source_ids: Sequence[int]) -> str:
     return ", ".join(str(int(i)) for i in source_ids)
 
@@ -161,7 +156,7 @@ def _newest(con: duckdb.DuckDBPyConnection, ids: Sequence[int], start: datetime,
     # columns travel in a struct, which is never NULL itself.
     rows = con.sql(
         "SELECT source_id, max(ts), arg_max({'i': interval_s, 'v': value, 'r': received_at}, ts)"
-        f" FROM readings WHERE ts >= {_ts_literal(start)} AND ts <= {_ts_literal(end)}"
+        f" FROM readings WHERE ts >= {ts_literal(start)} AND ts <= {ts_literal(end)}"
         f" AND source_id IN ({_ids(ids)}) GROUP BY source_id"
     ).fetchall()
     return {
@@ -186,7 +181,7 @@ def latest_readings(
     # distinct day (sources that stopped together, the usual case, share one read).
     days = con.sql(
         f"SELECT source_id, max(bucket) FROM readings_daily WHERE source_id IN ({_ids(missing)})"
-        f" AND readings > 0 AND bucket <= {_ts_literal(now)} GROUP BY source_id"
+        f" AND readings > 0 AND bucket <= {ts_literal(now)} GROUP BY source_id"
     ).fetchall()
     by_day: dict[datetime, list[int]] = defaultdict(list)
     for source_id, day in days:
@@ -286,7 +281,7 @@ def fetch_recent(con: duckdb.DuckDBPyConnection, plan: RecentPlan) -> pl.DataFra
         return pl.DataFrame(schema={"source_id": pl.Int64, "bucket": pl.Datetime("us", "UTC"), "value": pl.Float64})
     return con.sql(
         f"SELECT source_id, time_bucket(INTERVAL {plan.step_s} SECOND, ts) AS bucket, avg(value) AS value"
-        f" FROM readings WHERE ts >= {_ts_literal(plan.first)} AND ts <= {_ts_literal(plan.now)}"
+        f" FROM readings WHERE ts >= {ts_literal(plan.first)} AND ts <= {ts_literal(plan.now)}"
         f" AND source_id IN ({_ids(list(plan.kinds))}) AND value IS NOT NULL GROUP BY ALL"
     ).pl()
 

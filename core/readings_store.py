@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 import duckdb
 import polars as pl
 
+from core.store import ts_literal
+
 INGEST_SCHEMA = pl.Schema(
     [
         ("source_id", pl.Int64()),
@@ -74,10 +76,6 @@ def _as_ingest_frame(batch: pl.DataFrame) -> pl.DataFrame:
     return frame.unique(subset=["source_id", "ts"], keep="last", maintain_order=True)
 
 
-def _ts_literal(ts: datetime) -> str:
-    return f"TIMESTAMPTZ '{ts.astimezone(UTC).isoformat()}'"
-
-
 def ingest(con: duckdb.DuckDBPyConnection, batch: pl.DataFrame, now: datetime) -> int:
     """Store a batch of readings; returns the number of rows inserted (replacements of non-final rows included).
 
@@ -105,7 +103,7 @@ def _ingest(con: duckdb.DuckDBPyConnection, batch: pl.DataFrame, now: datetime, 
     low, high = frame.select(pl.col("source_id").min().alias("low"), pl.col("source_id").max().alias("high")).row(0)
     # Literals, not parameters, so the optimizer sees constants and prunes row groups by their zone maps. The source
     # range costs nothing to test, where an IN list of hundreds of ids measurably slows the probe.
-    bound = f"r.ts >= {_ts_literal(min_ts)} AND r.source_id BETWEEN {int(low)} AND {int(high)}"
+    bound = f"r.ts >= {ts_literal(min_ts)} AND r.source_id BETWEEN {int(low)} AND {int(high)}"
     view = f"_ingest_batch_{next(_names)}"
     con.register(view, frame)
     try:
@@ -123,7 +121,7 @@ def _ingest(con: duckdb.DuckDBPyConnection, batch: pl.DataFrame, now: datetime, 
         returning = " RETURNING source_id" if per_source else ""
         rows = con.execute(
             f"INSERT INTO readings (source_id, ts, interval_s, value, is_final, received_at) "
-            f"SELECT b.source_id, b.ts, b.interval_s, b.value, b.is_final, {_ts_literal(now)} FROM {view} b "
+            f"SELECT b.source_id, b.ts, b.interval_s, b.value, b.is_final, {ts_literal(now)} FROM {view} b "
             f"WHERE NOT EXISTS (SELECT 1 FROM readings r WHERE {bound} AND r.source_id = b.source_id AND r.ts = b.ts)"
             f"{returning}"
         ).fetchall()
