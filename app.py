@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.context import get_runtime, page_guard
+from ui.context import get_runtime, key_banner, page_guard
 
 st.set_page_config(page_title="Energy Data Connections", page_icon=":material/bolt:", layout="wide")
 
@@ -28,5 +28,8 @@ with st.sidebar:
     st.caption("Energy Data Connections")
     with page_guard():
         st.caption(f"Database: `{get_runtime().settings.db_path.name}`")
+
+with page_guard():
+    key_banner()
 
 navigation.run()

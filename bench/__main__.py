@@ -5,10 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from bench import bench_catalog, bench_cycle, bench_ingest, bench_pages
+from bench import bench_catalog, bench_config_import, bench_cycle, bench_ingest, bench_pages
 
 if __name__ == "__main__":
     bench_catalog.main()
+    bench_config_import.main()
     bench_ingest.main()
     bench_cycle.main()
     bench_pages.main()

@@ -19,6 +19,9 @@ Where each figure comes from, and why it is computed that way:
   m to m + max(1, m // 10) minutes, m its sources' fastest Update Frequency).
 - Token expiry: the Enphase OAuth grant of the vendor site (only the two expiry instants leave `core.api_accounts`).
 
+- Quarantine: what the collector moved aside because it could not use it (a damaged spool entry, garbled quota
+  journal lines), read from `<database file>.spool/quarantine/` (`core.quarantine`) until the operator removes it.
+
 Stored error texts were redacted when written; they are scrubbed again, of URL credentials and of every decrypted
 credential, before they leave (`core.api_accounts.scrubber`).
 """
@@ -37,8 +40,10 @@ from core import quota_plan
 from core.api_accounts import Account, Member, Usage, account_labels, accounts_of, quota, read_usage, scrubber
 from core.crypto import SecretBox
 from core.models import Provider
+from core.quarantine import QuarantineReport
 from core.secret_store import read_all_secrets
 from core.source_health import SourceState, read_states
+from core.spool import Spool
 from core.store import Store, ts_literal
 
 WINDOW = timedelta(hours=24)
@@ -68,6 +73,7 @@ class Health:
     now: datetime
     sources: pl.DataFrame
     accounts: pl.DataFrame
+    quarantine: QuarantineReport | None = None  # None: not looked at
 
 
 def load_health(
@@ -95,7 +101,8 @@ def load_health(
         .with_columns(_success_pct(), pl.col("polls_24h", "ok_24h", "rate_limited_24h").fill_null(0))
         .select(SOURCE_COLUMNS)
     )
-    return Health(now, sources, _account_rows(sources, members, accounts, labels, runs))
+    quarantined = Spool.beside(store.path).quarantine.report()
+    return Health(now, sources, _account_rows(sources, members, accounts, labels, runs), quarantined)
 
 
 # --- reads ----------------------------------------------------------------------------------------------------

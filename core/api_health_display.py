@@ -2,7 +2,7 @@
 
 Pure formatting of `core.api_health` frames, so the rules are unit-tested and the page stays thin. Undefined
 values are "-", as everywhere in the dashboard; the simulator's budget is "no limit"; tokens of providers that
-have none are "n/a".
+have none are "n/a". The quarantine warning names the folder; its table gives each item and why.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from core.api_health import LOOKBACK, STATUS_LABELS
+from core.quarantine import NOTE, QuarantineReport
 
 NONE_SEEN = f"none in {LOOKBACK.days} days"
 MAX_MESSAGE = 300
@@ -198,3 +199,36 @@ def status_counts(frame: pl.DataFrame) -> dict[str, int]:
     """Sources per status label, most urgent first, statuses with none left out."""
     counts = dict(frame.group_by("status").len().iter_rows())
     return {label: int(counts[code]) for code, label in STATUS_LABELS.items() if counts.get(code)}
+
+
+def quarantine_warning(report: QuarantineReport | None) -> str | None:
+    """The page's warning while the quarantine holds anything (or cannot be looked into); None when empty. Markdown:
+    the folder in a code span (a path's underscores are not emphasis); the reasons go in `quarantine_table`."""
+    if report is None:
+        return None
+    folder = str(report.folder).replace("`", "")
+    if report.unreadable:
+        return f"The quarantine folder `{folder}` cannot be read by the dashboard ({report.unreadable})."
+    if not report.items:
+        return None
+    return (
+        f"**{len(report.items)} item(s) in quarantine** in `{folder}`: the collector could not use them (a damaged"
+        " spool entry, garbled quota journal lines), moved them there and went on without them. Look at each"
+        f" folder (its {NOTE} says why), then delete it, or repair a spool entry, delete its {NOTE} and move it"
+        " back into the spool folder: it is written at the next pass. This warning stays until the folder is empty."
+    )
+
+
+def quarantine_table(report: QuarantineReport | None) -> pl.DataFrame:
+    """One row per quarantined item: its folder, when (UTC), why."""
+    items = report.items if report else []
+    return pl.DataFrame(
+        {
+            "Item": [item.name for item in items],
+            "Quarantined (UTC)": [
+                item.quarantined_at.strftime("%Y-%m-%d %H:%M") if item.quarantined_at else "-" for item in items
+            ],
+            "Why": [item.reason for item in items],
+        },
+        schema={"Item": pl.String, "Quarantined (UTC)": pl.String, "Why": pl.String},
+    )

@@ -1,19 +1,24 @@
 """Sites, meters and energy sources in DuckDB: reading the whole configuration and changing it safely.
 
 Every change runs in one transaction under the store's write lock, and checks names against what is stored at
-that moment, so two browser tabs or an import running beside the dashboard cannot create duplicates. Deletes
+that moment, so two browser tabs or an import running beside the dashboard cannot create duplicates. Names are
+compared as people read them (`models.name_key`: Unicode NFKC, case-folded), on both sides, since rows stored
+before names were normalised may hold another form of the same name. Deletes
 remove children first in the same transaction: a site takes its meters, their sources and their secrets along.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import duckdb
+import polars as pl
 
-from core.models import ApiSettings, Category, Meter, MeterIn, Site, SiteIn, Source, SourceIn
+from core.models import TOKEN_SECRETS, ApiSettings, Category, Meter, MeterIn, Site, SiteIn, Source, SourceIn, name_key
 from core.store import Store
 
 
@@ -114,13 +119,57 @@ def read_catalog(con: duckdb.DuckDBPyConnection) -> Catalog:
     return Catalog(sites=sites, meters=meters, sources=sources)
 
 
+def fingerprint(con: duckdb.DuckDBPyConnection) -> tuple[object, ...]:
+    """Changes whenever a row of the configuration (sites, meters, sources, their credentials) is inserted, updated
+    or deleted: each table's row count and the sum of its rows' hashes (a refreshed OAuth token does not count).
+    Lets a caller that validated against an earlier read check cheaply, inside its write transaction, that nothing
+    changed since: ~8 ms for 1,000 sites (6,000 rows), where reading the catalog again takes ~55 ms."""
+    return tuple(con.sql(_FINGERPRINT_SQL).fetchall()[0])
+
+
 def load_catalog(store: Store) -> Catalog:
     with store.connect(read_only=True) as con:
         return read_catalog(con)
 
 
 def _taken(names: list[tuple[int, str]], name: str, exclude_id: int | None) -> bool:
-    return any(n.casefold() == name.casefold() and i != exclude_id for i, n in names)
+    key = name_key(name)
+    return any(name_key(n) == key and i != exclude_id for i, n in names)
+
+
+_batches = itertools.count()
+
+
+def _insert_rows(
+    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]
+) -> list[int]:
+    """Insert `rows` (values of `columns`, in order); returns their ids, in order and ascending.
+
+    Several rows go in with one INSERT from a registered frame: a statement per row costs ~0.6 ms, so an import of
+    a thousand sites wrote for seconds (30,000 sources: ~18 s one by one, 2.6 s as multi-row VALUES, 0.4 s from a
+    frame). One row (the page's case) is one plain statement, since a frame costs ~2 ms to set up. `table` and
+    `columns` are our own constants, never user input.
+    """
+    names = ", ".join(columns)
+    if len(rows) <= 1:
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id"
+        return [int(con.execute(sql, list(row)).fetchall()[0][0]) for row in rows]
+    sql = f"SELECT nextval('{table}_id_seq') FROM range(?)"
+    ids = sorted(int(r[0]) for r in con.execute(sql, [len(rows)]).fetchall())
+    frame = pl.DataFrame(
+        [[row_id, *row] for row_id, row in zip(ids, rows, strict=True)],
+        schema=["id", *columns],
+        orient="row",
+        infer_schema_length=None,
+    )
+    view = f"_new_{table}_{next(_batches)}"
+    con.register(view, frame)
+    try:
+        con.execute(f"INSERT INTO {table} (id, {names}) SELECT id, {names} FROM {view}")
+    finally:
+        con.unregister(view)
+    return ids
 
 
 # --- sites -------------------------------------------------------------------------------------------------
@@ -132,9 +181,14 @@ def _check_site_name(con: duckdb.DuckDBPyConnection, name: str, exclude_id: int 
         raise InvalidInput({"name": f"a site named {name!r} already exists"})
 
 
+def insert_sites(con: duckdb.DuckDBPyConnection, sites: Sequence[SiteIn]) -> list[int]:
+    """Insert sites without checking their names (the caller did); returns their ids in order."""
+    rows = [[site.name, site.latitude, site.longitude, site.timezone] for site in sites]
+    return _insert_rows(con, "sites", ("name", "latitude", "longitude", "timezone"), rows)
+
+
 def insert_site(con: duckdb.DuckDBPyConnection, site: SiteIn) -> int:
-    sql = "INSERT INTO sites (name, latitude, longitude, timezone) VALUES (?, ?, ?, ?) RETURNING id"
-    return int(con.execute(sql, [site.name, site.latitude, site.longitude, site.timezone]).fetchall()[0][0])
+    return insert_sites(con, [site])[0]
 
 
 def write_site(con: duckdb.DuckDBPyConnection, site_id: int, site: SiteIn) -> None:
@@ -179,9 +233,14 @@ def _check_meter_name(con: duckdb.DuckDBPyConnection, site_id: int, name: str, e
         raise InvalidInput({"name": f"this site already has a meter named {name!r}"})
 
 
+def insert_meters(con: duckdb.DuckDBPyConnection, meters: Sequence[tuple[int, MeterIn]]) -> list[int]:
+    """Insert (site id, meter) pairs without checking names (the caller did); returns their ids in order."""
+    rows = [[site_id, meter.name, meter.category.value] for site_id, meter in meters]
+    return _insert_rows(con, "meters", ("site_id", "name", "category"), rows)
+
+
 def insert_meter(con: duckdb.DuckDBPyConnection, site_id: int, meter: MeterIn) -> int:
-    sql = "INSERT INTO meters (site_id, name, category) VALUES (?, ?, ?) RETURNING id"
-    return int(con.execute(sql, [site_id, meter.name, meter.category.value]).fetchall()[0][0])
+    return insert_meters(con, [(site_id, meter)])[0]
 
 
 def write_meter(con: duckdb.DuckDBPyConnection, meter_id: int, meter: MeterIn) -> None:
@@ -254,9 +313,28 @@ def _source_values(source: SourceIn) -> list[object]:
     ]
 
 
+def insert_sources(con: duckdb.DuckDBPyConnection, sources: Sequence[tuple[int, SourceIn]]) -> list[int]:
+    """Insert (meter id, source) pairs; returns their ids in order."""
+    rows = [[*_source_values(source), meter_id] for meter_id, source in sources]
+    return _insert_rows(con, "energy_sources", (*_SOURCE_COLUMNS.split(", "), "meter_id"), rows)
+
+
 def insert_source(con: duckdb.DuckDBPyConnection, meter_id: int, source: SourceIn) -> int:
-    sql = f"INSERT INTO energy_sources ({_SOURCE_COLUMNS}, meter_id) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
-    return int(con.execute(sql, [*_source_values(source), meter_id]).fetchall()[0][0])
+    return insert_sources(con, [(meter_id, source)])[0]
+
+
+# The value of OAuth tokens is left out: the collector refreshes them all the time, and only whether a source has
+# them matters to a change of its configuration (typed credentials are compared by value).
+_TOKENS = ", ".join(f"'{name}'" for name in TOKEN_SECRETS)
+_FINGERPRINT_SQL = "SELECT " + ", ".join(
+    f"(SELECT count(*) FROM {table}), (SELECT sum(hash({columns})) FROM {table})"
+    for table, columns in (
+        ("sites", "id, name, latitude, longitude, timezone"),
+        ("meters", "id, site_id, name, category"),
+        ("energy_sources", f"id, meter_id, {_SOURCE_COLUMNS}"),
+        ("source_secrets", f"source_id, name, CASE WHEN name IN ({_TOKENS}) THEN '' ELSE ciphertext END"),
+    )
+)
 
 
 def update_source(con: duckdb.DuckDBPyConnection, source_id: int, source: SourceIn) -> None:

@@ -9,10 +9,13 @@ Rules, each for a reason:
   at most `MAX_WINDOW_PER_PASS` a pass, oldest first, so a long outage fills in order and never bursts the quota.
 - Holes before the bookmark (`core.gaps`) are re-read one vendor window per pass, oldest first, and only while
   more than `GAP_RESERVE` of the budget remains.
-- A pass that cannot be written because an outside program holds the file goes to the spool (`core.spool`) and
-  is written, in order, once the file is free.
+- A pass that cannot be written because an outside program holds the file, or the file system refuses it (disk
+  full, read-only), goes to the spool (`core.spool`) and is written, in order, once the file is free. When the
+  spool cannot be written either (it sits on the same full disk), the pass waits in memory, up to
+  `MAX_PASSES_IN_MEMORY`; past that polling pauses (the bookmarks did not move, so nothing is skipped).
 - Failures are sorted by the provider error tree (`core.source_health`): auth errors and retired APIs stop the
   group until its configuration changes; rate limits wait until `retry_at`; others count towards the circuit.
+  Credentials our own keys cannot decrypt stop nothing: the key, once restored, is the cure (`core.crypto`).
 
 What a pass writes is in `core.pass_write`; what one poll produced in `core.poll_result`.
 """
@@ -23,6 +26,7 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -52,8 +56,8 @@ from core.providers.registry import ConnectionRequest, build_client
 from core.readings_store import ingest, to_batches
 from core.secret_store import read_all_secrets
 from core.source_health import GroupKey, SourceState, log_transition, read_states, sits_out
-from core.spool import Spool
-from core.store import Store, StoreBusy, StoreError
+from core.spool import Spool, SpoolEntry
+from core.store import Store, StoreError, StoreFault, StoreUnavailable, fault_cause
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,10 @@ MAX_WINDOW_PER_PASS = timedelta(days=7)
 UNMETERED_BACKFILL = timedelta(days=31)
 GAP_RESERVE = 0.2  # gap fills leave this share of a vendor budget to the regular polls
 READ_WAIT_S = 2.0  # how long a collector pass waits to read before going on with the inputs it read last
+# Passes neither the database nor the spool could take wait in memory; a 15-minute pass of a large fleet is a few
+# MB, so this bounds the memory at a day of passes at the slowest schedule. Past it, polling pauses.
+MAX_PASSES_IN_MEMORY = 100
+IN_MEMORY = "memory-"  # the name prefix of a pass waiting in memory
 
 
 @dataclass
@@ -148,12 +156,17 @@ def _spare_budget(client: MonitoringProvider, now: datetime) -> bool:
     return remaining > GAP_RESERVE * (used + remaining)
 
 
+class CredentialsUnreadable(ProviderError):
+    """Our keys cannot decrypt the stored credentials (a key file lost or damaged): not the vendor's refusal, so
+    the source is not stopped; it fails each turn without a vendor call and resumes once the key is back."""
+
+
 def _client_for(inputs: PassInputs, context: ProviderContext, sources: list[Source]) -> MonitoringProvider:
     """The client of the vendor site these sources read (their first source's credentials)."""
     catalog = inputs.catalog
     first = sources[0]
     if first.id in inputs.unreadable:
-        raise AuthError(f"The stored credentials {inputs.unreadable[first.id]}")
+        raise CredentialsUnreadable(inputs.unreadable[first.id])
     site = catalog.site(catalog.meter(first.meter_id).site_id)
     prod_meters = catalog.meters_of(site.id, Category.PROD)
     pv_capacity = sum(s.capacity_kw for m in prod_meters for s in catalog.sources_of(m.id))
@@ -203,6 +216,8 @@ def _poll_group(inputs: PassInputs, context: ProviderContext, sources: list[Sour
         result.outcome, result.error, result.retry_at = "rate_limited", str(exc), exc.retry_at
     except ApiRetired as exc:
         result.outcome, result.error, result.stopped_reason = "retired", str(exc), str(exc)
+    except CredentialsUnreadable as exc:
+        result.outcome, result.error = "auth_error", str(exc)  # no stop: restoring the key is the cure
     except AuthError as exc:
         result.outcome, result.error, result.stopped_reason = "auth_error", str(exc), str(exc)
     except BadResponse as exc:
@@ -249,6 +264,10 @@ class Collection:
         self._drain_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._held_since: datetime | None = None  # logging a hold once when it starts and once when it ends
+        self._fault: str | None = None  # the file-system fault of the current episode, logged once when it starts
+        self._in_memory: list[SpoolEntry] = []  # passes the spool could not take either, oldest first
+        self._keys_notice: str | None = None  # the keys' one line (core.crypto), logged when it changes
+        self._keys_lock = threading.Lock()
 
     def note_held(self) -> None:
         if self._held_since is None:
@@ -259,19 +278,53 @@ class Collection:
                 self.spool.directory if self.spool else "no spool: passes fail",
             )
 
+    def note_fault(self, fault: StoreFault) -> None:
+        """One ERROR per episode (a new cause starts a new one); the traceback only at DEBUG."""
+        if self._fault != fault.cause:
+            self._fault = fault.cause
+            log.error(
+                "cannot write %s: %s; polling goes on, what is fetched waits in the spool (in memory when the spool"
+                " cannot be written either) and is written within a minute of the fault going away",
+                fault.path,
+                fault.cause,
+            )
+
+    def note_unavailable(self, exc: StoreUnavailable) -> None:
+        if isinstance(exc, StoreFault):
+            self.note_fault(exc)
+        else:
+            self.note_held()
+
     def _note_free(self) -> None:
         if self._held_since is not None:
             held_for = datetime.now(UTC) - self._held_since
             self._held_since = None
             log.info("the database is free again after %d s", held_for.total_seconds())
+        if self._fault is not None:
+            log.info("the database can be written again (after: %s)", self._fault)
+            self._fault = None
+
+    def _note_keys(self, inputs: PassInputs) -> None:
+        """Stored credentials that cannot be decrypted (or no usable key): one WARNING when this starts or its line
+        changes, one INFO when it is over; never once per pass."""
+        notice = self.box.notice(len(inputs.unreadable))
+        with self._keys_lock:
+            if notice == self._keys_notice:
+                return
+            before, self._keys_notice = self._keys_notice, notice
+        if notice is not None:
+            log.warning("%s Sources without stored credentials go on being collected.", notice)
+        elif before is not None:
+            log.info("the stored credentials can be decrypted again: their sources are polled at their next turn")
 
     def inputs(self, now: datetime, only: set[GroupKey] | None = None) -> PassInputs:
+        self.box.refresh()  # a key file restored (or, with no credential stored, created) since the last pass
         try:
             fresh = read_inputs(self.store, self.box, now, timeout_s=READ_WAIT_S if self.spool else None, only=only)
-        except StoreBusy:
+        except StoreUnavailable as exc:
             if self.spool is None or self._inputs is None:
                 raise
-            self.note_held()
+            self.note_unavailable(exc)
             return self._inputs
         self._inputs = fresh
         return fresh
@@ -280,6 +333,7 @@ class Collection:
         """Poll every enabled vendor site (or those in `only`) once and store what came back, in one transaction."""
         self.drain()
         inputs = self.inputs(now, only)
+        self._note_keys(inputs)
         report = PassReport()
         for key, sources in group_by_provider_site(inputs.catalog).items():
             if only is not None and key not in only:
@@ -290,7 +344,8 @@ class Collection:
                 report.skipped += 1
                 continue
             result = _poll_group(inputs, self.context, sources, now)
-            log_transition(key, result, [inputs.states.get(s.id) for s in sources])
+            if sources[0].id not in inputs.unreadable:  # those are said once by `_note_keys`, not once per site
+                log_transition(key, result, [inputs.states.get(s.id) for s in sources])
             report.results.append(result)
         self._write(report, inputs, now)
         log.info("collection pass: %s", report.summary())
@@ -300,32 +355,70 @@ class Collection:
         readings = pass_readings(report.results)
         newest = newest_finals(readings)
         with self._write_lock:  # so a pass cannot overtake an older one on its way into the spool
-            if self.spool is not None and self.spool.pending():
-                report.spooled = self.spool.put(_spool_meta(report.results, now), readings)
+            if self.spool is not None and (self._in_memory or self._spool_pending()):
+                report.spooled = self._hold(_spool_meta(report.results, now), readings)
             else:
                 try:
                     with self.store.transaction() as con:
                         report.rows_written = apply_pass(con, report.results, readings, newest, now)
                     self._note_free()
-                except StoreBusy:
+                except StoreUnavailable as exc:
                     if self.spool is None:
                         raise
-                    self.note_held()
-                    report.spooled = self.spool.put(_spool_meta(report.results, now), readings)
+                    self.note_unavailable(exc)
+                    report.spooled = self._hold(_spool_meta(report.results, now), readings)
+            if report.spooled:
+                report.why_spooled = self._fault or "database held"
         # The kept inputs move on too, so a pass that must fall back on them starts where this one ended.
         _advance(inputs, report.results, newest)
 
+    def _spool_pending(self) -> bool:
+        """Whether the spool holds entries; a spool folder that cannot be listed is a fault, reported once."""
+        assert self.spool is not None
+        try:
+            return bool(self.spool.pending())
+        except OSError as exc:
+            self.note_fault(StoreFault(self.spool.directory, fault_cause(exc) or str(exc)))
+            return False
+
+    def _hold(self, meta: dict[str, Any], readings: pl.DataFrame) -> str:
+        """Keep a pass the database cannot take now: in the spool, else (full or read-only disk) in memory."""
+        assert self.spool is not None
+        if not self._in_memory:  # once passes wait in memory, later ones queue behind them there
+            try:
+                return self.spool.put(meta, readings)
+            except (OSError, pl.exceptions.PolarsError) as exc:  # Polars reports a full disk as a ComputeError
+                self.note_fault(StoreFault(self.spool.directory, fault_cause(exc) or str(exc).splitlines()[0]))
+        if len(self._in_memory) >= MAX_PASSES_IN_MEMORY:
+            raise StoreFault(
+                self.spool.directory,
+                f"{len(self._in_memory)} passes already wait in memory for the disk: polling pauses until it works",
+            )
+        entry = SpoolEntry(f"{IN_MEMORY}{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}", meta, readings)
+        self._in_memory.append(entry)
+        return entry.name
+
     def drain(self) -> int:
-        """Write what the spool holds, if the file is free; returns the readings written."""
-        if self.spool is None or not self.spool.pending() or not self._drain_lock.acquire(blocking=False):
+        """Write what the spool (and memory) holds, if the file is free; returns the readings written."""
+        if self.spool is None or not (self._in_memory or self._spool_pending()):
+            return 0
+        if not self._drain_lock.acquire(blocking=False):
             return 0
         try:
             with self._write_lock:
                 _, rows = self.spool.drain(self.store, apply_entry, timeout_s=READ_WAIT_S)
+                # Passes in memory are younger than any entry of the spool: they came once it could not be written.
+                while self._in_memory:
+                    with self.store.transaction(timeout_s=READ_WAIT_S) as con:
+                        rows += apply_entry(con, self._in_memory[0])
+                    self._in_memory.pop(0)
             self._note_free()
             return rows
-        except StoreBusy:
-            self.note_held()
+        except StoreUnavailable as exc:
+            self.note_unavailable(exc)
+            return 0
+        except OSError as exc:  # the spool's folder itself (removing an applied entry on a read-only disk)
+            self.note_fault(StoreFault(self.spool.directory, fault_cause(exc) or str(exc)))
             return 0
         finally:
             self._drain_lock.release()

@@ -2,10 +2,17 @@
 
 Operators keep a fleet's configuration under version control and review changes as diffs, so an export is
 deterministic (sorted by name) and holds neither secrets (not even ciphertext) nor runtime state such as the
-connection status. An import *merges*: rows are matched by name (case-insensitively, like the page), what is
-missing is created, what differs is updated, and sites, meters or sources absent from the file are never deleted.
-The whole file is validated first, with the page's rules and messages, then written in one transaction, or not at
-all. Credentials come inline or, better, as {"env": "VARIABLE"} so that the file itself can be committed; a
+connection status. An import *merges*: rows are matched by name (as people read them, like the page:
+`models.name_key`), what is missing is created, what differs is updated, and sites, meters or sources absent from
+the file are never deleted. The whole file is validated first, with the page's rules and messages, then written in
+one transaction, or not at all.
+
+The database is held only for the writes. Validation, the quota plan included, runs against a snapshot of the
+stored configuration read in one short read-only connection; the write transaction then checks that the stored
+configuration is still the one validated (`catalog.fingerprint`, a few ms) and writes, new rows in multi-row
+statements. If something changed meanwhile (another tab, another import), the import
+validates again against the new state, up to `MAX_ATTEMPTS` times, so a change cannot slip between the checks and
+the writes. Credentials come inline or, better, as {"env": "VARIABLE"} so that the file itself can be committed; a
 source keeps stored credentials the file does not mention, except those of a provider it no longer uses (the page's
 rule), and a stored connection test result survives only if the settings it tested are unchanged. A file whose
 schedules the vendors' budgets cannot carry is refused like Save All Connections refuses it (`core.quota_plan`),
@@ -16,7 +23,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +38,7 @@ from core import catalog as cat
 from core import models as m
 from core.config import Settings
 from core.config_file import (
+    DEFAULT_LIMITS,
     FORMAT_VERSION,
     FORMATS,
     NAME,
@@ -37,14 +46,18 @@ from core.config_file import (
     ConfigFileError,
     Credential,
     FileModel,
+    ImportLimits,
     MeterFile,
     SiteFile,
     SourceFile,
     dump,
     parse,
+    read_text,
+    screen,
 )
-from core.connection_quota import Edited, keys_to_compare, planned_sources, refusals, stored_accounts
+from core.connection_quota import Edited, key_accounts, keys_to_compare, planned_sources, refusals
 from core.crypto import SecretBox, SecretsError
+from core.models import name_key
 from core.secret_store import delete_secret, put_secret
 from core.store import Store
 from core.validation import field_errors, format_path
@@ -52,25 +65,41 @@ from core.validation import field_errors, format_path
 PLAN_VARIABLE = "DATACONN_ENPHASE_PLAN"  # the setting `Settings.enphase_plan`, read from `environ` when not given
 
 log = logging.getLogger(__name__)
-__all__ = ["FORMATS", "ConfigFileError", "ConfigImportError", "dump", "export_config", "import_config", "parse"]
+__all__ = [
+    "FORMATS",
+    "ConfigFileError",
+    "ConfigImportError",
+    "ImportLimits",
+    "dump",
+    "export_config",
+    "import_config",
+    "parse",
+    "read_text",
+]
+MAX_SHOWN = 100  # problems listed; the rest are counted ("and N more")
+MAX_ATTEMPTS = 3  # validations against a stored configuration that keeps changing before the import gives up
 
 CREDENTIAL_NAMES = tuple(dict.fromkeys(name for names in m.PROVIDER_SECRETS.values() for name, _ in names))
 Loc = list[str | int]
 
 
 class ConfigImportError(Exception):
-    """The file breaks the rules; `errors` holds every problem as "path: message". Nothing was written."""
+    """The file breaks the rules; nothing was written. `errors` lists the problems as "path: message", the first
+    `MAX_SHOWN` of them and then a line counting the rest, so that a file of a million bad rows prints a screenful;
+    `count` is the number of problems."""
 
     def __init__(self, errors: list[str]) -> None:
         super().__init__(f"{len(errors)} problem(s) in the configuration; nothing was imported")
-        self.errors = errors
+        self.count = len(errors)
+        more = len(errors) - MAX_SHOWN
+        self.errors = errors[:MAX_SHOWN] + ([f"... and {more} more problem(s)"] if more > 0 else [])
 
 
 # --- export and text formats ----------------------------------------------------------------------------------
 
 
 def _by_name(items: list[Any]) -> list[Any]:
-    return sorted(items, key=lambda item: (item.name.casefold(), item.name))
+    return sorted(items, key=lambda item: (name_key(item.name), item.name))
 
 
 def export_config(store: Store) -> dict[str, Any]:
@@ -134,51 +163,81 @@ def import_config(
     environ: Mapping[str, str] = os.environ,
     dry_run: bool = False,
     enphase_plan: str | None = None,
+    limits: ImportLimits = DEFAULT_LIMITS,
 ) -> ImportReport:
     """Merge parsed file `data` into the store, or raise `ConfigImportError` with every problem and write nothing.
 
-    Validation runs inside the writing transaction, against the rows as they are then, so a change made meanwhile
-    (another tab, another import) cannot slip between the checks and the writes. It ends with the quota plan of
-    the configuration as the import leaves it; `enphase_plan` is the `DATACONN_ENPHASE_PLAN` setting (None: read
-    from `environ`, default the smallest plan).
+    Validation ends with the quota plan of the configuration as the import leaves it; `enphase_plan` is the
+    `DATACONN_ENPHASE_PLAN` setting (None: read from `environ`, default the smallest plan). It runs outside the
+    write transaction, against a snapshot, and the transaction writes only if the stored configuration is still
+    that snapshot (see the module's docstring).
     """
     if enphase_plan is None:
         enphase_plan = environ.get(PLAN_VARIABLE, "").strip() or Settings.model_fields["enphase_plan"].default
-    if dry_run:
+    if problems := screen(data, limits):
+        raise ConfigImportError(problems)
+    for _ in range(MAX_ATTEMPTS):
         with store.connect(read_only=True) as con:
-            return _run(con, box, data, environ, enphase_plan, write=False)
-    with store.transaction() as con:
-        report = _run(con, box, data, environ, enphase_plan, write=True)
-    log.info("configuration imported: sites %s; meters %s; sources %s", report.sites, report.meters, report.sources)
-    return report
+            snapshot = _read_snapshot(con)
+        plan = _Planner(box, snapshot, dry_run).apply(_validate(snapshot, box, data, environ, enphase_plan))
+        if dry_run:
+            return plan.report
+        with store.transaction() as con:
+            if cat.fingerprint(con) == snapshot.fingerprint:
+                plan.write(con, box)
+                report = plan.report
+                log.info(
+                    "configuration imported: sites %s; meters %s; sources %s",
+                    report.sites,
+                    report.meters,
+                    report.sources,
+                )
+                return report
+        log.info("the stored configuration changed while the file was being checked: checking it again")
+    raise ConfigImportError(
+        [
+            f"the stored configuration changed {MAX_ATTEMPTS} times while the file was being checked (someone is"
+            " editing it, or another import runs): try again in a moment"
+        ]
+    )
 
 
-def _run(
-    con: duckdb.DuckDBPyConnection,
-    box: SecretBox,
-    data: Any,
-    environ: Mapping[str, str],
-    enphase_plan: str,
-    write: bool,
-) -> Any:
-    catalog = cat.read_catalog(con)
-    validator = _Validator(catalog, environ)
+@dataclass(frozen=True)
+class _Snapshot:
+    """The stored configuration that validation sees, read in one short read-only connection."""
+
+    catalog: cat.Catalog
+    secrets: dict[tuple[int, str], str]  # ciphertext by (source id, secret name); decrypted only where needed
+    fingerprint: tuple[Any, ...]
+
+
+def _read_snapshot(con: duckdb.DuckDBPyConnection) -> _Snapshot:
+    rows = con.sql("SELECT source_id, name, ciphertext FROM source_secrets").fetchall()
+    secrets = {(int(source_id), str(name)): str(token) for source_id, name, token in rows}
+    return _Snapshot(cat.read_catalog(con), secrets, cat.fingerprint(con))
+
+
+def _validate(
+    snapshot: _Snapshot, box: SecretBox, data: Any, environ: Mapping[str, str], enphase_plan: str
+) -> ConfigFile:
+    """The validated file, or `ConfigImportError` with every problem, the quota plan's included."""
+    validator = _Validator(snapshot.catalog, environ)
     config = validator.validate(data)
-    errors = validator.errors + _quota_errors(con, box, catalog, validator.edited, enphase_plan)
+    errors = validator.errors + _quota_errors(snapshot, box, validator.edited, enphase_plan)
     if errors or config is None:
         raise ConfigImportError(errors)
-    return _Sync(con, box, catalog, write).apply(config)
+    return config
 
 
-def _quota_errors(
-    con: duckdb.DuckDBPyConnection, box: SecretBox, catalog: cat.Catalog, edited: list[Edited], enphase_plan: str
-) -> list[str]:
+def _quota_errors(snapshot: _Snapshot, box: SecretBox, edited: list[Edited], enphase_plan: str) -> list[str]:
     """The file's sources whose schedule does not fit the vendors' budgets, as path errors on their frequency.
 
     The plan is the configuration after the import: the file's sources (`edited`, keyed by their path) in place of
     the stored ones they match, and every other stored source, of any site, as it is.
     """
-    accounts = stored_accounts(con, box, keys_to_compare(catalog, edited, set()))
+    catalog = snapshot.catalog
+    to_compare = keys_to_compare(catalog, edited, set())
+    accounts = key_accounts(box, {s.id: snapshot.secrets[(s.id, "api_key")] for s in to_compare})
     replaced = {one.source_id for one in edited if one.source_id is not None}
     try:
         refused = refusals(planned_sources(catalog, edited, replaced, accounts), enphase_plan=enphase_plan)
@@ -188,13 +247,14 @@ def _quota_errors(
 
 
 class _Index:
-    """Stored rows by natural key, case-folded: site name; (site id, meter name); (meter id, source name)."""
+    """Stored rows by natural key, names as compared (`name_key`): site name; (site id, meter name); (meter id,
+    source name)."""
 
     def __init__(self, catalog: cat.Catalog) -> None:
-        self.catalog = catalog
-        self.sites = {s.name.casefold(): s for s in catalog.sites}
-        self.meters = {(x.site_id, x.name.casefold()): x for x in catalog.meters}
-        self.sources = {(s.meter_id, s.name.casefold()): s for s in catalog.sources}
+        self.sites = {name_key(s.name): s for s in catalog.sites}
+        self.meters = {(x.site_id, name_key(x.name)): x for x in catalog.meters}
+        self.sources = {(s.meter_id, name_key(s.name)): s for s in catalog.sources}
+        self.source_counts = Counter(s.meter_id for s in catalog.sources)  # per meter, counted once for all meters
 
 
 class _Validator(_Index):
@@ -230,11 +290,10 @@ class _Validator(_Index):
             name = NAME.validate_python(raw.get("name") if isinstance(raw, dict) else None)
         except ValidationError:
             return  # reported by `model`
-        if name.casefold() in seen:
-            self.error(
-                [*loc, "name"], f"duplicate {what.format(repr(name))} (also {format_path(seen[name.casefold()])})"
-            )
-        seen.setdefault(name.casefold(), loc)
+        key = name_key(name)
+        if key in seen:
+            self.error([*loc, "name"], f"duplicate {what.format(repr(name))} (also {format_path(seen[key])})")
+        seen.setdefault(key, loc)
 
     def validate(self, data: Any) -> ConfigFile | None:
         """The validated file, or None with `errors` filled (raises at once when the file is not one at all)."""
@@ -252,7 +311,7 @@ class _Validator(_Index):
         for i, raw in enumerate(raw_sites):
             site, raw_meters = self.model(SiteFile, raw, ["sites", i], "meters")
             self.unique(seen, raw, ["sites", i], "site name {}")
-            stored = self.sites.get(site.name.casefold()) if site else None
+            stored = self.sites.get(name_key(site.name)) if site else None
             names: dict[str, Loc] = {}
             meters = [self.meter(r, ["sites", i, "meters", j], stored, names) for j, r in enumerate(raw_meters)]
             sites.append(site.model_copy(update={"meters": meters}) if site else None)
@@ -262,9 +321,9 @@ class _Validator(_Index):
 
     def meter(self, raw: Any, loc: Loc, site: m.Site | None, seen: dict[str, Loc]) -> MeterFile | None:
         meter, raw_sources = self.model(MeterFile, raw, loc, "sources")
-        stored = self.meters.get((site.id, meter.name.casefold())) if site and meter else None
+        stored = self.meters.get((site.id, name_key(meter.name))) if site and meter else None
         self.unique(seen, raw, loc, "meter name {} in this site")
-        count = len(self.catalog.sources_of(stored.id)) if stored else 0
+        count = self.source_counts[stored.id] if stored else 0
         if meter and stored and stored.category != meter.category and count:
             self.error(
                 [*loc, "category"],
@@ -298,7 +357,7 @@ class _Validator(_Index):
                 resolved[name] = Credential(value=value, env=given.env)
             else:
                 self.error(where, value)
-        stored = self.sources.get((stored_meter.id, source.name.casefold())) if stored_meter else None
+        stored = self.sources.get((stored_meter.id, name_key(source.name))) if stored_meter else None
         present = set(source.credentials) | set(stored.secret_names if stored else ())  # a stored one counts
         for key, message in m.missing_credentials(source.api.settings(), present).items():
             self.error([*loc, "api" if key in ("system_id", "client_id") else "credentials", key], message)
@@ -331,40 +390,99 @@ class _Validator(_Index):
         return prefix + problem if problem else SecretStr(value)
 
 
-class _Sync(_Index):
-    """Applies a validated file: inserts what is missing, updates only what differs (or, dry, just counts)."""
+@dataclass(frozen=True)
+class _Row:
+    """One row of the file at one level: the stored row it matches (None: a new row), whether it differs from it,
+    the row as it will be, and its parent's index in the level above (None for a site)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, box: SecretBox, catalog: cat.Catalog, write: bool) -> None:
-        super().__init__(catalog)
-        self.con, self.box, self.write = con, box, write
-        self.report = ImportReport(dry_run=not write)
+    stored_id: int | None
+    changed: bool
+    new: Any
+    parent: int | None = None
 
-    def row(self, counts: Counts, stored: Any, new: Any, insert: Any, update: Any, parent: int | None) -> Any:
-        """Insert `new` under `parent` when nothing is stored, update when it differs; returns the row id."""
+
+Credentials = tuple[dict[str, SecretStr], set[str]]  # of one source: values to set by name, names to delete
+
+
+@dataclass
+class _Plan:
+    """What an import writes, worked out against the snapshot before the write transaction, which only runs SQL.
+    Each level's new rows go in together; their ids, and so their children's parent ids, are known only then."""
+
+    report: ImportReport
+    sites: list[_Row] = field(default_factory=list)
+    meters: list[_Row] = field(default_factory=list)
+    sources: list[_Row] = field(default_factory=list)
+    credentials: list[Credentials] = field(default_factory=list)  # one per source, in the order of `sources`
+
+    def write(self, con: duckdb.DuckDBPyConnection, box: SecretBox) -> None:
+        site_ids = _write_level(con, self.sites, [], cat.write_site, _insert_sites)
+        meter_ids = _write_level(con, self.meters, site_ids, cat.write_meter, cat.insert_meters)
+        source_ids = _write_level(con, self.sources, meter_ids, cat.update_source, cat.insert_sources)
+        for source_id, (to_set, to_delete) in zip(source_ids, self.credentials, strict=True):
+            for name, value in to_set.items():
+                put_secret(con, box, source_id, name, value.get_secret_value())
+            for name in to_delete:
+                delete_secret(con, source_id, name)
+
+
+def _write_level(
+    con: duckdb.DuckDBPyConnection,
+    rows: list[_Row],
+    parent_ids: list[int],
+    update: Callable[[duckdb.DuckDBPyConnection, int, Any], None],
+    insert: Callable[[duckdb.DuckDBPyConnection, Sequence[tuple[int, Any]]], list[int]],
+) -> list[int]:
+    """Update the rows that differ, insert the new ones with one statement per thousand; every row's id, in order."""
+    for row in rows:
+        if row.stored_id is not None and row.changed:
+            update(con, row.stored_id, row.new)
+    new = [(index, row) for index, row in enumerate(rows) if row.stored_id is None]
+    pairs = [(parent_ids[row.parent] if row.parent is not None else 0, row.new) for _, row in new]
+    new_ids = dict(zip((index for index, _ in new), insert(con, pairs) if pairs else [], strict=True))
+    return [row.stored_id if row.stored_id is not None else new_ids[index] for index, row in enumerate(rows)]
+
+
+def _insert_sites(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple[int, m.SiteIn]]) -> list[int]:
+    return cat.insert_sites(con, [site for _, site in rows])
+
+
+class _Planner(_Index):
+    """Matches a validated file with the snapshot: what to insert, what to update, what is unchanged, and counts."""
+
+    def __init__(self, box: SecretBox, snapshot: _Snapshot, dry_run: bool) -> None:
+        super().__init__(snapshot.catalog)
+        self.box, self.secrets = box, snapshot.secrets
+        self.plan = _Plan(ImportReport(dry_run=dry_run))
+
+    def apply(self, config: ConfigFile) -> _Plan:
+        plan, report = self.plan, self.plan.report
+        for site in config.sites:
+            stored_site = self.sites.get(name_key(site.name))
+            plan.sites.append(self.row(report.sites, stored_site, m.SiteIn(**site.model_dump(exclude={"meters"}))))
+            site_number = len(plan.sites) - 1
+            for meter in site.meters:
+                key = name_key(meter.name)
+                stored_meter = self.meters.get((stored_site.id, key)) if stored_site else None
+                new_meter = m.MeterIn(**meter.model_dump(exclude={"sources"}))
+                plan.meters.append(self.row(report.meters, stored_meter, new_meter, site_number))
+                meter_number = len(plan.meters) - 1
+                for source in meter.sources:
+                    stored = self.sources.get((stored_meter.id, name_key(source.name))) if stored_meter else None
+                    self.source(source, stored, meter_number)
+        return plan
+
+    def row(self, counts: Counts, stored: Any, new: Any, parent: int | None = None) -> _Row:
         if stored is None:
             counts.created += 1
-            return insert(self.con, parent, new) if self.write and parent is not None else None
+            return _Row(None, False, new, parent)
         changed = type(new).model_validate(stored.model_dump(include=set(type(new).model_fields))) != new
         counts.updated += changed
         counts.unchanged += not changed
-        if changed and self.write:
-            update(self.con, stored.id, new)
-        return stored.id
+        return _Row(stored.id, changed, new, parent)
 
-    def apply(self, config: ConfigFile) -> ImportReport:
-        for site in config.sites:
-            stored = self.sites.get(site.name.casefold())
-            new_site = m.SiteIn(**site.model_dump(exclude={"meters"}))
-            site_id = self.row(self.report.sites, stored, new_site, _insert_site, cat.write_site, 0)
-            for meter in site.meters:
-                sm = self.meters.get((site_id, meter.name.casefold()))
-                new_meter = m.MeterIn(**meter.model_dump(exclude={"sources"}))
-                meter_id = self.row(self.report.meters, sm, new_meter, cat.insert_meter, cat.write_meter, site_id)
-                for source in meter.sources:
-                    self.source(meter_id, source, self.sources.get((meter_id, source.name.casefold())))
-        return self.report
-
-    def source(self, meter_id: int | None, source: SourceFile, stored: m.Source | None) -> None:
+    def source(self, source: SourceFile, stored: m.Source | None, meter_number: int) -> None:
+        """The source's row and the credentials to set and to delete (the page's rule: its provider's own only)."""
         to_set = {
             name: given.value
             for name, given in source.credentials.items()
@@ -372,38 +490,29 @@ class _Sync(_Index):
         }
         keep = {name for name, _ in m.PROVIDER_SECRETS[source.api.provider]}
         keep |= set(m.TOKEN_SECRETS) if source.api.provider is m.Provider.ENPHASE else set()
-        to_delete = {name for name in (stored.secret_names if stored else ()) if name not in keep}  # as the page does
+        to_delete = {name for name in (stored.secret_names if stored else ()) if name not in keep}
         api = source.api.settings()
         if stored:
             api = api.with_test_result_of(stored.api, credentials_changed=bool(to_set or to_delete))
         new = m.SourceIn(**source.model_dump(exclude={"api", "credentials"}), api=api)
-        source_id = stored.id if stored else None
+        report = self.plan.report
         if stored is None:
-            self.report.sources.created += 1
-            source_id = cat.insert_source(self.con, meter_id, new) if self.write and meter_id is not None else None
-        elif m.SourceIn.model_validate(stored.model_dump(exclude={"id", "meter_id", "secret_names"})) == new:
-            self.report.sources.unchanged += 1
+            report.sources.created += 1
+            row = _Row(None, False, new, meter_number)
         else:
-            self.report.sources.updated += 1
-            if self.write:
-                cat.update_source(self.con, stored.id, new)
-        self.report.secrets_set += len(to_set)
-        self.report.secrets_removed += len(to_delete)
-        if self.write and source_id is not None:
-            for name, value in to_set.items():
-                put_secret(self.con, self.box, source_id, name, value.get_secret_value())
-            for name in to_delete:
-                delete_secret(self.con, source_id, name)
+            changed = m.SourceIn.model_validate(stored.model_dump(exclude={"id", "meter_id", "secret_names"})) != new
+            report.sources.updated += changed
+            report.sources.unchanged += not changed
+            row = _Row(stored.id, changed, new, meter_number)
+        report.secrets_set += len(to_set)
+        report.secrets_removed += len(to_delete)
+        self.plan.sources.append(row)
+        self.plan.credentials.append((to_set, to_delete))
 
     def same_secret(self, source_id: int, name: str, value: SecretStr) -> bool:
         """Whether the stored secret already holds this value; an unreadable one (lost key) gets replaced."""
-        sql = "SELECT ciphertext FROM source_secrets WHERE source_id = ? AND name = ?"
-        rows = self.con.execute(sql, [source_id, name]).fetchall()
+        token = self.secrets.get((source_id, name))
         try:
-            return bool(rows) and self.box.decrypt(rows[0][0]).get_secret_value() == value.get_secret_value()
+            return token is not None and self.box.decrypt(token).get_secret_value() == value.get_secret_value()
         except SecretsError:
             return False
-
-
-def _insert_site(con: duckdb.DuckDBPyConnection, _parent: int, site: m.SiteIn) -> int:
-    return cat.insert_site(con, site)

@@ -20,7 +20,6 @@ from core import quota_plan
 from core.crypto import SecretBox, SecretsError
 from core.models import Category, Provider, Source, UpdateFrequency
 from core.providers.channels import channel_for
-from core.secret_store import read_secrets
 from core.source_drafts import SourceDraft
 from core.store import Store
 
@@ -119,14 +118,23 @@ def keys_to_compare(catalog: cat.Catalog, edited: Sequence[Edited], removed_ids:
 
 def stored_accounts(con: duckdb.DuckDBPyConnection, box: SecretBox, sources: Iterable[Source]) -> dict[int, str]:
     """Fingerprints of these sources' stored API keys, by source id. The keys are decrypted here and dropped."""
+    ids = [source.id for source in sources]
+    if not ids:
+        return {}
+    sql = "SELECT source_id, ciphertext FROM source_secrets WHERE name = 'api_key' AND source_id IN (SELECT UNNEST(?))"
+    return key_accounts(box, {int(r[0]): str(r[1]) for r in con.execute(sql, [ids]).fetchall()})
+
+
+def key_accounts(box: SecretBox, api_keys: Mapping[int, str]) -> dict[int, str]:
+    """Fingerprints of stored API keys given as ciphertext by source id (decrypted here and dropped). A key that
+    cannot be decrypted is left out: the collector cannot use it either, so it counts as an account of its own."""
     found: dict[int, str] = {}
-    for source in sources:
+    for source_id, token in api_keys.items():
         try:
-            key = read_secrets(con, box, source.id).get("api_key")
-        except SecretsError:  # unreadable: the collector cannot use it either; it counts as an account of its own
+            key = box.decrypt(token)
+        except SecretsError:
             continue
-        if key is not None:
-            found[source.id] = quota_plan.account_fingerprint(key.get_secret_value())
+        found[source_id] = quota_plan.account_fingerprint(key.get_secret_value())
     return found
 
 

@@ -37,7 +37,12 @@ _MARKER = "demo_seeded"
 
 
 def seed_demo(store: Store) -> bool:
-    """Create the demo site unless it was seeded before or the database already has sites. True if seeded."""
+    """Create the demo site unless it was seeded before or the database already has sites. True if seeded.
+
+    Looked up with a reader first: every start asks, and a database on a read-only location must still start."""
+    with store.connect(read_only=True) as con:
+        if con.execute("SELECT 1 FROM app_state WHERE key = ?", [_MARKER]).fetchall():
+            return False
     with store.transaction() as con:
         if con.execute("SELECT 1 FROM app_state WHERE key = ?", [_MARKER]).fetchall():
             return False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 import zoneinfo
 from datetime import datetime
 from enum import StrEnum
@@ -117,12 +118,35 @@ def known_timezones() -> frozenset[str]:
 
 _HTML = re.compile(r"<[^>]*>|[<>]")
 _SQL = re.compile(r";|--|/\*|\*/")
-_ALLOWED_NAME = re.compile(r"^[\w .,()/&'#+:@-]+$")
+# Letters, digits and a little punctuation; the fraction slash and the middle dot are what NFKC makes of "½" and
+# "Ŀ", which were letters or digits before normalising.
+_ALLOWED_NAME = re.compile(r"[\w .,()/&'#+:@\u2044\u00b7-]+")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 
+def normal_name(value: str) -> str:
+    """A name as people read it: Unicode NFKC (fullwidth letters are their ASCII twins, "e" + a combining acute is
+    "é"), runs of whitespace as one space, trimmed. Names are stored in this form."""
+    return " ".join(unicodedata.normalize("NFKC", value).split())
+
+
+def name_key(value: str) -> str:
+    """What two names are compared by: the normal form, case-folded (Unicode's NFKC_Casefold, near enough). Applied
+    to both sides, so that rows stored before names were normalised still compare equal."""
+    return unicodedata.normalize("NFKC", normal_name(value).casefold())
+
+
+def _allowed_name(value: str) -> bool:
+    """Allowed characters only; combining marks (accents, vowel signs) belong to what they follow, so not first."""
+    if _ALLOWED_NAME.fullmatch(value):  # nearly every name: one regex match, no per-character loop
+        return True
+    return all(
+        _ALLOWED_NAME.fullmatch(ch) or (i and unicodedata.category(ch).startswith("M")) for i, ch in enumerate(value)
+    )
+
+
 def _clean_name(value: str) -> str:
-    value = " ".join(value.split())
+    value = normal_name(value)
     if not value:
         raise ValueError("must not be empty")
     if len(value) > MAX_NAME_LENGTH:
@@ -131,7 +155,7 @@ def _clean_name(value: str) -> str:
         raise ValueError("must not contain HTML (< or >)")
     if _SQL.search(value):
         raise ValueError("must not contain SQL syntax (; -- /* */)")
-    if not _ALLOWED_NAME.match(value):
+    if not _allowed_name(value):
         raise ValueError("may contain letters, digits, spaces and - _ . , ( ) / & ' # + : @ only")
     return value
 

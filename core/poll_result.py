@@ -105,6 +105,7 @@ class PassReport:
     rows_written: int = 0
     skipped: int = 0  # groups stopped or waiting for a rate limit to pass
     spooled: str | None = None  # the spool entry holding this pass, when the database was held
+    why_spooled: str = "database held"  # or the file-system fault that kept the pass from the database
 
     def summary(self) -> str:
         outcomes: dict[str, int] = {}
@@ -115,7 +116,8 @@ class PassReport:
         if self.spooled:
             readings = sum(r.batch.height for r in self.results if r.batch is not None)
             return (
-                f"{len(self.results)} vendor site(s): {parts}{skipped}; {readings} reading(s) spooled (database held)"
+                f"{len(self.results)} vendor site(s): {parts}{skipped}; {readings} reading(s) spooled"
+                f" ({self.why_spooled})"
             )
         return f"{len(self.results)} vendor site(s): {parts}{skipped}; {self.rows_written} reading(s) written"
 

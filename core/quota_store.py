@@ -10,23 +10,32 @@ still counted: against the last counts this process saw plus its own calls since
 journal file that the next reservation with the file free adds to `quota_usage`. A crash between that commit and
 the journal's truncation counts those calls twice, which errs on the safe side. A budget this process has never
 seen cannot be checked, so such a call is refused until the file is free.
+
+The journal is one JSON line per call, owner-only (0600). A line torn by a crash (no newline yet) was never
+acknowledged, so never made: it is ignored, and cut off before the next append so it cannot glue onto the next
+line. Any other line that is not a call (foreign bytes, not UTF-8, garbled) is kept byte for byte in the quarantine
+(`core.quarantine`) when the journal is added up, and the good lines still count: a bad line must not stop the
+collector, nor lose the calls around it.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import fcntl
-import io
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 
+from core.private_files import PRIVATE_FILE
 from core.providers.base import QuotaRule, RateLimited
 from core.providers.quota import QuotaLedger, period_bounds
+from core.quarantine import FOLDER, Quarantine, private_dir
 from core.store import Store, StoreBusy
 
 _SELECT = "SELECT calls FROM quota_usage WHERE provider = ? AND scope_key = ? AND period = ? AND bucket_start = ?"
@@ -46,6 +55,8 @@ class StoredQuotaLedger(QuotaLedger):
         super().__init__(concurrency_wait_s)
         self.store = store
         self.journal = journal
+        # Beside the spool's own: the journal lives in the spool folder (core.runtime).
+        self.quarantine = Quarantine(journal.parent / FOLDER) if journal else None
         self._seen: dict[BucketKey, int] = {}  # the newest count of each bucket this process knows of
 
     def used(self, provider: str, scope_key: str, period: str, now: datetime) -> int:
@@ -123,8 +134,9 @@ class StoredQuotaLedger(QuotaLedger):
                 )
             keys = self._check(provider, scope_keys, counted, now, lambda key: self._seen[key])
             with _locked(self.journal) as handle:
+                self._end_last_line(handle)
                 for key in keys:
-                    handle.write(json.dumps([key[0], key[1], key[2], key[3].isoformat()]) + "\n")
+                    handle.write((json.dumps([key[0], key[1], key[2], key[3].isoformat()]) + "\n").encode("utf-8"))
                 handle.flush()
                 os.fsync(handle.fileno())
             for key in keys:
@@ -145,8 +157,8 @@ class StoredQuotaLedger(QuotaLedger):
             return 0
         assert self.journal is not None
         with _locked(self.journal) as handle:
-            handle.seek(0)
-            return sum(1 for line in handle.read().splitlines() if _journal_key(line) == key)
+            calls, _ = _read_journal(handle)
+        return sum(1 for call in calls if call == key)
 
     def flush_journal(self) -> None:
         """Add the calls counted while the file was held to `quota_usage`, then empty the journal."""
@@ -154,28 +166,83 @@ class StoredQuotaLedger(QuotaLedger):
             return
         assert self.journal is not None
         with _locked(self.journal) as handle:
-            handle.seek(0)
+            calls, garbled = _read_journal(handle)
             totals: dict[BucketKey, int] = {}
-            for line in handle.read().splitlines():
-                key = _journal_key(line)
-                if key is not None:
-                    totals[key] = totals.get(key, 0) + 1
+            for key in calls:
+                totals[key] = totals.get(key, 0) + 1
             with self.store.transaction(timeout_s=DB_WAIT_S) as con:
-                for key, calls in totals.items():
-                    con.execute(_INCREMENT, [*key, calls])
+                for key, count in totals.items():
+                    con.execute(_INCREMENT, [*key, count])
+            if garbled:  # after the commit: a held file retries the whole flush, and must not quarantine twice
+                self._quarantine(garbled, f"the {len(calls)} good line(s) were added to the quota counts")
             handle.seek(0)
             handle.truncate()
             handle.flush()
             os.fsync(handle.fileno())
 
+    def _end_last_line(self, handle: BinaryIO) -> None:
+        """Before an append: a last line without newline is cut off, so the new call starts a line of its own; it
+        was torn by a crash (never acknowledged: dropped) or is foreign (quarantined first)."""
+        handle.seek(0)
+        data = handle.read()
+        if not data or data.endswith(b"\n"):
+            return
+        whole = data.rfind(b"\n") + 1
+        if not _torn(data[whole:]):
+            self._quarantine([data[whole:]], "the journal's other lines are kept")
+        handle.truncate(whole)
 
-def _journal_key(line: str) -> BucketKey | None:
-    """None for a line torn by a crash: that call was never acknowledged, so never made."""
+    def _quarantine(self, garbled: list[bytes], counted: str) -> None:
+        assert self.quarantine is not None and self.journal is not None
+        self.quarantine.hold_bytes(
+            self.journal.name,
+            b"".join(garbled),
+            f"{len(garbled)} line(s) of the quota journal {self.journal}",
+            f"{len(garbled)} line(s) are not a counted vendor call (not UTF-8, or not the JSON list [provider,"
+            f" scope, period, start]); {counted}",
+        )
+
+
+def _read_journal(handle: BinaryIO) -> tuple[list[BucketKey], list[bytes]]:
+    """The calls in the journal, and its lines that are not calls, byte for byte. A last line without its newline
+    that reads as the start of a call was torn by a crash: that call was never acknowledged, so never made."""
+    handle.seek(0)
+    *lines, tail = handle.read().split(b"\n")
+    calls: list[BucketKey] = []
+    garbled: list[bytes] = []
+    for line in lines:
+        key = _journal_key(line)
+        if key is not None:
+            calls.append(key)
+        elif line.strip():
+            garbled.append(line + b"\n")
+    if tail and not _torn(tail):
+        garbled.append(tail)
+    return calls, garbled
+
+
+def _torn(tail: bytes) -> bool:
+    """Whether a last line without newline is the start of one this module writes: `["` then printable UTF-8 (JSON
+    escapes control characters), maybe cut inside its last character. Anything else is foreign and quarantined."""
+    if not b'["'.startswith(tail[:2]):
+        return False
     try:
-        provider, scope, period, start = json.loads(line)
-        return (provider, scope, period, datetime.fromisoformat(start))
-    except (ValueError, TypeError):
+        text = codecs.getincrementaldecoder("utf-8")().decode(tail, final=False)
+    except UnicodeDecodeError:
+        return False
+    return all(char >= " " for char in text)
+
+
+def _journal_key(line: bytes) -> BucketKey | None:
+    """The bucket of one journal line; None when the line is not one this module wrote."""
+    try:
+        provider, scope, period, start = json.loads(line.decode("utf-8"))
+        moment = datetime.fromisoformat(start)
+    except (ValueError, TypeError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return None
+    if not all(isinstance(part, str) for part in (provider, scope, period)) or moment.tzinfo is None:
+        return None
+    return (provider, scope, period, moment)
 
 
 def _count(con: duckdb.DuckDBPyConnection, key: BucketKey) -> int:
@@ -184,10 +251,16 @@ def _count(con: duckdb.DuckDBPyConnection, key: BucketKey) -> int:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[io.TextIOWrapper]:
-    """The journal opened for append and read, under an exclusive flock (the dashboard may share it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as handle:
+def _locked(path: Path) -> Iterator[BinaryIO]:
+    """The journal opened for append and read (bytes: a foreign byte must not stop the reading), owner-only, under
+    an exclusive flock (the dashboard may share it)."""
+    private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+        os.fchmod(fd, PRIVATE_FILE)  # the umask may have taken the owner's bits too
+    except FileExistsError:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    with os.fdopen(fd, "a+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield handle

@@ -8,43 +8,68 @@ columns: `timestamp` and `value` (other columns are ignored). Options:
 - `timezone`: the zone of timestamps without an offset (default: the site's); timestamps with an offset
   (`2026-03-29T01:30:00+01:00`, `...Z`) keep theirs. A local time that a DST change skips or repeats is refused
   (give an offset for those rows);
-- `interval_minutes`: the length of every interval (default 15);
-- `label`: whether a timestamp names the `start` (default) or the `end` of its interval.
+- `interval_minutes`: the length of every interval (default 15; it must divide a day);
+- `label`: whether a timestamp names the `start` (default) or the `end` of its interval;
+- `snap`: move a timestamp that is off the interval grid to the nearest grid point instead of refusing it.
 
-Every row is checked first; any problem refuses the whole file with row-numbered messages and writes nothing.
-Rows go through `core.readings_store.ingest` in one transaction with the rollups, so re-importing a file
-duplicates nothing and rows already stored as final are left as they are.
+What is stored is only real numbers at sane times (the operator's bounds are `ImportLimits`, from the settings):
+
+- a value, once converted to W, is finite and at most `MAX_ABS_W` in absolute value;
+- an interval starts on or after `earliest` (midnight in the file's zone) and at most `future_days` after now;
+- every timestamp, as written (in its own offset, or the file's zone), is on the interval grid: a whole multiple
+  of the interval from midnight (10:00, 10:15, ... for 15 minutes). The grid is the written wall clock, not UTC,
+  so that hourly data of a zone at +05:30 or 15-minute data at +05:45 fits it. Snapping rounds to the nearest
+  grid point (a time exactly half-way goes to the later one: logger clocks drift both ways, and flooring would
+  move 10:14:59 onto 10:00); two rows that land in the same interval are refused, never merged.
+
+Every row is checked first; any problem refuses the whole file with row-numbered messages (row N is line N of the
+file, as an editor or spreadsheet shows it) and writes nothing. Rows go through `core.readings_store.ingest` in one
+transaction with the rollups, so re-importing a file duplicates nothing and rows already stored as final are left
+as they are.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from core import catalog as cat
 from core import rollups
+from core.config import Settings
 from core.models import known_timezones
 from core.readings_store import ingest, to_batch
 from core.store import Store
 
 UNITS = {"W": 1.0, "kW": 1000.0, "Wh": None, "kWh": None}  # None: energy per interval, converted to power
 MAX_ERRORS = 20
+# 1 TW: over 40 times the largest power plant on Earth (Three Gorges, 22.5 GW), so no real reading comes near it,
+# while a wrong unit or a corrupt number does. Bounding every stored value here also bounds every sum the rollups
+# and KPIs take: a century of 1-minute readings at this bound sums to ~1e18 Wh, far from float overflow (1.8e308),
+# so no rollup can turn into inf or NaN.
+MAX_ABS_W = 1e12
+_SHOWN_CHARS = 40  # of a bad field in a message: a 5,000-digit number or a 100 KB field must not flood the output
+_DST_SLACK = timedelta(days=2)  # more than any UTC offset: a wall-clock date this far out is out of the window
 
 
 class ImportRefused(ValueError):
-    """The file has problems; `problems` says which rows and why. Nothing was written."""
+    """The file has problems; `problems` lists the first MAX_ERRORS, `more` counts the others. Nothing was
+    written."""
 
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        shown = problems[:MAX_ERRORS]
-        more = f"\n... and {len(problems) - MAX_ERRORS} more" if len(problems) > MAX_ERRORS else ""
-        super().__init__("nothing was imported:\n" + "\n".join(shown) + more)
+    def __init__(self, problems: list[str], more: int = 0) -> None:
+        self.problems = problems[:MAX_ERRORS]
+        self.more = more + max(0, len(problems) - MAX_ERRORS)
+        super().__init__("nothing was imported:\n" + "\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """The problems to show, with "... and N more" when some are left out."""
+        return self.problems + ([f"... and {self.more} more"] if self.more else [])
 
 
 @dataclass(frozen=True)
@@ -53,6 +78,27 @@ class ImportOptions:
     timezone: str | None = None  # None: the site's zone
     interval_minutes: int = 15
     label: str = "start"
+    snap: bool = False
+
+
+@dataclass(frozen=True)
+class ImportLimits:
+    """The operator's bounds on an import (settings `DATACONN_READINGS_IMPORT_*`)."""
+
+    earliest: date  # no interval starts before midnight of this date in the file's zone
+    future_days: int  # no interval starts more than this many days after now
+    max_bytes: int  # a larger file is refused before it is parsed
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImportLimits:
+        return cls(
+            settings.readings_import_earliest,
+            settings.readings_import_future_days,
+            settings.readings_import_max_mb * 1_000_000,
+        )
+
+
+DEFAULT_LIMITS = ImportLimits.from_settings(Settings.model_construct())  # the settings' defaults, not the env's
 
 
 @dataclass(frozen=True)
@@ -63,43 +109,138 @@ class ImportReport:
     last: datetime
 
 
-def parse_readings(text: str, options: ImportOptions, site_zone: str) -> pl.DataFrame:
-    """The file as an ingest batch without `source_id` (ts UTC start, interval_s, value W), or `ImportRefused`."""
-    problems = _option_problems(options)
-    if problems:
-        raise ImportRefused(problems)
+class _Problems:
+    """Row problems, keeping the text of the first MAX_ERRORS only: a file of a million bad rows stays cheap."""
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+        self.more = 0
+
+    def add(self, problem: str) -> None:
+        if len(self.shown) < MAX_ERRORS:
+            self.shown.append(problem)
+        else:
+            self.more += 1
+
+    def __bool__(self) -> bool:
+        return bool(self.shown)
+
+    def refused(self) -> ImportRefused:
+        return ImportRefused(self.shown, self.more)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """Interval starts accepted, as UTC instants."""
+
+    earliest: datetime
+    latest: datetime
+    limits: ImportLimits
+
+    def problem(self, text: str, instant: datetime) -> str | None:
+        if instant < self.earliest:
+            earliest = self.limits.earliest
+            return (
+                f"{text} is before {earliest:%Y-%m-%d}, the earliest date imported (DATACONN_READINGS_IMPORT_EARLIEST)"
+            )
+        if instant > self.latest:
+            return (
+                f"{text} is more than {self.limits.future_days} day(s) in the future (after"
+                f" {self.latest:%Y-%m-%d %H:%M} UTC; DATACONN_READINGS_IMPORT_FUTURE_DAYS)"
+            )
+        return None
+
+
+def decode_csv(data: bytes, limits: ImportLimits = DEFAULT_LIMITS) -> str:
+    """The file's text, or `ImportRefused` saying in the user's terms why it is not a CSV text file we can read.
+    A UTF-8 BOM (spreadsheet exports write one) is fine."""
+    if len(data) > limits.max_bytes:
+        raise ImportRefused(
+            [
+                f"the file is larger than {limits.max_bytes / 1e6:g} MB, the import limit"
+                " (DATACONN_READINGS_IMPORT_MAX_MB): split it into smaller files"
+            ]
+        )
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # "Unicode text" from a spreadsheet
+        raise ImportRefused(["the file is UTF-16 text: save it as CSV UTF-8"])
+    if b"\x00" in data:
+        raise ImportRefused(["the file holds binary data (NUL bytes), not CSV text: export the readings as CSV"])
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ImportRefused(
+            [
+                f"the file is not UTF-8 text (line {line}): save it as CSV UTF-8, or if it is a spreadsheet or"
+                " another binary file, export the readings as CSV"
+            ]
+        ) from None
+    if not text.strip():
+        raise ImportRefused(["the file is empty: it needs a header row (timestamp,value) and data rows"])
+    return text
+
+
+def parse_readings(
+    text: str,
+    options: ImportOptions,
+    site_zone: str,
+    *,
+    now: datetime | None = None,
+    limits: ImportLimits = DEFAULT_LIMITS,
+) -> pl.DataFrame:
+    """The file as an ingest batch without `source_id` (ts UTC start, interval_s, value W), or `ImportRefused`.
+    `now` (default: the clock) bounds how far in the future an interval may start."""
+    option_problems = _option_problems(options)
+    if option_problems:
+        raise ImportRefused(option_problems)
     zone = ZoneInfo(options.timezone or site_zone)
     interval = timedelta(minutes=options.interval_minutes)
-    reader = csv.DictReader(io.StringIO(text))
-    fields = [f.strip() for f in reader.fieldnames or []]
-    missing = [name for name in ("timestamp", "value") if name not in fields]
-    if missing:
-        raise ImportRefused([f"the header row lacks the column(s) {', '.join(missing)} (found: {', '.join(fields)})"])
+    earliest = datetime.combine(limits.earliest, time(), tzinfo=zone).astimezone(UTC)
+    window = _Window(earliest, (now or datetime.now(UTC)) + timedelta(days=limits.future_days), limits)
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader, [])
+    except csv.Error as exc:
+        raise ImportRefused([f"row 1: {_csv_problem(exc)}"]) from None
+    columns = _columns(header)
+    problems = _Problems()
     starts: list[datetime] = []
     values: list[float | None] = []
-    seen: dict[datetime, int] = {}
-    for number, raw in enumerate(reader, start=2):  # row 1 is the header
-        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
-        moment, problem = _instant(row["timestamp"], zone)
-        if problem:
-            problems.append(f"row {number}: {problem}")
+    seen: dict[datetime, tuple[int, bool]] = {}  # interval start -> (row, whether it was snapped)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problems.add(f"row {reader.line_num}: {_csv_problem(exc)}; the rows after it were not checked")
+            break
+        if not fields:
+            continue  # a blank line
+        number = reader.line_num
+        stamp, raw_value = (fields[i].strip() if i < len(fields) else "" for i in columns)
+        start, snapped, problem = _start(stamp, zone, interval, options, window)
+        if problem is None:
+            value, problem = _power(raw_value, options.unit, interval)
+        if problem is not None:
+            problems.add(f"row {number}: {problem}")
             continue
-        value, problem = _power(row["value"], options.unit, interval)
-        if problem:
-            problems.append(f"row {number}: {problem}")
-            continue
-        assert moment is not None
-        start = moment - interval if options.label == "end" else moment
+        assert start is not None
         if start in seen:
-            problems.append(f"row {number}: the same interval as row {seen[start]} ({start:%Y-%m-%d %H:%M} UTC)")
+            other, other_snapped = seen[start]
+            when = f"({start:%Y-%m-%d %H:%M} UTC)"
+            if snapped or other_snapped:
+                problems.add(f"row {number}: {stamp} snaps into the same interval as row {other} {when}")
+            else:
+                problems.add(f"row {number}: the same interval as row {other} {when}")
             continue
-        seen[start] = number
+        seen[start] = (number, snapped)
         starts.append(start)
         values.append(value)
     if problems:
-        raise ImportRefused(problems)
+        raise problems.refused()
     if not starts:
-        raise ImportRefused(["the file has no data rows"])
+        raise ImportRefused(["the file has no data rows (only a header)"])
     return pl.DataFrame(
         {"ts": starts, "interval_s": [int(interval.total_seconds())] * len(starts), "value": values},
         schema={"ts": pl.Datetime("us", "UTC"), "interval_s": pl.Int32, "value": pl.Float64},
@@ -112,52 +253,120 @@ def _option_problems(options: ImportOptions) -> list[str]:
         problems.append(f"unit {options.unit!r} is not one of {', '.join(UNITS)}")
     if options.label not in ("start", "end"):
         problems.append(f"label {options.label!r} must be start or end")
-    if not 1 <= options.interval_minutes <= 1440:
-        problems.append("interval_minutes must be between 1 and 1440")
+    if not 1 <= options.interval_minutes <= 1440 or 1440 % options.interval_minutes:
+        # The grid restarts at every midnight: an interval that does not divide a day would leave a short one.
+        problems.append("interval_minutes must divide a day (1440 minutes), e.g. 5, 10, 15, 30 or 60")
     if options.timezone and options.timezone not in known_timezones():
         problems.append(f"unknown time zone {options.timezone!r}")
     return problems
 
 
-def _instant(text: str, zone: ZoneInfo) -> tuple[datetime | None, str | None]:
-    """A UTC instant, or why not. Naive local times that DST skips or repeats are refused, not guessed."""
+def _columns(header: list[str]) -> tuple[int, int]:
+    """Where the timestamp and value columns are, or `ImportRefused` naming what the first row holds instead."""
+    names = [name.strip() for name in header]
+    missing = [name for name in ("timestamp", "value") if name not in names]
+    if missing:
+        found = ", ".join(_quote(name) for name in names[:10]) + (", ..." if len(names) > 10 else "")
+        raise ImportRefused(
+            [
+                f"row 1: the header row lacks the column(s) {', '.join(missing)} (found: {found}): the first row"
+                " must name the columns, e.g. timestamp,value"
+            ]
+        )
+    return names.index("timestamp"), names.index("value")
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    if "field limit" in str(exc):
+        return (
+            f"a field is longer than {csv.field_size_limit():,} characters: this is not a readings file, or a quote"
+            ' (") is never closed'
+        )
+    return f"the line is not valid CSV ({exc})"
+
+
+def _quote(text: str) -> str:
+    """`text` quoted for a message, cut short when long."""
+    if len(text) <= _SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:_SHOWN_CHARS]!r}... ({len(text):,} characters)"
+
+
+def _start(
+    text: str, zone: ZoneInfo, interval: timedelta, options: ImportOptions, window: _Window
+) -> tuple[datetime | None, bool, str | None]:
+    """The UTC start of the row's interval and whether it was snapped, or why not."""
     try:
-        parsed = datetime.fromisoformat(text)
+        written = datetime.fromisoformat(text)
     except ValueError:
-        return None, f"timestamp {text[:40]!r} is not a date and time (use e.g. 2026-03-29 01:30 or ISO 8601)"
-    if parsed.tzinfo is not None:
-        return parsed.astimezone(UTC), None
-    earlier, later = parsed.replace(tzinfo=zone, fold=0), parsed.replace(tzinfo=zone, fold=1)
+        return None, False, f"timestamp {_quote(text)} is not a date and time (use e.g. 2026-03-29 01:30 or ISO 8601)"
+    # The wall-clock date first: converting year 1 or 9999 to UTC would overflow, and any offset is < _DST_SLACK.
+    if written.date() < (window.earliest - _DST_SLACK).date():
+        return None, False, window.problem(text, window.earliest - _DST_SLACK)
+    if written.date() > (window.latest + _DST_SLACK).date():
+        return None, False, window.problem(text, window.latest + _DST_SLACK)
+    off_grid = (written - written.replace(hour=0, minute=0, second=0, microsecond=0)) % interval
+    if off_grid and not options.snap:
+        grid = f"the {options.interval_minutes}-minute grid"
+        return None, False, f"{text} is off {grid} (from midnight): fix it, or snap times to the grid"
+    on_grid, shown = written, text
+    if off_grid:  # the nearest grid point on the wall clock; exactly half-way goes to the later one
+        on_grid = written - off_grid + (interval if off_grid * 2 >= interval else timedelta())
+        shown = f"{text} (snapped to {on_grid:%H:%M})"
+    moment, problem = _instant(on_grid, shown, zone)
+    if moment is None:
+        return None, False, problem
+    start = moment - interval if options.label == "end" else moment
+    return start, bool(off_grid), window.problem(text, start)
+
+
+def _instant(wall: datetime, shown: str, zone: ZoneInfo) -> tuple[datetime | None, str | None]:
+    """A UTC instant, or why not. Naive local times that DST skips or repeats are refused, not guessed."""
+    if wall.tzinfo is not None:
+        return wall.astimezone(UTC), None
+    earlier, later = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
     if earlier.utcoffset() != later.utcoffset():
         when = "repeated" if earlier.astimezone(UTC) < later.astimezone(UTC) else "skipped"
-        return None, f"{text} is {when} by a daylight-saving change in {zone.key}: give it an offset"
+        return None, f"{shown} is {when} by a daylight-saving change in {zone.key}: give it an offset"
     return earlier.astimezone(UTC), None
 
 
 def _power(text: str, unit: str, interval: timedelta) -> tuple[float | None, str | None]:
+    """Average W, checked AFTER the unit conversion (1e308 is finite; 1e308 kW is not)."""
     if text == "":
         return None, None  # no data for that interval: stored as NULL, not zero
     try:
         number = float(text)
     except ValueError:
-        return None, f"value {text[:40]!r} is not a number"
-    if not math.isfinite(number):
-        return None, f"value {text!r} is not a finite number"
+        return None, f"value {_quote(text)} is not a number"
+    if not math.isfinite(number) and not any(char.isdigit() for char in text):
+        return None, f"value {_quote(text)} is not a finite number"  # nan, inf, infinity
     factor = UNITS[unit]
     if factor is not None:
-        return number * factor, None
-    watt_hours = number * (1000.0 if unit == "kWh" else 1.0)
-    return watt_hours * 3600 / interval.total_seconds(), None
+        watts = number * factor
+    else:
+        watts = number * (1000.0 if unit == "kWh" else 1.0) * 3600 / interval.total_seconds()
+    if not abs(watts) <= MAX_ABS_W:  # also catches the inf of a number too long for a float
+        return None, f"value {_quote(text)} {unit} is out of range: a reading is at most 1 TW (1e12 W) either way"
+    return watts, None
 
 
 def import_readings(
-    store: Store, source_id: int, text: str, options: ImportOptions, now: datetime, *, dry_run: bool = False
+    store: Store,
+    source_id: int,
+    text: str,
+    options: ImportOptions,
+    now: datetime,
+    *,
+    dry_run: bool = False,
+    limits: ImportLimits = DEFAULT_LIMITS,
 ) -> ImportReport:
     """Check the whole file, then write it in one transaction (nothing with `dry_run`)."""
     catalog = cat.load_catalog(store)
     source = catalog.source(source_id)
     site = catalog.site(catalog.meter(source.meter_id).site_id)
-    batch = to_batch(source_id, parse_readings(text, options, site.timezone), now, final_before=now)
+    frame = parse_readings(text, options, site.timezone, now=now, limits=limits)
+    batch = to_batch(source_id, frame, now, final_before=now)
     first, last = batch["ts"].min(), batch["ts"].max()
     assert isinstance(first, datetime) and isinstance(last, datetime)
     written = 0

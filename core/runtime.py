@@ -6,13 +6,15 @@ import logging
 from dataclasses import dataclass, field
 
 from core.config import Settings
-from core.crypto import SecretBox, load_keys
+from core.crypto import ConfiguredBox, SecretBox
 from core.demo import seed_demo
 from core.oauth_tokens import StoredTokens
+from core.private_files import tighten
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
 from core.quota_store import StoredQuotaLedger
 from core.schema import migrate
+from core.secret_store import credentials_stored
 from core.spool import Spool
 from core.store import Store
 
@@ -36,7 +38,12 @@ class Runtime:
 def open_runtime(settings: Settings, *, prepare: bool = True) -> Runtime:
     """Build the store and secret box; with `prepare`, migrate the schema and seed the demo if configured."""
     store = Store(settings.db_path, lock_timeout_s=settings.lock_timeout_s)
-    box = SecretBox(load_keys(settings.secret_keys, settings.key_file))
+    spool = Spool.beside(store.path)
+    if prepare:  # files an older version (or a copy) left readable by others: one INFO line names them
+        tighten([*store.private_files(), settings.key_file, *spool.private_paths()])
+    # The key file is created only while no credential is stored; missing or damaged keys leave a box that refuses
+    # (and says why) rather than a process that fails or a new key that strands stored credentials (core.crypto).
+    box = ConfiguredBox(settings.secret_keys, settings.key_file, lambda: credentials_stored(store))
     if prepare:
         applied = migrate(store)
         if applied:
@@ -45,5 +52,5 @@ def open_runtime(settings: Settings, *, prepare: bool = True) -> Runtime:
             log.info("seeded the Demo Rooftop site")
     # Vendor budgets are counted in the database: the dashboard's tests and the collector spend the same quota.
     # While an outside program holds the file, calls are counted in a journal beside the spool (core.quota_store).
-    journal = Spool.beside(store.path).directory / "quota-journal.jsonl"
+    journal = spool.directory / "quota-journal.jsonl"
     return Runtime(settings=settings, store=store, box=box, ledger=StoredQuotaLedger(store, journal=journal))

@@ -1,12 +1,23 @@
-"""Credentials of energy sources, stored only as ciphertext in `source_secrets`."""
+"""Credentials of energy sources, stored only as ciphertext in `source_secrets`.
+
+Also what the keys need from the database (`core.crypto` has no DuckDB): whether any credential is stored (a key
+file may be created only while none is), the operator's one line when some cannot be decrypted (`key_notice`),
+and removing exactly those (`forget_undecryptable`, the `forget-credentials` command).
+"""
 
 from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
 
 import duckdb
 from pydantic import SecretStr
 
 from core.crypto import SecretBox, SecretsError
-from core.store import Store
+from core.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+STORED_CHECK_WAIT_S = 2.0
 
 
 def put_secret(con: duckdb.DuckDBPyConnection, box: SecretBox, source_id: int, name: str, value: str) -> None:
@@ -61,3 +72,78 @@ def rotate_all(store: Store, box: SecretBox) -> int:
                 [token, source_id, name],
             )
     return len(rotated)
+
+
+def credentials_stored(store: Store) -> bool | None:
+    """Whether any credential is stored: False for a database or table that does not exist yet; None when the
+    database cannot be read now (held by another program, unreadable), which must never count as "none"."""
+    if not store.exists():
+        return False
+    try:
+        # A short wait: asked before each collection pass while the key file is missing, it must not hold a pass up
+        # for the whole lock timeout; "cannot tell" is safe (no key is made).
+        with store.connect(read_only=True, timeout_s=STORED_CHECK_WAIT_S) as con:
+            if not con.sql("SELECT 1 FROM duckdb_tables() WHERE table_name = 'source_secrets'").fetchall():
+                return False
+            return bool(con.sql("SELECT EXISTS (SELECT 1 FROM source_secrets)").fetchall()[0][0])
+    except (StoreError, duckdb.Error):
+        log.debug("cannot tell whether credentials are stored in %s", store.path, exc_info=True)
+        return None
+
+
+@dataclass(frozen=True)
+class LostCredential:
+    """A stored credential that the configured keys cannot decrypt (its name only, never its value)."""
+
+    source_id: int
+    source: str | None  # None when the source row is gone
+    site: str | None
+    name: str
+
+    def line(self) -> str:
+        where = f'"{self.source}" (site "{self.site}")' if self.source is not None else "(removed)"
+        return f"source {self.source_id} {where}: {self.name}"
+
+
+def _undecryptable(con: duckdb.DuckDBPyConnection, box: SecretBox) -> list[tuple[LostCredential, str]]:
+    rows = con.sql(
+        "SELECT x.source_id, e.name, s.name, x.name, x.ciphertext FROM source_secrets x"
+        " LEFT JOIN energy_sources e ON e.id = x.source_id LEFT JOIN meters m ON m.id = e.meter_id"
+        " LEFT JOIN sites s ON s.id = m.site_id ORDER BY x.source_id, x.name"
+    ).fetchall()
+    lost = []
+    for source_id, source, site, name, token in rows:
+        try:
+            box.decrypt(token)
+        except SecretsError:
+            lost.append((LostCredential(int(source_id), source, site, name), token))
+    return lost
+
+
+def key_notice(store: Store, box: SecretBox, *, timeout_s: float | None = None) -> str | None:
+    """The operator's one line about the keys (stored credentials that cannot be decrypted, or no usable key), or
+    None when all is well. Refreshes the box first: a restored key file counts at once, and a missing one is
+    created if no credential is stored any more."""
+    box.refresh()
+    with store.connect(read_only=True, timeout_s=timeout_s) as con:
+        lost = _undecryptable(con, box)
+    return box.notice(len({credential.source_id for credential, _ in lost}))
+
+
+def forget_undecryptable(store: Store, box: SecretBox, *, dry_run: bool) -> list[LostCredential]:
+    """Delete the stored credentials that the configured keys cannot decrypt, and only those, in one transaction;
+    returns them (with `dry_run`, only lists them). Refused while the keys are unreadable or not keys
+    (`SecretsError`): which credentials they would decrypt cannot be known then."""
+    if box.state().broken:
+        raise SecretsError(f"{box.notice(0)} Nothing was deleted.")
+    if dry_run:
+        with store.connect(read_only=True) as con:
+            return [credential for credential, _ in _undecryptable(con, box)]
+    with store.transaction() as con:
+        lost = _undecryptable(con, box)
+        for credential, token in lost:
+            con.execute(
+                "DELETE FROM source_secrets WHERE source_id = ? AND name = ? AND ciphertext = ?",
+                [credential.source_id, credential.name, token],
+            )
+    return [credential for credential, _ in lost]

@@ -9,14 +9,22 @@ goes here and is written once the file is free. Nothing is ever dropped and noth
   It is written under a temporary name, fsynced, then renamed: a crash leaves either a whole entry or a
   `tmp-*` directory that is ignored and cleaned up, never half an entry.
 - Applying an entry records its name in `spool_applied` in the same transaction as its rows; the directory is
-  removed only after that commits. A crash between the two leaves a directory whose name is already recorded,
-  and the next drain just removes it.
+  removed only after that commits. A crash between the two (or during the removal, which can leave a directory
+  part empty) leaves a directory whose name is already recorded, and the next drain just removes it: the name is
+  looked up before the entry is read.
+- An entry that cannot be read or written because of what it holds (a truncated or foreign file, a garbled or
+  incomplete `pass.json`, readings of the wrong shape) would otherwise stop every drain, and so every start of the
+  collector, for good: it is moved to the quarantine (`core.quarantine`) with a note and skipped, and the entries
+  behind it are written in order. A failure that is not the entry's fault (the file held, a full disk, an I/O
+  error) leaves it where it is, for the next drain (`StoreBusy` / `StoreFault`).
 
-The spool lives beside the database (`<db file>.spool/`), like the lock file.
+The spool lives beside the database (`<db file>.spool/`), like the lock file, and is its owner's only (folders
+0700, files 0600).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -32,13 +40,27 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from core.store import Store
+from core.private_files import PRIVATE_FILE
+from core.quarantine import FOLDER, Quarantine, private_dir, write_private
+from core.readings_store import INGEST_SCHEMA
+from core.store import Store, StoreError, StoreFault, StoreUnavailable, fault_cause
 
 log = logging.getLogger(__name__)
 
 READINGS_FILE = "readings.parquet"
 META_FILE = "pass.json"
 LEFTOVER_AGE_S = 600
+# Failures that say nothing about the entry: the store (held, full, failing), the disk, the memory. The entry stays.
+NOT_THE_ENTRYS_FAULT: tuple[type[BaseException], ...] = (
+    StoreError,
+    OSError,
+    MemoryError,
+    duckdb.OperationalError,  # I/O, out of memory, connection, transaction conflicts
+    duckdb.FatalException,
+    duckdb.InterruptException,
+    duckdb.PermissionException,
+    duckdb.InternalException,
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,10 @@ class SpoolEntry:
     name: str
     meta: dict[str, Any]
     readings: pl.DataFrame
+
+
+class DamagedEntry(Exception):
+    """An entry whose files cannot be used as they are; the message says why, in the operator's terms."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -64,6 +90,7 @@ def _fsync_file(path: Path) -> None:
 class Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.quarantine = Quarantine(directory / FOLDER)
 
     @classmethod
     def beside(cls, db_path: Path) -> Spool:
@@ -71,15 +98,15 @@ class Spool:
 
     def put(self, meta: dict[str, Any], readings: pl.DataFrame) -> str:
         """Write one entry durably; returns its name. `meta` must be JSON-serialisable."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         name = f"pass-{stamp}-{uuid.uuid4().hex[:8]}"
         tmp = self.directory / f"tmp-{name}"
-        tmp.mkdir()
+        private_dir(tmp)
         readings.write_parquet(tmp / READINGS_FILE)
-        (tmp / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
-        for file in (READINGS_FILE, META_FILE):
-            _fsync_file(tmp / file)
+        os.chmod(tmp / READINGS_FILE, PRIVATE_FILE)
+        _fsync_file(tmp / READINGS_FILE)
+        write_private(tmp / META_FILE, json.dumps(meta).encode("utf-8"))
         _fsync_dir(tmp)
         os.rename(tmp, self.directory / name)
         _fsync_dir(self.directory)
@@ -92,9 +119,23 @@ class Spool:
         return sorted(p.name for p in self.directory.iterdir() if p.is_dir() and p.name.startswith("pass-"))
 
     def read(self, name: str) -> SpoolEntry:
+        """The entry; `DamagedEntry` when its files are missing, truncated, garbled, of the wrong shape or not ours
+        to read (that lasts, and would hold back every entry behind it). Other `OSError`s (I/O) are not the entry's
+        fault and pass through."""
         path = self.directory / name
-        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-        return SpoolEntry(name, meta, pl.read_parquet(path / READINGS_FILE))
+        try:
+            meta = json.loads((path / META_FILE).read_bytes().decode("utf-8"))
+        except (FileNotFoundError, IsADirectoryError):
+            raise DamagedEntry(f"{META_FILE} is missing (the entry is incomplete)") from None
+        except PermissionError:
+            raise DamagedEntry(f"{META_FILE} cannot be read: permission denied (another user's file?)") from None
+        except UnicodeDecodeError as exc:
+            raise DamagedEntry(f"{META_FILE} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except ValueError as exc:
+            raise DamagedEntry(f"{META_FILE} is not valid JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise DamagedEntry(f"{META_FILE} holds {type(meta).__name__} where an object was expected")
+        return SpoolEntry(name, meta, _read_readings(path / READINGS_FILE))
 
     def drain(
         self,
@@ -105,22 +146,68 @@ class Spool:
     ) -> tuple[int, int]:
         """Write every pending entry, each in its own transaction, oldest first. Returns (entries, rows written).
 
-        Raises `StoreBusy` when the file is still held; what was applied before stays applied.
+        A damaged entry (unreadable, or `apply` failing for a reason of its own) goes to the quarantine and the
+        next one is written. Raises `StoreBusy` when the file is still held, `StoreFault` when an entry cannot be
+        written for another reason that is not its own (disk full, I/O); what was applied before stays applied.
         """
         self._remove_leftovers()
         entries = rows = 0
         for name in self.pending():
-            entry = self.read(name)
-            with store.transaction(timeout_s=timeout_s) as con:
-                done = con.execute("SELECT count(*) FROM spool_applied WHERE entry = ?", [name]).fetchall()[0][0]
-                if not done:
-                    rows += apply(con, entry)
-                    con.execute("INSERT INTO spool_applied (entry, applied_at) VALUES (?, now())", [name])
-            shutil.rmtree(self.directory / name)
-            entries += 0 if done else 1
+            if not (self.directory / name).is_dir():
+                continue  # another process (a `--once` beside the daemon) wrote or quarantined it meanwhile
+            try:
+                written = self._apply(store, apply, name, timeout_s)
+            except DamagedEntry as exc:
+                self._quarantine(name, str(exc))
+                continue
+            except StoreUnavailable:
+                raise
+            except NOT_THE_ENTRYS_FAULT as exc:
+                raise _deferred(self.directory / name, exc) from exc
+            except Exception as exc:  # anything else `apply` raised is about what the entry holds
+                self._quarantine(name, f"it cannot be written to the database: {_plain(exc)}")
+                continue
+            with contextlib.suppress(FileNotFoundError):  # another process removed it first
+                shutil.rmtree(self.directory / name)
+            if written is not None:
+                entries += 1
+                rows += written
         if entries:
             log.info("spool: wrote %d held-back pass(es), %d reading(s)", entries, rows)
         return entries, rows
+
+    def private_paths(self) -> list[Path]:
+        """The spool folder and everything in it (entries, quarantine, journal), for `core.private_files.tighten`
+        at start: a spool an older version (or a copy) left readable by others."""
+        try:
+            return [self.directory, *self.directory.rglob("*")] if self.directory.is_dir() else []
+        except OSError as exc:  # a folder inside that cannot be listed: what can be reached is still tightened
+            log.warning("could not look through %s to make it private: %s", self.directory, exc)
+            return [self.directory]
+
+    def _apply(
+        self,
+        store: Store,
+        apply: Callable[[duckdb.DuckDBPyConnection, SpoolEntry], int],
+        name: str,
+        timeout_s: float | None,
+    ) -> int | None:
+        """Rows written by one entry, in one transaction; None when it had been written already (only its folder
+        was left: it is read only when it has not)."""
+        with store.transaction(timeout_s=timeout_s) as con:
+            if con.execute("SELECT count(*) FROM spool_applied WHERE entry = ?", [name]).fetchall()[0][0]:
+                return None
+            written = apply(con, self.read(name))
+            con.execute("INSERT INTO spool_applied (entry, applied_at) VALUES (?, now())", [name])
+        return written
+
+    def _quarantine(self, name: str, reason: str) -> None:
+        what = f"spool entry {name} (a collection pass waiting to be written)"
+        try:
+            self.quarantine.hold_entry(self.directory / name, what, reason)
+        except OSError as exc:  # cannot move it: leave it, and the entries behind it, for a later drain
+            cause = fault_cause(exc) or str(exc)
+            raise StoreFault(self.directory / name, f"damaged ({reason}) but cannot be moved aside: {cause}") from exc
 
     def _remove_leftovers(self) -> None:
         """`tmp-*` directories are entries a crash interrupted before they were whole: nothing acknowledged them.
@@ -131,3 +218,39 @@ class Spool:
         for path in self.directory.glob("tmp-*"):
             if path.stat().st_mtime < stale_before:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _read_readings(path: Path) -> pl.DataFrame:
+    try:
+        frame = pl.read_parquet(path)
+    except (FileNotFoundError, IsADirectoryError):
+        raise DamagedEntry(f"{READINGS_FILE} is missing (the entry is incomplete)") from None
+    except PermissionError:
+        raise DamagedEntry(f"{READINGS_FILE} cannot be read: permission denied (another user's file?)") from None
+    except (OSError, MemoryError):
+        raise  # not the entry's fault
+    except (Exception, pl.exceptions.PanicException) as exc:  # a damaged file can make the parquet reader panic
+        raise DamagedEntry(f"{READINGS_FILE} cannot be read, it is truncated or damaged ({_plain(exc)})") from None
+    if frame.schema != INGEST_SCHEMA:
+        raise DamagedEntry(
+            f"{READINGS_FILE} has the columns {_columns(frame.schema)}; a spool entry's readings have"
+            f" {_columns(INGEST_SCHEMA)}"
+        )
+    return frame
+
+
+def _deferred(path: Path, exc: BaseException) -> StoreFault:
+    """A failure that is not the entry's: the entry, and those behind it, wait for a later drain."""
+    return StoreFault(path, f"cannot be written for now: {fault_cause(exc) or _plain(exc)}")
+
+
+def _columns(schema: pl.Schema) -> str:
+    return "(" + ", ".join(f"{name} {dtype}" for name, dtype in schema.items()) + ")"
+
+
+def _plain(exc: BaseException) -> str:
+    """An exception in words: a missing key says so, others give their text (and their kind when it is empty)."""
+    if isinstance(exc, KeyError):
+        return f"a required field is missing from {META_FILE}: {exc}"
+    text = str(exc).strip()
+    return text or type(exc).__name__

@@ -5,11 +5,20 @@ keeps a connection between operations: each operation opens a short-lived connec
 (which queues our own processes and threads fairly) and retries, with a bounded jittered wait, the lock errors
 raised while an outside program such as the `duckdb` CLI holds the file. When the wait runs out the caller gets
 `StoreBusy`, whose message tells the user what to do; nothing half-done is left behind.
+
+A fault of the file system under the database (disk full, read-only location, permission denied, a directory or
+a foreign file at its path) raises `StoreFault`, one line naming the path and the cause, whatever DuckDB or the OS
+said. Both are `StoreUnavailable`: the operation may succeed later, so the collector keeps what it fetched in its
+spool and tries again. Reading needs no write access: on a read-only location the sidecar lock is used if it is
+there and skipped if it cannot be created (DuckDB's own lock still keeps writers out), so exports and SQL work.
+
+The database, its WAL and the lock are private to their owner: created 0600 (`core.private_files`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -21,6 +30,8 @@ from pathlib import Path
 
 import duckdb
 
+from core.private_files import PRIVATE_FILE, make_private
+
 log = logging.getLogger(__name__)
 
 
@@ -28,8 +39,68 @@ class StoreError(Exception):
     """A storage failure whose message is safe to show to a user."""
 
 
-class StoreBusy(StoreError):
+class StoreUnavailable(StoreError):
+    """The file cannot be used right now; the same operation may succeed later (keep the data, try again)."""
+
+
+class StoreBusy(StoreUnavailable):
     """The database file stayed locked by another program for longer than the configured wait."""
+
+
+class StoreFault(StoreUnavailable):
+    """The file system refused the database file: disk full, read-only, permission denied, not a database.
+
+    `cause` is the short reason in the user's words ("the disk is full"); the message is one line with the path,
+    the cause and what to do."""
+
+    def __init__(self, path: Path, cause: str) -> None:
+        hint = _HINTS.get(cause)
+        super().__init__(f"{path}: {cause}" + (f" ({hint})" if hint else ""))
+        self.path, self.cause = path, cause
+
+
+DISK_FULL = "the disk is full"
+READ_ONLY = "the location is read-only"
+DENIED = "permission denied"
+# What DuckDB or the OS says, in the user's words. DuckDB reports OS errors by their strerror text inside its own
+# messages, so both kinds are matched by that text.
+_FAULT_CAUSES = (
+    ("No space left on device", DISK_FULL),
+    ("Disk quota exceeded", "the disk quota is used up"),
+    ("Read-only file system", READ_ONLY),
+    ("Permission denied", DENIED),
+    ("Operation not permitted", DENIED),
+    ("Is a directory", "it is a directory, not a database file"),
+    ("not a valid DuckDB database file", "it is not a DuckDB database file"),
+    ("Not a directory", "a part of the path is a file, not a folder"),
+    ("database has been invalidated", "the database was closed after a file-system error"),
+)
+_HINTS = {
+    DISK_FULL: "free some space; the collector writes what it kept once there is room",
+    "the disk quota is used up": "free some space or raise the quota",
+    READ_ONLY: "reading works there; to write, remount it writable or move the file (DATACONN_DB_PATH)",
+    DENIED: "the file or its folder belongs to another user or is not writable by this one",
+    "it is a directory, not a database file": "set DATACONN_DB_PATH to a file",
+    "it is not a DuckDB database file": "set DATACONN_DB_PATH to another path; the file is left as it is",
+    "the database was closed after a file-system error": "the next try opens it again",
+}
+_ERRNO_CAUSES = {
+    errno.ENOSPC: DISK_FULL,
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: READ_ONLY,
+    errno.EACCES: DENIED,
+    errno.EPERM: DENIED,
+    errno.EISDIR: "it is a directory, not a database file",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
+def fault_cause(exc: BaseException) -> str | None:
+    """The user's words for a file-system fault, or None when `exc` is not one (a query error, say)."""
+    if isinstance(exc, OSError):
+        return _ERRNO_CAUSES.get(exc.errno or 0, exc.strerror or type(exc).__name__)
+    text = str(exc)
+    return next((cause for needle, cause in _FAULT_CAUSES if needle in text), None)
 
 
 def ts_literal(moment: datetime) -> str:
@@ -52,11 +123,28 @@ class Store:
         self.lock_timeout_s = lock_timeout_s
         self.lock_path = self.path.with_name(self.path.name + ".lock")
 
+    def _lock_fd(self, read_only: bool) -> int | None:
+        """A fresh open file description of the lock (flock then also serializes threads of this process); None
+        when a reader cannot have one because the location is read-only or not ours."""
+        try:
+            if not read_only:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.lock_path, os.O_CREAT | os.O_RDWR, PRIVATE_FILE)
+        except OSError as exc:
+            if not read_only or exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT):
+                raise StoreFault(self.lock_path, fault_cause(exc) or str(exc)) from exc
+        try:
+            return os.open(self.lock_path, os.O_RDONLY)  # flock works on a read-only descriptor too
+        except OSError:
+            log.debug("no lock file %s for a reader on a read-only location; relying on DuckDB's", self.lock_path)
+            return None
+
     @contextlib.contextmanager
-    def _file_lock(self, deadline: float) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # A fresh open file description per use: flock then also serializes threads of this process.
-        fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+    def _file_lock(self, deadline: float, read_only: bool = False) -> Iterator[None]:
+        fd = self._lock_fd(read_only)
+        if fd is None:
+            yield
+            return
         try:
             delay = 0.002
             while True:
@@ -87,29 +175,59 @@ class Store:
         `timeout_s` overrides the configured wait for callers that have somewhere else to go (the collector spools).
         """
         deadline = time.monotonic() + (self.lock_timeout_s if timeout_s is None else timeout_s)
-        with self._file_lock(deadline):
+        with self._file_lock(deadline, read_only), self._faults_named():
             con = self._open(read_only, deadline)
             try:
-                # UTC: see DESIGN.md (Polars gets plain UTC datetimes). No progress bar: a long query would draw one
-                # on the stderr of the collector and the CLI.
+                # UTC: Polars then gets plain UTC datetimes (an "Etc/UTC" column is 4x slower to truncate). No
+                # progress bar: a long query would draw one on the stderr of the collector and the CLI.
                 con.execute("SET GLOBAL TimeZone = 'UTC'; SET enable_progress_bar = false")
                 yield con
             finally:
-                con.close()
+                with contextlib.suppress(duckdb.Error):  # closing after a fault may fail again; the fault is raised
+                    con.close()
+
+    @contextlib.contextmanager
+    def _faults_named(self) -> Iterator[None]:
+        """DuckDB's file-system errors (opening, writing, committing) as one `StoreFault` naming this database.
+        Only errors that name this file (or say the database was invalidated) count: a query's own error, such as
+        a CSV that `read_csv` cannot find, stays what it is."""
+        try:
+            yield
+        except duckdb.Error as exc:
+            text = str(exc)
+            cause = fault_cause(exc)
+            if cause is None or not (str(self.path) in text or "invalidated" in text):
+                raise
+            log.debug("database %s: file-system fault", self.path, exc_info=True)
+            raise StoreFault(self.path, cause) from exc
 
     def _open(self, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnection:
         delay = 0.005
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                return self._connect(read_only)
             except duckdb.IOException as exc:
                 if not _is_lock_conflict(exc):
-                    raise StoreError(f"Cannot open the database {self.path.name}: {exc}") from exc
+                    if fault_cause(exc) is not None:
+                        raise  # named by `_faults_named`
+                    raise StoreError(f"Cannot open the database {self.path}: {str(exc).splitlines()[0]}") from exc
                 if time.monotonic() >= deadline:
                     log.debug("database %s stayed locked by another program", self.path.name)
                     raise StoreBusy(self._busy_message()) from exc
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 1.5, 0.2)
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Open the file; a file this call creates is made private at once (DuckDB creates it from the umask)."""
+        new = not read_only and not os.path.lexists(self.path)
+        con = duckdb.connect(str(self.path), read_only=read_only)
+        if new:
+            make_private(self.path)
+        return con
+
+    def private_files(self) -> list[Path]:
+        """The database's own files, for `core.private_files.tighten` at start."""
+        return [self.path, self.path.with_name(self.path.name + ".wal"), self.lock_path]
 
     @contextlib.contextmanager
     def transaction(self, *, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -119,7 +237,8 @@ class Store:
             try:
                 yield con
             except BaseException:
-                con.execute("ROLLBACK")
+                with contextlib.suppress(duckdb.Error):  # after a fault DuckDB may have rolled back already
+                    con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
 

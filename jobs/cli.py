@@ -21,10 +21,11 @@ from core import config_io, readings_import
 from core.catalog import InvalidInput
 from core.config import Settings, load_settings
 from core.crypto import SecretBox, SecretsError, generate_key, parse_keys, read_key_file, write_key_file
+from core.private_files import private_umask
 from core.runtime import Runtime, open_runtime
 from core.schema import LATEST_VERSION, schema_version
-from core.secret_store import rotate_all
-from core.store import Store, StoreError
+from core.secret_store import LostCredential, forget_undecryptable, rotate_all
+from core.store import Store, StoreError, fault_cause
 from core.validation import field_errors
 
 log = logging.getLogger("jobs.cli")
@@ -86,16 +87,18 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_import(args: argparse.Namespace) -> None:
     runtime = _runtime(settings_from_env())
+    limits = config_io.ImportLimits.from_settings(runtime.settings)
     try:
-        text = args.file.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise CliError(f"{args.file}: not UTF-8 text") from None
-    try:
-        data = config_io.parse(text, args.format)
+        data = config_io.parse(config_io.read_text(args.file, limits), args.format)
     except config_io.ConfigFileError as exc:
         raise CliError(f"{args.file}: {exc}") from None
     report = config_io.import_config(
-        runtime.store, runtime.box, data, dry_run=args.dry_run, enphase_plan=runtime.settings.enphase_plan
+        runtime.store,
+        runtime.box,
+        data,
+        dry_run=args.dry_run,
+        enphase_plan=runtime.settings.enphase_plan,
+        limits=limits,
     )
     print("\n".join(report.lines()))
 
@@ -143,16 +146,32 @@ def cmd_rotate_keys(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_import_readings(args: argparse.Namespace) -> None:
-    store = _store(settings_from_env())
+def _read_readings_csv(path: Path, limits: readings_import.ImportLimits) -> str:
+    """The CSV's text, or a message saying why it cannot be read. Reads at most one byte past the size limit, so a
+    huge file (or an endless one such as /dev/zero) is refused without loading it."""
     try:
-        text = args.file.read_text(encoding="utf-8-sig")  # a BOM from spreadsheet exports is fine
-    except UnicodeDecodeError:
-        raise CliError(f"{args.file}: not UTF-8 text") from None
-    options = readings_import.ImportOptions(args.unit, args.timezone, args.interval_minutes, args.label)
+        with path.open("rb") as file:
+            data = file.read(limits.max_bytes + 1)
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CliError(f"{path}: is a directory; give the path of a CSV file") from None
+    except PermissionError:
+        raise CliError(f"{path}: permission denied; make the file readable for this user") from None
+    except OSError as exc:
+        raise CliError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    return readings_import.decode_csv(data, limits)
+
+
+def cmd_import_readings(args: argparse.Namespace) -> None:
+    settings = settings_from_env()
+    store = _store(settings)
+    limits = readings_import.ImportLimits.from_settings(settings)
+    text = _read_readings_csv(args.file, limits)
+    options = readings_import.ImportOptions(args.unit, args.timezone, args.interval_minutes, args.label, args.snap)
     try:
         report = readings_import.import_readings(
-            store, args.source, text, options, datetime.now(UTC), dry_run=args.dry_run
+            store, args.source, text, options, datetime.now(UTC), dry_run=args.dry_run, limits=limits
         )
     except cat.NotFound:
         raise CliError(
@@ -168,6 +187,38 @@ def cmd_import_readings(args: argparse.Namespace) -> None:
 
 def cmd_generate_key(args: argparse.Namespace) -> None:
     print(generate_key())
+
+
+LISTED_AT_MOST = 20  # credentials named one per line; past that, a count
+
+
+def cmd_forget_credentials(args: argparse.Namespace) -> None:
+    settings = settings_from_env()
+    runtime = _runtime(settings)
+    key_file_there = settings.key_file.exists()
+    cause = runtime.box.cause()
+    lost = forget_undecryptable(runtime.store, runtime.box, dry_run=not args.yes)
+    if not lost:
+        print("Every stored credential can be decrypted with the configured keys: nothing to remove.")
+        return
+    sources = len({credential.source_id for credential in lost})
+    verb = "Removed" if args.yes else "Would remove"
+    print(f"{verb} {len(lost)} stored credential(s) of {sources} source(s) that cannot be decrypted ({cause}):")
+    print("\n".join(_listed(lost)))
+    if not args.yes:
+        print("Nothing was removed: run again with --yes to remove them.")
+        return
+    runtime.box.refresh()  # with no credential left, a missing key file is created now
+    if not key_file_there and settings.key_file.exists():
+        print(f"Created a new key file {settings.key_file}: back it up apart from the database.")
+    print("Type those credentials again on the Data Connections page (or with `config import`).")
+
+
+def _listed(lost: list[LostCredential]) -> list[str]:
+    lines = [f"  {credential.line()}" for credential in lost[:LISTED_AT_MOST]]
+    if len(lost) > LISTED_AT_MOST:
+        lines.append(f"  ... and {len(lost) - LISTED_AT_MOST} more")
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     rotate = command(commands, "rotate-keys", "Re-encrypt every stored credential under a new key.", cmd_rotate_keys)
     rotate.add_argument("--keep-old", action="store_true", help="keep the old keys in the key file after the new one")
     command(commands, "generate-key", "Print a new key for DATACONN_SECRET_KEYS.", cmd_generate_key)
+    forget = command(
+        commands,
+        "forget-credentials",
+        "List, then with --yes remove, the stored credentials the configured keys cannot decrypt.",
+        cmd_forget_credentials,
+    )
+    forget.add_argument("--yes", action="store_true", help="remove them (without it, only list them)")
     readings = command(
         commands, "import-readings", "Import a source's historical readings from a CSV file.", cmd_import_readings
     )
@@ -200,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     readings.add_argument("--timezone", help="zone of timestamps without an offset (default: the site's)")
     readings.add_argument("--interval-minutes", type=int, default=15, help="interval length (default 15)")
     readings.add_argument("--label", default="start", choices=["start", "end"], help="a timestamp names the interval's")
+    readings.add_argument(
+        "--snap", action="store_true", help="move a time off the interval grid to the nearest grid point"
+    )
     readings.add_argument("--dry-run", action="store_true", help="check the file and report without writing")
     return parser
 
@@ -223,6 +284,7 @@ def _fail(*lines: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    private_umask()
     parser = build_parser()
     args = parser.parse_args(argv)
     _resolve_format(parser, args)
@@ -238,10 +300,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        return _fail(f"{where}{exc.strerror or type(exc).__name__}")
-    except Exception as exc:
-        log.debug("unexpected error", exc_info=True)
-        return _fail(f"unexpected error: {type(exc).__name__}")
+        return _fail(f"{where}{fault_cause(exc)}")
+    except Exception:  # the CLI boundary: a bug of ours, never a traceback on the terminal
+        log.debug("command failed", exc_info=True)
+        return _fail(
+            f"{args.command} stopped on a problem it cannot explain (its database writes are all-or-nothing, so"
+            " nothing half-done was kept). Run it again with DATACONN_LOG_LEVEL=DEBUG for the details."
+        )
     return 0
 
 

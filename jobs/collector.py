@@ -13,7 +13,6 @@ ALERTS_MIN_GAP (a poll ending sooner marks one due, which the next tick runs), a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import signal
 import sys
@@ -28,17 +27,19 @@ import schedule
 from core import catalog as cat
 from core.alert_rules import Thresholds
 from core.alerts import evaluate as evaluate_alerts
-from core.collection import READ_WAIT_S, Collection, backfill
+from core.collection import IN_MEMORY, READ_WAIT_S, Collection, backfill
 from core.config import Settings
 from core.crypto import SecretsError
 from core.models import UpdateFrequency
+from core.private_files import private_umask
 from core.providers.base import ProviderError
 from core.providers.channels import group_by_provider_site
+from core.quarantine import report_lines
 from core.retention import apply_retention
 from core.runtime import Runtime, open_runtime
 from core.source_health import GroupKey
 from core.spool import Spool
-from core.store import StoreBusy, StoreError
+from core.store import StoreBusy, StoreError, StoreFault, StoreUnavailable
 from jobs.cli import CliError, settings_from_env
 
 log = logging.getLogger("dataconn.collector")
@@ -66,6 +67,9 @@ class Collector:
         self.in_flight: set[GroupKey] = set()
         self.lock = threading.Lock()
         self.intervals: dict[GroupKey, int] = {}
+        # Groups whose last poll could not be kept anywhere (file-system fault): polled again at the next sync,
+        # within a minute, instead of at their next slot.
+        self.retry_soon: set[GroupKey] = set()
         self.stop = stop or threading.Event()
         # Alert evaluations: a poll marks one due (`evaluate_alerts`), which runs at once if the last one started
         # ALERTS_MIN_GAP ago, else at the first tick (`alerts_tick`) after that; one at a time. `clock` is only for
@@ -87,6 +91,10 @@ class Collector:
     def _poll(self, key: GroupKey) -> None:
         try:
             self.collection.run(datetime.now(UTC), only={key})
+        except StoreUnavailable as exc:  # nothing could keep this pass (no inputs yet, or memory full): poll again
+            self.collection.note_unavailable(exc)
+            with self.lock:
+                self.retry_soon.add(key)
         except Exception:  # the job boundary: one site's failure must never stop the others
             log.exception("poll of %s/%s failed", *key)
         finally:
@@ -121,8 +129,9 @@ class Collector:
                 return False
             self._alerts_running, self._alerts_due, self._alerts_started = True, False, now
         try:
-            if not run_alerts(self.runtime, log_busy=False):
-                self.collection.note_held()  # logged once per hold, not once per attempt
+            blocked = run_alerts(self.runtime, log_busy=False)
+            if blocked is not None:
+                self.collection.note_unavailable(blocked)  # logged once per hold or fault, not once per attempt
                 with self._alerts_lock:
                     self._alerts_due = True
         finally:
@@ -136,16 +145,22 @@ class Collector:
 
     def sync(self) -> None:
         """Make the jobs match the configuration: one job per vendor site at its sources' fastest frequency.
-        Also writes what the spool holds, if the file is free again."""
+        Also writes what the spool holds, if the file is free again. Runs every minute and never raises: an
+        exception would stop the scheduler's loop, and with it all collection."""
+        try:
+            self._sync()
+        except Exception:  # the job boundary
+            log.exception("could not update the schedule; trying again in a minute")
+
+    def _sync(self) -> None:
         self.collection.drain()
         flush = getattr(self.runtime.ledger, "flush_journal", None)  # calls counted while the file was held
-        if flush is not None:
-            with contextlib.suppress(StoreBusy):
-                flush()
         try:
+            if flush is not None:
+                flush()
             groups = group_by_provider_site(cat.load_catalog(self.runtime.store))
-        except StoreBusy:
-            self.collection.note_held()  # a hold is logged once, when it starts, by the collection
+        except StoreUnavailable as exc:
+            self.collection.note_unavailable(exc)  # logged once, when the hold or fault starts, by the collection
             return
         except Exception:
             log.exception("could not read the configuration; keeping the current schedule")
@@ -169,6 +184,10 @@ class Collector:
             log.info("polling %s/%s every %d-%d min", *key, minutes, minutes + jitter)
             if first_time:
                 self.dispatch(key)
+        with self.lock:
+            again, self.retry_soon = self.retry_soon & set(wanted), set()
+        for key in again:
+            self.dispatch(key)
 
     def retention(self) -> None:
         settings = self.runtime.settings
@@ -176,8 +195,8 @@ class Collector:
             dropped, cached = apply_retention(
                 self.runtime.store, datetime.now(UTC), settings.retention_raw_days, settings.retention_cache_days
             )
-        except StoreBusy:
-            log.warning("retention skipped: another program holds the database; will try again tomorrow")
+        except StoreUnavailable as exc:
+            log.warning("retention skipped (%s); will try again tomorrow", exc)
             return
         except Exception:  # the job boundary: retention failing must not stop collection
             log.exception("retention failed; will try again tomorrow")
@@ -185,6 +204,8 @@ class Collector:
         log.info("retention: dropped %d raw reading(s) and %d cached response(s)", dropped, cached)
 
     def run(self) -> None:
+        for line in report_lines(Spool.beside(self.runtime.store.path).quarantine.report()):
+            log.warning("%s", line)  # each was logged at ERROR when it was moved there; a reminder at each start
         self.sync()
         self.scheduler.every(1).minutes.do(self.sync)
         self.executor.submit(self.retention)
@@ -199,27 +220,29 @@ class Collector:
         self.executor.shutdown(wait=True)
 
 
-def run_alerts(runtime: Runtime, *, log_busy: bool = True) -> bool:
-    """One evaluation of the alert rules at now; False when another program held the file (skipped, no trace)."""
+def run_alerts(runtime: Runtime, *, log_busy: bool = True) -> StoreUnavailable | None:
+    """One evaluation of the alert rules at now; what kept it from the file (held by another program, or a
+    file-system fault), else None. Skipped evaluations leave no trace in the file."""
     try:
         outcome = evaluate_alerts(
             runtime.store, Thresholds.from_settings(runtime.settings), datetime.now(UTC), timeout_s=READ_WAIT_S
         )
-    except StoreBusy:
+    except StoreUnavailable as exc:
         if log_busy:
-            log.info("alerts not evaluated this time: another program holds the database")
-        return False
+            why = "another program holds the database" if isinstance(exc, StoreBusy) else str(exc)
+            log.info("alerts not evaluated this time: %s", why)
+        return exc
     except Exception:  # the job boundary: a failing evaluation must not stop collection
         log.exception("alert evaluation failed")
-        return True
+        return None
     log.log(logging.INFO if outcome.opened or outcome.resolved else logging.DEBUG, "alerts: %s", outcome.summary())
-    return True
+    return None
 
 
 def collection_for(runtime: Runtime) -> Collection:
-    """The collector's passes spool beside the database file when an outside program holds it."""
-    spool = Spool.beside(runtime.store.path)
-    return Collection(runtime.store, runtime.box, runtime.providers, spool)
+    """The collector's passes spool beside the database file when an outside program holds it (or the file system
+    refuses it)."""
+    return Collection(runtime.store, runtime.box, runtime.providers, Spool.beside(runtime.store.path))
 
 
 def _tag(key: GroupKey) -> str:
@@ -276,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.backfill is not None and not (args.start and args.end):
         parser.error("--backfill needs --from DATE and --to DATE")
+    private_umask()
     try:
         settings = _settings()
         stop = threading.Event()
@@ -289,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.once:
             report = collection_for(runtime).run(datetime.now(UTC))
             print(report.summary())
+            if report.spooled and report.spooled.startswith(IN_MEMORY):
+                # Memory ends with this process: nothing of this pass was kept, and no bookmark moved.
+                raise StoreFault(runtime.store.path, f"{report.why_spooled}; nothing of this pass was stored")
+            for line in report_lines(Spool.beside(runtime.store.path).quarantine.report()):
+                print(f"collector: {line}", file=sys.stderr)
             run_alerts(runtime)
             return 0
     except (CliError, StoreError, SecretsError) as exc:
@@ -314,13 +343,17 @@ STARTUP_RETRY_S = 30
 def _open(settings: Settings, *, wait: bool, stop: threading.Event) -> Runtime | None:
     """The runtime (migrated). The long-running collector waits out a held file at startup instead of exiting;
     None when it was told to stop while waiting."""
+    reported = None
     while True:
         try:
             return open_runtime(settings)
-        except StoreBusy as exc:
+        except StoreUnavailable as exc:
             if not wait:
                 raise
-            log.warning("%s Retrying in %d s.", exc, STARTUP_RETRY_S)
+            if str(exc) != reported:  # once per episode: a full disk can last a weekend
+                log.log(logging.ERROR if isinstance(exc, StoreFault) else logging.WARNING, "%s", exc)
+                log.info("retrying every %d s", STARTUP_RETRY_S)
+                reported = str(exc)
             if stop.wait(STARTUP_RETRY_S):
                 return None
 

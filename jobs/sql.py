@@ -15,6 +15,7 @@ import sys
 
 import duckdb
 
+from core.private_files import private_umask
 from core.store import Store, StoreError
 from jobs.cli import CliError, settings_from_env
 
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.sql", description=__doc__.split("\n")[0])
     parser.add_argument("-c", dest="command", metavar="SQL", help="run these statements and exit")
     args = parser.parse_args(argv)
+    private_umask()
     try:
         settings = settings_from_env()
         store = Store(settings.db_path, lock_timeout_s=settings.lock_timeout_s)

@@ -1,7 +1,8 @@
 """API Health: how polling goes per provider account and per source, and a coverage heatmap that shows gaps.
 
 The figures and their definitions live in `core.api_health`, `core.api_accounts` and `core.coverage`; their display
-rules in `core.api_health_display`. Downloads carry the typed figures (UTC instants, numbers), not the text shown.
+rules in `core.api_health_display`. A warning at the top lists what the collector put in quarantine
+(`core.quarantine`). Downloads carry the typed figures (UTC instants, numbers), not the text shown.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ import polars as pl
 import streamlit as st
 
 from core.api_health import LOOKBACK, NEEDS_ATTENTION, Health, load_health
-from core.api_health_display import account_table, source_table, status_counts
+from core.api_health_display import (
+    account_table,
+    quarantine_table,
+    quarantine_warning,
+    source_table,
+    status_counts,
+)
 from core.coverage import DEFAULT_DAYS, heatmap, load_coverage
 from core.models import Site
 from ui.context import get_runtime, page_guard
@@ -36,6 +43,17 @@ def _health(database: str) -> Health:
 @st.cache_data(ttl=5 * 60, show_spinner=False)
 def _coverage(database: str, site_id: int, days: int) -> pl.DataFrame:
     return load_coverage(get_runtime().store, datetime.now(UTC), days=days, site_id=site_id)
+
+
+def _quarantine(health: Health) -> None:
+    """What the collector moved aside because it could not use it, until the operator removes it."""
+    warning = quarantine_warning(health.quarantine)
+    if warning is None:
+        return
+    st.warning(warning, icon=":material/warning:")
+    table = quarantine_table(health.quarantine)
+    if table.height:
+        st.dataframe(table, hide_index=True, key="ah_quarantine_table")
 
 
 def _summary(health: Health) -> None:
@@ -138,6 +156,7 @@ SOURCE_HELP = {
 st.title("API Health")
 with page_guard():
     health = _health(str(get_runtime().settings.db_path))
+    _quarantine(health)
     _summary(health)
     _accounts(health)
     site = choose_site("ah_site")

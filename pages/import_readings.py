@@ -8,7 +8,7 @@ import streamlit as st
 
 from core import catalog as cat
 from core.models import CATEGORY_LABELS, known_timezones
-from core.readings_import import UNITS, ImportOptions, ImportRefused, import_readings
+from core.readings_import import UNITS, ImportLimits, ImportOptions, ImportRefused, decode_csv, import_readings
 from ui.context import get_runtime, page_guard
 from ui.widgets import choose_site
 
@@ -30,25 +30,31 @@ with st.expander("What the file looks like", icon=":material/description:"):
         "- **Time zone**: the zone of timestamps without an offset (default: the site's). A timestamp with an offset "
         "(`2026-03-29T01:30:00+01:00`, `...Z`) keeps it. A local time that a DST change skips or repeats is refused: "
         "give those rows an offset.\n"
-        "- **Label**: whether a timestamp names the start or the end of its interval.\n\n"
+        "- **Label**: whether a timestamp names the start or the end of its interval.\n"
+        "- **Grid**: every time, as written, must be a multiple of the interval from midnight (10:00, 10:15, ... for "
+        "15 minutes). **Snap times to the grid** moves an off-grid time to the nearest grid point instead; two rows "
+        "that land in the same interval are refused.\n"
+        "- **Bounds**: a value may be at most 1 TW (1e12 W) either way; times before the earliest import date or more "
+        "than the allowed days in the future are refused (the operator's `DATACONN_READINGS_IMPORT_*` settings).\n\n"
         "Every row is checked first. Any problem refuses the whole file with row-numbered messages; nothing is written."
     )
 
 
 def _run_import(source_id: int, data: bytes, options: ImportOptions, dry_run: bool) -> None:
+    runtime = get_runtime()
+    limits = ImportLimits.from_settings(runtime.settings)
     try:
-        text = data.decode("utf-8-sig")  # a BOM from spreadsheet exports is fine
-    except UnicodeDecodeError:
-        st.error("The file is not UTF-8 text: save it as CSV (UTF-8) and upload it again.", icon=":material/error:")
+        text = decode_csv(data, limits)
+    except ImportRefused as exc:  # one problem with the file as a whole
+        st.error(f"Nothing was imported: {exc.problems[0]}.", icon=":material/error:")
         return
     try:
-        report = import_readings(get_runtime().store, source_id, text, options, datetime.now(UTC), dry_run=dry_run)
-    except ImportRefused as exc:
-        st.error("Nothing was imported. Fix these rows and upload the file again:", icon=":material/error:")
-        st.code(
-            "\n".join(exc.problems[:50])
-            + (f"\n... and {len(exc.problems) - 50} more" if len(exc.problems) > 50 else "")
+        report = import_readings(
+            runtime.store, source_id, text, options, datetime.now(UTC), dry_run=dry_run, limits=limits
         )
+    except ImportRefused as exc:
+        st.error("Nothing was imported. Fix these problems and upload the file again:", icon=":material/error:")
+        st.code("\n".join(exc.lines()))
         return
     span = f"from {report.first:%Y-%m-%d %H:%M} to {report.last:%Y-%m-%d %H:%M} UTC"
     if dry_run:
@@ -83,9 +89,15 @@ with page_guard():
             zone = middle.selectbox("Time zone", TIMEZONES, index=TIMEZONES.index(site.timezone), key="import_tz")
             minutes = right.selectbox("Interval (minutes)", INTERVALS, index=INTERVALS.index(15), key="import_minutes")
             label = last.radio("Timestamps mark the interval's", ["start", "end"], horizontal=True, key="import_label")
+            snap = st.checkbox(
+                "Snap times to the grid",
+                key="import_snap",
+                help="Move a time that is off the interval grid (10:07 with 15 minutes) to the nearest grid point"
+                " (10:00) instead of refusing the row. Two rows landing in the same interval are still refused.",
+            )
             upload = st.file_uploader("CSV file", type=["csv", "txt"], key="import_file")
             check, write = st.columns(2)
-            options = ImportOptions(unit=unit, timezone=zone, interval_minutes=minutes, label=label)
+            options = ImportOptions(unit=unit, timezone=zone, interval_minutes=minutes, label=label, snap=snap)
             if check.button("Check file", icon=":material/fact_check:", disabled=upload is None, key="import_check"):
                 _run_import(source_id, upload.getvalue(), options, dry_run=True)
             if write.button(

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, Source
 from core.schema import LATEST_VERSION
 from core.secret_store import put_secret
 from core.store import Store
+from tests.processes import operator_env, run_module
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "cli-secret-Value-0042"
@@ -26,18 +25,11 @@ SECRET = "cli-secret-Value-0042"
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DATACONN_")}
-    return clean | {
-        "DATACONN_DB_PATH": str(tmp_path / "db" / "dataconn.duckdb"),
-        "DATACONN_KEY_FILE": str(tmp_path / "keys" / "secret.key"),
-        "DATACONN_SEED_DEMO": "false",
-    }
+    return operator_env(tmp_path / "db" / "dataconn.duckdb", tmp_path / "keys" / "secret.key")
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    return run_module("jobs.cli", *args, env=env)
 
 
 def init(env: dict[str, str]) -> None:

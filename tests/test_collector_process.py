@@ -19,6 +19,7 @@ from core.runtime import open_runtime
 from jobs.collector import Collector
 from tests.fakes import solaredge_v1
 from tests.fakes.server import serve
+from tests.processes import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,14 +90,7 @@ def test_one_info_line_per_pass_and_no_request_lines(app_env: Path, monkeypatch:
         draft.values["system_id"] = solaredge_v1.SANDBOX_SITE_ID
         draft.secrets = {"api_key": solaredge_v1.SANDBOX_API_KEY}
         save_connections(runtime.store, runtime.box, site.id, [draft], set())
-        result = subprocess.run(
-            [sys.executable, "-m", "jobs.collector", "--once"],
-            cwd=ROOT,
-            env=os.environ.copy(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = run_module("jobs.collector", "--once")
     assert result.returncode == 0, result.stderr
     info = [line for line in result.stderr.splitlines() if " INFO " in line]
     assert len(info) == 1 and "collection pass: 1 vendor site(s): 1 ok" in info[0], result.stderr

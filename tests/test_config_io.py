@@ -369,7 +369,9 @@ def test_duplicate_keys_are_refused() -> None:
         parse("name: A\ncapacity_kw: 1\ncapacity_kw: 2\n", "yaml")
     with pytest.raises(ConfigFileError, match="duplicate key 'name'"):
         parse('{"name": "A", "name": "B"}', "json")
-    assert parse("a: &x {k: 1}\nb:\n  <<: *x\n  j: 2\n", "yaml") == {"a": {"k": 1}, "b": {"k": 1, "j": 2}}
+    # Aliases and merge keys are refused (tests/test_fault_config.py): a configuration file has no use for them.
+    with pytest.raises(ConfigFileError, match=r"line 3: YAML aliases \(\*name\) are not allowed"):
+        parse("a: &x {k: 1}\nb:\n  <<: *x\n  j: 2\n", "yaml")
 
 
 def test_input_is_not_mutated(store: Store, box: SecretBox) -> None:

@@ -11,7 +11,7 @@ from cryptography.fernet import Fernet
 
 from core import catalog as cat
 from core.connections import SourceDraft, draft_from_source, save_connections
-from core.crypto import SecretBox, SecretsError, generate_key, load_keys, read_key_file
+from core.crypto import ConfiguredBox, SecretBox, SecretsError, generate_key, read_key_file
 from core.models import Category, MeterIn, SiteIn
 from core.secret_store import load_secrets, rotate_all
 from core.store import Store
@@ -27,21 +27,21 @@ def test_round_trip_and_secretstr_hides_the_value(box: SecretBox) -> None:
 
 def test_key_file_is_created_once_with_owner_only_mode(tmp_path: Path) -> None:
     key_file = tmp_path / "data" / "secret.key"
-    first = load_keys(None, key_file)
+    first = ConfiguredBox(None, key_file, credentials_stored=lambda: False).state().keys
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
-    assert load_keys(None, key_file) == first
+    assert ConfiguredBox(None, key_file, credentials_stored=lambda: False).state().keys == first
     Fernet(first[0])  # a usable key
 
 
 def test_environment_keys_win_over_the_key_file(tmp_path: Path) -> None:
     new, old = generate_key(), generate_key()
-    assert load_keys(f"{new}, {old}", tmp_path / "unused.key") == [new, old]
+    assert ConfiguredBox(f"{new}, {old}", tmp_path / "unused.key", lambda: False).state().keys == (new, old)
     assert not (tmp_path / "unused.key").exists()
 
 
 def test_malformed_keys_are_reported_without_echoing_them(tmp_path: Path) -> None:
     with pytest.raises(SecretsError) as info:
-        load_keys("not-a-real-key", tmp_path / "k")
+        ConfiguredBox("not-a-real-key", tmp_path / "k", lambda: False).encrypt("x")
     assert "not a valid Fernet key" in str(info.value)
     assert "not-a-real-key" not in str(info.value)
 

@@ -12,28 +12,39 @@ from core.catalog import InvalidInput, NotFound
 from core.config import Settings, load_settings
 from core.crypto import SecretsError
 from core.runtime import Runtime, open_runtime
+from core.secret_store import key_notice
 from core.store import StoreBusy, StoreError
 
 log = logging.getLogger("dataconn.ui")
 
 
 @st.cache_resource(show_spinner=False)
-def _runtime_for(settings_json: str, key_file_version: float) -> Runtime:
+def _runtime_for(settings_json: str) -> Runtime:
     return open_runtime(Settings.model_validate_json(settings_json))
 
 
 def get_runtime() -> Runtime:
     """Settings, store and secret box, built once per distinct configuration. Holds no database connection.
 
-    Keyed by the settings and the key file's modification time: after `rotate-keys` rewrites the key file, the
-    next page run picks up the new key without a restart.
+    The box re-reads the key file when it changes (core.crypto): a key rewritten by `rotate-keys`, or restored
+    after it went missing, is used from the next page run without a restart.
     """
-    settings = load_settings()
+    return _runtime_for(load_settings().model_dump_json())
+
+
+KEY_NOTICE_WAIT_S = 1.0  # the banner is not worth a page waiting out a held database: the page says that itself
+
+
+def key_banner() -> None:
+    """Above every page: the one line saying that stored credentials cannot be decrypted (or that there is no
+    usable key), and what to do (core.crypto)."""
+    runtime = get_runtime()
     try:
-        key_file_version = settings.key_file.stat().st_mtime
-    except OSError:
-        key_file_version = 0.0
-    return _runtime_for(settings.model_dump_json(), key_file_version)
+        notice = key_notice(runtime.store, runtime.box, timeout_s=KEY_NOTICE_WAIT_S)
+    except StoreError:  # the page itself says what is wrong with the database
+        return
+    if notice:
+        st.error(notice, icon=":material/key_off:")
 
 
 @contextlib.contextmanager

@@ -14,11 +14,14 @@ from pathlib import Path
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.web import cli
 
+from core.private_files import private_umask
+
 APP = Path(__file__).resolve().parents[1] / "app.py"
 
 
 def main(argv: list[str]) -> int:
     PagesManager.uses_pages_directory = False
+    private_umask()  # the dashboard creates the database on a first start, and its WAL on every write
     sys.argv = ["streamlit", "run", str(APP), *argv]
     return int(cli.main() or 0)
 
