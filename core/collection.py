@@ -295,7 +295,8 @@ class Collection:
         else:
             self.note_held()
 
-    def _note_free(self) -> None:
+    def note_free(self) -> None:
+        """A write went through: a hold or a fault, if one was going on, is over (logged once)."""
         if self._held_since is not None:
             held_for = datetime.now(UTC) - self._held_since
             self._held_since = None
@@ -361,7 +362,7 @@ class Collection:
                 try:
                     with self.store.transaction() as con:
                         report.rows_written = apply_pass(con, report.results, readings, newest, now)
-                    self._note_free()
+                    self.note_free()
                 except StoreUnavailable as exc:
                     if self.spool is None:
                         raise
@@ -412,7 +413,7 @@ class Collection:
                     with self.store.transaction(timeout_s=READ_WAIT_S) as con:
                         rows += apply_entry(con, self._in_memory[0])
                     self._in_memory.pop(0)
-            self._note_free()
+            self.note_free()
             return rows
         except StoreUnavailable as exc:
             self.note_unavailable(exc)

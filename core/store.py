@@ -132,7 +132,10 @@ class Store:
             return os.open(self.lock_path, os.O_CREAT | os.O_RDWR, PRIVATE_FILE)
         except OSError as exc:
             if not read_only or exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT):
-                raise StoreFault(self.lock_path, fault_cause(exc) or str(exc)) from exc
+                # A fault of the whole location is named by the database the user knows; one of the lock itself
+                # (another user's lock file) by the lock.
+                whole = exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+                raise StoreFault(self.path if whole else self.lock_path, fault_cause(exc) or str(exc)) from exc
         try:
             return os.open(self.lock_path, os.O_RDONLY)  # flock works on a read-only descriptor too
         except OSError:

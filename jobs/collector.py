@@ -129,11 +129,13 @@ class Collector:
                 return False
             self._alerts_running, self._alerts_due, self._alerts_started = True, False, now
         try:
-            blocked = run_alerts(self.runtime, log_busy=False)
-            if blocked is not None:
-                self.collection.note_unavailable(blocked)  # logged once per hold or fault, not once per attempt
+            outcome = run_alerts(self.runtime, log_busy=False)
+            if isinstance(outcome, StoreUnavailable):
+                self.collection.note_unavailable(outcome)  # logged once per hold or fault, not once per attempt
                 with self._alerts_lock:
                     self._alerts_due = True
+            elif outcome:
+                self.collection.note_free()  # the evaluation wrote: a hold or fault, if any, is over
         finally:
             with self._alerts_lock:
                 self._alerts_running = False
@@ -220,9 +222,9 @@ class Collector:
         self.executor.shutdown(wait=True)
 
 
-def run_alerts(runtime: Runtime, *, log_busy: bool = True) -> StoreUnavailable | None:
-    """One evaluation of the alert rules at now; what kept it from the file (held by another program, or a
-    file-system fault), else None. Skipped evaluations leave no trace in the file."""
+def run_alerts(runtime: Runtime, *, log_busy: bool = True) -> StoreUnavailable | bool:
+    """One evaluation of the alert rules at now: True when done, False when it failed (logged), or what kept it
+    from the file (held by another program, or a file-system fault). Skipped evaluations leave no trace."""
     try:
         outcome = evaluate_alerts(
             runtime.store, Thresholds.from_settings(runtime.settings), datetime.now(UTC), timeout_s=READ_WAIT_S
@@ -234,9 +236,9 @@ def run_alerts(runtime: Runtime, *, log_busy: bool = True) -> StoreUnavailable |
         return exc
     except Exception:  # the job boundary: a failing evaluation must not stop collection
         log.exception("alert evaluation failed")
-        return None
+        return False
     log.log(logging.INFO if outcome.opened or outcome.resolved else logging.DEBUG, "alerts: %s", outcome.summary())
-    return None
+    return True
 
 
 def collection_for(runtime: Runtime) -> Collection:

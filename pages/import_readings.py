@@ -95,7 +95,12 @@ with page_guard():
                 help="Move a time that is off the interval grid (10:07 with 15 minutes) to the nearest grid point"
                 " (10:00) instead of refusing the row. Two rows landing in the same interval are still refused.",
             )
-            upload = st.file_uploader("CSV file", type=["csv", "txt"], key="import_file")
+            upload = st.file_uploader(
+                "CSV file",
+                type=["csv", "txt"],
+                key="import_file",
+                max_upload_size=get_runtime().settings.readings_import_max_mb,  # the browser says the real limit
+            )
             check, write = st.columns(2)
             options = ImportOptions(unit=unit, timezone=zone, interval_minutes=minutes, label=label, snap=snap)
             if check.button("Check file", icon=":material/fact_check:", disabled=upload is None, key="import_check"):

@@ -245,7 +245,7 @@ def test_a_held_file_skips_the_evaluation_without_a_traceback(
     assert sum("another program holds the database" in m for m in said) == 2  # the line above and the hold's
     assert all(r.exc_info is None for r in caplog.records)
     assert last_evaluated(runtime.store) is None
-    assert run_alerts(runtime) is None and last_evaluated(runtime.store) is not None
+    assert run_alerts(runtime) is True and last_evaluated(runtime.store) is not None
 
 
 # --- SolarEdge nights: NULL values are contact ----------------------------------------------------------------------
@@ -353,7 +353,7 @@ def test_the_collector_evaluates_at_most_once_a_minute_and_at_least_every_15(
 ) -> None:
     runs: list[datetime] = []
     clock = [NOON]
-    monkeypatch.setattr(collector_module, "run_alerts", lambda runtime, **_: runs.append(clock[0]))
+    monkeypatch.setattr(collector_module, "run_alerts", lambda runtime, **_: runs.append(clock[0]) or True)
     collector = Collector(open_runtime(load_settings()), clock=lambda: clock[0])
 
     def after(seconds: int) -> datetime:
