@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.context import get_runtime, key_banner, page_guard
+from ui.context import key_banner, page_guard, runtime_or_none
 
 st.set_page_config(page_title="Energy Data Connections", page_icon=":material/bolt:", layout="wide")
 
@@ -24,12 +24,14 @@ pages = [
 ]
 navigation = st.navigation(pages)
 
+runtime = runtime_or_none()  # None: the page says why (settings, database, keys), once
 with st.sidebar:
     st.caption("Energy Data Connections")
-    with page_guard():
-        st.caption(f"Database: `{get_runtime().settings.db_path.name}`")
+    if runtime is not None:
+        st.caption(f"Database: `{runtime.settings.db_path.name}`")
 
-with page_guard():
-    key_banner()
+if runtime is not None:
+    with page_guard():
+        key_banner(runtime)
 
 navigation.run()

@@ -5,13 +5,18 @@ that moment, so two browser tabs or an import running beside the dashboard canno
 compared as people read them (`models.name_key`: Unicode NFKC, case-folded), on both sides, since rows stored
 before names were normalised may hold another form of the same name. Deletes
 remove children first in the same transaction: a site takes its meters, their sources and their secrets along.
+
+Many rows at once (a configuration import) are inserted and updated from a registered frame in one statement per
+table, since a statement per row costs ~0.7 ms: 1,000 sites with their 2,000 meters and 3,000 sources all changed
+took 4.5 s to update row by row, and ~40 ms from frames (`_insert_rows`, `_update_rows`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -140,6 +145,21 @@ def _taken(names: list[tuple[int, str]], name: str, exclude_id: int | None) -> b
 _batches = itertools.count()
 
 
+@contextlib.contextmanager
+def _frame_view(
+    con: duckdb.DuckDBPyConnection, what: str, columns: Sequence[str], rows: Sequence[Sequence[object]]
+) -> Iterator[str]:
+    """`rows` (values of `columns`) registered as a view for the statements of the `with` block; yields its name,
+    unique per batch so that nested or repeated batches on one connection never meet."""
+    frame = pl.DataFrame(rows, schema=list(columns), orient="row", infer_schema_length=None)
+    view = f"_{what}_{next(_batches)}"
+    con.register(view, frame)
+    try:
+        yield view
+    finally:
+        con.unregister(view)
+
+
 def _insert_rows(
     con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]
 ) -> list[int]:
@@ -157,19 +177,33 @@ def _insert_rows(
         return [int(con.execute(sql, list(row)).fetchall()[0][0]) for row in rows]
     sql = f"SELECT nextval('{table}_id_seq') FROM range(?)"
     ids = sorted(int(r[0]) for r in con.execute(sql, [len(rows)]).fetchall())
-    frame = pl.DataFrame(
-        [[row_id, *row] for row_id, row in zip(ids, rows, strict=True)],
-        schema=["id", *columns],
-        orient="row",
-        infer_schema_length=None,
-    )
-    view = f"_new_{table}_{next(_batches)}"
-    con.register(view, frame)
-    try:
+    with_ids = [[row_id, *row] for row_id, row in zip(ids, rows, strict=True)]
+    with _frame_view(con, f"new_{table}", ["id", *columns], with_ids) as view:
         con.execute(f"INSERT INTO {table} (id, {names}) SELECT id, {names} FROM {view}")
-    finally:
-        con.unregister(view)
     return ids
+
+
+def _update_rows(
+    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], rows: Sequence[tuple[int, Sequence[object]]]
+) -> None:
+    """Set `columns` of the rows with these ids to these values, and their `updated_at` to now.
+
+    Several rows are one `UPDATE ... FROM` a registered frame, joined on the id (3,000 sources: ~25 ms with the
+    frame's construction, against ~2.2 s for a statement per row). Ids and the other columns stay as they are, so
+    nothing that refers to a row by its id notices; a delete and re-insert would be no faster (measured) and would
+    have to carry `created_at` and the parent over. One row is one plain statement, like `_insert_rows`. `table`
+    and `columns` are our own constants, never user input.
+    """
+    if len(rows) <= 1:
+        assignments = ", ".join(f"{column} = ?" for column in columns)
+        sql = f"UPDATE {table} SET {assignments}, updated_at = now() WHERE id = ?"
+        for row_id, values in rows:
+            con.execute(sql, [*values, row_id])
+        return
+    with_ids = [[row_id, *values] for row_id, values in rows]
+    with _frame_view(con, f"changed_{table}", ["id", *columns], with_ids) as view:
+        assignments = ", ".join(f"{column} = {view}.{column}" for column in columns)
+        con.execute(f"UPDATE {table} SET {assignments}, updated_at = now() FROM {view} WHERE {table}.id = {view}.id")
 
 
 # --- sites -------------------------------------------------------------------------------------------------
@@ -181,19 +215,29 @@ def _check_site_name(con: duckdb.DuckDBPyConnection, name: str, exclude_id: int 
         raise InvalidInput({"name": f"a site named {name!r} already exists"})
 
 
+_SITE_COLUMNS = ("name", "latitude", "longitude", "timezone")
+
+
+def _site_values(site: SiteIn) -> list[object]:
+    return [site.name, site.latitude, site.longitude, site.timezone]
+
+
 def insert_sites(con: duckdb.DuckDBPyConnection, sites: Sequence[SiteIn]) -> list[int]:
     """Insert sites without checking their names (the caller did); returns their ids in order."""
-    rows = [[site.name, site.latitude, site.longitude, site.timezone] for site in sites]
-    return _insert_rows(con, "sites", ("name", "latitude", "longitude", "timezone"), rows)
+    return _insert_rows(con, "sites", _SITE_COLUMNS, [_site_values(site) for site in sites])
 
 
 def insert_site(con: duckdb.DuckDBPyConnection, site: SiteIn) -> int:
     return insert_sites(con, [site])[0]
 
 
+def update_sites(con: duckdb.DuckDBPyConnection, sites: Sequence[tuple[int, SiteIn]]) -> None:
+    """Write (site id, site) pairs over the stored rows without checking their names (the caller did)."""
+    _update_rows(con, "sites", _SITE_COLUMNS, [(site_id, _site_values(site)) for site_id, site in sites])
+
+
 def write_site(con: duckdb.DuckDBPyConnection, site_id: int, site: SiteIn) -> None:
-    sql = "UPDATE sites SET name = ?, latitude = ?, longitude = ?, timezone = ?, updated_at = now() WHERE id = ?"
-    con.execute(sql, [site.name, site.latitude, site.longitude, site.timezone, site_id])
+    update_sites(con, [(site_id, site)])
 
 
 def create_site(store: Store, site: SiteIn) -> Site:
@@ -233,19 +277,27 @@ def _check_meter_name(con: duckdb.DuckDBPyConnection, site_id: int, name: str, e
         raise InvalidInput({"name": f"this site already has a meter named {name!r}"})
 
 
+_METER_COLUMNS = ("name", "category")
+
+
 def insert_meters(con: duckdb.DuckDBPyConnection, meters: Sequence[tuple[int, MeterIn]]) -> list[int]:
     """Insert (site id, meter) pairs without checking names (the caller did); returns their ids in order."""
     rows = [[site_id, meter.name, meter.category.value] for site_id, meter in meters]
-    return _insert_rows(con, "meters", ("site_id", "name", "category"), rows)
+    return _insert_rows(con, "meters", ("site_id", *_METER_COLUMNS), rows)
 
 
 def insert_meter(con: duckdb.DuckDBPyConnection, site_id: int, meter: MeterIn) -> int:
     return insert_meters(con, [(site_id, meter)])[0]
 
 
+def update_meters(con: duckdb.DuckDBPyConnection, meters: Sequence[tuple[int, MeterIn]]) -> None:
+    """Write (meter id, meter) pairs over the stored rows without checking names or categories (the caller did)."""
+    rows = [(meter_id, [meter.name, meter.category.value]) for meter_id, meter in meters]
+    _update_rows(con, "meters", _METER_COLUMNS, rows)
+
+
 def write_meter(con: duckdb.DuckDBPyConnection, meter_id: int, meter: MeterIn) -> None:
-    sql = "UPDATE meters SET name = ?, category = ?, updated_at = now() WHERE id = ?"
-    con.execute(sql, [meter.name, meter.category.value, meter_id])
+    update_meters(con, [(meter_id, meter)])
 
 
 def create_meter(store: Store, site_id: int, meter: MeterIn) -> Meter:
@@ -337,10 +389,14 @@ _FINGERPRINT_SQL = "SELECT " + ", ".join(
 )
 
 
+def update_sources(con: duckdb.DuckDBPyConnection, sources: Sequence[tuple[int, SourceIn]]) -> None:
+    """Write (source id, source) pairs over the stored rows; their meters stay."""
+    rows = [(source_id, _source_values(source)) for source_id, source in sources]
+    _update_rows(con, "energy_sources", _SOURCE_COLUMNS.split(", "), rows)
+
+
 def update_source(con: duckdb.DuckDBPyConnection, source_id: int, source: SourceIn) -> None:
-    assignments = ", ".join(f"{column} = ?" for column in _SOURCE_COLUMNS.split(", "))
-    sql = f"UPDATE energy_sources SET {assignments}, updated_at = now() WHERE id = ?"
-    con.execute(sql, [*_source_values(source), source_id])
+    update_sources(con, [(source_id, source)])
 
 
 def delete_source(con: duckdb.DuckDBPyConnection, source_id: int) -> None:

@@ -3,16 +3,10 @@ in one transaction. The scheduling around it (which groups are due, workers, sig
 
 Rules, each for a reason:
 - One call per vendor site per pass, whatever the number of sources it feeds (quotas are per site and key).
-- The window re-reads `RELOOK` before the newest stored final interval, because vendors correct recent data late;
-  intervals that end less than `SETTLE` ago are stored as not final and replaced when re-read.
-- A source with no bookmark yet starts `FIRST_BACKFILL` back. After downtime the window runs from the bookmark,
-  at most `MAX_WINDOW_PER_PASS` a pass, oldest first, so a long outage fills in order and never bursts the quota.
-- Holes before the bookmark (`core.gaps`) are re-read one vendor window per pass, oldest first, and only while
-  more than `GAP_RESERVE` of the budget remains.
+- Windows, re-reads and gap fills: `core.pass_inputs`.
 - A pass that cannot be written because an outside program holds the file, or the file system refuses it (disk
-  full, read-only), goes to the spool (`core.spool`) and is written, in order, once the file is free. When the
-  spool cannot be written either (it sits on the same full disk), the pass waits in memory, up to
-  `MAX_PASSES_IN_MEMORY`; past that polling pauses (the bookmarks did not move, so nothing is skipped).
+  full, read-only), is held (`core.held_passes`: the spool, else memory) and written, in order, once the file can
+  be written. A vendor call whose budget cannot be counted (the same faults) is not made: the group waits.
 - Failures are sorted by the provider error tree (`core.source_health`): auth errors and retired APIs stop the
   group until its configuration changes; rate limits wait until `retry_at`; others count towards the circuit.
   Credentials our own keys cannot decrypt stop nothing: the key, once restored, is the cure (`core.crypto`).
@@ -26,19 +20,27 @@ import contextlib
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import polars as pl
-from pydantic import SecretStr
 
 from core import catalog as cat
 from core.crypto import SecretBox
-from core.gaps import oldest_gaps
+from core.held_passes import MEMORY_CAPACITY, HeldPasses
 from core.models import Category, Source
+from core.pass_inputs import (
+    GAP_RESERVE,
+    READ_WAIT_S,
+    SETTLE,
+    PassInputs,
+    carry_bookmarks,
+    gap_window,
+    read_inputs,
+    window_for,
+)
 from core.pass_write import apply_entry, apply_pass, pass_readings, refresh_rollups
 from core.poll_result import GroupResult, PassReport, newest_finals
 from core.providers.base import (
@@ -54,92 +56,13 @@ from core.providers.channels import channel_for, group_by_provider_site, provide
 from core.providers.context import ProviderContext
 from core.providers.registry import ConnectionRequest, build_client
 from core.readings_store import ingest, to_batches
-from core.secret_store import read_all_secrets
-from core.source_health import GroupKey, SourceState, log_transition, read_states, sits_out
-from core.spool import Spool, SpoolEntry
-from core.store import Store, StoreError, StoreFault, StoreUnavailable, fault_cause
+from core.source_health import GroupKey, SourceState, log_transition, sits_out
+from core.spool import Spool
+from core.store import Store, StoreError, StoreUnavailable
+from core.store_episodes import StoreEpisodes
 
 log = logging.getLogger(__name__)
-
-RELOOK = timedelta(hours=2)
-SETTLE = timedelta(hours=1)
-FIRST_BACKFILL = timedelta(days=1)
-MAX_WINDOW_PER_PASS = timedelta(days=7)
-# A provider without a vendor quota (the simulator) costs nothing to read, so it starts a month back in one pass:
-# a newcomer's demo site has a month of history within a minute of `make run`.
-UNMETERED_BACKFILL = timedelta(days=31)
-GAP_RESERVE = 0.2  # gap fills leave this share of a vendor budget to the regular polls
-READ_WAIT_S = 2.0  # how long a collector pass waits to read before going on with the inputs it read last
-# Passes neither the database nor the spool could take wait in memory; a 15-minute pass of a large fleet is a few
-# MB, so this bounds the memory at a day of passes at the slowest schedule. Past it, polling pauses.
-MAX_PASSES_IN_MEMORY = 100
-IN_MEMORY = "memory-"  # the name prefix of a pass waiting in memory
-
-
-@dataclass
-class PassInputs:
-    """What a pass reads before polling, in one read-only connection. The collector keeps the last one, so it can
-    go on polling (and spooling) while an outside program holds the file."""
-
-    catalog: cat.Catalog
-    states: dict[int, SourceState]
-    secrets: dict[int, dict[str, SecretStr]]
-    unreadable: dict[int, str]  # source id -> why its stored credentials cannot be decrypted
-    gaps: dict[int, datetime]  # source id -> oldest hole before its bookmark (core.gaps)
-
-
-def read_inputs(
-    store: Store,
-    box: SecretBox,
-    now: datetime,
-    *,
-    timeout_s: float | None = None,
-    only: set[GroupKey] | None = None,
-) -> PassInputs:
-    """Everything a pass needs; holes are looked for only in the groups in `only` (all when None)."""
-    with store.connect(read_only=True, timeout_s=timeout_s) as con:
-        catalog = cat.read_catalog(con)
-        states = read_states(con)
-        secrets, unreadable = read_all_secrets(con, box)
-        polled = {
-            s.id for key, group in group_by_provider_site(catalog).items() if only is None or key in only for s in group
-        }
-        uppers = {
-            sid: state.bookmark - RELOOK
-            for sid, state in states.items()
-            if state.bookmark is not None and sid in polled
-        }
-        gaps = oldest_gaps(con, uppers, now)
-    return PassInputs(catalog, states, secrets, unreadable, gaps)
-
-
-def window_for(
-    sources: list[Source], bookmarks: dict[int, datetime], now: datetime, *, unmetered: bool = False
-) -> tuple[datetime, datetime]:
-    """From the oldest bookmark of the group (minus RELOOK) to now, at most MAX_WINDOW_PER_PASS long; a source
-    without a bookmark starts FIRST_BACKFILL back (UNMETERED_BACKFILL, in one pass, for a provider without a
-    vendor quota)."""
-    new = [s for s in sources if s.id not in bookmarks]
-    first = UNMETERED_BACKFILL if unmetered else FIRST_BACKFILL
-    starts = [bookmarks[s.id] - RELOOK for s in sources if s.id in bookmarks] + [now - first for _ in new[:1]]
-    start = min(starts)
-    # Only a first backfill of an unmetered group reads its month in one pass; catching up after downtime stays at
-    # MAX_WINDOW_PER_PASS a pass, so no pass holds the file for a month of a whole fleet's readings.
-    longest = UNMETERED_BACKFILL if unmetered and new else MAX_WINDOW_PER_PASS
-    end = min(now, start + longest)
-    return start, end
-
-
-def gap_window(
-    sources: list[Source], gaps: dict[int, datetime], before: datetime, max_window: timedelta
-) -> tuple[datetime, datetime] | None:
-    """The one hole this group re-reads this pass: from its sources' oldest gap, one vendor window long, ending
-    at the regular window's start at the latest (core.gaps explains the rule)."""
-    starts = [gaps[s.id] for s in sources if s.id in gaps and gaps[s.id] < before]
-    if not starts:
-        return None
-    start = min(starts)
-    return start, min(before, start + min(max_window, MAX_WINDOW_PER_PASS))
+PAUSED = "the passes held in memory must be written first"
 
 
 def _spare_budget(client: MonitoringProvider, now: datetime) -> bool:
@@ -252,58 +175,31 @@ def _fill_gap(
 
 
 class Collection:
-    """Collection passes of one process: polls, then one transaction per pass, or the spool when the file is held.
+    """Collection passes of one process: polls, then one transaction per pass; what the database cannot take now
+    is held (`core.held_passes`) and written, in order, once it can.
 
-    The last inputs read are kept, so passes go on (against them) while an outside program holds the file; what
-    such a pass fetches waits in the spool, in order: while the spool is not empty, new passes queue behind it.
+    The last inputs read are kept, so passes go on (against them) while an outside program holds the file.
+    `memory_capacity` bounds the passes held in memory when the spool cannot be written either (0: none, for a
+    one-shot process whose memory ends with it).
     """
 
-    def __init__(self, store: Store, box: SecretBox, context: ProviderContext, spool: Spool | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        box: SecretBox,
+        context: ProviderContext,
+        spool: Spool | None = None,
+        *,
+        memory_capacity: int = MEMORY_CAPACITY,
+    ) -> None:
         self.store, self.box, self.context, self.spool = store, box, context, spool
+        self.episodes = StoreEpisodes(store, spool.directory if spool else None)
+        self.held = HeldPasses(spool, self.episodes, memory_capacity) if spool else None
         self._inputs: PassInputs | None = None
         self._drain_lock = threading.Lock()
         self._write_lock = threading.Lock()
-        self._held_since: datetime | None = None  # logging a hold once when it starts and once when it ends
-        self._fault: str | None = None  # the file-system fault of the current episode, logged once when it starts
-        self._in_memory: list[SpoolEntry] = []  # passes the spool could not take either, oldest first
         self._keys_notice: str | None = None  # the keys' one line (core.crypto), logged when it changes
         self._keys_lock = threading.Lock()
-
-    def note_held(self) -> None:
-        if self._held_since is None:
-            self._held_since = datetime.now(UTC)
-            log.warning(
-                "another program holds the database: polling goes on with the configuration read last, and what"
-                " cannot be written waits in the spool (%s)",
-                self.spool.directory if self.spool else "no spool: passes fail",
-            )
-
-    def note_fault(self, fault: StoreFault) -> None:
-        """One ERROR per episode (a new cause starts a new one); the traceback only at DEBUG."""
-        if self._fault != fault.cause:
-            self._fault = fault.cause
-            log.error(
-                "cannot write %s: %s; polling goes on, what is fetched waits in the spool (in memory when the spool"
-                " cannot be written either) and is written within a minute of the fault going away",
-                fault.path,
-                fault.cause,
-            )
-
-    def note_unavailable(self, exc: StoreUnavailable) -> None:
-        if isinstance(exc, StoreFault):
-            self.note_fault(exc)
-        else:
-            self.note_held()
-
-    def note_free(self) -> None:
-        """A write went through: a hold or a fault, if one was going on, is over (logged once)."""
-        if self._held_since is not None:
-            held_for = datetime.now(UTC) - self._held_since
-            self._held_since = None
-            log.info("the database is free again after %d s", held_for.total_seconds())
-        if self._fault is not None:
-            log.info("the database can be written again (after: %s)", self._fault)
-            self._fault = None
 
     def _note_keys(self, inputs: PassInputs) -> None:
         """Stored credentials that cannot be decrypted (or no usable key): one WARNING when this starts or its line
@@ -325,101 +221,87 @@ class Collection:
         except StoreUnavailable as exc:
             if self.spool is None or self._inputs is None:
                 raise
-            self.note_unavailable(exc)
+            self.episodes.unavailable(exc)
             return self._inputs
+        if self._inputs is not None and self.held is not None and self.held.waiting():
+            carry_bookmarks(fresh, self._inputs)
         self._inputs = fresh
         return fresh
 
     def run(self, now: datetime, only: set[GroupKey] | None = None) -> PassReport:
-        """Poll every enabled vendor site (or those in `only`) once and store what came back, in one transaction."""
+        """Poll every enabled vendor site (or those in `only`) once and store what came back, in one transaction.
+        Groups that cannot be polled now (memory full of held passes, a vendor budget that cannot be counted)
+        are in the report's `deferred`: the collector tries them again within a minute."""
         self.drain()
         inputs = self.inputs(now, only)
         self._note_keys(inputs)
         report = PassReport()
+        paused = self.held is not None and self.held.full()
         for key, sources in group_by_provider_site(inputs.catalog).items():
             if only is not None and key not in only:
                 continue
-            reason = sits_out(sources, inputs.states, now)
+            reason = (
+                "the passes held in memory must be written first" if paused else sits_out(sources, inputs.states, now)
+            )
             if reason:
                 log.debug("%s/%s sits this pass out: %s", *key, reason)
                 report.skipped += 1
+                if paused:
+                    report.deferred.append(key)
                 continue
-            result = _poll_group(inputs, self.context, sources, now)
+            try:
+                result = _poll_group(inputs, self.context, sources, now)
+            except StoreUnavailable as exc:  # its vendor budget cannot be counted: no call is made until it can
+                self.episodes.unavailable(exc)
+                report.skipped += 1
+                report.deferred.append(key)
+                continue
             if sources[0].id not in inputs.unreadable:  # those are said once by `_note_keys`, not once per site
                 log_transition(key, result, [inputs.states.get(s.id) for s in sources])
             report.results.append(result)
-        self._write(report, inputs, now)
-        log.info("collection pass: %s", report.summary())
+        if report.results:
+            self._write(report, inputs, now)
+        log.log(logging.INFO if report.results else logging.DEBUG, "collection pass: %s", report.summary())
         return report
 
     def _write(self, report: PassReport, inputs: PassInputs, now: datetime) -> None:
         readings = pass_readings(report.results)
         newest = newest_finals(readings)
         with self._write_lock:  # so a pass cannot overtake an older one on its way into the spool
-            if self.spool is not None and (self._in_memory or self._spool_pending()):
-                report.spooled = self._hold(_spool_meta(report.results, now), readings)
+            if self.held is not None and self.held.waiting():
+                self._hold(report, readings, now)
             else:
                 try:
                     with self.store.transaction() as con:
                         report.rows_written = apply_pass(con, report.results, readings, newest, now)
-                    self.note_free()
+                    self.episodes.free()
                 except StoreUnavailable as exc:
-                    if self.spool is None:
+                    if self.held is None:
                         raise
-                    self.note_unavailable(exc)
-                    report.spooled = self._hold(_spool_meta(report.results, now), readings)
-            if report.spooled:
-                report.why_spooled = self._fault or "database held"
+                    self.episodes.unavailable(exc)
+                    self._hold(report, readings, now)
         # The kept inputs move on too, so a pass that must fall back on them starts where this one ended.
         _advance(inputs, report.results, newest)
 
-    def _spool_pending(self) -> bool:
-        """Whether the spool holds entries; a spool folder that cannot be listed is a fault, reported once."""
-        assert self.spool is not None
-        try:
-            return bool(self.spool.pending())
-        except OSError as exc:
-            self.note_fault(StoreFault(self.spool.directory, fault_cause(exc) or str(exc)))
-            return False
-
-    def _hold(self, meta: dict[str, Any], readings: pl.DataFrame) -> str:
-        """Keep a pass the database cannot take now: in the spool, else (full or read-only disk) in memory."""
-        assert self.spool is not None
-        if not self._in_memory:  # once passes wait in memory, later ones queue behind them there
-            try:
-                return self.spool.put(meta, readings)
-            except (OSError, pl.exceptions.PolarsError) as exc:  # Polars reports a full disk as a ComputeError
-                self.note_fault(StoreFault(self.spool.directory, fault_cause(exc) or str(exc).splitlines()[0]))
-        if len(self._in_memory) >= MAX_PASSES_IN_MEMORY:
-            raise StoreFault(
-                self.spool.directory,
-                f"{len(self._in_memory)} passes already wait in memory for the disk: polling pauses until it works",
-            )
-        entry = SpoolEntry(f"{IN_MEMORY}{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}", meta, readings)
-        self._in_memory.append(entry)
-        return entry.name
+    def _hold(self, report: PassReport, readings: pl.DataFrame, now: datetime) -> None:
+        assert self.held is not None
+        held = self.held.hold(_spool_meta(report.results, now), readings)
+        fault = self.episodes.fault
+        report.spooled, report.in_memory = held.name, held.in_memory
+        report.why_held = fault.cause if fault else "database held"
 
     def drain(self) -> int:
-        """Write what the spool (and memory) holds, if the file is free; returns the readings written."""
-        if self.spool is None or not (self._in_memory or self._spool_pending()):
-            return 0
-        if not self._drain_lock.acquire(blocking=False):
+        """Write what is held, if the database can take it; returns the readings written."""
+        if self.held is None or not self.held.waiting() or not self._drain_lock.acquire(blocking=False):
             return 0
         try:
             with self._write_lock:
-                _, rows = self.spool.drain(self.store, apply_entry, timeout_s=READ_WAIT_S)
-                # Passes in memory are younger than any entry of the spool: they came once it could not be written.
-                while self._in_memory:
-                    with self.store.transaction(timeout_s=READ_WAIT_S) as con:
-                        rows += apply_entry(con, self._in_memory[0])
-                    self._in_memory.pop(0)
-            self.note_free()
+                rows = self.held.drain(self.store, apply_entry, timeout_s=READ_WAIT_S)
+            self.episodes.free()
+            self.episodes.free(self.held.spool.directory)
             return rows
         except StoreUnavailable as exc:
-            self.note_unavailable(exc)
-            return 0
-        except OSError as exc:  # the spool's folder itself (removing an applied entry on a read-only disk)
-            self.note_fault(StoreFault(self.spool.directory, fault_cause(exc) or str(exc)))
+            self.episodes.unavailable(exc)
             return 0
         finally:
             self._drain_lock.release()

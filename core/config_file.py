@@ -8,7 +8,7 @@ Reading a file is bounded, since an import file may come from anywhere: its size
 (`*name`, `<<`) are refused outright: a configuration file has no use for them, and nested aliases turn a few KB
 into gigabytes ("billion laughs"). Nesting deeper than `MAX_DEPTH` (the format itself needs 9 levels) and numbers
 longer than `MAX_NUMBER_DIGITS` digits (Python refuses to convert integers past 4,300 digits) are refused with a
-message. The counts of sites, meters and sources are bounded too (`ImportLimits`, checked by `screen`).
+message. The counts of sites, meters and sources are bounded too (`ConfigFileLimits`, checked by `screen`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 
 from core import models as m
 from core.config import Settings
+from core.private_files import NotAFile, NotUtf8, TooLarge, decode_utf8, read_bounded, unreadable_input
 from core.validation import format_path
 
 FORMAT_VERSION = 1
@@ -41,7 +42,7 @@ class ConfigFileError(Exception):
 
 
 @dataclass(frozen=True)
-class ImportLimits:
+class ConfigFileLimits:
     """The operator's bounds on a configuration file (settings `DATACONN_CONFIG_IMPORT_*`)."""
 
     max_bytes: int
@@ -50,7 +51,7 @@ class ImportLimits:
     max_sources: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ImportLimits:
+    def from_settings(cls, settings: Settings) -> ConfigFileLimits:
         return cls(
             settings.config_import_max_mb * 1_000_000,
             settings.config_import_max_sites,
@@ -59,7 +60,7 @@ class ImportLimits:
         )
 
 
-DEFAULT_LIMITS = ImportLimits.from_settings(Settings.model_construct())  # the settings' defaults, not the env's
+DEFAULT_LIMITS = ConfigFileLimits.from_settings(Settings.model_construct())  # the settings' defaults, not the env's
 
 
 # --- the file format: the page's field types and rules, with unknown keys refused -------------------------------
@@ -157,20 +158,22 @@ def dump(data: Any, fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
-def read_text(path: Path, limits: ImportLimits = DEFAULT_LIMITS) -> str:
-    """The file's text. Reads at most one byte past the size limit, so a huge (or endless) file is refused unread."""
-    with path.open("rb") as file:
-        data = file.read(limits.max_bytes + 1)
-    if len(data) > limits.max_bytes:
+def read_text(path: Path, limits: ConfigFileLimits = DEFAULT_LIMITS) -> str:
+    """The file's text, or `ConfigFileError` saying why not. A regular file only, read to at most one byte past the
+    size limit: a huge file is refused unread, and a named pipe or a device (endless, or blocking) is never read."""
+    try:
+        data = read_bounded(path, limits.max_bytes)
+    except TooLarge:
         raise ConfigFileError(
             f"the file is larger than {limits.max_bytes / 1e6:g} MB, the limit of DATACONN_CONFIG_IMPORT_MAX_MB:"
             " split it into several files (an import merges, so they can be imported one after the other)"
-        )
+        ) from None
+    except (OSError, NotAFile) as exc:
+        raise ConfigFileError(unreadable_input(exc, "a configuration file (.yaml or .json)")) from None
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ConfigFileError(f"not UTF-8 text (line {line}): save the file as UTF-8") from None
+        return decode_utf8(data)
+    except NotUtf8 as exc:
+        raise ConfigFileError(f"{exc}: save the file as UTF-8") from None
 
 
 @dataclass(frozen=True)
@@ -317,7 +320,7 @@ def parse(text: str, fmt: str) -> Any:
     return data
 
 
-def screen(data: Any, limits: ImportLimits = DEFAULT_LIMITS) -> list[str]:
+def screen(data: Any, limits: ConfigFileLimits = DEFAULT_LIMITS) -> list[str]:
     """Problems with the file's size in rows: more sites, meters or sources than the limits allow. Counted on the
     parsed data before any validation, so an oversized fleet is refused before it costs minutes of checks."""
     sites = _items(data, "sites")

@@ -11,7 +11,9 @@ A lost or damaged key must never cost credentials silently, so (`ConfiguredBox`)
   says why in one line naming the key file and `DATACONN_SECRET_KEYS`: sources without credentials go on being
   collected, and the key file, once restored or fixed, is picked up without a restart;
 - nothing here ever overwrites or deletes a key file (only `rotate-keys` rewrites one, keeping the old keys until
-  every row is re-encrypted); a key file readable by others is tightened to 0600 when it is read.
+  every row is re-encrypted); a key file readable by others is tightened to 0600 when it is read;
+- a key file is read within bounds (`core.private_files.read_bounded`, at most `KEY_FILE_MAX_BYTES`): a named pipe
+  or a device at its path (a symbolic link to /dev/zero) is a one-line problem, never a hang or a full memory.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr
 
-from core.private_files import tighten
+from core.private_files import Unreadable, create_private, fsync_dir, os_error_words, read_bounded, tighten
 
 log = logging.getLogger(__name__)
 
 KEYS_ENV = "DATACONN_SECRET_KEYS"
 FORGET_COMMAND = "python -m jobs.cli forget-credentials"
+KEY_FILE_MAX_BYTES = 64_000  # a key is a 45-byte line: over a thousand keys, where a rotation keeps two or three
 
 
 class SecretsError(Exception):
@@ -71,11 +74,12 @@ def _parse(text: str, origin: str) -> list[str]:
 def _read(path: Path) -> list[str]:
     origin = f"the key file {path}"
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, KEY_FILE_MAX_BYTES)
     except FileNotFoundError:
         raise _Unusable(f"{origin} is missing") from None
-    except OSError as exc:
-        raise _Unusable(f"{origin} cannot be read ({(exc.strerror or type(exc).__name__).lower()})") from None
+    except (OSError, Unreadable) as exc:
+        words = os_error_words(exc) if isinstance(exc, OSError) else str(exc)
+        raise _Unusable(f"{origin} cannot be read ({words})") from None
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
@@ -109,31 +113,15 @@ def write_key_file(path: Path, keys: list[str]) -> None:
     os.replace(tmp, path)
     # Sync the directory too: after a power cut the rename must not be undone while the database already holds
     # rows encrypted under the new key.
-    _sync_dir(path.parent)
-
-
-def _sync_dir(folder: Path) -> None:
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
 
 
 def _create_key_file(path: Path) -> None:
     """A key file with one new key, readable by its owner only. Never replaces a file: when another process
-    created it first (O_EXCL), theirs is the key."""
+    created it first, theirs is the key."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(generate_key() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    _sync_dir(path.parent)
-    log.info("created the key file %s: back it up apart from the database", path)
+    if create_private(path, (generate_key() + "\n").encode("ascii")):
+        log.info("created the key file %s: back it up apart from the database", path)
 
 
 # Whether any credential is stored: True, False, or None when the database cannot tell now (held, unreadable).
@@ -280,10 +268,7 @@ class ConfiguredBox(SecretBox):
             try:
                 _create_key_file(self._path)
             except OSError as exc:
-                problem = (
-                    f"the key file {self._path} is missing and cannot be created"
-                    f" ({(exc.strerror or type(exc).__name__).lower()})"
-                )
+                problem = f"the key file {self._path} is missing and cannot be created ({os_error_words(exc)})"
                 self._loaded = KeyState((), self._origin(), self._fix_file(), problem)
                 return
             self._loaded = self._from_file()

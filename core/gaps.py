@@ -1,6 +1,6 @@
 """Finding holes in stored history, so the collector can ask the vendor for them again.
 
-The bookmark catch-up (`core.collection.window_for`) fills everything after a source's newest final reading. Holes
+The bookmark catch-up (`core.pass_inputs.window_for`) fills everything after a source's newest final reading. Holes
 before it remain when a vendor answered a window only in part, a backfill stopped half-way, or a source was added
 to a vendor site that already had a bookmark. So each pass looks back `LOOKBACK` for 15-minute buckets without
 any row (a NULL row counts as present: the vendor said "no data") and hands the OLDEST to the collector, which

@@ -104,8 +104,10 @@ class PassReport:
     results: list[GroupResult] = field(default_factory=list)
     rows_written: int = 0
     skipped: int = 0  # groups stopped or waiting for a rate limit to pass
-    spooled: str | None = None  # the spool entry holding this pass, when the database was held
-    why_spooled: str = "database held"  # or the file-system fault that kept the pass from the database
+    spooled: str | None = None  # the spool entry (or memory) holding this pass, when the database could not take it
+    in_memory: bool = False  # held in memory: the spool could not be written either
+    why_held: str = "database held"  # or the file-system fault that kept the pass from the database
+    deferred: list[tuple[str, str]] = field(default_factory=list)  # groups not polled now, to try again soon
 
     def summary(self) -> str:
         outcomes: dict[str, int] = {}
@@ -115,9 +117,9 @@ class PassReport:
         skipped = f", {self.skipped} waiting or stopped" if self.skipped else ""
         if self.spooled:
             readings = sum(r.batch.height for r in self.results if r.batch is not None)
+            where = "kept in memory" if self.in_memory else "spooled"
             return (
-                f"{len(self.results)} vendor site(s): {parts}{skipped}; {readings} reading(s) spooled"
-                f" ({self.why_spooled})"
+                f"{len(self.results)} vendor site(s): {parts}{skipped}; {readings} reading(s) {where} ({self.why_held})"
             )
         return f"{len(self.results)} vendor site(s): {parts}{skipped}; {self.rows_written} reading(s) written"
 

@@ -12,7 +12,7 @@ columns: `timestamp` and `value` (other columns are ignored). Options:
 - `label`: whether a timestamp names the `start` (default) or the `end` of its interval;
 - `snap`: move a timestamp that is off the interval grid to the nearest grid point instead of refusing it.
 
-What is stored is only real numbers at sane times (the operator's bounds are `ImportLimits`, from the settings):
+What is stored is only real numbers at sane times (the operator's bounds are `ReadingsFileLimits`, from the settings):
 
 - a value, once converted to W, is finite and at most `MAX_ABS_W` in absolute value;
 - an interval starts on or after `earliest` (midnight in the file's zone) and at most `future_days` after now;
@@ -44,6 +44,7 @@ from core import catalog as cat
 from core import rollups
 from core.config import Settings
 from core.models import known_timezones
+from core.private_files import NotUtf8, decode_utf8
 from core.readings_store import ingest, to_batch
 from core.store import Store
 
@@ -82,15 +83,15 @@ class ImportOptions:
 
 
 @dataclass(frozen=True)
-class ImportLimits:
-    """The operator's bounds on an import (settings `DATACONN_READINGS_IMPORT_*`)."""
+class ReadingsFileLimits:
+    """The operator's bounds on a CSV file of readings and its rows (settings `DATACONN_READINGS_IMPORT_*`)."""
 
     earliest: date  # no interval starts before midnight of this date in the file's zone
     future_days: int  # no interval starts more than this many days after now
     max_bytes: int  # a larger file is refused before it is parsed
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ImportLimits:
+    def from_settings(cls, settings: Settings) -> ReadingsFileLimits:
         return cls(
             settings.readings_import_earliest,
             settings.readings_import_future_days,
@@ -98,7 +99,7 @@ class ImportLimits:
         )
 
 
-DEFAULT_LIMITS = ImportLimits.from_settings(Settings.model_construct())  # the settings' defaults, not the env's
+DEFAULT_LIMITS = ReadingsFileLimits.from_settings(Settings.model_construct())  # the settings' defaults, not the env's
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class _Window:
 
     earliest: datetime
     latest: datetime
-    limits: ImportLimits
+    limits: ReadingsFileLimits
 
     def problem(self, text: str, instant: datetime) -> str | None:
         if instant < self.earliest:
@@ -151,28 +152,32 @@ class _Window:
         return None
 
 
-def decode_csv(data: bytes, limits: ImportLimits = DEFAULT_LIMITS) -> str:
+def too_large(limits: ReadingsFileLimits) -> ImportRefused:
+    """The refusal of a file over the size limit (found by `decode_csv`, or by a bounded read of the file)."""
+    return ImportRefused(
+        [
+            f"the file is larger than {limits.max_bytes / 1e6:g} MB, the import limit"
+            " (DATACONN_READINGS_IMPORT_MAX_MB): split it into smaller files"
+        ]
+    )
+
+
+def decode_csv(data: bytes, limits: ReadingsFileLimits = DEFAULT_LIMITS) -> str:
     """The file's text, or `ImportRefused` saying in the user's terms why it is not a CSV text file we can read.
     A UTF-8 BOM (spreadsheet exports write one) is fine."""
     if len(data) > limits.max_bytes:
-        raise ImportRefused(
-            [
-                f"the file is larger than {limits.max_bytes / 1e6:g} MB, the import limit"
-                " (DATACONN_READINGS_IMPORT_MAX_MB): split it into smaller files"
-            ]
-        )
+        raise too_large(limits)
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # "Unicode text" from a spreadsheet
         raise ImportRefused(["the file is UTF-16 text: save it as CSV UTF-8"])
     if b"\x00" in data:
         raise ImportRefused(["the file holds binary data (NUL bytes), not CSV text: export the readings as CSV"])
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        text = decode_utf8(data, bom=True)
+    except NotUtf8 as exc:
         raise ImportRefused(
             [
-                f"the file is not UTF-8 text (line {line}): save it as CSV UTF-8, or if it is a spreadsheet or"
-                " another binary file, export the readings as CSV"
+                f"the file is {exc}: save it as CSV UTF-8, or if it is a spreadsheet or another binary file, export"
+                " the readings as CSV"
             ]
         ) from None
     if not text.strip():
@@ -186,7 +191,7 @@ def parse_readings(
     site_zone: str,
     *,
     now: datetime | None = None,
-    limits: ImportLimits = DEFAULT_LIMITS,
+    limits: ReadingsFileLimits = DEFAULT_LIMITS,
 ) -> pl.DataFrame:
     """The file as an ingest batch without `source_id` (ts UTC start, interval_s, value W), or `ImportRefused`.
     `now` (default: the clock) bounds how far in the future an interval may start."""
@@ -359,7 +364,7 @@ def import_readings(
     now: datetime,
     *,
     dry_run: bool = False,
-    limits: ImportLimits = DEFAULT_LIMITS,
+    limits: ReadingsFileLimits = DEFAULT_LIMITS,
 ) -> ImportReport:
     """Check the whole file, then write it in one transaction (nothing with `dry_run`)."""
     catalog = cat.load_catalog(store)

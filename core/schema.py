@@ -337,6 +337,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         FROM balance;
         """,
     ),
+    (
+        8,
+        "clear stops recorded for credentials our keys could not decrypt",
+        # Versions up to migration 7 stopped a source whose stored credentials our keys could not decrypt, "until its
+        # settings change", with this reason (core.collection's prefix, then core.crypto's decryption error). That was
+        # our key, not the vendor's refusal: restoring the key must be enough, so those stops are cleared once here.
+        # Other stops (a vendor's auth error, a retired API) stay, whatever their text.
+        """
+        UPDATE source_state SET stopped_reason = NULL
+        WHERE starts_with(stopped_reason, 'The stored credentials A stored credential cannot be decrypted');
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

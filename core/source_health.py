@@ -3,8 +3,8 @@ lines that mark a change of health.
 
 Rules, each for a reason:
 - auth errors and retired APIs stop the vendor site until its configuration changes (retrying cannot help); stored
-  credentials that our keys cannot decrypt do not (restoring the key cures them: `core.collection`), and a stop
-  that older versions recorded for them (`KEY_STOP_PREFIX`) no longer holds;
+  credentials that our keys cannot decrypt do not (restoring the key cures them: `core.collection`; the stops that
+  older versions recorded for them were cleared by schema migration 8);
 - a rate limit waits until the vendor's `retry_at`;
 - other failures back off exponentially with jitter, and `CIRCUIT_THRESHOLD` of them in a row open the circuit
   for `CIRCUIT_OPEN`, after which one probe poll decides (half-open).
@@ -36,22 +36,15 @@ class SourceState:
     circuit: str = "closed"
 
 
-# Versions before this one stopped a source whose stored credentials could not be decrypted, with a reason starting
-# so; that was our key, not the vendor, so such a stop does not hold: the source is polled and fares on its merits.
-KEY_STOP_PREFIX = "The stored credentials "
-
-
 def read_states(con: duckdb.DuckDBPyConnection) -> dict[int, SourceState]:
     """Per source: bookmark, and whether it must sit this pass out. A stop holds until the source's settings or
     credentials change after it (their `updated_at` is newer than the state's)."""
-    rows = con.execute(
+    rows = con.sql(
         "SELECT s.source_id, s.bookmark_ts, s.retry_at,"
-        " s.stopped_reason IS NOT NULL AND NOT starts_with(s.stopped_reason, ?) AND s.updated_at >= greatest("
-        " e.updated_at, coalesce((SELECT max(updated_at) FROM source_secrets x WHERE x.source_id = s.source_id),"
-        " e.updated_at)),"
+        " s.stopped_reason IS NOT NULL AND s.updated_at >= greatest(e.updated_at,"
+        " coalesce((SELECT max(updated_at) FROM source_secrets x WHERE x.source_id = s.source_id), e.updated_at)),"
         " s.consecutive_failures, s.next_due_at, s.circuit"
-        " FROM source_state s JOIN energy_sources e ON e.id = s.source_id",
-        [KEY_STOP_PREFIX],
+        " FROM source_state s JOIN energy_sources e ON e.id = s.source_id"
     ).fetchall()
     return {int(r[0]): SourceState(r[1], r[2], bool(r[3]), int(r[4]), r[5], str(r[6])) for r in rows}
 

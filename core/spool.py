@@ -18,6 +18,11 @@ goes here and is written once the file is free. Nothing is ever dropped and noth
   behind it are written in order. A failure that is not the entry's fault (the file held, a full disk, an I/O
   error) leaves it where it is, for the next drain (`StoreBusy` / `StoreFault`).
 
+Both files are read with `core.private_files.read_bounded`: a named pipe or a device put in an entry is damage
+(read, it would block the drain, which holds the database's write lock, for good), and so is a file over
+`ENTRY_FILE_MAX_BYTES`. That bound is generous on purpose: it only has to refuse what no pass can be (an endless
+device, a stray file of gigabytes) before it is read whole into memory, never a real pass (see its comment).
+
 The spool lives beside the database (`<db file>.spool/`), like the lock file, and is its owner's only (folders
 0700, files 0600).
 """
@@ -25,6 +30,7 @@ The spool lives beside the database (`<db file>.spool/`), like the lock file, an
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -40,8 +46,20 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from core.private_files import PRIVATE_FILE
-from core.quarantine import FOLDER, Quarantine, private_dir, write_private
+from core.private_files import (
+    PRIVATE_FILE,
+    NotAFile,
+    NotUtf8,
+    TooLarge,
+    decode_utf8,
+    fsync_dir,
+    fsync_file,
+    os_error_words,
+    private_dir,
+    read_bounded,
+    write_private,
+)
+from core.quarantine import FOLDER, Quarantine
 from core.readings_store import INGEST_SCHEMA
 from core.store import Store, StoreError, StoreFault, StoreUnavailable, fault_cause
 
@@ -50,6 +68,11 @@ log = logging.getLogger(__name__)
 READINGS_FILE = "readings.parquet"
 META_FILE = "pass.json"
 LEFTOVER_AGE_S = 600
+# A pass is written whole from the memory of the collector that fetched it, so a real one is far below this: the
+# largest (a first 31-day catch-up of 1-minute readings for 1,000 sources, 45 million rows) makes a parquet file
+# of a few hundred MB. Its raw vendor answers (pass.json) are of the same order. The bound only stops what no pass
+# can be before it is read whole: an endless device, a stray multi-GB file.
+ENTRY_FILE_MAX_BYTES = 2_000_000_000
 # Failures that say nothing about the entry: the store (held, full, failing), the disk, the memory. The entry stays.
 NOT_THE_ENTRYS_FAULT: tuple[type[BaseException], ...] = (
     StoreError,
@@ -74,19 +97,6 @@ class DamagedEntry(Exception):
     """An entry whose files cannot be used as they are; the message says why, in the operator's terms."""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
-
-
 class Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -105,11 +115,11 @@ class Spool:
         private_dir(tmp)
         readings.write_parquet(tmp / READINGS_FILE)
         os.chmod(tmp / READINGS_FILE, PRIVATE_FILE)
-        _fsync_file(tmp / READINGS_FILE)
+        fsync_file(tmp / READINGS_FILE)
         write_private(tmp / META_FILE, json.dumps(meta).encode("utf-8"))
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.rename(tmp, self.directory / name)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return name
 
     def pending(self) -> list[str]:
@@ -119,23 +129,19 @@ class Spool:
         return sorted(p.name for p in self.directory.iterdir() if p.is_dir() and p.name.startswith("pass-"))
 
     def read(self, name: str) -> SpoolEntry:
-        """The entry; `DamagedEntry` when its files are missing, truncated, garbled, of the wrong shape or not ours
-        to read (that lasts, and would hold back every entry behind it). Other `OSError`s (I/O) are not the entry's
-        fault and pass through."""
+        """The entry; `DamagedEntry` when its files are missing, truncated, garbled, of the wrong shape, not files
+        or not ours to read (that lasts, and would hold back every entry behind it). Other `OSError`s (I/O) are not
+        the entry's fault and pass through."""
         path = self.directory / name
         try:
-            meta = json.loads((path / META_FILE).read_bytes().decode("utf-8"))
-        except (FileNotFoundError, IsADirectoryError):
-            raise DamagedEntry(f"{META_FILE} is missing (the entry is incomplete)") from None
-        except PermissionError:
-            raise DamagedEntry(f"{META_FILE} cannot be read: permission denied (another user's file?)") from None
-        except UnicodeDecodeError as exc:
-            raise DamagedEntry(f"{META_FILE} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            meta = json.loads(decode_utf8(_read_file(path, META_FILE)))
+        except NotUtf8 as exc:
+            raise DamagedEntry(f"{META_FILE} is {exc}") from None
         except ValueError as exc:
             raise DamagedEntry(f"{META_FILE} is not valid JSON ({exc})") from None
         if not isinstance(meta, dict):
             raise DamagedEntry(f"{META_FILE} holds {type(meta).__name__} where an object was expected")
-        return SpoolEntry(name, meta, _read_readings(path / READINGS_FILE))
+        return SpoolEntry(name, meta, _read_readings(path))
 
     def drain(
         self,
@@ -202,12 +208,14 @@ class Spool:
         return written
 
     def _quarantine(self, name: str, reason: str) -> None:
+        """Move a damaged entry aside (nothing to do when another drainer, a `--once` beside the daemon, did it
+        first); `StoreFault` when it cannot be moved: it stays, with the entries behind it, for a later drain."""
         what = f"spool entry {name} (a collection pass waiting to be written)"
         try:
             self.quarantine.hold_entry(self.directory / name, what, reason)
-        except OSError as exc:  # cannot move it: leave it, and the entries behind it, for a later drain
-            cause = fault_cause(exc) or str(exc)
-            raise StoreFault(self.directory / name, f"damaged ({reason}) but cannot be moved aside: {cause}") from exc
+        except OSError as exc:
+            words = os_error_words(exc)
+            raise StoreFault(self.directory / name, f"damaged ({reason}) but cannot be moved aside: {words}") from exc
 
     def _remove_leftovers(self) -> None:
         """`tmp-*` directories are entries a crash interrupted before they were whole: nothing acknowledged them.
@@ -216,17 +224,33 @@ class Spool:
             return
         stale_before = time.time() - LEFTOVER_AGE_S
         for path in self.directory.glob("tmp-*"):
-            if path.stat().st_mtime < stale_before:
+            try:
+                stale = path.stat().st_mtime < stale_before
+            except FileNotFoundError:  # another drainer removed it between the listing and here
+                continue
+            if stale:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def _read_readings(path: Path) -> pl.DataFrame:
+def _read_file(entry: Path, name: str) -> bytes:
+    """One file of an entry, read within bounds; `DamagedEntry` when it is missing, not a file, too large or not
+    ours to read. Other `OSError`s (I/O) pass through: they are not the entry's fault."""
     try:
-        frame = pl.read_parquet(path)
-    except (FileNotFoundError, IsADirectoryError):
-        raise DamagedEntry(f"{READINGS_FILE} is missing (the entry is incomplete)") from None
+        return read_bounded(entry / name, ENTRY_FILE_MAX_BYTES)
+    except FileNotFoundError:
+        raise DamagedEntry(f"{name} is missing (the entry is incomplete)") from None
     except PermissionError:
-        raise DamagedEntry(f"{READINGS_FILE} cannot be read: permission denied (another user's file?)") from None
+        raise DamagedEntry(f"{name} cannot be read: permission denied (another user's file?)") from None
+    except NotAFile as exc:
+        raise DamagedEntry(f"{name} {exc}, not a file this collector wrote") from None
+    except TooLarge as exc:
+        raise DamagedEntry(f"{name} {exc}: no pass this collector writes is that large") from None
+
+
+def _read_readings(entry: Path) -> pl.DataFrame:
+    data = _read_file(entry, READINGS_FILE)
+    try:
+        frame = pl.read_parquet(io.BytesIO(data))
     except (OSError, MemoryError):
         raise  # not the entry's fault
     except (Exception, pl.exceptions.PanicException) as exc:  # a damaged file can make the parquet reader panic

@@ -30,7 +30,16 @@ from pathlib import Path
 
 import duckdb
 
-from core.private_files import PRIVATE_FILE, make_private
+from core.private_files import (
+    DENIED,
+    DISK_FULL,
+    NOT_A_FOLDER,
+    PRIVATE_FILE,
+    QUOTA_USED_UP,
+    READ_ONLY,
+    make_private,
+    os_error_words,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,46 +68,35 @@ class StoreFault(StoreUnavailable):
         self.path, self.cause = path, cause
 
 
-DISK_FULL = "the disk is full"
-READ_ONLY = "the location is read-only"
-DENIED = "permission denied"
+A_DIRECTORY = "it is a directory, not a database file"
 # What DuckDB or the OS says, in the user's words. DuckDB reports OS errors by their strerror text inside its own
 # messages, so both kinds are matched by that text.
 _FAULT_CAUSES = (
     ("No space left on device", DISK_FULL),
-    ("Disk quota exceeded", "the disk quota is used up"),
+    ("Disk quota exceeded", QUOTA_USED_UP),
     ("Read-only file system", READ_ONLY),
     ("Permission denied", DENIED),
     ("Operation not permitted", DENIED),
-    ("Is a directory", "it is a directory, not a database file"),
+    ("Is a directory", A_DIRECTORY),
     ("not a valid DuckDB database file", "it is not a DuckDB database file"),
-    ("Not a directory", "a part of the path is a file, not a folder"),
+    ("Not a directory", NOT_A_FOLDER),
     ("database has been invalidated", "the database was closed after a file-system error"),
 )
 _HINTS = {
     DISK_FULL: "free some space; the collector writes what it kept once there is room",
-    "the disk quota is used up": "free some space or raise the quota",
+    QUOTA_USED_UP: "free some space or raise the quota",
     READ_ONLY: "reading works there; to write, remount it writable or move the file (DATACONN_DB_PATH)",
     DENIED: "the file or its folder belongs to another user or is not writable by this one",
-    "it is a directory, not a database file": "set DATACONN_DB_PATH to a file",
+    A_DIRECTORY: "set DATACONN_DB_PATH to a file",
     "it is not a DuckDB database file": "set DATACONN_DB_PATH to another path; the file is left as it is",
     "the database was closed after a file-system error": "the next try opens it again",
-}
-_ERRNO_CAUSES = {
-    errno.ENOSPC: DISK_FULL,
-    errno.EDQUOT: "the disk quota is used up",
-    errno.EROFS: READ_ONLY,
-    errno.EACCES: DENIED,
-    errno.EPERM: DENIED,
-    errno.EISDIR: "it is a directory, not a database file",
-    errno.ENOTDIR: "a part of the path is a file, not a folder",
 }
 
 
 def fault_cause(exc: BaseException) -> str | None:
     """The user's words for a file-system fault, or None when `exc` is not one (a query error, say)."""
-    if isinstance(exc, OSError):
-        return _ERRNO_CAUSES.get(exc.errno or 0, exc.strerror or type(exc).__name__)
+    if isinstance(exc, OSError):  # in the words of every file's failures, but a directory is not a database
+        return A_DIRECTORY if exc.errno == errno.EISDIR else os_error_words(exc)
     text = str(exc)
     return next((cause for needle, cause in _FAULT_CAUSES if needle in text), None)
 
@@ -122,6 +120,8 @@ class Store:
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        # The names DuckDB may print for this file: as given, absolute, or with links and ".." resolved.
+        self._names = {str(self.path), str(self.path.absolute()), os.path.realpath(self.path)}
 
     def _lock_fd(self, read_only: bool) -> int | None:
         """A fresh open file description of the lock (flock then also serializes threads of this process); None
@@ -134,8 +134,10 @@ class Store:
             if not read_only or exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT):
                 # A fault of the whole location is named by the database the user knows; one of the lock itself
                 # (another user's lock file) by the lock.
-                whole = exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT)
-                raise StoreFault(self.path if whole else self.lock_path, fault_cause(exc) or str(exc)) from exc
+                where = self.lock_path if os.path.lexists(self.lock_path) else self.path.parent
+                if exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+                    where = self.path
+                raise StoreFault(where, fault_cause(exc) or str(exc)) from exc
         try:
             return os.open(self.lock_path, os.O_RDONLY)  # flock works on a read-only descriptor too
         except OSError:
@@ -199,7 +201,7 @@ class Store:
         except duckdb.Error as exc:
             text = str(exc)
             cause = fault_cause(exc)
-            if cause is None or not (str(self.path) in text or "invalidated" in text):
+            if cause is None or not ("invalidated" in text or any(name in text for name in self._names)):
                 raise
             log.debug("database %s: file-system fault", self.path, exc_info=True)
             raise StoreFault(self.path, cause) from exc

@@ -21,15 +21,18 @@ from core import config_io, readings_import
 from core.catalog import InvalidInput
 from core.config import Settings, load_settings
 from core.crypto import SecretBox, SecretsError, generate_key, parse_keys, read_key_file, write_key_file
-from core.private_files import private_umask
+from core.private_files import NotAFile, TooLarge, private_umask, read_bounded, unreadable_input
 from core.runtime import Runtime, open_runtime
 from core.schema import LATEST_VERSION, schema_version
 from core.secret_store import LostCredential, forget_undecryptable, rotate_all
-from core.store import Store, StoreError, fault_cause
+from core.store import Store, StoreError
 from core.validation import field_errors
 
 log = logging.getLogger("jobs.cli")
 EXTENSIONS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+
+
+DEBUG_HINT = "run it again with DATACONN_LOG_LEVEL=DEBUG for the details, and report them"
 
 
 class CliError(Exception):
@@ -87,7 +90,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_import(args: argparse.Namespace) -> None:
     runtime = _runtime(settings_from_env())
-    limits = config_io.ImportLimits.from_settings(runtime.settings)
+    limits = config_io.ConfigFileLimits.from_settings(runtime.settings)
     try:
         data = config_io.parse(config_io.read_text(args.file, limits), args.format)
     except config_io.ConfigFileError as exc:
@@ -111,9 +114,15 @@ def cmd_rotate_keys(args: argparse.Namespace) -> None:
         count = rotate_all(store, SecretBox(keys))
         print(f"Re-encrypted {count} secret(s) under the first key of DATACONN_SECRET_KEYS.")
         if len(keys) > 1:
-            print("You can now remove the other keys from DATACONN_SECRET_KEYS and restart the app and collector.")
+            print(
+                "You can now remove the other keys from DATACONN_SECRET_KEYS, then restart the app and the collector"
+                " (they read the variable only when they start)."
+            )
         else:
-            print("DATACONN_SECRET_KEYS holds one key: to rotate, set it to 'NEW,OLD' (see generate-key) and rerun.")
+            print(
+                "DATACONN_SECRET_KEYS holds one key: to rotate, set it to 'NEW,OLD' (see generate-key), restart the"
+                " app and the collector, and rerun."
+            )
         return
     path = settings.key_file
     old = read_key_file(path)
@@ -142,31 +151,27 @@ def cmd_rotate_keys(args: argparse.Namespace) -> None:
     print(
         "The old key(s) were kept after the new one; run again without --keep-old to drop them."
         if args.keep_old
-        else "The old key(s) were removed. Restart the app and collector so that they load the new key."
+        else "The old key(s) were removed."
     )
+    print("The app and the collector read the rewritten key file at their next use of a key: no restart is needed.")
 
 
-def _read_readings_csv(path: Path, limits: readings_import.ImportLimits) -> str:
-    """The CSV's text, or a message saying why it cannot be read. Reads at most one byte past the size limit, so a
-    huge file (or an endless one such as /dev/zero) is refused without loading it."""
+def _read_readings_csv(path: Path, limits: readings_import.ReadingsFileLimits) -> str:
+    """The CSV's text, or a message saying why it cannot be read. A regular file only, read to at most one byte
+    past the size limit: a huge file is refused unread, a named pipe or a device (endless, or blocking) never read."""
     try:
-        with path.open("rb") as file:
-            data = file.read(limits.max_bytes + 1)
-    except FileNotFoundError:
-        raise CliError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CliError(f"{path}: is a directory; give the path of a CSV file") from None
-    except PermissionError:
-        raise CliError(f"{path}: permission denied; make the file readable for this user") from None
-    except OSError as exc:
-        raise CliError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+        data = read_bounded(path, limits.max_bytes)
+    except TooLarge:
+        raise readings_import.too_large(limits) from None
+    except (OSError, NotAFile) as exc:
+        raise CliError(f"{path}: {unreadable_input(exc, 'a CSV file')}") from None
     return readings_import.decode_csv(data, limits)
 
 
 def cmd_import_readings(args: argparse.Namespace) -> None:
     settings = settings_from_env()
     store = _store(settings)
-    limits = readings_import.ImportLimits.from_settings(settings)
+    limits = readings_import.ReadingsFileLimits.from_settings(settings)
     text = _read_readings_csv(args.file, limits)
     options = readings_import.ImportOptions(args.unit, args.timezone, args.interval_minutes, args.label, args.snap)
     try:
@@ -298,15 +303,12 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(*(f"{path}: {message}" for path, message in exc.errors.items()))
     except (CliError, config_io.ConfigFileError, StoreError, SecretsError) as exc:
         return _fail(str(exc))
-    except OSError as exc:
+    except OSError as exc:  # a file the user named (an --output folder, say): the system's own words
         where = f"{exc.filename}: " if exc.filename else ""
-        return _fail(f"{where}{fault_cause(exc)}")
+        return _fail(f"{where}{exc.strerror or type(exc).__name__}")
     except Exception:  # the CLI boundary: a bug of ours, never a traceback on the terminal
         log.debug("command failed", exc_info=True)
-        return _fail(
-            f"{args.command} stopped on a problem it cannot explain (its database writes are all-or-nothing, so"
-            " nothing half-done was kept). Run it again with DATACONN_LOG_LEVEL=DEBUG for the details."
-        )
+        return _fail(f"{args.command}: stopped on a problem it cannot explain; {DEBUG_HINT}")
     return 0
 
 

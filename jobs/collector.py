@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import schedule
@@ -27,10 +28,12 @@ import schedule
 from core import catalog as cat
 from core.alert_rules import Thresholds
 from core.alerts import evaluate as evaluate_alerts
-from core.collection import IN_MEMORY, READ_WAIT_S, Collection, backfill
+from core.collection import Collection, backfill
 from core.config import Settings
 from core.crypto import SecretsError
+from core.held_passes import MEMORY_CAPACITY
 from core.models import UpdateFrequency
+from core.pass_inputs import READ_WAIT_S
 from core.private_files import private_umask
 from core.providers.base import ProviderError
 from core.providers.channels import group_by_provider_site
@@ -39,8 +42,8 @@ from core.retention import apply_retention
 from core.runtime import Runtime, open_runtime
 from core.source_health import GroupKey
 from core.spool import Spool
-from core.store import StoreBusy, StoreError, StoreFault, StoreUnavailable
-from jobs.cli import CliError, settings_from_env
+from core.store import StoreBusy, StoreError, StoreFault, StoreUnavailable, fault_cause
+from jobs.cli import DEBUG_HINT, CliError, settings_from_env
 
 log = logging.getLogger("dataconn.collector")
 WORKERS = 4
@@ -90,9 +93,12 @@ class Collector:
 
     def _poll(self, key: GroupKey) -> None:
         try:
-            self.collection.run(datetime.now(UTC), only={key})
-        except StoreUnavailable as exc:  # nothing could keep this pass (no inputs yet, or memory full): poll again
-            self.collection.note_unavailable(exc)
+            report = self.collection.run(datetime.now(UTC), only={key})
+            if report.deferred:  # not polled now (memory full of held passes, a budget that cannot be counted)
+                with self.lock:
+                    self.retry_soon.add(key)
+        except StoreUnavailable as exc:  # nothing could keep this pass (no inputs read yet): poll again soon
+            self.collection.episodes.unavailable(exc)
             with self.lock:
                 self.retry_soon.add(key)
         except Exception:  # the job boundary: one site's failure must never stop the others
@@ -131,11 +137,11 @@ class Collector:
         try:
             outcome = run_alerts(self.runtime, log_busy=False)
             if isinstance(outcome, StoreUnavailable):
-                self.collection.note_unavailable(outcome)  # logged once per hold or fault, not once per attempt
+                self.collection.episodes.unavailable(outcome)  # logged once per hold or fault, not per attempt
                 with self._alerts_lock:
                     self._alerts_due = True
             elif outcome:
-                self.collection.note_free()  # the evaluation wrote: a hold or fault, if any, is over
+                self.collection.episodes.free()  # the evaluation wrote: a hold or fault, if any, is over
         finally:
             with self._alerts_lock:
                 self._alerts_running = False
@@ -156,13 +162,11 @@ class Collector:
 
     def _sync(self) -> None:
         self.collection.drain()
-        flush = getattr(self.runtime.ledger, "flush_journal", None)  # calls counted while the file was held
+        self._flush_journal()
         try:
-            if flush is not None:
-                flush()
             groups = group_by_provider_site(cat.load_catalog(self.runtime.store))
         except StoreUnavailable as exc:
-            self.collection.note_unavailable(exc)  # logged once, when the hold or fault starts, by the collection
+            self.collection.episodes.unavailable(exc)  # logged once, when the hold or fault starts
             return
         except Exception:
             log.exception("could not read the configuration; keeping the current schedule")
@@ -190,6 +194,22 @@ class Collector:
             again, self.retry_soon = self.retry_soon & set(wanted), set()
         for key in again:
             self.dispatch(key)
+
+    def _flush_journal(self) -> None:
+        """Add the calls counted while the file was held to the database's counts; on its own, so a journal that
+        cannot be flushed never keeps the schedule from being updated."""
+        flush = getattr(self.runtime.ledger, "flush_journal", None)
+        if flush is None:
+            return
+        try:
+            flush()
+            journal = getattr(self.runtime.ledger, "journal", None)
+            if journal is not None:
+                self.collection.episodes.free(journal)
+        except StoreUnavailable as exc:
+            self.collection.episodes.unavailable(exc)
+        except OSError as exc:
+            self.collection.episodes.unavailable(StoreFault(Path(exc.filename or "."), fault_cause(exc) or str(exc)))
 
     def retention(self) -> None:
         settings = self.runtime.settings
@@ -241,10 +261,13 @@ def run_alerts(runtime: Runtime, *, log_busy: bool = True) -> StoreUnavailable |
     return True
 
 
-def collection_for(runtime: Runtime) -> Collection:
-    """The collector's passes spool beside the database file when an outside program holds it (or the file system
-    refuses it)."""
-    return Collection(runtime.store, runtime.box, runtime.providers, Spool.beside(runtime.store.path))
+def collection_for(runtime: Runtime, *, once: bool = False) -> Collection:
+    """The collector's passes spool beside the database file when it cannot take them; a one-shot process holds
+    none in memory (its memory ends with it)."""
+    spool = Spool.beside(runtime.store.path)
+    return Collection(
+        runtime.store, runtime.box, runtime.providers, spool, memory_capacity=0 if once else MEMORY_CAPACITY
+    )
 
 
 def _tag(key: GroupKey) -> str:
@@ -292,6 +315,22 @@ def run_backfill(runtime: Runtime, source_id: int, first_day: str, last_day: str
     return 0
 
 
+def run_once(runtime: Runtime) -> int:
+    """`--once`: one pass over every vendor site, its summary on stdout; exit 1 when a group could not be polled
+    or its pass not kept (a file-system fault: said in one line), 0 otherwise."""
+    collection = collection_for(runtime, once=True)
+    report = collection.run(datetime.now(UTC))
+    print(report.summary())
+    for line in report_lines(Spool.beside(runtime.store.path).quarantine.report()):
+        print(f"collector: {line}", file=sys.stderr)
+    fault = collection.episodes.fault
+    if report.deferred and fault is not None:
+        print(f"collector: {len(report.deferred)} vendor site(s) not polled: {fault}", file=sys.stderr)
+        return 1
+    run_alerts(runtime)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.collector", description=__doc__.split("\n")[0])
     parser.add_argument("--once", action="store_true", help="poll every enabled vendor site once, then exit")
@@ -307,23 +346,19 @@ def main(argv: list[str] | None = None) -> int:
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        runtime = _open(settings, wait=not (args.once or args.backfill is not None), stop=stop)
+        runtime = open_waiting(settings, wait=not (args.once or args.backfill is not None), stop=stop)
         if runtime is None:
             return 0
         if args.backfill is not None:
             return run_backfill(runtime, args.backfill, args.start, args.end)
         if args.once:
-            report = collection_for(runtime).run(datetime.now(UTC))
-            print(report.summary())
-            if report.spooled and report.spooled.startswith(IN_MEMORY):
-                # Memory ends with this process: nothing of this pass was kept, and no bookmark moved.
-                raise StoreFault(runtime.store.path, f"{report.why_spooled}; nothing of this pass was stored")
-            for line in report_lines(Spool.beside(runtime.store.path).quarantine.report()):
-                print(f"collector: {line}", file=sys.stderr)
-            run_alerts(runtime)
-            return 0
+            return run_once(runtime)
     except (CliError, StoreError, SecretsError) as exc:
         print(f"collector: {exc}", file=sys.stderr)
+        return 1
+    except Exception:  # the command's boundary: a bug of ours, never a traceback on the terminal
+        log.debug("collector failed", exc_info=True)
+        print(f"collector: stopped on a problem it cannot explain; {DEBUG_HINT}", file=sys.stderr)
         return 1
     collector = Collector(runtime, stop)
     collector.run()
@@ -342,22 +377,28 @@ def _settings() -> Settings:
 STARTUP_RETRY_S = 30
 
 
-def _open(settings: Settings, *, wait: bool, stop: threading.Event) -> Runtime | None:
+def open_waiting(
+    settings: Settings, *, wait: bool, stop: threading.Event, retry_s: float = STARTUP_RETRY_S
+) -> Runtime | None:
     """The runtime (migrated). The long-running collector waits out a held file at startup instead of exiting;
     None when it was told to stop while waiting."""
-    reported = None
+    reported = False
     while True:
         try:
-            return open_runtime(settings)
+            runtime = open_runtime(settings)
         except StoreUnavailable as exc:
             if not wait:
                 raise
-            if str(exc) != reported:  # once per episode: a full disk can last a weekend
+            if not reported:  # once: a full disk can last a weekend, and the log may be on it
                 log.log(logging.ERROR if isinstance(exc, StoreFault) else logging.WARNING, "%s", exc)
-                log.info("retrying every %d s", STARTUP_RETRY_S)
-                reported = str(exc)
-            if stop.wait(STARTUP_RETRY_S):
+                log.info("retrying every %g s", retry_s)
+                reported = True
+            if stop.wait(retry_s):
                 return None
+            continue
+        if reported:
+            log.info("the database %s can be used: starting", settings.db_path)
+        return runtime
 
 
 if __name__ == "__main__":

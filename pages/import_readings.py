@@ -8,7 +8,7 @@ import streamlit as st
 
 from core import catalog as cat
 from core.models import CATEGORY_LABELS, known_timezones
-from core.readings_import import UNITS, ImportLimits, ImportOptions, ImportRefused, decode_csv, import_readings
+from core.readings_import import UNITS, ImportOptions, ImportRefused, ReadingsFileLimits, decode_csv, import_readings
 from ui.context import get_runtime, page_guard
 from ui.widgets import choose_site
 
@@ -42,7 +42,7 @@ with st.expander("What the file looks like", icon=":material/description:"):
 
 def _run_import(source_id: int, data: bytes, options: ImportOptions, dry_run: bool) -> None:
     runtime = get_runtime()
-    limits = ImportLimits.from_settings(runtime.settings)
+    limits = ReadingsFileLimits.from_settings(runtime.settings)
     try:
         text = decode_csv(data, limits)
     except ImportRefused as exc:  # one problem with the file as a whole

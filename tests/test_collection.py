@@ -10,12 +10,13 @@ from types import SimpleNamespace
 import pytest
 
 from core import catalog as cat
-from core.collection import UNMETERED_BACKFILL, backfill, collect_once, window_for
+from core.collection import backfill, collect_once
 from core.config import Settings
 from core.connections import draft_from_source, new_draft, save_connections
 from core.crypto import SecretBox
 from core.demo import seed_demo
 from core.models import Category, MeterIn, SiteIn
+from core.pass_inputs import UNMETERED_BACKFILL, window_for
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
 from core.source_health import next_health

@@ -205,6 +205,67 @@ def test_switching_provider_drops_the_old_providers_credentials(store: Store, bo
     assert cat.load_catalog(store).source(source_id).secret_names == frozenset()
 
 
+def _fleet(*, latitude: float, capacity: float, key: str, meter: str = "PV") -> dict[str, Any]:
+    """Four sites of a PV meter with a SolarEdge source (its own key) and a simulated one."""
+    sites = []
+    for n in range(4):
+        api = {"enabled": True, "provider": "solaredge", "system_id": str(n), "update_frequency": "1hour"}
+        keyed = source_dict(name="Keyed", capacity_kw=capacity, api=api, credentials={"api_key": f"{key}-{n}"})
+        site = site_dict(f"Site {n}", [keyed, source_dict(name="Simulated", capacity_kw=capacity + n)])
+        site["latitude"] = latitude + n
+        site["meters"][0]["name"] = meter
+        sites.append(site)
+    return config(*sites)
+
+
+def _rows(store: Store, sites: str) -> dict[str, list[Any]]:
+    """Every column of the rows of the sites named like `sites` (SQL LIKE), of their meters and of their sources."""
+    site_ids = "SELECT id FROM sites WHERE name LIKE ?"
+    meter_ids = f"SELECT id FROM meters WHERE site_id IN ({site_ids})"
+    queries = {
+        "sites": f"SELECT * FROM sites WHERE id IN ({site_ids})",
+        "meters": f"SELECT * FROM meters WHERE id IN ({meter_ids})",
+        "energy_sources": f"SELECT * FROM energy_sources WHERE meter_id IN ({meter_ids})",
+    }
+    with store.connect(read_only=True) as con:
+        return {table: con.execute(sql + " ORDER BY id", [sites]).fetchall() for table, sql in queries.items()}
+
+
+def test_changing_many_rows_at_once_updates_each_in_place(store: Store, box: SecretBox) -> None:
+    """Changed rows are written together, one statement per level and one for the credentials: each row gets its
+    own values and keeps its id, its parent and its creation time; rows the file leaves alone are not touched."""
+    seed_demo(store)
+    import_config(store, box, _fleet(latitude=40, capacity=10, key="old"))
+    fleet_before, demo_before = _rows(store, "Site %"), _rows(store, "Demo%")
+    changed = _fleet(latitude=50, capacity=20, key="new", meter="pv")
+    changed["sites"][0]["meters"][0]["sources"][0]["api"] = {"enabled": False, "provider": "simulator"}
+    del changed["sites"][0]["meters"][0]["sources"][0]["credentials"]
+    report = import_config(store, box, changed)
+    assert (report.sites.updated, report.meters.updated, report.sources.updated) == (4, 4, 8)
+    assert (report.secrets_set, report.secrets_removed) == (3, 1)
+    fleet_after = _rows(store, "Site %")
+    for table, rows in fleet_after.items():
+        # The id (and the parent's id) come first, created_at and updated_at last: kept, kept, moved on.
+        ids = {"sites": 1, "meters": 2, "energy_sources": 2}[table]
+        old_rows = fleet_before[table]
+        assert [row[:ids] + row[-2:-1] for row in rows] == [row[:ids] + row[-2:-1] for row in old_rows]
+        assert all(new[-1] > old[-1] for new, old in zip(rows, old_rows, strict=True))
+    assert _rows(store, "Demo%") == demo_before
+    fleet = [s for s in export_config(store)["sites"] if s["name"].startswith("Site ")]
+    assert [(s["name"], s["latitude"], s["meters"][0]["name"]) for s in fleet] == [
+        (f"Site {n}", 50.0 + n, "pv") for n in range(4)
+    ]
+    sources = [[(x["name"], x["api"]["provider"], x["capacity_kw"]) for x in s["meters"][0]["sources"]] for s in fleet]
+    assert sources == [
+        [("Keyed", "simulator" if n == 0 else "solaredge", 20.0), ("Simulated", "simulator", 20.0 + n)]
+        for n in range(4)
+    ]
+    keyed = sorted(s.id for s in cat.load_catalog(store).sources if s.name == "Keyed")
+    with store.connect(read_only=True) as con:
+        keys = [{k: v.get_secret_value() for k, v in read_secrets(con, box, i).items()} for i in keyed]
+    assert keys == [{}] + [{"api_key": f"new-{n}"} for n in range(1, 4)]
+
+
 def test_every_problem_is_reported_with_its_path_in_the_file(store: Store, box: SecretBox) -> None:
     bad_sources = [
         source_dict(capacity_kw=-1),

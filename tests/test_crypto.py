@@ -33,6 +33,26 @@ def test_key_file_is_created_once_with_owner_only_mode(tmp_path: Path) -> None:
     Fernet(first[0])  # a usable key
 
 
+def test_key_file_is_created_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    """The mode is set on the open file, not left to the umask (which may also take the owner's bits)."""
+    key_file = tmp_path / "secret.key"
+    previous = os.umask(0o277)
+    try:
+        keys = ConfiguredBox(None, key_file, credentials_stored=lambda: False).state().keys
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    assert read_key_file(key_file) == list(keys)
+
+
+def test_a_key_file_of_absurd_size_is_refused_unread(tmp_path: Path) -> None:
+    key_file = tmp_path / "secret.key"
+    key_file.write_text(f"{generate_key()}\n" * 2000)  # 90 KB: no key file is that large
+    with pytest.raises(SecretsError) as info:
+        read_key_file(key_file)
+    assert str(info.value) == f"The key file {key_file} cannot be read (is larger than 64 KB)."
+
+
 def test_environment_keys_win_over_the_key_file(tmp_path: Path) -> None:
     new, old = generate_key(), generate_key()
     assert ConfiguredBox(f"{new}, {old}", tmp_path / "unused.key", lambda: False).state().keys == (new, old)

@@ -19,9 +19,9 @@ from core.models import Category
 from core.readings_import import (
     DEFAULT_LIMITS,
     MAX_ABS_W,
-    ImportLimits,
     ImportOptions,
     ImportRefused,
+    ReadingsFileLimits,
     decode_csv,
     import_readings,
     parse_readings,
@@ -231,7 +231,7 @@ def test_a_file_that_is_not_csv_text_is_refused_before_parsing(data: bytes, prob
 
 
 def test_a_file_over_the_size_limit_is_refused() -> None:
-    limits = ImportLimits(DEFAULT_LIMITS.earliest, DEFAULT_LIMITS.future_days, max_bytes=1_000_000)
+    limits = ReadingsFileLimits(DEFAULT_LIMITS.earliest, DEFAULT_LIMITS.future_days, max_bytes=1_000_000)
     data = (HEADER + "2026-06-02 00:00,1\n" * 60_000).encode()
     with pytest.raises(ImportRefused) as refused:
         decode_csv(data, limits)

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import stat
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,10 +24,17 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from core import catalog as cat
+from core.collection import Collection
 from core.config import Settings
-from core.runtime import open_runtime
+from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn
+from core.runtime import Runtime, open_runtime
+from core.secret_store import put_secret
+from core.spool import Spool
 from core.store import Store, StoreFault
-from jobs.collector import Collector
+from jobs.collector import Collector, collection_for, open_waiting
+from tests.fakes import solaredge_v1
+from tests.fakes.server import serve
 from tests.processes import operator_env, run_module
 
 SETPRIV = shutil.which("setpriv")
@@ -56,14 +66,20 @@ def run(env: dict[str, str], module: str, *args: str, prefix: tuple[str, ...] = 
     return run_module(module, *args, env=env, prefix=prefix)
 
 
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d [\d:,]+ )?(DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+
+
 def one_line_failure(result: subprocess.CompletedProcess, *needles: str) -> str:
-    """The run failed with exit 1 and one line (besides log lines) that holds every needle; no traceback."""
+    """The run failed with exit 1 and exactly one line besides its log lines, holding every needle; no traceback,
+    no unexplained failure. Returns that line."""
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr + result.stdout
-    assert "unexpected error" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if all(n in line for n in needles)]
-    assert len(lines) >= 1, result.stderr
-    return lines[0]
+    assert "cannot explain" not in result.stderr
+    said = [line for line in result.stderr.splitlines() if line.strip() and not LOG_LINE.match(line)]
+    said = [line.removeprefix("collector: ").removeprefix("sql: ") for line in said]
+    assert len(said) == 1, result.stderr
+    assert all(needle in said[0] for needle in needles), said[0]
+    return said[0]
 
 
 def count(db: Path, table: str = "readings") -> int:
@@ -117,9 +133,10 @@ def test_a_read_only_location_reads_and_refuses_writes_in_one_line(tmpfs: Path, 
 
     config = tmp_path / "site.yaml"
     config.write_text(exported.stdout.replace("Demo Rooftop", "Second Roof"), encoding="utf-8")
-    line = one_line_failure(run(env, "jobs.cli", "config", "import", str(config)), "read-only")
-    assert str(tmpfs) in line
-    one_line_failure(run(env, "jobs.collector", "--once"), "read-only", str(tmpfs))
+    line = one_line_failure(run(env, "jobs.cli", "config", "import", str(config)))
+    assert line.startswith(f"{db}: the location is read-only (reading works there"), line
+    line = one_line_failure(run(env, "jobs.collector", "--once"))
+    assert line.startswith(f"{db}: the location is read-only"), line
     assert count(db) == stored
 
 
@@ -132,10 +149,11 @@ def test_a_full_disk_fails_one_pass_in_one_line_and_damages_nothing(tmpfs: Path,
     assert run(env, "jobs.cli", "init").returncode == 0
     filler = fill(tmpfs)
 
-    one_line_failure(run(env, "jobs.collector", "--once"), "disk is full")
+    assert one_line_failure(run(env, "jobs.collector", "--once")).startswith(f"{db}: the disk is full")
     config = tmp_path / "site.yaml"
     config.write_text(run(env, "jobs.cli", "config", "export").stdout.replace("Demo Rooftop", "Annex"), "utf-8")
-    one_line_failure(run(env, "jobs.cli", "config", "import", str(config)), "disk is full", str(tmpfs))
+    line = one_line_failure(run(env, "jobs.cli", "config", "import", str(config)))
+    assert line.startswith(f"{db}: the disk is full (free some space"), line
     assert count(db) == 0
     assert count(db, "sites") == 1  # the import wrote nothing, and the file still opens
 
@@ -147,34 +165,64 @@ def test_a_full_disk_fails_one_pass_in_one_line_and_damages_nothing(tmpfs: Path,
     assert count(db, "sites") == 2
 
 
-def test_the_collector_keeps_a_pass_through_a_full_disk_and_writes_it_once_there_is_room(
-    tmpfs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+class Fault:
+    """A fault of the database's file system that a test starts and ends: a full disk, or a read-only remount."""
+
+    def __init__(self, kind: str, mount: Path) -> None:
+        self.kind, self.mount = kind, mount
+        self.cause = {"full": "the disk is full", "read-only": "the location is read-only"}[kind]
+        self._filler: Path | None = None
+
+    def start(self) -> None:
+        if self.kind == "full":
+            self._filler = fill(self.mount)
+        else:
+            subprocess.run(["mount", "-o", "remount,ro", str(self.mount)], check=True)
+
+    def end(self) -> None:
+        if self._filler is not None:
+            self._filler.unlink()
+        else:
+            subprocess.run(["mount", "-o", "remount,rw", str(self.mount)], check=True)
+
+
+def errors_in(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("kind", ["full", "read-only"])
+def test_the_collector_keeps_its_passes_through_a_fault_and_writes_them_once_it_is_over(
+    tmpfs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
 ) -> None:
     settings = Settings(db_path=tmpfs / "dataconn.duckdb", key_file=tmp_path / "secret.key", lock_timeout_s=2)
     runtime = open_runtime(settings)
     collector = Collector(runtime)
+    fault = Fault(kind, tmpfs)
     try:
         collector.collection.run(datetime.now(UTC))  # the demo's first month, written
         stored = count(settings.db_path)
-        filler = fill(tmpfs)
+        fault.start()
         caplog.set_level(logging.INFO)
         later = datetime.now(UTC) + timedelta(hours=2)
         first = collector.collection.run(later)
         second = collector.collection.run(later + timedelta(minutes=15))
-        held = sum(r.batch.height for report in (first, second) for r in report.results if r.batch is not None)
-        assert first.spooled and second.spooled and held > 0
-        assert "disk is full" in first.summary()
-        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        sizes = [sum(r.batch.height for r in report.results if r.batch is not None) for report in (first, second)]
+        assert first.in_memory and second.in_memory and sizes[0] > 0
+        assert first.summary().endswith(f"reading(s) kept in memory ({fault.cause})")
+        # The second pass reads on from the first (not again from the stored bookmark, which did not move).
+        assert sizes[1] < sizes[0]
+        errors = errors_in(caplog)
         assert len(errors) == 1, [r.getMessage() for r in errors]  # one ERROR for the episode, not one a pass
-        assert "disk is full" in errors[0].getMessage() and errors[0].exc_info is None
+        assert errors[0].getMessage().startswith(f"cannot write {settings.db_path}: {fault.cause}")
+        assert errors[0].exc_info is None
         assert count(settings.db_path) == stored
 
         collector.sync()  # the fault lasts: nothing raises, nothing more is logged at ERROR
-        assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
-        filler.unlink()
-        collector.sync()  # the minute's sync after the space came back
+        assert len(errors_in(caplog)) == 1
+        fault.end()
+        collector.sync()  # the minute's sync after the fault went away
         assert count(settings.db_path) > stored
-        assert any("can be written again" in r.getMessage() for r in caplog.records)
+        assert any(f"can be written again (after: {fault.cause})" in r.getMessage() for r in caplog.records)
         with runtime.store.connect(read_only=True) as con:
             newest, rows, keys = con.sql(
                 "SELECT max(ts), count(*), count(DISTINCT (source_id, ts, interval_s)) FROM readings"
@@ -183,6 +231,112 @@ def test_the_collector_keeps_a_pass_through_a_full_disk_and_writes_it_once_there
         assert rows == keys  # and none twice
     finally:
         collector.executor.shutdown(wait=True)
+
+
+def test_polling_pauses_when_memory_holds_all_it_may_and_resumes_after(
+    tmpfs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(db_path=tmpfs / "dataconn.duckdb", key_file=tmp_path / "secret.key", lock_timeout_s=2)
+    runtime = open_runtime(settings)
+    collection = Collection(
+        runtime.store, runtime.box, runtime.providers, Spool.beside(settings.db_path), memory_capacity=1
+    )
+    collection.run(datetime.now(UTC))
+    filler = fill(tmpfs)
+    caplog.set_level(logging.INFO)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert collection.run(later).in_memory
+    paused = [collection.run(later + timedelta(minutes=15 * k)) for k in (1, 2)]
+    assert all(not report.results and report.deferred for report in paused)  # no vendor polled, none thrown away
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("polling pauses" in line for line in said) == 1
+    assert len(errors_in(caplog)) == 1
+
+    filler.unlink()
+    resumed = collection.run(later + timedelta(minutes=45))
+    assert resumed.results and not resumed.deferred and resumed.rows_written > 0
+    assert sum("polling resumes" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_vendor_whose_budget_cannot_be_counted_is_not_called_during_a_fault(
+    tmpfs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every vendor call first counts itself in the database (budgets hold across processes): on a full disk the
+    call is not made at all, and the site is tried again once the fault is over."""
+    fake = solaredge_v1.sandbox_state()
+    with serve(solaredge_v1.create_app(fake)) as url:
+        settings = Settings(
+            db_path=tmpfs / "dataconn.duckdb",
+            key_file=tmp_path / "secret.key",
+            lock_timeout_s=2,
+            seed_demo=False,
+            solaredge_v1_base_url=url,
+        )
+        runtime = open_runtime(settings)
+        add_vendor_source(runtime)
+        collection = collection_for(runtime)
+        assert [r.outcome for r in collection.run(datetime.now(UTC)).results] == ["ok"]
+        calls = sum(fake.calls_served.values())
+        filler = fill(tmpfs)
+        caplog.set_level(logging.INFO)
+        during = collection.run(datetime.now(UTC) + timedelta(minutes=15))
+        assert not during.results and len(during.deferred) == 1
+        assert sum(fake.calls_served.values()) == calls  # no call made, so none unaccounted for
+        assert len(errors_in(caplog)) == 1 and all(r.exc_info is None for r in caplog.records)
+        filler.unlink()
+        after = collection.run(datetime.now(UTC) + timedelta(minutes=30))
+        assert [r.outcome for r in after.results] == ["ok"] and not after.deferred
+
+
+def add_vendor_source(runtime: Runtime) -> None:
+    site = cat.create_site(runtime.store, SiteIn(name="Roof", latitude=50.8, longitude=4.3, timezone="Europe/Brussels"))
+    meter = cat.create_meter(runtime.store, site.id, MeterIn(name="PV", category=Category.PROD))
+    api = ApiSettings(use_api=True, api_provider=Provider.SOLAREDGE_V1, system_id=solaredge_v1.SANDBOX_SITE_ID)
+    source = SourceIn(
+        name="Array", source_type="solar", capacity_kw=8, carbon_intensity_g_per_kwh=0, cost_per_mwh=0, api=api
+    )
+    with runtime.store.transaction() as con:
+        put_secret(con, runtime.box, cat.insert_source(con, meter.id, source), "api_key", solaredge_v1.SANDBOX_API_KEY)
+
+
+def test_a_database_reached_through_a_link_or_dot_dot_is_named_as_given(tmpfs: Path, tmp_path: Path) -> None:
+    """DuckDB prints the path with links and ".." resolved: the fault is still recognised, and named as given."""
+    (tmp_path / "link").symlink_to(tmpfs)
+    db = tmp_path / "link" / "dataconn.duckdb"
+    env = env_for(db, tmp_path / "secret.key")
+    assert run(env, "jobs.cli", "init").returncode == 0
+    filler = fill(tmpfs)
+    assert one_line_failure(run(env, "jobs.collector", "--once")).startswith(f"{db}: the disk is full")
+    filler.unlink()
+    dotted = tmp_path / "link" / ".." / "link" / "other.duckdb"
+    (tmpfs / "other.duckdb").write_text("not a database", encoding="utf-8")
+    line = one_line_failure(run(env_for(dotted, tmp_path / "secret.key"), "jobs.cli", "config", "export"))
+    assert line.startswith(f"{dotted}: it is not a DuckDB database file"), line
+
+
+def test_the_collector_waits_at_start_for_a_fault_to_go_away(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "dataconn.duckdb"
+    db.mkdir()  # a directory where the database should be
+    settings = Settings(db_path=db, key_file=tmp_path / "secret.key", lock_timeout_s=2)
+    caplog.set_level(logging.INFO)
+    stop = threading.Event()
+    opened: list[object] = []
+    waiting = threading.Thread(target=lambda: opened.append(open_waiting(settings, wait=True, stop=stop, retry_s=0.1)))
+    waiting.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not errors_in(caplog) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # several more tries
+        assert waiting.is_alive()
+        db.rmdir()
+        waiting.join(timeout=60)
+    finally:
+        stop.set()
+    assert opened and opened[0] is not None  # it started once the path was free
+    errors = errors_in(caplog)
+    assert len(errors) == 1 and errors[0].getMessage().startswith(f"{db}: it is a directory")
+    assert any("can be used: starting" in r.getMessage() for r in caplog.records)
 
 
 # --- permission denied, a directory, a foreign file -------------------------------------------------------------
@@ -206,7 +360,8 @@ def test_permission_denied_is_one_line_for_every_command(tmp_path: Path) -> None
         ("jobs.sql", ("-c", "SELECT 1;")),
         ("jobs.collector", ("--once",)),
     ):
-        one_line_failure(run(env, module, *args, prefix=no_bypass), "permission denied", str(db.parent))
+        line = one_line_failure(run(env, module, *args, prefix=no_bypass), "permission denied")
+        assert line.startswith((f"{db}: ", f"{db}.lock: ")), line  # readers open the file, writers its lock first
     db.chmod(0o600)
     assert count(db, "sites") == stored
 
@@ -227,7 +382,7 @@ def test_something_else_at_the_database_path_is_one_line(tmp_path: Path, what: s
         ("jobs.sql", ("-c", "SELECT 1;")),
         ("jobs.collector", ("--once",)),
     ):
-        one_line_failure(run(env, module, *args), needle, str(db))
+        assert one_line_failure(run(env, module, *args), needle).startswith(f"{db}: ")
     if what == "foreign file":
         assert db.read_text(encoding="utf-8") == "name,value\nnot,a database\n"  # untouched
 

@@ -5,31 +5,38 @@ What must hold: no new key is ever made while credentials are stored (and nothin
 and the dashboard say so in one line naming the key file and DATACONN_SECRET_KEYS; the collector goes on with the
 sources that need no key; restoring the key resumes the others without any configuration change;
 `forget-credentials` removes exactly the credentials that cannot be decrypted.
+
+Each command runs once as a real process (`python -m ...`) as the end-to-end check; the other checks of its messages
+call `jobs.cli.main(argv)` in this process, which is the same code without a second of interpreter start-up.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from core import catalog as cat
+from core import schema
 from core.config import load_settings
 from core.connections import new_draft, save_connections
 from core.crypto import SecretBox, SecretsError, generate_key, read_key_file
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn
 from core.runtime import Runtime, open_runtime
-from core.secret_store import key_notice, put_secret
+from core.secret_store import KeyNoticeCache, key_notice, put_secret
 from core.source_health import SourceState, read_states
-from core.store import Store
+from core.store import Store, StoreBusy
+from jobs.cli import main as cli_main
 from jobs.collector import collection_for
 from tests.fakes import solaredge_v1
 from tests.fakes.server import serve
+from tests.holder import held
 from tests.processes import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +86,26 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return run_module("jobs.cli", *args)
 
 
+CliRun = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli_here(capsys: pytest.CaptureFixture[str]) -> Iterator[CliRun]:
+    """`python -m jobs.cli ARGS` as `main(ARGS)` in this process: its exit code, stdout and stderr. `main` sets the
+    process's umask (owner-only files), so this test's umask is put back afterwards."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()  # only this command's output
+        code = cli_main(list(args))
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["jobs.cli", *args], code, out.out, out.err)
+
+    yield run
+    os.umask(umask)
+
+
 def states(store: Store) -> dict[int, SourceState]:
     with store.connect(read_only=True) as con:
         return read_states(con)
@@ -96,7 +123,9 @@ def assert_names_the_way_out(line: str, path: Path) -> None:
 # --- a deleted key file ----------------------------------------------------------------------------------------
 
 
-def test_deleted_key_file_makes_no_new_key_and_restoring_it_resumes_the_source(vendor: Path) -> None:
+def test_deleted_key_file_makes_no_new_key_and_restoring_it_resumes_the_source(
+    vendor: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     runtime = open_runtime(load_settings())
     roof = add_roof(runtime)
     path = key_file()
@@ -118,9 +147,10 @@ def test_deleted_key_file_makes_no_new_key_and_restoring_it_resumes_the_source(v
     assert readings_of(runtime.store, roof) == 0
 
     path.write_bytes(saved)  # restored from a backup; no configuration change
-    back = collector_once()
-    assert back.returncode == 0, back.stderr
-    assert not warnings_in(back.stderr) and "2 ok" in back.stdout, back.stderr
+    caplog.set_level(logging.WARNING)
+    back = collection_for(open_runtime(load_settings(), prepare=False), once=True).run(datetime.now(UTC))
+    assert [r.outcome for r in back.results] == ["ok", "ok"] and not back.skipped
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert readings_of(runtime.store, roof) > 0
     assert ciphertexts(runtime.store) == stored
 
@@ -227,12 +257,47 @@ def test_a_directory_at_the_key_path_is_one_line(app_env: Path) -> None:
     assert path.is_dir()
 
 
-def test_cli_commands_on_a_binary_key_file_fail_in_one_line(app_env: Path) -> None:
+def link_to_dev_zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [(os.mkfifo, "a named pipe"), (link_to_dev_zero, "a device")],
+    ids=["named pipe", "symlink to /dev/zero"],
+)
+def test_a_key_file_that_is_not_a_file_is_one_line_at_once(
+    app_env: Path, make: Callable[[Path], None], kind: str
+) -> None:
+    """Read, a named pipe blocks its reader for good and /dev/zero fills the memory. The commands and the collector
+    (real processes, given a minute where they need a second) say so in one line and touch nothing."""
+    runtime = open_runtime(load_settings())
+    add_roof(runtime)
+    path = key_file()
+    stored = ciphertexts(runtime.store)
+    path.unlink()
+    make(path)
+    file_type = stat.S_IFMT(os.lstat(path).st_mode)
+
+    refused = run_module("jobs.cli", "rotate-keys", timeout=60)
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [f"The key file {path} cannot be read (is {kind})."]
+
+    once = run_module("jobs.collector", "--once", timeout=60)
+    assert once.returncode == 0, once.stderr
+    (line,) = warnings_in(once.stderr)
+    assert f"cannot be decrypted: the key file {path} cannot be read (is {kind})" in line
+    assert_names_the_way_out(line, path)
+    assert "1 auth_error, 1 ok" in once.stdout  # the simulator's demo site goes on being collected
+
+    assert stat.S_IFMT(os.lstat(path).st_mode) == file_type and ciphertexts(runtime.store) == stored
+
+
+def test_cli_commands_on_a_binary_key_file_fail_in_one_line(app_env: Path, cli_here: CliRun) -> None:
     add_roof(open_runtime(load_settings()))
     path = key_file()
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
-    for args in (["rotate-keys"], ["forget-credentials", "--yes"]):
-        result = cli(*args)
+    for result in (cli("rotate-keys"), cli_here("forget-credentials", "--yes")):
         assert result.returncode == 1, result.stderr
         (line,) = result.stderr.splitlines()
         assert "holds binary data, not keys" in line and str(path) in line
@@ -271,7 +336,7 @@ def test_a_key_file_readable_by_others_is_tightened_at_start(app_env: Path, capl
 # --- forget-credentials -----------------------------------------------------------------------------------------
 
 
-def test_forget_credentials_lists_then_removes_only_what_cannot_be_decrypted(app_env: Path) -> None:
+def test_forget_credentials_lists_then_removes_only_what_cannot_be_decrypted(app_env: Path, cli_here: CliRun) -> None:
     runtime = open_runtime(load_settings())
     roof = add_roof(runtime)
     site = cat.create_site(runtime.store, SiteIn(name="Old", latitude=1, longitude=1, timezone="UTC"))
@@ -285,7 +350,7 @@ def test_forget_credentials_lists_then_removes_only_what_cannot_be_decrypted(app
         put_secret(con, SecretBox([generate_key()]), orphan, "api_key", "lost-value-123")
     before = ciphertexts(runtime.store)
 
-    preview = cli("forget-credentials")
+    preview = cli_here("forget-credentials")
     assert preview.returncode == 0, preview.stderr
     assert f'source {orphan} "Orphan" (site "Old"): api_key' in preview.stdout
     assert '"Roof"' not in preview.stdout and "Nothing was removed" in preview.stdout
@@ -296,20 +361,54 @@ def test_forget_credentials_lists_then_removes_only_what_cannot_be_decrypted(app
     assert "Removed 1 stored credential(s) of 1 source(s)" in done.stdout
     assert ciphertexts(runtime.store) == [row for row in before if row[0] == roof]
     assert "lost-value-123" not in done.stdout + done.stderr
-    assert "nothing to remove" in cli("forget-credentials").stdout
+    assert "nothing to remove" in cli_here("forget-credentials").stdout
 
 
-def test_forget_credentials_with_the_key_file_gone_removes_them_all_and_then_a_key_is_made(app_env: Path) -> None:
+def test_forget_credentials_with_the_key_file_gone_removes_them_all_and_then_a_key_is_made(
+    app_env: Path, cli_here: CliRun
+) -> None:
     runtime = open_runtime(load_settings())
     add_roof(runtime)
     path = key_file()
     path.unlink()
-    done = cli("forget-credentials", "--yes")
+    done = cli_here("forget-credentials", "--yes")
     assert done.returncode == 0, done.stderr
     assert ciphertexts(runtime.store) == []
     assert path.exists() and f"Created a new key file {path}" in done.stdout
     assert read_key_file(path)  # a usable key, owner-only
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# --- rotate-keys ------------------------------------------------------------------------------------------------
+
+
+def test_rotate_keys_says_a_rewritten_key_file_needs_no_restart(app_env: Path, cli_here: CliRun) -> None:
+    runtime = open_runtime(load_settings())
+    add_roof(runtime)
+    for args in (["rotate-keys", "--keep-old"], ["rotate-keys"]):
+        done = cli_here(*args)
+        assert done.returncode == 0, done.stderr
+        assert "Re-encrypted 1 secret(s) under a new key" in done.stdout and "no restart is needed" in done.stdout
+        assert "Restart" not in done.stdout
+        # which the running dashboard's box confirms: it reads the credential with the rewritten file, unrestarted
+        assert runtime.box.decrypt(ciphertexts(runtime.store)[0][2]).get_secret_value() == API_KEY
+    assert len(read_key_file(key_file())) == 1 and key_notice(runtime.store, runtime.box) is None
+
+
+def test_rotate_keys_with_environment_keys_says_to_restart(
+    app_env: Path, cli_here: CliRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = generate_key()
+    monkeypatch.setenv("DATACONN_SECRET_KEYS", old)
+    add_roof(open_runtime(load_settings()))
+    alone = cli_here("rotate-keys")
+    assert alone.returncode == 0, alone.stderr
+    assert "set it to 'NEW,OLD' (see generate-key), restart the app and the collector, and rerun" in alone.stdout
+    monkeypatch.setenv("DATACONN_SECRET_KEYS", f"{generate_key()},{old}")
+    rotated = cli_here("rotate-keys")
+    assert rotated.returncode == 0, rotated.stderr
+    assert "remove the other keys from DATACONN_SECRET_KEYS, then restart the app and the collector" in rotated.stdout
+    assert "no restart" not in alone.stdout + rotated.stdout
 
 
 # --- the dashboard ----------------------------------------------------------------------------------------------
@@ -342,14 +441,80 @@ def key_banners() -> list[str]:
     return [e.value for e in app.error if "cannot be decrypted" in e.value]
 
 
-def test_a_stop_recorded_for_unreadable_credentials_by_an_older_version_clears_by_itself(vendor: Path) -> None:
+def test_the_banner_is_kept_between_page_runs_until_the_keys_change(app_env: Path) -> None:
     runtime = open_runtime(load_settings())
-    roof = add_roof(runtime)
-    with runtime.store.transaction() as con:  # what the collector wrote before this fix, after the key was lost
-        con.execute(
-            "INSERT INTO source_state (source_id, stopped_reason, updated_at) VALUES (?, ?, now())",
-            [roof, "The stored credentials A stored credential cannot be decrypted with the configured keys."],
-        )
-    report = collection_for(runtime).run(datetime.now(UTC))
-    assert [r.outcome for r in report.results] == ["ok", "ok"] and not report.skipped
-    assert readings_of(runtime.store, roof) > 0
+    add_roof(runtime)
+    path = key_file()
+    saved = path.read_bytes()
+    path.unlink()
+    notices = KeyNoticeCache(runtime.store, runtime.box, max_age_s=3600)
+    lost = notices.notice()
+    assert lost is not None and "is missing" in lost
+
+    with held(runtime.store.path):  # an outside program holds the file: asking the database would fail now
+        assert notices.notice(timeout_s=0.2) == lost  # same keys: the kept answer, without reading or decrypting
+        path.write_bytes(saved)
+        with pytest.raises(StoreBusy):
+            notices.notice(timeout_s=0.2)  # the key is back: asked again at once (and the failure is not kept)
+    assert notices.notice() is None
+
+    at_once = KeyNoticeCache(runtime.store, runtime.box, max_age_s=0)  # an answer older than max_age_s is not used
+    assert at_once.notice() is None
+    with held(runtime.store.path), pytest.raises(StoreBusy):
+        at_once.notice(timeout_s=0.2)
+
+
+def test_a_database_that_cannot_be_opened_is_said_once_on_the_dashboard(app_env: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    database = load_settings().db_path
+    database.mkdir()  # a directory where the database should be
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    app.run()
+    assert not app.exception
+    said = [e.value for e in app.error if str(database) in e.value]
+    assert len(said) == 1 and "is a directory" in said[0], [e.value for e in app.error]
+    assert not app.sidebar.error
+
+
+# --- stops that older versions recorded -------------------------------------------------------------------------
+
+KEY_STOPS_CLEARED = 8  # the schema migration that clears them
+# What versions before it recorded for a source whose credentials our keys could not decrypt (core.collection's
+# prefix, then the decryption error of core.crypto), stopping it until its settings changed.
+OLD_KEY_STOP = (
+    "The stored credentials A stored credential cannot be decrypted with the configured keys: was a key removed"
+    " before rotation finished? Re-enter the credential or restore the key."
+)
+
+
+def test_the_migration_clears_the_stops_older_versions_recorded_for_unreadable_credentials_and_no_other(
+    vendor: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as older:  # a database of a version that knew the migrations before it
+        older.setattr(schema, "MIGRATIONS", [m for m in schema.MIGRATIONS if m[0] < KEY_STOPS_CLEARED])
+        older.setattr(schema, "LATEST_VERSION", KEY_STOPS_CLEARED - 1)
+        runtime = open_runtime(load_settings())
+        roof = add_roof(runtime)
+        demo = [s.id for s in cat.load_catalog(runtime.store).sources if s.id != roof]
+        # The vendor's own refusal of the demo's credentials, worded (on purpose) with the same first words.
+        refused = "The stored credentials were refused by the vendor (HTTP 401): check the API key."
+        with runtime.store.transaction() as con:
+            con.executemany(
+                "INSERT INTO source_state (source_id, stopped_reason, updated_at) VALUES (?, ?, now())",
+                [[roof, OLD_KEY_STOP], *([source_id, refused] for source_id in demo)],
+            )
+        assert schema.schema_version(runtime.store) == KEY_STOPS_CLEARED - 1
+        assert all(state.stopped for state in states(runtime.store).values())  # as that version left them
+
+    restarted = open_runtime(load_settings())  # this version starts: the migration runs, once
+    assert schema.schema_version(restarted.store) == schema.LATEST_VERSION
+    after = states(restarted.store)
+    assert not after[roof].stopped and all(after[source_id].stopped for source_id in demo)
+    with restarted.store.connect(read_only=True) as con:
+        reasons = dict(con.sql("SELECT source_id, stopped_reason FROM source_state").fetchall())
+    assert reasons == {roof: None} | dict.fromkeys(demo, refused)
+
+    report = collection_for(restarted).run(datetime.now(UTC))
+    assert [r.outcome for r in report.results] == ["ok"] and report.skipped == 1  # the roof polled, the demo stopped
+    assert readings_of(restarted.store, roof) > 0

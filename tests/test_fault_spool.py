@@ -38,11 +38,11 @@ from core.providers.base import QuotaRule
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
 from core.quarantine import NOTE
-from core.quota_store import StoredQuotaLedger
+from core.quota_store import JOURNAL_MAX_BYTES, StoredQuotaLedger
 from core.runtime import open_runtime
 from core.schema import migrate
-from core.spool import Spool, SpoolEntry
-from core.store import Store, StoreFault
+from core.spool import ENTRY_FILE_MAX_BYTES, Spool, SpoolEntry
+from core.store import Store, StoreBusy, StoreFault
 from tests.crafting import SourceSpec, craft_site, open_page, readings_frame
 from tests.holder import held
 from tests.processes import run_module
@@ -52,6 +52,7 @@ NOW = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
 PAST = datetime(2020, 3, 1, tzinfo=UTC)  # spooled readings live here: nothing else writes 2020
 ROWS = 8  # readings per spooled pass
 JOURNAL = "quota-journal.jsonl"
+WAIT_S = 0.1  # how long the tests that hold the database let the spool and the ledger wait for it
 
 
 # --- making and damaging entries -------------------------------------------------------------------------------
@@ -101,6 +102,22 @@ def mistyped_parquet(entry: Path) -> None:
     frame.with_columns(pl.col("ts").dt.to_string()).write_parquet(entry / "readings.parquet")
 
 
+def pipe_as(name: str) -> Callable[[Path], None]:
+    """A named pipe in place of one of the entry's files: read, it would block the drain (and the database's write
+    lock) for good."""
+
+    def damage(entry: Path) -> None:
+        (entry / name).unlink()
+        os.mkfifo(entry / name)
+
+    return damage
+
+
+def absurd_readings(entry: Path) -> None:
+    """A readings file larger than any pass (sparse: it takes no room, and would take minutes to read)."""
+    os.truncate(entry / "readings.parquet", ENTRY_FILE_MAX_BYTES + 1)
+
+
 def unappliable_meta(entry: Path) -> None:
     meta = json.loads((entry / "pass.json").read_text())
     meta["results"][0]["started_at"] = "yesterday at noon"
@@ -116,6 +133,9 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "parquet of other columns": (foreign_parquet, "readings.parquet has the columns (site String, kwh Float64)"),
     "parquet of wrong types": (mistyped_parquet, "readings.parquet has the columns (source_id Int64, ts String"),
     "meta that cannot be applied": (unappliable_meta, "it cannot be written to the database: Invalid isoformat"),
+    "named pipe as readings": (pipe_as("readings.parquet"), "readings.parquet is a named pipe, not a file this"),
+    "named pipe as pass.json": (pipe_as("pass.json"), "pass.json is a named pipe, not a file this collector wrote"),
+    "readings of absurd size": (absurd_readings, "readings.parquet is larger than 2 GB: no pass this collector"),
 }
 
 
@@ -134,7 +154,8 @@ def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 @pytest.fixture
-def context() -> ProviderContext:
+def provider_context() -> ProviderContext:
+    """What a pass needs of its providers (the name `context` is pytest-playwright's fixture)."""
     return ProviderContext(Settings(), QuotaLedger())
 
 
@@ -143,14 +164,14 @@ def context() -> ProviderContext:
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_a_damaged_entry_goes_to_quarantine_and_the_entries_around_it_are_written(
-    kind: str, tmp_path: Path, box: SecretBox, context: ProviderContext, caplog: pytest.LogCaptureFixture
+    kind: str, tmp_path: Path, box: SecretBox, provider_context: ProviderContext, caplog: pytest.LogCaptureFixture
 ) -> None:
     damage, why = DAMAGE[kind]
     store, source_id = new_store(tmp_path / "db.duckdb")
     spool = Spool.beside(store.path)
     names = [spooled_pass(spool, source_id, k) for k in range(4)]
     damage(spool.directory / names[1])
-    collection = Collection(store, box, context, spool)
+    collection = Collection(store, box, provider_context, spool)
 
     assert collection.drain() == 3 * ROWS  # the collector's drain: it does not raise, it writes the others
     assert spooled_rows(store) == {0.0: ROWS, 2.0: ROWS, 3.0: ROWS}
@@ -177,7 +198,7 @@ def test_a_damaged_entry_goes_to_quarantine_and_the_entries_around_it_are_writte
 
 
 def test_what_a_crash_left_of_a_written_entry_is_removed_not_quarantined(
-    tmp_path: Path, box: SecretBox, context: ProviderContext, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, box: SecretBox, provider_context: ProviderContext, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A kill during the removal of a written entry can leave its folder half empty: its name is recorded as
     written, so it is just removed."""
@@ -190,21 +211,20 @@ def test_what_a_crash_left_of_a_written_entry_is_removed_not_quarantined(
     (spool.directory / written / "readings.parquet").unlink()
     later = spooled_pass(spool, source_id, 1)
 
-    assert Collection(store, box, context, spool).drain() == ROWS
+    assert Collection(store, box, provider_context, spool).drain() == ROWS
     assert spool.pending() == [] and spool.quarantine.report().items == []
     assert spooled_rows(store) == {0.0: ROWS, 1.0: ROWS} and errors(caplog) == []
     assert later not in {item.name for item in spool.quarantine.report().items}
 
 
-def test_a_held_file_never_quarantines(tmp_path: Path, box: SecretBox, context: ProviderContext) -> None:
+def test_a_held_file_never_quarantines(tmp_path: Path) -> None:
     store, source_id = new_store(tmp_path / "db.duckdb")
     spool = Spool.beside(store.path)
     names = [spooled_pass(spool, source_id, k) for k in range(2)]
-    collection = Collection(store, box, context, spool)
-    with held(store.path):
-        assert collection.drain() == 0
+    with held(store.path), pytest.raises(StoreBusy):
+        spool.drain(store, apply_entry, timeout_s=WAIT_S)
     assert spool.pending() == names and not spool.quarantine.directory.exists()
-    assert collection.drain() == 2 * ROWS
+    assert spool.drain(store, apply_entry) == (2, 2 * ROWS)
 
 
 def _full_disk(con: duckdb.DuckDBPyConnection, entry: SpoolEntry) -> int:
@@ -230,6 +250,60 @@ def test_a_store_or_disk_failure_while_applying_leaves_the_entry_for_later(
     assert spool.drain(store, apply_entry) == (2, 2 * ROWS)  # the fault is over: both are written
 
 
+def test_a_note_that_cannot_be_written_leaves_the_entry_where_it_is_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The note is written before the move: when it fails (a full disk; here a folder in its place), the entry has
+    not moved, so the message naming it in the spool is true, and nothing behind it is written out of order."""
+    store, source_id = new_store(tmp_path / "db.duckdb")
+    spool = Spool.beside(store.path)
+    names = [spooled_pass(spool, source_id, k) for k in range(2)]
+    entry = spool.directory / names[0]
+    truncate_readings(entry)
+    (entry / NOTE).mkdir()
+
+    with pytest.raises(StoreFault) as fault:
+        spool.drain(store, apply_entry)
+    assert str(fault.value).startswith(f"{entry}: damaged (readings.parquet cannot be read")
+    assert str(fault.value).endswith("but cannot be moved aside: is a directory")
+    assert spool.pending() == names and spool.quarantine.report().items == []
+    assert spooled_rows(store) == {} and errors(caplog) == []
+
+    (entry / NOTE).rmdir()  # the fault is over
+    assert spool.drain(store, apply_entry) == (1, ROWS)
+    assert [item.name for item in spool.quarantine.report().items] == [names[0]]
+
+
+def test_an_entry_another_drainer_moved_first_is_not_an_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A `collector --once` beside the daemon: both find the same damaged entry, one moves it, the other's move
+    finds it gone. That is handled, not an ERROR, and the drain goes on."""
+    store, source_id = new_store(tmp_path / "db.duckdb")
+    spool = Spool.beside(store.path)
+    names = [spooled_pass(spool, source_id, k) for k in range(2)]
+    unappliable_meta(spool.directory / names[0])
+
+    def other_drainer_first(con: duckdb.DuckDBPyConnection, entry: SpoolEntry) -> int:
+        if entry.name == names[0]:  # the other process quarantines it while this one is applying it
+            Spool(spool.directory).quarantine.hold_entry(spool.directory / entry.name, "spool entry", "damaged")
+        return apply_entry(con, entry)
+
+    assert spool.drain(store, other_drainer_first) == (1, ROWS)
+    assert [item.name for item in spool.quarantine.report().items] == [names[0]]
+    assert len(errors(caplog)) == 1  # the other drainer's "moved to quarantine"; none from this one
+    assert not [m for m in errors(caplog) if "cannot be moved aside" in m]
+
+
+def test_a_leftover_that_vanishes_while_listed_is_skipped(tmp_path: Path) -> None:
+    """Another drainer removes a stale `tmp-*` leftover between this one's listing and its look at it (here: a
+    name that lists but cannot be looked at, as a removed one)."""
+    store, source_id = new_store(tmp_path / "db.duckdb")
+    spool = Spool.beside(store.path)
+    name = spooled_pass(spool, source_id, 0)
+    (spool.directory / "tmp-pass-removed-meanwhile").symlink_to(spool.directory / "gone")
+    assert spool.drain(store, apply_entry) == (1, ROWS)
+    assert spool.pending() == [] and name not in {item.name for item in spool.quarantine.report().items}
+
+
 # --- the quota journal ---------------------------------------------------------------------------------------------
 
 RULES = (QuotaRule("account", "day", 100),)
@@ -250,6 +324,11 @@ BAD_LINES = {
 
 def counted(store: Store) -> int:
     return int(table(store, "SELECT coalesce(sum(calls), 0) FROM quota_usage")[0][0])
+
+
+def journal_ledger(store: Store, journal: Path) -> StoredQuotaLedger:
+    """The collector's ledger, waiting WAIT_S (not 2 s) for a held file before counting in the journal."""
+    return StoredQuotaLedger(store, journal=journal, db_wait_s=WAIT_S)
 
 
 @pytest.mark.parametrize("kind", list(BAD_LINES))
@@ -283,7 +362,7 @@ def test_a_torn_last_line_is_tolerated_and_cut_before_the_next_append(
 ) -> None:
     store, _ = new_store(tmp_path / "db.duckdb")
     journal = Spool.beside(store.path).directory / JOURNAL
-    ledger = StoredQuotaLedger(store, journal=journal)
+    ledger = journal_ledger(store, journal)
     ledger.reserve("solaredge", SCOPE, RULES, NOW)  # seen with the file free: 1
     journal.parent.mkdir()
     journal.write_bytes(TORN)  # another process was killed while appending
@@ -293,6 +372,101 @@ def test_a_torn_last_line_is_tolerated_and_cut_before_the_next_append(
     ledger.flush_journal()
     assert counted(store) == 2
     assert not Spool.beside(store.path).quarantine.directory.exists() and errors(caplog) == []
+
+
+def blocked(quarantine: Path) -> None:
+    """The quarantine cannot be written: something else has its name (as a folder of root's refuses the collector
+    after a `sudo ... --once`, or a full disk refuses everyone)."""
+    quarantine.parent.mkdir(exist_ok=True)
+    quarantine.write_bytes(b"not a folder")
+
+
+def test_lines_that_cannot_be_moved_aside_never_make_calls_count_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, _ = new_store(tmp_path / "db.duckdb")
+    spool = Spool.beside(store.path)
+    journal = spool.directory / JOURNAL
+    blocked(spool.quarantine.directory)
+    journal.write_bytes(call_line() * 2 + BAD_LINES["not UTF-8"] + call_line())
+    ledger = journal_ledger(store, journal)
+
+    for _ in range(4):  # the collector's sync every minute, while the fault lasts
+        with pytest.raises(StoreFault) as fault:
+            ledger.flush_journal()
+        assert counted(store) == 3  # counted once, never again
+        assert journal.read_bytes() == BAD_LINES["not UTF-8"]  # kept, and only them
+    assert str(fault.value) == (
+        f"{journal}: 1 line(s) that are not vendor calls cannot be moved aside to {spool.quarantine.directory}:"
+        " a part of the path is a file, not a folder"
+    )
+    ledger.reserve("solaredge", SCOPE, RULES, NOW)  # polling goes on: the lines left count nothing
+    assert counted(store) == 4 and errors(caplog) == []
+
+    spool.quarantine.directory.unlink()  # the fault is over
+    ledger.flush_journal()
+    assert counted(store) == 4 and journal.read_bytes() == b""
+    (item,) = spool.quarantine.report().items
+    assert (spool.quarantine.directory / item.name / JOURNAL).read_bytes() == BAD_LINES["not UTF-8"]
+    assert "the journal's calls had been counted already" in item.reason
+    assert len(errors(caplog)) == 1
+
+
+def test_the_daemon_says_once_that_journal_lines_cannot_be_moved_aside(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The long-running collector's minute sync, twice: one ERROR naming the journal, no traceback, no job boundary
+    hit; the good call counted once."""
+    from jobs.collector import Collector
+
+    monkeypatch.setenv("DATACONN_SEED_DEMO", "false")
+    runtime = open_runtime(load_settings())
+    spool = Spool.beside(runtime.store.path)
+    blocked(spool.quarantine.directory)
+    (spool.directory / JOURNAL).write_bytes(call_line() + BAD_LINES["garbled line"])
+    collector = Collector(runtime)
+    try:
+        collector.sync()
+        collector.sync()
+    finally:
+        collector.executor.shutdown(wait=True)
+    assert counted(runtime.store) == 1
+    (logged,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert str(spool.directory / JOURNAL) in logged.getMessage() and "cannot be moved aside" in logged.getMessage()
+    assert logged.exc_info is None and "Traceback" not in caplog.text
+
+
+def absurd_journal(path: Path) -> None:
+    path.write_bytes(call_line())
+    os.truncate(path, JOURNAL_MAX_BYTES + 1)  # sparse: it takes no room
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [(os.mkfifo, "it is a named pipe"), (os.mkdir, "it is a directory"), (absurd_journal, "it is larger than 256 MB")],
+    ids=["named pipe", "folder", "file of absurd size"],
+)
+def test_a_journal_that_is_not_a_file_we_wrote_is_moved_aside_whole(
+    make: Callable[[Path], None], why: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Read, a named pipe would block the reservation for good; a folder cannot be read; a file of absurd size
+    would be read whole into memory at every reservation. Each is moved aside and a new journal started."""
+    store, _ = new_store(tmp_path / "db.duckdb")
+    spool = Spool.beside(store.path)
+    journal = spool.directory / JOURNAL
+    journal.parent.mkdir()
+    make(journal)
+    ledger = journal_ledger(store, journal)
+    ledger.reserve("solaredge", SCOPE, RULES, NOW)  # seen with the file free
+    with held(store.path):
+        ledger.reserve("solaredge", SCOPE, RULES, NOW)  # counted in a new journal
+    assert journal.read_bytes() == call_line()
+    (item,) = spool.quarantine.report().items
+    assert item.reason.startswith(f"{why}, not a journal this collector wrote")
+    (logged,) = errors(caplog)
+    assert str(spool.quarantine.directory / item.name) in logged
+    ledger.flush_journal()
+    assert counted(store) == 2
 
 
 # --- the collector, as it runs -------------------------------------------------------------------------------------
@@ -413,11 +587,11 @@ def test_api_health_warns_of_the_quarantine_until_it_is_emptied(app_env: Path) -
 
 @pytest.mark.parametrize("umask", [0o000, 0o277], ids=["umask 000", "umask 277"])
 def test_the_spool_quarantine_and_journal_are_created_owner_only_whatever_the_umask(
-    umask: int, tmp_path: Path, box: SecretBox, context: ProviderContext
+    umask: int, tmp_path: Path, box: SecretBox, provider_context: ProviderContext
 ) -> None:
     store, source_id = new_store(tmp_path / "db.duckdb")
     spool = Spool.beside(store.path)
-    ledger = StoredQuotaLedger(store, journal=spool.directory / JOURNAL)
+    ledger = journal_ledger(store, spool.directory / JOURNAL)
     ledger.reserve("solaredge", SCOPE, RULES, NOW)
     previous = os.umask(umask)
     try:
@@ -425,7 +599,7 @@ def test_the_spool_quarantine_and_journal_are_created_owner_only_whatever_the_um
         with held(store.path):
             ledger.reserve("solaredge", SCOPE, RULES, NOW)  # creates the journal
         drop_meta_keys(spool.directory / names[0])
-        Collection(store, box, context, spool).drain()  # creates the quarantine
+        Collection(store, box, provider_context, spool).drain()  # creates the quarantine
     finally:
         os.umask(previous)
     spooled_pass(spool, source_id, 2)

@@ -12,7 +12,7 @@ from core.catalog import InvalidInput, NotFound
 from core.config import Settings, load_settings
 from core.crypto import SecretsError
 from core.runtime import Runtime, open_runtime
-from core.secret_store import key_notice
+from core.secret_store import KeyNoticeCache
 from core.store import StoreBusy, StoreError
 
 log = logging.getLogger("dataconn.ui")
@@ -32,15 +32,33 @@ def get_runtime() -> Runtime:
     return _runtime_for(load_settings().model_dump_json())
 
 
-KEY_NOTICE_WAIT_S = 1.0  # the banner is not worth a page waiting out a held database: the page says that itself
-
-
-def key_banner() -> None:
-    """Above every page: the one line saying that stored credentials cannot be decrypted (or that there is no
-    usable key), and what to do (core.crypto)."""
-    runtime = get_runtime()
+def runtime_or_none() -> Runtime | None:
+    """The runtime, or None when it cannot be built now (invalid settings, a database that cannot be opened or
+    migrated, malformed keys in the environment). For what frames the page (sidebar, key banner): the page builds the
+    runtime too and says why, so the reason is shown once, not three times."""
     try:
-        notice = key_notice(runtime.store, runtime.box, timeout_s=KEY_NOTICE_WAIT_S)
+        return get_runtime()
+    except Exception:
+        log.debug("no runtime for the sidebar and the key banner; the page says why", exc_info=True)
+        return None
+
+
+KEY_NOTICE_WAIT_S = 1.0  # the banner is not worth a page waiting out a held database: the page says that itself
+KEY_NOTICE_MAX_AGE_S = 30.0  # a change of stored credentials alone shows this late at most; a change of keys at once
+
+
+@st.cache_resource(show_spinner=False)
+def _key_notices(settings_json: str, _runtime: Runtime) -> KeyNoticeCache:
+    """One per runtime (the same settings give the same cached runtime), shared by every session."""
+    return KeyNoticeCache(_runtime.store, _runtime.box, max_age_s=KEY_NOTICE_MAX_AGE_S)
+
+
+def key_banner(runtime: Runtime) -> None:
+    """Above every page: the one line saying that stored credentials cannot be decrypted (or that there is no
+    usable key), and what to do (core.crypto). Kept between page runs (core.secret_store.KeyNoticeCache): a click
+    does not decrypt every stored credential again, while a restored key file clears the banner at the next run."""
+    try:
+        notice = _key_notices(runtime.settings.model_dump_json(), runtime).notice(timeout_s=KEY_NOTICE_WAIT_S)
     except StoreError:  # the page itself says what is wrong with the database
         return
     if notice:

@@ -1,0 +1,266 @@
+"""Validation of a configuration file against a snapshot of the stored configuration, before anything is written.
+
+The page's rules and messages apply (`core.models`, through the file's models in `core.config_file`), level by
+level so that one bad row does not hide the problems of the others, plus what only the stored configuration can
+tell: a row's stored counterpart, matched by name as people read them (`core.config_snapshot`); a meter's category
+that cannot change while it has sources; credentials already stored, which count as given; and the quota plan of
+the configuration as the import will leave it (`core.connection_quota`), the rule of Save All Connections. Every
+problem is reported by its path in the file; the list shown is capped (`ConfigImportError`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import SecretStr, ValidationError
+
+from core import catalog as cat
+from core import models as m
+from core.config_file import (
+    FORMAT_VERSION,
+    NAME,
+    ConfigFile,
+    Credential,
+    FileModel,
+    MeterFile,
+    SiteFile,
+    SourceFile,
+)
+from core.config_snapshot import AmbiguousName, Snapshot, Stored, StoredNames
+from core.connection_quota import Edited, key_accounts, keys_to_compare, planned_sources, refusals
+from core.crypto import SecretBox
+from core.models import name_key
+from core.validation import field_errors, format_path
+
+PLAN_VARIABLE = "DATACONN_ENPHASE_PLAN"  # the setting `Settings.enphase_plan`, named in the plan's message
+MAX_SHOWN = 100  # problems listed; the rest are counted ("and N more")
+CREDENTIAL_NAMES = tuple(dict.fromkeys(name for names in m.PROVIDER_SECRETS.values() for name, _ in names))
+Loc = list[str | int]
+
+
+class ConfigImportError(Exception):
+    """The file breaks the rules; nothing was written. `errors` lists the problems as "path: message", the first
+    `MAX_SHOWN` of them and then a line counting the rest, so that a file of a million bad rows prints a screenful;
+    `count` is the number of problems."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(f"{len(errors)} problem(s) in the configuration; nothing was imported")
+        self.count = len(errors)
+        more = len(errors) - MAX_SHOWN
+        self.errors = errors[:MAX_SHOWN] + ([f"... and {more} more problem(s)"] if more > 0 else [])
+
+
+def validate(
+    snapshot: Snapshot, box: SecretBox, data: Any, environ: Mapping[str, str], enphase_plan: str
+) -> ConfigFile:
+    """The validated file, or `ConfigImportError` with every problem, the quota plan's included."""
+    validator = _Validator(snapshot.catalog, environ)
+    config = validator.validate(data)
+    errors = validator.errors + quota_errors(snapshot, box, validator.edited, enphase_plan)
+    if errors or config is None:
+        raise ConfigImportError(errors)
+    return config
+
+
+def quota_errors(snapshot: Snapshot, box: SecretBox, edited: list[Edited], enphase_plan: str) -> list[str]:
+    """The file's sources whose schedule does not fit the vendors' budgets, as path errors on their frequency.
+
+    The plan is the configuration after the import: the file's sources (`edited`, keyed by their path) in place of
+    the stored ones they match, and every other stored source, of any site, as it is.
+    """
+    catalog = snapshot.catalog
+    to_compare = keys_to_compare(catalog, edited, set())
+    accounts = key_accounts(box, {s.id: snapshot.secrets[(s.id, "api_key")] for s in to_compare})
+    replaced = {one.source_id for one in edited if one.source_id is not None}
+    try:
+        refused = refusals(planned_sources(catalog, edited, replaced, accounts), enphase_plan=enphase_plan)
+    except ValueError as exc:  # an unknown plan name
+        return [f"{PLAN_VARIABLE}: {exc}"]
+    return [f"{one.key}.api.update_frequency: {refused[one.key]}" for one in edited if one.key in refused]
+
+
+class _Unknown(enum.Enum):
+    """What is stored for a file's row that matches several stored rows, and for its children: nobody can tell. The
+    checks that depend on it (a meter's category, credentials already stored, the quota plan) skip such rows;
+    the ambiguity itself is reported, so the file is refused anyway."""
+
+    STORED = "unknown"
+
+
+UNKNOWN = _Unknown.STORED
+_CONTROL_ROOM, _DATA_CONNECTIONS = "Control Room", "Data Connections"  # the pages that rename and delete them
+
+
+class _Validator:
+    """Walks the data level by level, so that one bad row does not hide the problems of the others."""
+
+    def __init__(self, catalog: cat.Catalog, environ: Mapping[str, str]) -> None:
+        self.stored = StoredNames(catalog)
+        self.source_counts = Counter(s.meter_id for s in catalog.sources)  # per meter, counted once for all meters
+        self.environ = environ
+        self.errors: list[str] = []
+        self.edited: list[Edited] = []  # the valid sources, for the quota plan
+        self.ambiguous: set[tuple[type, tuple[int, ...]]] = set()  # the stored lookalikes reported: kind and ids
+
+    def error(self, loc: Loc, message: str) -> None:
+        self.errors.append(f"{format_path(loc) or '(file)'}: {message}")
+
+    def model(self, cls: type[FileModel], raw: Any, loc: Loc, children: str = "") -> tuple[Any, list[Any]]:
+        """Validate one level with its list of children left empty; the caller validates them one by one."""
+        if not isinstance(raw, dict):
+            self.error(loc, "must be a mapping of fields")
+            return None, []
+        kids = raw.get(children) if children else None
+        if kids is not None and not isinstance(kids, list):
+            self.error([*loc, children], "must be a list")
+        kids = kids if isinstance(kids, list) else []
+        try:
+            return cls.model_validate({**raw, children: []} if children else raw), kids
+        except ValidationError as exc:
+            self.errors.extend(f"{path}: {message}" for path, message in field_errors(exc, loc).items())
+            return None, kids
+
+    def unique(self, seen: dict[str, Loc], raw: Any, loc: Loc, what: str) -> None:
+        """Report a duplicate name even when other fields of the row are invalid."""
+        try:
+            name = NAME.validate_python(raw.get("name") if isinstance(raw, dict) else None)
+        except ValidationError:
+            return  # reported by `model`
+        key = name_key(name)
+        if key in seen:
+            self.error([*loc, "name"], f"duplicate {what.format(repr(name))} (also {format_path(seen[key])})")
+        seen.setdefault(key, loc)
+
+    def match(self, loc: Loc, find: Callable[..., Stored | None], *key: Any) -> Stored | _Unknown | None:
+        """The stored row a file's row matches by name (None: a new row), or `UNKNOWN`, reported, when it matches
+        several (lookalike names stored by an older version). A file that names them twice (an export of such a
+        database does) has its duplicate reported, and the lookalikes once."""
+        try:
+            return find(*key)
+        except AmbiguousName as exc:
+            ids = (type(exc.rows[0]), tuple(row.id for row in exc.rows))
+            if ids in self.ambiguous:
+                return UNKNOWN
+            self.ambiguous.add(ids)
+            what, page = {
+                m.Site: ("sites", _CONTROL_ROOM),
+                m.Meter: ("meters of this site", _CONTROL_ROOM),
+                m.Source: ("sources of this meter", _DATA_CONNECTIONS),
+            }[type(exc.rows[0])]
+            named = [f"{row.name!r} (id {row.id})" for row in exc.rows]
+            listed = ", ".join(named[:-1]) + " and " + named[-1]
+            which = "one of them" if len(named) == 2 else "all but one"
+            self.error(
+                [*loc, "name"],
+                f"matches {len(named)} stored {what} whose names read the same, {listed}: rename or delete {which}"
+                f" on the {page} page, then import again",
+            )
+            return UNKNOWN
+
+    def validate(self, data: Any) -> ConfigFile | None:
+        """The validated file, or None with `errors` filled (raises at once when the file is not one at all)."""
+        if not isinstance(data, dict):
+            self.error([], 'must be a mapping with "version" and "sites"')
+            raise ConfigImportError(self.errors)
+        version = data.get("version")
+        if isinstance(version, bool) or version != FORMAT_VERSION:
+            problem = "is required" if "version" not in data else f"unsupported version {str(version)[:20]!r}"
+            self.error(["version"], f"{problem}: this program reads version {FORMAT_VERSION}")
+            raise ConfigImportError(self.errors)
+        root, raw_sites = self.model(ConfigFile, data, [], "sites")
+        seen: dict[str, Loc] = {}
+        sites = []
+        for i, raw in enumerate(raw_sites):
+            site, raw_meters = self.model(SiteFile, raw, ["sites", i], "meters")
+            self.unique(seen, raw, ["sites", i], "site name {}")
+            stored = self.match(["sites", i], self.stored.site, site.name) if site else None
+            names: dict[str, Loc] = {}
+            meters = [self.meter(r, ["sites", i, "meters", j], stored, names) for j, r in enumerate(raw_meters)]
+            sites.append(site.model_copy(update={"meters": meters}) if site else None)
+        if self.errors:
+            return None
+        return root.model_copy(update={"sites": sites})
+
+    def meter(self, raw: Any, loc: Loc, site: m.Site | _Unknown | None, seen: dict[str, Loc]) -> MeterFile | None:
+        meter, raw_sources = self.model(MeterFile, raw, loc, "sources")
+        self.unique(seen, raw, loc, "meter name {} in this site")
+        stored: m.Meter | _Unknown | None = UNKNOWN if site is UNKNOWN else None
+        if isinstance(site, m.Site) and meter:
+            stored = self.match(loc, self.stored.meter, site.id, meter.name)
+        count = self.source_counts[stored.id] if isinstance(stored, m.Meter) else 0
+        if meter and isinstance(stored, m.Meter) and stored.category != meter.category and count:
+            self.error(
+                [*loc, "category"],
+                f"meter {stored.name!r} is stored as {stored.category.value} with {count} data source(s):"
+                " remove them before changing its category",
+            )
+        names: dict[str, Loc] = {}
+        sources = [self.source(r, [*loc, "sources", k], meter, stored, names) for k, r in enumerate(raw_sources)]
+        return meter.model_copy(update={"sources": sources}) if meter else None
+
+    def source(
+        self,
+        raw: Any,
+        loc: Loc,
+        meter: MeterFile | None,
+        stored_meter: m.Meter | _Unknown | None,
+        seen: dict[str, Loc],
+    ) -> SourceFile | None:
+        problems = len(self.errors)
+        source, _ = self.model(SourceFile, raw, loc)
+        self.unique(seen, raw, loc, "source name {} in this meter")
+        if source is None:
+            return None
+        stored: m.Source | _Unknown | None = UNKNOWN if stored_meter is UNKNOWN else None
+        if isinstance(stored_meter, m.Meter):
+            stored = self.match(loc, self.stored.source, stored_meter.id, source.name)
+        if meter and (problem := m.check_source_type(meter.category, source.source_type)):
+            self.error([*loc, "source_type"], problem)
+        provider = source.api.provider
+        needed = [name for name, _ in m.PROVIDER_SECRETS[provider]]
+        resolved: dict[str, Credential] = {}
+        for name, given in source.credentials.items():
+            where: Loc = [*loc, "credentials", name]
+            if name not in CREDENTIAL_NAMES:
+                self.error(where, f"is not a known credential (use {', '.join(CREDENTIAL_NAMES)})")
+            elif name not in needed:
+                self.error(where, f"is not used by {provider.label} (needs {', '.join(needed) or 'no credentials'})")
+            elif isinstance(value := self.resolve(given), SecretStr):
+                resolved[name] = Credential(value=value, env=given.env)
+            else:
+                self.error(where, value)
+        if stored is UNKNOWN:  # whether credentials are stored, and what the quota plan replaces, nobody can tell
+            return source.model_copy(update={"credentials": resolved})
+        present = set(source.credentials) | set(stored.secret_names if stored else ())  # a stored one counts
+        for key, message in m.missing_credentials(source.api.settings(), present).items():
+            self.error([*loc, "api" if key in ("system_id", "client_id") else "credentials", key], message)
+        if meter and len(self.errors) == problems:
+            typed = resolved["api_key"].value if "api_key" in resolved else None
+            self.edited.append(
+                Edited(
+                    key=format_path(loc),
+                    source_id=stored.id if stored else None,
+                    category=meter.category,
+                    source_type=source.source_type,
+                    api=source.api.settings().model_dump(),
+                    typed_key=typed.get_secret_value() if typed else None,
+                )
+            )
+        return source.model_copy(update={"credentials": resolved})
+
+    def resolve(self, given: Credential) -> SecretStr | str:
+        """The credential's value, or a message saying what is wrong with it (never containing the value)."""
+        if given.env is not None:
+            prefix, raw = f"environment variable {given.env} ", self.environ.get(given.env)
+        else:
+            prefix, raw = "", given.value.get_secret_value() if given.value else ""
+        if raw is None:
+            return prefix + "is not set"
+        value = raw.strip()
+        if not value:
+            return prefix + "must not be empty"
+        problem = m.secret_problem(value)
+        return prefix + problem if problem else SecretStr(value)
