@@ -33,7 +33,7 @@ from core.config_snapshot import AmbiguousName, Snapshot, Stored, StoredNames
 from core.connection_quota import Edited, key_accounts, keys_to_compare, planned_sources, refusals
 from core.crypto import SecretBox
 from core.models import name_key
-from core.validation import field_errors, format_path
+from core.validation import capped, field_errors, format_path
 
 PLAN_VARIABLE = "DATACONN_ENPHASE_PLAN"  # the setting `Settings.enphase_plan`, named in the plan's message
 MAX_SHOWN = 100  # problems listed; the rest are counted ("and N more")
@@ -49,8 +49,7 @@ class ConfigImportError(Exception):
     def __init__(self, errors: list[str]) -> None:
         super().__init__(f"{len(errors)} problem(s) in the configuration; nothing was imported")
         self.count = len(errors)
-        more = len(errors) - MAX_SHOWN
-        self.errors = errors[:MAX_SHOWN] + ([f"... and {more} more problem(s)"] if more > 0 else [])
+        self.errors = capped(errors, MAX_SHOWN, "problem(s)")
 
 
 def validate(

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.private_files import Unreadable, os_error_words, private_dir, read_bounded, write_private
+from core.validation import capped
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,4 @@ def report_lines(report: QuarantineReport, limit: int = 5) -> list[str]:
         f"{len(report.items)} item(s) in quarantine, {report.folder}: look at each (its {NOTE} says why), then"
         " delete it, or repair a spool entry and move it back into the spool folder"
     ]
-    lines += [f"  {item.name}: {item.reason}" for item in report.items[:limit]]
-    if len(report.items) > limit:
-        lines.append(f"  ... and {len(report.items) - limit} more")
-    return lines
+    return lines + capped([f"{item.name}: {item.reason}" for item in report.items], limit, indent="  ")

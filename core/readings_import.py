@@ -47,6 +47,7 @@ from core.models import known_timezones
 from core.private_files import NotUtf8, decode_utf8
 from core.readings_store import ingest, to_batch
 from core.store import Store
+from core.validation import and_more
 
 UNITS = {"W": 1.0, "kW": 1000.0, "Wh": None, "kWh": None}  # None: energy per interval, converted to power
 MAX_ERRORS = 20
@@ -70,7 +71,7 @@ class ImportRefused(ValueError):
 
     def lines(self) -> list[str]:
         """The problems to show, with "... and N more" when some are left out."""
-        return self.problems + ([f"... and {self.more} more"] if self.more else [])
+        return self.problems + ([and_more(self.more)] if self.more else [])
 
 
 @dataclass(frozen=True)

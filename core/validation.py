@@ -1,4 +1,5 @@
-"""Turn pydantic's errors into short messages keyed by the path of the offending field."""
+"""Messages about bad input: pydantic's errors as short messages keyed by the path of the offending field, and
+long lists of problems cut to what a person reads."""
 
 from __future__ import annotations
 
@@ -60,3 +61,14 @@ def field_errors(exc: ValidationError, prefix: Sequence[str | int] = ()) -> dict
         path = format_path([*prefix, *error["loc"]])
         errors.setdefault(path, message_for(error))
     return errors
+
+
+def and_more(count: int, what: str = "", indent: str = "") -> str:
+    """The line standing for the `count` entries left out of a list cut short."""
+    return f"{indent}... and {count} more" + (f" {what}" if what else "")
+
+
+def capped(lines: Sequence[str], limit: int, what: str = "", indent: str = "") -> list[str]:
+    """The first `limit` lines, then one counting the rest: a file of a million bad rows prints a screenful."""
+    shown = [f"{indent}{line}" for line in lines[:limit]]
+    return shown + ([and_more(len(lines) - limit, what, indent)] if len(lines) > limit else [])

@@ -26,7 +26,7 @@ from core.runtime import Runtime, open_runtime
 from core.schema import LATEST_VERSION, schema_version
 from core.secret_store import LostCredential, forget_undecryptable, rotate_all
 from core.store import Store, StoreError
-from core.validation import field_errors
+from core.validation import capped, field_errors
 
 log = logging.getLogger("jobs.cli")
 EXTENSIONS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
@@ -220,10 +220,7 @@ def cmd_forget_credentials(args: argparse.Namespace) -> None:
 
 
 def _listed(lost: list[LostCredential]) -> list[str]:
-    lines = [f"  {credential.line()}" for credential in lost[:LISTED_AT_MOST]]
-    if len(lost) > LISTED_AT_MOST:
-        lines.append(f"  ... and {len(lost) - LISTED_AT_MOST} more")
-    return lines
+    return capped([credential.line() for credential in lost], LISTED_AT_MOST, indent="  ")
 
 
 def build_parser() -> argparse.ArgumentParser:
