@@ -22,11 +22,10 @@ install: $(STAMP)
 init: install
 	$(BIN)/python -m jobs.cli init
 
-# The collector runs beside the dashboard and stops with it (Ctrl+C stops both).
+# The collector runs beside the dashboard and stops with it: Ctrl+C, or SIGTERM to make or to the launcher
+# (jobs/run.py says how).
 run: init
-	$(BIN)/python -m jobs.collector & collector=$$!; \
-	trap 'kill $$collector 2>/dev/null; wait $$collector' EXIT INT TERM; \
-	$(BIN)/python -m ui.serve --server.address=$(HOST) --server.port=$(PORT) --server.headless=true
+	$(BIN)/python -m jobs.run --server.address=$(HOST) --server.port=$(PORT) --server.headless=true
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
