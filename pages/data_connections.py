@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets as token_gen
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -41,8 +42,17 @@ NUMBER_FIELDS = (
 # --- draft state: widget values over the stored source -------------------------------------------------------
 
 
+# A draft's widgets are keyed `dc_<draft key>_<field>`, draft keys being `s<source id>` or `new-<hex>`. Page-level
+# keys such as the site picker's `dc_site_id` also start with `dc_s`: only this pattern tells them apart.
+_DRAFT_WIDGET_KEY = re.compile(r"dc_(s\d+|new-[0-9a-f]+)_")
+
+
 def _wkey(draft_key: str, field: str) -> str:
     return f"dc_{draft_key}_{field}"
+
+
+def _is_draft_widget(key: object) -> bool:
+    return _DRAFT_WIDGET_KEY.match(str(key)) is not None
 
 
 def _provider_field(draft_key: str, provider: str, field: str) -> str:
@@ -152,8 +162,9 @@ def _save_all(site_id: int) -> None:
     )
     if report is None:
         return
-    # Saved: forget the drafts so every widget shows the stored values again (secrets masked).
-    for key in [k for k in st.session_state if str(k).startswith(("dc_s", "dc_new-"))]:
+    # Saved: forget the drafts so every widget shows the stored values again (secrets masked). The site picker
+    # keeps its choice: the user stays on the site just saved and sees what was added.
+    for key in [k for k in st.session_state if _is_draft_widget(k)]:
         del st.session_state[key]
     st.session_state["dc_new"].pop(site_id, None)
     st.session_state["dc_removed"].pop(site_id, None)
@@ -249,12 +260,15 @@ def _enphase_authorization(draft: conn.SourceDraft, saved_as_enphase: bool) -> N
             "Complete Authorization",
             key=f"dc_complete_{draft.key}",
             on_click=_complete_authorization,
-            args=(draft.source_id, code_key),
+            args=(draft.source_id,),
+            kwargs={"code_key": code_key},
         )
 
 
-def _complete_authorization(source_id: int, code: str | None = None, code_key: str | None = None) -> None:
-    """Exchange a code for tokens; messages go to a toast (the page may have come back from Enphase)."""
+def _complete_authorization(source_id: int, *, code: str | None = None, code_key: str | None = None) -> None:
+    """Exchange a code for tokens: `code` as Enphase returned it to this page, or the one pasted into the text box
+    whose session-state key is `code_key` (keyword-only: a key passed as the code would be sent to Enphase).
+    Messages go to a toast (the page may have come back from Enphase)."""
     runtime = get_runtime()
     code = code if code is not None else str(st.session_state.get(code_key or "", "")).strip()
     if not code:

@@ -1,0 +1,102 @@
+"""Data Connections through AppTest: saving keeps the site you work on, and a pasted Enphase code authorises."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import catalog as cat
+from core.config import load_settings
+from core.enphase_auth import redirect_uri
+from core.oauth_tokens import StoredTokens
+from core.runtime import Runtime, open_runtime
+from tests.fakes import enphase
+from tests.fakes.server import serve
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def runtime() -> Runtime:
+    return open_runtime(load_settings(), prepare=False)
+
+
+def catalog() -> cat.Catalog:
+    return cat.load_catalog(runtime().store)
+
+
+def open_connections(app_env: Path) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.run()
+    app.switch_page("pages/data_connections.py").run()
+    assert not app.exception
+    return app
+
+
+@pytest.fixture
+def fake_enphase(monkeypatch: pytest.MonkeyPatch) -> Iterator[enphase.FakeState]:
+    """The fake Enphase cloud, with the app's settings pointing at it."""
+    state = enphase.FakeState()
+    with serve(enphase.create_app(state)) as url:
+        monkeypatch.setenv("DATACONN_ENPHASE_BASE_URL", f"{url}/api/v4")
+        monkeypatch.setenv("DATACONN_ENPHASE_AUTH_URL", f"{url}/oauth")
+        yield state
+
+
+def test_a_pasted_authorization_code_is_exchanged_and_the_source_connects(
+    app_env: Path, fake_enphase: enphase.FakeState
+) -> None:
+    at = open_connections(app_env)
+    source = next(s for s in catalog().sources if s.name == "Rooftop PV Array")
+    key = f"s{source.id}"
+    at.selectbox(key=f"dc_{key}_api_provider").set_value("enphase").run()
+    at.selectbox(key=f"dc_{key}_update_frequency").set_value("1hour").run()  # within the Watt plan
+    at.text_input(key=f"dc_{key}_enphase_client_id").input(enphase.SANDBOX_CLIENT_ID)
+    at.text_input(key=f"dc_{key}_enphase_system_id").input(str(enphase.SANDBOX_SYSTEM_ID))
+    at.text_input(key=f"dc_{key}_enphase_client_secret").input(enphase.SANDBOX_CLIENT_SECRET)
+    at.text_input(key=f"dc_{key}_enphase_app_api_key").input(enphase.SANDBOX_API_KEY)
+    at.button(key="dc_save_all").click().run()
+    assert not at.exception and not [e.value for e in at.error if "problem" in e.value]
+    run = runtime()
+    assert StoredTokens(run.store, run.box, source.id).load() is None
+
+    # Enphase showed the owner a code instead of coming back: it is pasted and completed on the page.
+    code = fake_enphase.issue_code(redirect_uri(load_settings()))
+    at.text_input(key=f"dc_{key}_enphase_authorization_code").input(code)
+    at.button(key=f"dc_complete_{key}").click().run()
+    assert not at.exception
+    toasts = [t.value for t in at.toast]
+    assert any(t.startswith("Enphase authorised Rooftop PV Array") for t in toasts), toasts
+    assert code not in fake_enphase.codes  # the fake's token endpoint received exactly this code (single use)
+    assert fake_enphase.token_calls == 1
+    assert StoredTokens(run.store, run.box, source.id).load() is not None
+    assert at.text_input(key=f"dc_{key}_enphase_authorization_code").value == ""  # the code is not kept
+
+    at.button(key=f"dc_test_{key}").click().run()
+    status = [s.value for s in at.success]
+    assert any(s.startswith("**Connected**") and "current power" in s for s in status), status
+
+
+def test_saving_a_new_source_keeps_the_chosen_site_and_lists_the_source(app_env: Path) -> None:
+    at = open_connections(app_env)  # the first run creates the database with the demo site
+    store = runtime().store
+    north = cat.create_site(store, cat.SiteIn(name="North Plant", latitude=51, longitude=5, timezone="Europe/Brussels"))
+    meter = cat.create_meter(store, north.id, cat.MeterIn(name="North PV", category=cat.Category.PROD))
+    at.run()
+    sites = [s.name for s in catalog().sites]
+    assert len(sites) == 2 and at.selectbox(key="dc_site_id").value != north.id  # starts on the other site
+
+    at.selectbox(key="dc_site_id").set_value(north.id).run()
+    at.button(key=f"dc_add_{meter.id}").click().run()
+    name_key = next(t.key for t in at.text_input if t.key and t.key.startswith("dc_new-") and t.label == "Source Name")
+    at.text_input(key=name_key).input("North Array")
+    at.text_input(key=name_key.removesuffix("_name") + "_capacity_kw").input("120")
+    at.button(key="dc_save_all").click().run()
+
+    assert not at.exception
+    assert any(t.value.startswith("Saved: 1 added") for t in at.toast)
+    assert at.selectbox(key="dc_site_id").value == north.id
+    assert [t.value for t in at.text_input if t.label == "Source Name"] == ["North Array"]
+    assert [s.name for s in catalog().sources_of_site(north.id)] == ["North Array"]
