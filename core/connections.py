@@ -37,6 +37,7 @@ from core.source_drafts import (
     ValidDraft,
     draft_from_source,
     new_draft,
+    tested_settings,
     validate_draft,
 )
 from core.store import Store
@@ -52,6 +53,7 @@ __all__ = [
     "quota_checks",
     "save_connections",
     "test_connection",
+    "tested_settings",
     "validate_drafts",
 ]
 

@@ -3,11 +3,16 @@
 The page keeps a draft per source: what the user typed, secrets included (a secret shown as `MASKED` keeps the
 stored value). `validate_draft` turns one draft into the source to store and the secret changes, or into
 {field: message}; `core.connections` checks all drafts of a site together and saves them, `core.connection_testing`
-tests one.
+tests one. `tested_settings` fingerprints what a test depends on, so a result is shown only for the settings it
+tested.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import secrets as token_gen
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -56,6 +61,33 @@ class SourceDraft:
         """The SolarEdge API key as typed, "" when cleared; None when the stored one stays (masked or absent)."""
         typed = self.secrets.get("api_key", MASKED)
         return None if typed == MASKED else typed
+
+
+# Fingerprints of tested settings live only in this process's session state: a key made at start-up is enough, and
+# without it a fingerprint tells nothing of the credentials it covers.
+_FINGERPRINT_KEY = token_gen.token_bytes(32)
+
+
+def tested_settings(draft: SourceDraft) -> str:
+    """A fingerprint (HMAC) of what a connection test depends on among what the user edits: the API switch, the
+    provider, its ids and its credentials as typed (a masked one stands for the stored value). Two drafts with
+    equal fingerprints would be tested alike; the name, numbers and update frequency do not count."""
+    values = draft.values
+    try:
+        names = [name for name, _ in PROVIDER_SECRETS[Provider(str(values.get("api_provider")))]]
+    except ValueError:
+        names = []
+    text = json.dumps(
+        {
+            "use_api": bool(values.get("use_api")),
+            "provider": str(values.get("api_provider")),
+            "system_id": str(values.get("system_id") or "").strip(),
+            "client_id": str(values.get("client_id") or "").strip(),
+            "secrets": {name: str(draft.secrets.get(name) or "").strip() for name in names},
+        },
+        sort_keys=True,
+    )
+    return hmac.new(_FINGERPRINT_KEY, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def draft_from_source(source: Source) -> SourceDraft:

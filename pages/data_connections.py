@@ -67,7 +67,9 @@ def _removed(site_id: int) -> set[int]:
     return st.session_state.setdefault("dc_removed", {}).setdefault(site_id, set())
 
 
-def _tests() -> dict[str, conn.TestOutcome]:
+def _tests() -> dict[str, tuple[str, conn.TestOutcome]]:
+    """Each draft's last test this session, with the fingerprint of the settings it tested (`conn.tested_settings`):
+    the result belongs to those settings only."""
     return st.session_state.setdefault("dc_tests", {})
 
 
@@ -102,7 +104,11 @@ def _with_edits(base: conn.SourceDraft, stored_provider: str) -> conn.SourceDraf
     for name, _label in PROVIDER_SECRETS[Provider(provider)]:
         default = base.secrets.get(name, "") if same_provider else ""
         secrets[name] = state.get(_provider_field(base.key, provider, name), default)
-    return conn.SourceDraft(base.key, base.meter_id, base.source_id, values, secrets, _tests().get(base.key))
+    draft = conn.SourceDraft(base.key, base.meter_id, base.source_id, values, secrets)
+    kept = _tests().get(base.key)
+    if kept is not None and kept[0] == conn.tested_settings(draft):  # else the test was of other settings
+        draft.test = kept[1]
+    return draft
 
 
 def _current_drafts(catalog: cat.Catalog, site_id: int) -> list[conn.SourceDraft]:
@@ -141,7 +147,7 @@ def _test_source(site_id: int, draft_key: str) -> None:
     draft.test = None
     outcome = run_safely(conn.test_connection, store, box, site_id, draft, datetime.now(UTC), runtime.providers)
     if outcome is not None:
-        _tests()[draft_key] = outcome
+        _tests()[draft_key] = (conn.tested_settings(draft), outcome)
 
 
 def _save_all(site_id: int) -> None:
@@ -184,10 +190,25 @@ def _init(key: str, value: object) -> None:
         st.session_state[key] = value
 
 
+def _settings_changed(draft: conn.SourceDraft, stored: cat.Source | None) -> bool:
+    """True when the draft has no test of its own (see `_with_edits`) and the saved result, if any, is of other
+    settings, while some result exists: this session's test of other settings, or that saved one."""
+    if stored is not None and (
+        stored.api.last_tested is not None or stored.api.connection_status is not ConnectionStatus.UNTESTED
+    ):
+        # False when the saved settings are (back) on screen: their result describes them.
+        return conn.tested_settings(draft) != conn.tested_settings(conn.draft_from_source(stored))
+    return draft.key in _tests()
+
+
 def _status(draft: conn.SourceDraft, stored: cat.Source | None, tz: ZoneInfo) -> None:
+    """The result of the last test of exactly the settings on screen; untested, saying why, when they changed."""
     outcome = draft.test
+    stale = outcome is None and _settings_changed(draft, stored)
     if outcome is not None:
         status, message, tested = outcome.status, outcome.message, outcome.tested_at
+    elif stale:
+        status, message, tested = ConnectionStatus.UNTESTED, "", None
     elif stored is not None:
         api = stored.api
         status, tested = api.connection_status, api.last_tested
@@ -203,10 +224,12 @@ def _status(draft: conn.SourceDraft, stored: cat.Source | None, tz: ZoneInfo) ->
             st.error(f"**Failed** · {message}", icon=":material/error:")
         elif status is ConnectionStatus.REAUTHORIZE:
             st.warning(f"**Re-authorise** · {message}", icon=":material/key:")
+        elif stale:
+            st.info("**Untested** (settings changed since the last test)", icon=":material/radio_button_unchecked:")
         else:
             st.info(f"**Untested** {('· ' + message) if message else ''}", icon=":material/radio_button_unchecked:")
         when = tested.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if tested else "never"
-        st.caption(f"Last tested: {when}")
+        st.caption(f"Last tested: {when}{' with these settings' if stale else ''}")
 
 
 def _credentials(draft: conn.SourceDraft, provider: Provider, errors: dict[str, str], stored_provider: str) -> None:

@@ -1,4 +1,5 @@
-"""Data Connections through AppTest: saving keeps the site you work on, and a pasted Enphase code authorises."""
+"""Data Connections through AppTest: saving keeps the site you work on, a pasted Enphase code authorises, and a
+test result shows only while the settings it tested are on screen."""
 
 from __future__ import annotations
 
@@ -100,3 +101,85 @@ def test_saving_a_new_source_keeps_the_chosen_site_and_lists_the_source(app_env:
     assert at.selectbox(key="dc_site_id").value == north.id
     assert [t.value for t in at.text_input if t.label == "Source Name"] == ["North Array"]
     assert [s.name for s in catalog().sources_of_site(north.id)] == ["North Array"]
+
+
+STALE = "**Untested** (settings changed since the last test)"
+
+
+def status_of(at: AppTest, draft_key: str) -> str:
+    """The status box of one source, as the page shows it."""
+    box = at.main.get_by_key(f"status-{draft_key}")
+    shown = [e.value for kind in ("success", "error", "warning", "info") for e in getattr(box, kind)]
+    assert len(shown) == 1, shown
+    return shown[0]
+
+
+def test_a_result_is_shown_only_for_the_settings_it_tested(app_env: Path) -> None:
+    at = open_connections(app_env)
+    source = next(s for s in catalog().sources if s.name == "Rooftop PV Array")  # the demo's simulator source
+    key = f"s{source.id}"
+    at.button(key=f"dc_test_{key}").click().run()
+    assert status_of(at, key).startswith("**Connected**")
+
+    at.selectbox(key=f"dc_{key}_api_provider").set_value("solaredge").run()  # empty Site ID and API Key
+    assert status_of(at, key) == STALE
+
+    # Back to exactly the settings tested: that result describes them again (its time is shown under it).
+    at.selectbox(key=f"dc_{key}_api_provider").set_value("simulator").run()
+    assert status_of(at, key).startswith("**Connected**")
+
+    at.toggle(key=f"dc_{key}_use_api").set_value(False).run()
+    assert status_of(at, key) == STALE
+
+
+def test_a_failed_result_goes_when_an_id_or_credential_changes(app_env: Path) -> None:
+    at = open_connections(app_env)
+    source = next(s for s in catalog().sources if s.name == "Rooftop PV Array")
+    key = f"s{source.id}"
+    at.selectbox(key=f"dc_{key}_api_provider").set_value("solaredge").run()
+    at.text_input(key=f"dc_{key}_solaredge_system_id").input("1234567").run()
+    at.button(key=f"dc_test_{key}").click().run()  # no API Key: refused before any call
+    assert status_of(at, key).startswith("**Failed**")
+
+    at.text_input(key=f"dc_{key}_solaredge_system_id").input("7654321").run()
+    assert status_of(at, key) == STALE
+    at.text_input(key=f"dc_{key}_solaredge_system_id").input("1234567").run()
+    assert status_of(at, key).startswith("**Failed**")
+    at.text_input(key=f"dc_{key}_solaredge_api_key").input("K" * 32).run()
+    assert status_of(at, key) == STALE
+    at.selectbox(key=f"dc_{key}_api_provider").set_value("simulator").run()
+    assert status_of(at, key) == STALE  # the simulator was never tested in this session
+
+
+def test_a_saved_result_shows_until_its_settings_change(app_env: Path) -> None:
+    at = open_connections(app_env)
+    source = next(s for s in catalog().sources if s.name == "Rooftop PV Array")
+    key = f"s{source.id}"
+    at.button(key=f"dc_test_{key}").click().run()
+    at.button(key="dc_save_all").click().run()
+    assert not at.exception
+    stored = catalog().source(source.id)
+    assert stored is not None and stored.api.connection_status.value == "connected"
+    assert status_of(at, key).startswith("**Connected**")  # the stored result, the session's test forgotten
+    at.run()  # a rerun with nothing changed keeps it
+    assert status_of(at, key).startswith("**Connected**")
+
+    at.selectbox(key=f"dc_{key}_api_provider").set_value("enphase").run()
+    assert status_of(at, key) == STALE
+    at.selectbox(key=f"dc_{key}_api_provider").set_value("solaredge").run()
+    at.button(key=f"dc_test_{key}").click().run()  # a test of other settings: its result goes with them
+    assert status_of(at, key).startswith("**Failed**")
+    at.selectbox(key=f"dc_{key}_api_provider").set_value("simulator").run()
+    assert status_of(at, key).startswith("**Connected**")  # the saved settings, with their saved result
+
+    # A result of other settings is not saved either: the changed settings are stored untested.
+    at.button(key=f"dc_test_{key}").click().run()
+    assert status_of(at, key).startswith("**Connected**")
+    at.selectbox(key=f"dc_{key}_api_provider").set_value("solaredge").run()
+    at.selectbox(key=f"dc_{key}_update_frequency").set_value("1hour").run()  # within the free V2 quota
+    at.text_input(key=f"dc_{key}_solaredge_system_id").input("1234567").run()
+    at.text_input(key=f"dc_{key}_solaredge_api_key").input("K" * 32).run()
+    at.button(key="dc_save_all").click().run()
+    assert not at.exception
+    stored = catalog().source(source.id)
+    assert stored is not None and stored.api.connection_status.value == "untested"
