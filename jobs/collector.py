@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import schedule
@@ -42,7 +41,7 @@ from core.retention import apply_retention
 from core.runtime import Runtime, open_runtime
 from core.source_health import GroupKey
 from core.spool import Spool
-from core.store import StoreBusy, StoreError, StoreFault, StoreUnavailable, fault_cause
+from core.store import StoreBusy, StoreError, StoreFault, StoreUnavailable
 from jobs.cli import DEBUG_HINT, CliError, settings_from_env
 
 log = logging.getLogger("dataconn.collector")
@@ -206,10 +205,8 @@ class Collector:
             journal = getattr(self.runtime.ledger, "journal", None)
             if journal is not None:
                 self.collection.episodes.free(journal)
-        except StoreUnavailable as exc:
+        except StoreUnavailable as exc:  # the ledger says any fault of the journal's file as a StoreFault too
             self.collection.episodes.unavailable(exc)
-        except OSError as exc:
-            self.collection.episodes.unavailable(StoreFault(Path(exc.filename or "."), fault_cause(exc) or str(exc)))
 
     def retention(self) -> None:
         settings = self.runtime.settings
