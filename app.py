@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from ui.context import key_banner, page_guard, runtime_or_none
 
 st.set_page_config(page_title="Energy Data Connections", page_icon=":material/bolt:", layout="wide")
+st.html(Path(__file__).parent / "ui" / "page.css")  # only a <style>: takes no room on the page
 
 pages = [
     st.Page("pages/control_room.py", title="Control Room", icon=":material/domain:", default=True),

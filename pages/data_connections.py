@@ -254,8 +254,11 @@ def _credentials(draft: conn.SourceDraft, provider: Provider, errors: dict[str, 
         for name, label in PROVIDER_SECRETS[provider]:
             key = _provider_field(draft.key, provider.value, name)
             _init(key, draft.secrets.get(name, "") if same else "")
-            stored_hint = " A stored value is shown masked; leave it to keep it." if draft.secrets.get(name) else ""
-            st.text_input(label, key=key, type="password", max_chars=600, help=f"Stored encrypted.{stored_hint}")
+            st.text_input(label, key=key, type="password", max_chars=600)
+            # A caption, not `help`: the help icon sits inside the widget, and Shift+Tab onto it would keep the
+            # typed value uncommitted (see ui/page.css).
+            stored_hint = " The stored value is shown masked; leave it to keep it." if draft.secrets.get(name) else ""
+            st.caption(f"Stored encrypted.{stored_hint}")
             field_error(errors, name)
     if provider is Provider.ENPHASE:
         _enphase_authorization(draft, same)
@@ -273,12 +276,8 @@ def _enphase_authorization(draft: conn.SourceDraft, saved_as_enphase: bool) -> N
         url = start_url(runtime.settings, runtime.box, draft.source_id, stored_client_id)
         st.link_button("Authorize with Enphase", url, icon=":material/open_in_new:")
         code_key = _provider_field(draft.key, "enphase", "authorization_code")
-        st.text_input(
-            "Authorization Code",
-            key=code_key,
-            type="password",
-            help="If Enphase showed you a code instead of returning here, paste it and complete the authorization.",
-        )
+        st.text_input("Authorization Code", key=code_key, type="password")
+        st.caption("If Enphase showed you a code instead of returning here, paste it and complete the authorization.")
         st.button(
             "Complete Authorization",
             key=f"dc_complete_{draft.key}",
