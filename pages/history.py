@@ -31,6 +31,7 @@ from core.kpis import site_today
 from core.models import Site
 from core.roles import Role
 from ui.context import get_runtime, page_guard
+from ui.typed_dates import commit_typed_dates
 from ui.widgets import choose_site, download_buttons
 
 # The site's roles keep one colour in every chart (the balance uses the same hues).
@@ -117,6 +118,7 @@ def _range(site: Site, now: datetime) -> tuple[Resolution, date | None, date | N
         "Resolution", options, index=1, format_func=lambda v: Resolution(v).label.capitalize(), key="hist_resolution"
     )
     resolution = Resolution(chosen)
+    commit_typed_dates()  # a range typed with the keyboard applies on Enter and Tab too
     picked = right.date_input(
         f"Dates (site time, {site.timezone})",
         value=(today - timedelta(days=6), today),
@@ -270,10 +272,11 @@ def _render() -> None:
         st.info("Nothing to show: this selection has no data sources.", icon=":material/info:")
         return
     coverage = "-" if data.coverage_pct is None else f"{data.coverage_pct:.1f} %"
+    days = f"{first}" if first == last else f"{first} to {last}"
     st.caption(
-        f"Times in {site.timezone}. Data coverage over the range: {coverage} of the expected data. Gaps are breaks"
-        " in the lines and crosses under the bars; nothing is filled in or interpolated. A series of several sources"
-        " is a gap where any of them has no data: a partial sum never shows as the total."
+        f"{days}, times in {site.timezone}. Data coverage over the range: {coverage} of the expected data. Gaps are"
+        " breaks in the lines and crosses under the bars; nothing is filled in or interpolated. A series of several"
+        " sources is a gap where any of them has no data: a partial sum never shows as the total."
     )
     by_category = bool(data.balance["bucket_start_local"].dt.replace_time_zone(None).is_duplicated().any())
     if by_category:

@@ -12,6 +12,7 @@ from core import kpis
 from core.kpi_formulas import KG_CO2, KWH, SHARE, Kpi, format_number, format_value
 from core.models import Site
 from ui.context import get_runtime, page_guard
+from ui.typed_dates import commit_typed_dates
 from ui.widgets import choose_site, download_buttons
 
 GROUPS = (
@@ -34,12 +35,15 @@ def _choose_period(today: date) -> kpis.Period | None:
     preset = st.radio("Period", kpis.PRESETS, index=kpis.PRESETS.index("This month"), horizontal=True, key="kpi_period")
     if preset != "Custom":
         return kpis.preset_period(preset, today)
+    commit_typed_dates()  # a date typed in either field applies on Enter and Tab too
     left, right = st.columns(2)
     # Wide bounds on purpose: a range in the future or longer than 5 years gets a message saying why, not a
     # date picker that silently refuses the click.
-    bounds = {"min_value": date(today.year - 30, 1, 1), "max_value": date(today.year + 1, 12, 31)}
-    first = left.date_input("From (site time)", value=today.replace(day=1), key="kpi_from", **bounds)
-    last = right.date_input("To (site time)", value=today, key="kpi_to", **bounds)
+    lowest, highest = date(today.year - 30, 1, 1), date(today.year + 1, 12, 31)
+    first = left.date_input(
+        "From (site time)", value=today.replace(day=1), min_value=lowest, max_value=highest, key="kpi_from"
+    )
+    last = right.date_input("To (site time)", value=today, min_value=lowest, max_value=highest, key="kpi_to")
     problem = kpis.period_problem(first, last, today)
     if problem:
         st.error(problem, icon=":material/event_busy:")
