@@ -1,4 +1,13 @@
-"""Control Room: sites (name, location, time zone) and their meters."""
+"""Control Room: sites (name, location, time zone) and their meters.
+
+The site you work on stays open: each site's expander is keyed and its state is ours (OPEN_SITES), set before the
+expander is drawn on every run. Streamlit would otherwise reset it whenever the expander's label changes (a meter
+added changes the count in the title, a rename the name), and an unkeyed one whenever the list of sites moves, so
+every action used to close every site. Creating a site, saving it, adding or saving a meter keep that site open
+and make it the site every page shows (`ui.widgets.show_site`); so does opening a site by hand, and a site stays
+open after one of its meters is deleted. A fresh session opens the site the dashboard starts on (the address
+bar's `?site=`, else the last site used, else the first with data).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +18,15 @@ from core import catalog as cat
 from core.models import CATEGORY_LABELS, Category, MeterIn, SiteIn, known_timezones
 from core.validation import field_errors
 from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes
-from ui.widgets import choose_site
+from ui.widgets import choose_site, current_site, keep_site, show_site
 
 TIMEZONES = sorted(known_timezones())
 # Every widget of a collapsed expander is still built and sent, and each site form carries the ~600 zones: past
 # this many sites the page shows one site at a time, chosen in a select box, so it stays fast for a fleet.
 SITES_SHOWN_AT_ONCE = 10
 CATEGORIES = list(Category)
+OPEN_SITES = "cr_open_sites"  # session state: ids of the sites whose expander is open
+OPENED_CHOICE = "cr_opened_choice"  # session state: the chosen site this page last opened for the analyst
 
 
 def _category_label(category: Category) -> str:
@@ -23,6 +34,28 @@ def _category_label(category: Category) -> str:
 
 
 # --- callbacks (run before the page renders, so messages land next to their fields) ------------------------
+
+
+def _open_sites() -> set[int]:
+    opened: set[int] = st.session_state.setdefault(OPEN_SITES, set())
+    return opened
+
+
+def _expander_key(site_id: int) -> str:
+    return f"cr_site{site_id}_open"
+
+
+def _work_on(site_id: int) -> None:
+    """The analyst acts on this site: keep it open, and make it the site every page shows."""
+    _open_sites().add(site_id)
+    show_site(site_id)
+
+
+def _toggled(site_id: int) -> None:
+    if st.session_state.get(_expander_key(site_id)):
+        _work_on(site_id)
+    else:
+        _open_sites().discard(site_id)
 
 
 def _site_form_values(prefix: str) -> dict:
@@ -49,13 +82,14 @@ def _create_site() -> None:
     if site and created:
         for suffix in ("name", "lat", "lon"):
             st.session_state[f"cr_add_site_{suffix}"] = ""
-        st.session_state["chosen_site_id"] = created.id  # shown next, also when the fleet shows one site at a time
+        _work_on(created.id)  # open next, also when the fleet shows one site at a time
         flash(f"Site {site.name!r} created")
 
 
 def _update_site(site_id: int) -> None:
     prefix = f"cr_site{site_id}"
     st.session_state[f"{prefix}_errors"] = {}
+    _work_on(site_id)
     site = _validated(SiteIn, _site_form_values(prefix), f"{prefix}_errors")
     if site and run_safely(cat.update_site, get_runtime().store, site_id, site, errors_key=f"{prefix}_errors"):
         flash(f"Site {site.name!r} saved")
@@ -69,14 +103,16 @@ def _meter_form(prefix: str) -> MeterIn | None:
 
 def _create_meter(site_id: int) -> None:
     prefix = f"cr_add_meter{site_id}"
+    _work_on(site_id)
     meter = _meter_form(prefix)
     if meter and run_safely(cat.create_meter, get_runtime().store, site_id, meter, errors_key=f"{prefix}_errors"):
         st.session_state[f"{prefix}_name"] = ""
         flash(f"Meter {meter.name!r} added")
 
 
-def _update_meter(meter_id: int) -> None:
+def _update_meter(meter_id: int, site_id: int) -> None:
     prefix = f"cr_meter{meter_id}"
+    _work_on(site_id)
     meter = _meter_form(prefix)
     if meter and run_safely(cat.update_meter, get_runtime().store, meter_id, meter, errors_key=f"{prefix}_errors"):
         flash(f"Meter {meter.name!r} saved")
@@ -169,7 +205,7 @@ def render_meter(meter: cat.Meter, catalog: cat.Catalog) -> None:
             st.selectbox("Category", CATEGORIES, key=f"{prefix}_cat", format_func=_category_label)
         with actions:
             save, delete = st.columns(2)
-            save.button("Save", key=f"{prefix}_save", on_click=_update_meter, args=(meter.id,))
+            save.button("Save", key=f"{prefix}_save", on_click=_update_meter, args=(meter.id, meter.site_id))
             delete.button("Delete", key=f"{prefix}_delete", on_click=_ask_delete, args=("meter", meter.id))
         field_error(errors, "name")
         field_error(errors, "category")
@@ -178,7 +214,7 @@ def render_meter(meter: cat.Meter, catalog: cat.Catalog) -> None:
         _confirm_box("meter", meter.id, meter.name, catalog)
 
 
-def render_site(site: cat.Site, catalog: cat.Catalog, *, expanded: bool) -> None:
+def render_site(site: cat.Site, catalog: cat.Catalog) -> None:
     prefix = f"cr_site{site.id}"
     _init(f"{prefix}_name", site.name)
     _init(f"{prefix}_lat", f"{site.latitude:g}")
@@ -186,7 +222,9 @@ def render_site(site: cat.Site, catalog: cat.Catalog, *, expanded: bool) -> None
     _init(f"{prefix}_tz", site.timezone)
     meters = catalog.meters_of(site.id)
     title = f"**{site.name}** · {site.timezone} · {len(meters)} meter(s)"
-    with st.expander(title, icon=":material/home_work:", expanded=expanded):
+    key = _expander_key(site.id)
+    st.session_state[key] = site.id in _open_sites()  # ours, not reset by a new title (see the module docstring)
+    with st.expander(title, icon=":material/home_work:", key=key, on_change=_toggled, args=(site.id,)):
         errors = st.session_state.get(f"{prefix}_errors", {})
         with st.form(f"{prefix}_form", border=False):
             _site_fields(prefix, errors)
@@ -213,6 +251,14 @@ def render_site(site: cat.Site, catalog: cat.Catalog, *, expanded: bool) -> None
             st.form_submit_button("Add Meter", on_click=_create_meter, args=(site.id,))
 
 
+def _open_the_chosen_site(site: cat.Site | None) -> None:
+    """Open the site the dashboard chose (a fresh session, a link, another page's picker) once per change of that
+    choice: the analyst may close it afterwards and it stays closed."""
+    if site is not None and st.session_state.get(OPENED_CHOICE) != site.id:
+        _open_sites().add(site.id)
+        st.session_state[OPENED_CHOICE] = site.id
+
+
 def main() -> None:
     st.title("Control Room")
     st.caption("Sites, their location and time zone, and the meters that measure them.")
@@ -222,14 +268,20 @@ def main() -> None:
         render_add_site()
         if not catalog.sites:
             st.info("No sites yet: add one above.")
+            return
         if len(catalog.sites) > SITES_SHOWN_AT_ONCE:
             st.caption(f"{len(catalog.sites)} sites: pick the one to see and edit.")
             chosen = choose_site("cr_site_pick", catalog)
+            _open_the_chosen_site(chosen)
             if chosen is not None:
-                render_site(catalog.site(chosen.id), catalog, expanded=True)
+                render_site(catalog.site(chosen.id), catalog)
             return
+        chosen = current_site(catalog)
+        _open_the_chosen_site(chosen)
         for site in catalog.sites:
-            render_site(site, catalog, expanded=len(catalog.sites) == 1)
+            render_site(site, catalog)
+        if chosen is not None:
+            keep_site(chosen.id)
 
 
 main()
