@@ -4,7 +4,8 @@ DuckDB allows one writing process or several reading ones, and a conflicting ope
 keeps a connection between operations: each operation opens a short-lived connection under a sidecar `flock`
 (which queues our own processes and threads fairly) and retries, with a bounded jittered wait, the lock errors
 raised while an outside program such as the `duckdb` CLI holds the file. When the wait runs out the caller gets
-`StoreBusy`, whose message tells the user what to do; nothing half-done is left behind.
+`StoreBusy`, whose message tells the user what to do; nothing half-done is left behind. A caller that can say so
+at once and look again by itself (a dashboard page) shortens the wait of its reads with `reads_wait_at_most`.
 
 A fault of the file system under the database (disk full, read-only location, permission denied, a directory or
 a foreign file at its path) raises `StoreFault`, one line naming the path and the cause, whatever DuckDB or the OS
@@ -18,6 +19,7 @@ The database, its WAL and the lock are private to their owner: created 0600 (`co
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import fcntl
 import logging
@@ -53,7 +55,11 @@ class StoreUnavailable(StoreError):
 
 
 class StoreBusy(StoreUnavailable):
-    """The database file stayed locked by another program for longer than the configured wait."""
+    """The database file stayed locked by another program for longer than the wait; `path` is that file."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class StoreFault(StoreUnavailable):
@@ -108,6 +114,26 @@ def ts_literal(moment: datetime) -> str:
     return f"TIMESTAMPTZ '{moment.astimezone(UTC).isoformat()}'"
 
 
+# The wait of reading connections that name none, for the code running in this context only (a thread, or a task).
+_READ_WAIT_S: contextvars.ContextVar[float | None] = contextvars.ContextVar("store_read_wait_s", default=None)
+
+
+@contextlib.contextmanager
+def reads_wait_at_most(seconds: float) -> Iterator[None]:
+    """Within the block, reading connections (`read_only=True`) that name no wait of their own give a held file
+    at most `seconds` (never more than the store's configured wait) before `StoreBusy`.
+
+    For callers that can say "held" at once and look again by themselves, as the dashboard's pages do. Writes keep
+    the configured wait: a write is what someone asked for, and giving up on it early would drop it. A context
+    variable rather than a parameter, so the pages' many reads through core need no argument threaded through.
+    """
+    token = _READ_WAIT_S.set(seconds)
+    try:
+        yield
+    finally:
+        _READ_WAIT_S.reset(token)
+
+
 def _is_lock_conflict(exc: duckdb.Error) -> bool:
     text = str(exc)
     return "Could not set lock" in text or "Conflicting lock" in text
@@ -145,7 +171,7 @@ class Store:
             return None
 
     @contextlib.contextmanager
-    def _file_lock(self, deadline: float, read_only: bool = False) -> Iterator[None]:
+    def _file_lock(self, deadline: float, wait_s: float, read_only: bool = False) -> Iterator[None]:
         fd = self._lock_fd(read_only)
         if fd is None:
             yield
@@ -158,17 +184,17 @@ class Store:
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
-                        raise StoreBusy(self._busy_message()) from None
+                        raise StoreBusy(self._busy_message(wait_s), self.path) from None
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 1.5, 0.05)
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock
 
-    def _busy_message(self) -> str:
+    def _busy_message(self, wait_s: float) -> str:
         return (
             f"The database {self.path.name} is busy: another program has held it for more than "
-            f"{self.lock_timeout_s:g} s. Close other sessions on the file (for example a duckdb CLI) and try again."
+            f"{wait_s:g} s. Close other sessions on the file (for example a duckdb CLI) and try again."
         )
 
     @contextlib.contextmanager
@@ -177,11 +203,15 @@ class Store:
     ) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection for one operation; closed (and the file released) when the block ends.
 
-        `timeout_s` overrides the configured wait for callers that have somewhere else to go (the collector spools).
+        `timeout_s` overrides the configured wait for callers that have somewhere else to go (the collector spools);
+        without it a reading connection inside `reads_wait_at_most` waits that long at most.
         """
-        deadline = time.monotonic() + (self.lock_timeout_s if timeout_s is None else timeout_s)
-        with self._file_lock(deadline, read_only), self._faults_named():
-            con = self._open(read_only, deadline)
+        if timeout_s is None:
+            shorter = _READ_WAIT_S.get() if read_only else None
+            timeout_s = self.lock_timeout_s if shorter is None else min(shorter, self.lock_timeout_s)
+        deadline = time.monotonic() + timeout_s
+        with self._file_lock(deadline, timeout_s, read_only), self._faults_named():
+            con = self._open(read_only, deadline, timeout_s)
             try:
                 # UTC: Polars then gets plain UTC datetimes (an "Etc/UTC" column is 4x slower to truncate). No
                 # progress bar: a long query would draw one on the stderr of the collector and the CLI.
@@ -206,7 +236,7 @@ class Store:
             log.debug("database %s: file-system fault", self.path, exc_info=True)
             raise StoreFault(self.path, cause) from exc
 
-    def _open(self, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnection:
+    def _open(self, read_only: bool, deadline: float, wait_s: float) -> duckdb.DuckDBPyConnection:
         delay = 0.005
         while True:
             try:
@@ -218,7 +248,7 @@ class Store:
                     raise StoreError(f"Cannot open the database {self.path}: {str(exc).splitlines()[0]}") from exc
                 if time.monotonic() >= deadline:
                     log.debug("database %s stayed locked by another program", self.path.name)
-                    raise StoreBusy(self._busy_message()) from exc
+                    raise StoreBusy(self._busy_message(wait_s), self.path) from exc
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 1.5, 0.2)
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 
@@ -13,7 +16,9 @@ from core.config import Settings, load_settings
 from core.crypto import SecretsError
 from core.runtime import Runtime, open_runtime
 from core.secret_store import KeyNoticeCache
-from core.store import StoreBusy, StoreError
+from core.store import StoreBusy, StoreError, reads_wait_at_most
+from core.store_wait import HeldSince, still_held
+from ui.markdown import escape_markdown
 
 log = logging.getLogger("dataconn.ui")
 
@@ -37,7 +42,8 @@ def runtime_or_none() -> Runtime | None:
     migrated, malformed keys in the environment). For what frames the page (sidebar, key banner): the page builds the
     runtime too and says why, so the reason is shown once, not three times."""
     try:
-        return get_runtime()
+        with reads_wait_at_most(PAGE_READ_WAIT_S):  # a held file: the page says so, in its own guard
+            return get_runtime()
     except Exception:
         log.debug("no runtime for the sidebar and the key banner; the page says why", exc_info=True)
         return None
@@ -65,13 +71,93 @@ def key_banner(runtime: Runtime) -> None:
         st.error(notice, icon=":material/key_off:")
 
 
+# A database held by another program (an analyst's read-write duckdb session) is said at once and waited out by
+# the page itself. Why this shape:
+# - A page's reads give the file PAGE_READ_WAIT_S, not the store's lock wait (15 s by default, made for the CLI and
+#   for writes): long enough to ride over our own processes' short writes (the collector's, other sessions'),
+#   short enough that the page says "held" before the user wonders why it is grey. Writes keep the full wait: a
+#   click on Save or Import asked for them, and giving up early would drop them (core.store.reads_wait_at_most).
+# - Then a fragment with `run_every` looks at the file every HELD_RETRY_S (one open attempt, no query) and reruns
+#   the whole page once it is free: nothing to click, and the look runs in the timer's own short script run rather
+#   than a script sleeping in a loop, so a waiting page costs the server one file open every few seconds. Inside a
+#   fragment (Live's panel) the same: the waiting fragment is nested in it and reruns the whole page too.
+# - "Since HH:MM" is the first time any page of this dashboard saw the file held (core.store_wait.HeldSince, one
+#   per database), so reruns, tabs and pages agree on it.
+PAGE_READ_WAIT_S = 1.0
+HELD_RETRY_S = 3.0
+_JUST_SEEN_HELD = "_database_just_seen_held"  # set by the run that met the held file: its waiting box looks no more
+
+
+@st.cache_resource(show_spinner=False)
+def _held_since(settings_json: str) -> HeldSince:
+    """One per runtime (the same settings give the same cached runtime), shared by every session."""
+    return HeldSince()
+
+
+def _held_tracker() -> HeldSince:
+    return _held_since(load_settings().model_dump_json())
+
+
+def _database_still_held() -> bool:
+    """One look at the file. Anything but "held" (the file gone, a fault, settings that fail) answers False: the
+    page then reruns and its own guard says what is wrong."""
+    try:
+        with reads_wait_at_most(0.0):  # building the runtime, when that failed before, reads the schema version
+            store = get_runtime().store
+    except StoreBusy:
+        return True
+    except Exception:
+        log.debug("looking at a held database failed otherwise; the page's run says why", exc_info=True)
+        return False
+    return still_held(store)
+
+
+def _local_time(moment: datetime) -> str:
+    """HH:MM in the browser's time zone when it told us one, else the server's."""
+    zone_name = st.context.timezone
+    try:
+        local = moment.astimezone(ZoneInfo(zone_name)) if zone_name else moment.astimezone()
+    except (ZoneInfoNotFoundError, ValueError):
+        local = moment.astimezone()
+    return f"{local:%H:%M}"
+
+
+def held_database_notice(file_name: str) -> None:
+    """The waiting box, and (as a fragment with `run_every`) the look that reruns the page once the file is free."""
+    tracker = _held_tracker()
+    if not st.session_state.pop(_JUST_SEEN_HELD, False):  # a timer's run: the run that drew the box just looked
+        if not _database_still_held():
+            tracker.seen_free()
+            st.rerun()  # the whole page, not this fragment: everything it shows comes from the database
+        tracker.seen_held()
+    since = tracker.since or tracker.seen_held()
+    label = f"Waiting for the database: another program holds {escape_markdown(file_name)} since {_local_time(since)}"
+    # Not `with st.status(...)`: leaving the block marks it complete (a check mark), and this box is still waiting.
+    st.status(label, state="running", expanded=True).markdown(
+        "Close the other program (for example a `duckdb` CLI session or a notebook with the file open for "
+        "writing), or open it read-only (`duckdb -readonly`). This page carries on by itself as soon as the file "
+        "is free: nothing to click. Nothing was changed while it was held."
+    )
+
+
+def wait_for_database(path: Path) -> None:
+    """Say at once that another program holds the database, and carry on by itself when it is free."""
+    _held_tracker().seen_held()
+    st.session_state[_JUST_SEEN_HELD] = True
+    st.fragment(run_every=HELD_RETRY_S)(held_database_notice)(path.name)
+
+
 @contextlib.contextmanager
 def page_guard() -> Iterator[None]:
-    """Show known failures as messages and unknown ones as a short notice; the traceback goes to the log only."""
+    """Show known failures as messages and unknown ones as a short notice; the traceback goes to the log only.
+
+    A database held by another program is waited out: a short wait for reads, then a box that says so and reruns
+    the page once the file is free (see PAGE_READ_WAIT_S above)."""
     try:
-        yield
+        with reads_wait_at_most(PAGE_READ_WAIT_S):
+            yield
     except StoreBusy as exc:
-        st.warning(str(exc), icon=":material/lock_clock:")
+        wait_for_database(exc.path)
     except (StoreError, SecretsError, NotFound, InvalidInput) as exc:
         st.error(str(exc), icon=":material/error:")
     except Exception as exc:  # the page boundary: nothing below may show a traceback to the user
