@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from core import catalog as cat
 from core import config_io, readings_import
+from core.account_import import AccountImportError
 from core.catalog import InvalidInput
 from core.config import Settings, load_settings
 from core.crypto import SecretBox, SecretsError, generate_key, parse_keys, read_key_file, write_key_file
@@ -27,6 +29,7 @@ from core.schema import LATEST_VERSION, schema_version
 from core.secret_store import LostCredential, forget_undecryptable, rotate_all
 from core.store import Store, StoreError
 from core.validation import capped, field_errors
+from jobs import discover
 
 log = logging.getLogger("jobs.cli")
 EXTENSIONS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
@@ -190,6 +193,16 @@ def cmd_import_readings(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_discover(args: argparse.Namespace) -> None:
+    runtime = _runtime(settings_from_env())
+    if logging.getLogger().level > logging.DEBUG:  # httpx's line per request would bury the one-line answer
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        discover.run(runtime, args, os.environ)
+    except AccountImportError as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_generate_key(args: argparse.Namespace) -> None:
     print(generate_key())
 
@@ -264,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--snap", action="store_true", help="move a time off the interval grid to the nearest grid point"
     )
     readings.add_argument("--dry-run", action="store_true", help="check the file and report without writing")
+    discover.add_arguments(
+        command(commands, "discover", "List a vendor account's sites and write a file that imports them.", cmd_discover)
+    )
     return parser
 
 

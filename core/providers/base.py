@@ -16,7 +16,7 @@ Messages are written for the analyst who reads them on the page and never contai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -122,12 +122,21 @@ class QuotaRule:
 
 @dataclass(frozen=True)
 class ProviderSite:
-    """A site or system a credential can see."""
+    """A site or system a credential can see; `location` is the vendor's address as one line ("Gent, BE")."""
 
     id: str
     name: str
     timezone: str | None = None
     capacity_kw: float | None = None
+    location: str | None = None
+
+
+def address_line(address: object, fields: tuple[str, ...] = ("city", "state", "country")) -> str | None:
+    """The non-empty text fields of a vendor's address object as one line ("Gent, Flanders, BE"), else None."""
+    if not isinstance(address, Mapping):
+        return None
+    parts = [address[f].strip() for f in fields if isinstance(address.get(f), str) and address[f].strip()]
+    return ", ".join(parts)[:120] or None
 
 
 class MonitoringProvider(Protocol):

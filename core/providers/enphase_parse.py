@@ -31,6 +31,7 @@ from core.providers.base import (
     ProviderError,
     ProviderSite,
     RateLimited,
+    address_line,
     empty_readings,
     normalise_readings,
 )
@@ -230,7 +231,8 @@ def parse_systems_page(body: Any) -> tuple[list[ProviderSite], int]:
     for item in systems:
         if isinstance(item, Mapping):
             info = _system(item)
-            sites.append(ProviderSite(id=info.system_id, name=info.name, timezone=info.timezone))
+            place = address_line(item.get("address"))
+            sites.append(ProviderSite(id=info.system_id, name=info.name, timezone=info.timezone, location=place))
     total = _number(obj.get("total"))
     return sites, int(total) if total is not None else len(sites)
 

@@ -60,6 +60,7 @@ from core.providers.solaredge_v2_parse import (
     excerpt,
     format_time,
     next_cycle_start,
+    parse_device_types,
     parse_meters,
     parse_overview,
     parse_power,
@@ -93,6 +94,7 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
     "power": ("sites/{site}/power", "the power series"),
     "meters": ("sites/{site}/meters/telemetry", "the meter telemetry"),
     "storage": ("sites/{site}/storage/telemetry", "the battery telemetry"),
+    "devices": ("sites/{site}/devices", "the device list"),
 }
 # The channels each telemetry endpoint serves: a client given `channels` skips an endpoint that serves none of them
 # (every call costs a credit). `power` (pv_w) is always called: it sets the buckets and `test_connection` needs it.
@@ -304,6 +306,10 @@ class SolarEdgeV2Client:
             if len(batch) < self._page_size or not fresh:
                 break
         return sites
+
+    def device_types(self, now: datetime | None = None) -> frozenset[str]:
+        """Whether the site has meters and batteries: {"METER", "BATTERY"} or part of it (`/devices`, one credit)."""
+        return parse_device_types(self._request("devices", {"types": ["METER", "BATTERY"]}, now))
 
     def current_power(self, now: datetime) -> dict[str, float]:
         """The newest non-null 15-minute average per channel within the last hour (the current bucket is null)."""

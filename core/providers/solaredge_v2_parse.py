@@ -27,7 +27,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from core.providers.base import BadResponse, ProviderSite
+from core.providers.base import BadResponse, ProviderSite, address_line
 from core.providers.http import redact
 
 VENDOR = "SolarEdge"
@@ -225,8 +225,22 @@ def parse_site_list(body: Any) -> list[ProviderSite]:
     out = []
     for item in items:
         site = _site(item, body)
-        out.append(ProviderSite(id=site.site_id, name=site.name, timezone=site.timezone, capacity_kw=site.capacity_kw))
+        place = address_line(item.get("location"))
+        out.append(
+            ProviderSite(
+                id=site.site_id, name=site.name, timezone=site.timezone, capacity_kw=site.capacity_kw, location=place
+            )
+        )
     return out
+
+
+def parse_device_types(body: Any) -> frozenset[str]:
+    """`/sites/{id}/devices`: a bare array of devices -> their `type` values, upper case ("METER", "BATTERY")."""
+    if not isinstance(body, list):
+        raise _bad("a device list in an unexpected shape", body)
+    return frozenset(
+        item["type"].strip().upper() for item in body if isinstance(item, Mapping) and isinstance(item.get("type"), str)
+    )
 
 
 # --- time series -----------------------------------------------------------------------------------------------

@@ -155,6 +155,26 @@ def sandbox_sites() -> list[FakeSite]:
     ]
 
 
+FLEET_ZONES = (
+    ("Europe/Brussels", 50.85, 4.35),
+    ("Europe/London", 51.5, -0.12),
+    ("America/Chicago", 41.88, -87.63),
+    ("Australia/Sydney", -33.87, 151.21),
+)
+
+
+def fleet_sites(count: int, first_id: int = 4_000_001) -> list[FakeSite]:
+    """An installer's account of `count` sites (ids from `first_id`): every third has meters, every fifth a battery.
+    Serve it with `FakeState(sites=fleet_sites(50))`; the site list pages as the vendor's (`sites-in-page`)."""
+    sites = []
+    for n in range(count):
+        zone, lat, lon = FLEET_ZONES[n % len(FLEET_ZONES)]
+        site = FakeSite(first_id + n, f"Fleet Site {n + 1:03d}", zone, round(3.0 + (n % 9) * 0.75, 2), lat, lon)
+        site.has_meter, site.battery_kwh, site.seed = n % 3 == 0, 10.0 if n % 5 == 0 else 0.0, n
+        sites.append(site)
+    return sites
+
+
 @dataclass
 class FakeState:
     """Everything the fake knows and counts; tests change the switches directly."""
@@ -1065,11 +1085,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-minute", type=int, default=10, help="per-minute limit (Free tier: 10)")
     parser.add_argument("--monthly", type=int, default=2000, help="monthly credits (Free tier: 2000)")
     parser.add_argument("--state-file", type=Path, default=None, help="keep monthly credit counts across restarts")
+    parser.add_argument("--fleet", type=int, default=0, help="serve an account of this many generated sites instead")
     args = parser.parse_args(argv)
     state = FakeState(per_minute_limit=args.per_minute, monthly_credits=args.monthly, state_file=args.state_file)
+    if args.fleet:
+        state.sites = fleet_sites(args.fleet)
     print(
         f"Fake SolarEdge V2 on http://{args.host}:{args.port}/v2  X-API-Key: {SANDBOX_API_KEY}  "
-        f"sites: {', '.join(map(str, SANDBOX_SITE_IDS))}"
+        f"sites: {', '.join(str(s.site_id) for s in state.sites[:5])}{' ...' if len(state.sites) > 5 else ''}"
     )
     uvicorn.run(create_app(state), host=args.host, port=args.port, log_level="warning")
 
