@@ -31,7 +31,7 @@ from pvlib import solarposition
 from pvlib.location import Location
 
 from core.kpis import local_midnight
-from core.models import UpdateFrequency
+from core.models import UpdateFrequency, every_label
 from core.roles import Role, role_expr
 
 
@@ -122,7 +122,9 @@ class Thresholds:
 
     @property
     def no_data_limit_max(self) -> timedelta:
-        """The longest no-data limit (for an hourly source)."""
+        """The longest no-data limit (for a source polled daily, the slowest Update Frequency): the short read reaches
+        that far so the newest reading of every source not yet overdue is read exactly (2 days at the default
+        factor of 2; the rules that look at values window their readings themselves)."""
         return timedelta(minutes=max(f.minutes for f in UpdateFrequency) * self.no_data_factor)
 
     @property
@@ -297,7 +299,7 @@ def no_data(sources: pl.DataFrame, latest: pl.DataFrame, now: datetime, th: Thre
         if age is not None and age <= limit:
             findings.append(_finding(Rule.NO_DATA, row, State.CLEAR))
             continue
-        expected = f"expected every {row['cadence_min']} min"
+        expected = f"expected every {every_label(row['cadence_min'])}"
         if last_end is None:
             message = f"No reading received yet ({expected})."
         else:

@@ -16,7 +16,9 @@ Where each figure comes from, and why it is computed that way:
   many sources it feeds (the collector writes one run row per source, all with the poll's start and outcome).
 - Circuit, status and next poll: `source_state` (`core.source_health`: backoff, circuit, rate-limit waits, stops
   that hold until the source's settings change) and the collector's schedule (`jobs.collector`: a vendor site every
-  m to m + max(1, m // 10) minutes, m its sources' fastest Update Frequency).
+  m to m + max(1, m // 10) minutes, m its sources' fastest Update Frequency, `core.pass_inputs.jitter_minutes`). A
+  source is overdue only once that whole period and `OVERDUE_GRACE` have passed since its last poll, so one polled
+  every 6 h is on time for 6 h 36 min, and one polled daily for 26 h 24 min.
 - Token expiry: the Enphase OAuth grant of the vendor site (only the two expiry instants leave `core.api_accounts`).
 
 - Quarantine: what the collector moved aside because it could not use it (a damaged spool entry, garbled quota
@@ -39,7 +41,8 @@ from core import catalog as cat
 from core import quota_plan
 from core.api_accounts import Account, Member, Usage, account_labels, accounts_of, quota, read_usage, scrubber
 from core.crypto import SecretBox
-from core.models import Provider
+from core.models import Provider, every_label
+from core.pass_inputs import jitter_minutes
 from core.quarantine import QuarantineReport
 from core.secret_store import read_all_secrets
 from core.source_health import SourceState, read_states
@@ -51,16 +54,29 @@ LOOKBACK = timedelta(days=7)
 NOT_POLLS = ("skipped", "spooled")  # run rows that record no vendor call
 OVERDUE_GRACE = timedelta(minutes=2)  # the collector re-reads its schedule every minute
 
-# Status codes, most urgent first, with their labels.
+# Status codes, most urgent first, with their labels: words, never emoji (they render as empty boxes where no emoji
+# font is installed), so tables and downloads read the same everywhere.
 STATUS_LABELS = {
-    "stopped": "⛔ Stopped",
-    "circuit_open": "🔴 Circuit open",
-    "rate_limited": "🟠 Rate limited",
-    "failing": "🟡 Failing",
-    "overdue": "🟡 Overdue",
-    "waiting": "⚪ First poll pending",
-    "ok": "🟢 OK",
-    "off": "⚪ API off",
+    "stopped": "Stopped",
+    "circuit_open": "Circuit open",
+    "rate_limited": "Rate limited",
+    "failing": "Failing",
+    "overdue": "Overdue",
+    "waiting": "First poll pending",
+    "ok": "OK",
+    "off": "API off",
+}
+# How the page marks each status beside its label: a Material icon (drawn from the font Streamlit ships, so it
+# shows everywhere) and a badge colour. Plain strings here; the page hands them to Streamlit.
+STATUS_MARKS = {
+    "stopped": (":material/block:", "red"),
+    "circuit_open": (":material/power_off:", "red"),
+    "rate_limited": (":material/speed:", "orange"),
+    "failing": (":material/error:", "orange"),
+    "overdue": (":material/schedule:", "orange"),
+    "waiting": (":material/hourglass_empty:", "gray"),
+    "ok": (":material/check_circle:", "green"),
+    "off": (":material/cloud_off:", "gray"),
 }
 NEEDS_ATTENTION = frozenset({"stopped", "circuit_open", "rate_limited", "failing", "overdue"})
 
@@ -194,13 +210,15 @@ def next_poll(
         if state.circuit == "open":
             return "circuit_open", state.next_due_at, "circuit open: one probe poll then"
         return "failing", state.next_due_at, f"backing off after {state.failures} failure(s)"
+    # Late only past the period the collector may take (its jitter included) and a grace: a vendor site polled every
+    # 6 h is on time 5 h after its last poll.
     period = timedelta(minutes=member.frequency_min)
-    jitter = timedelta(minutes=max(1, member.frequency_min // 10))
+    jitter = timedelta(minutes=jitter_minutes(member.frequency_min))
     due = (last_poll or now) + period
     status = "circuit_open" if state.circuit == "open" else "failing" if state.failures else "ok"
     if last_poll is not None and now > due + jitter + OVERDUE_GRACE:
         return ("overdue" if status == "ok" else status), due, "overdue: is the collector running?"
-    return status, due, f"every {member.frequency_min} min"
+    return status, due, f"every {every_label(member.frequency_min)}"
 
 
 def _source_rows(

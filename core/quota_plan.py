@@ -9,9 +9,14 @@ How calls are counted (the collector, `jobs/collector.py` and `core/collection.p
 - The collector polls each *vendor site* (provider + Site/System ID, `core.providers.channels.provider_site_key`)
   once per period of the fastest Update Frequency among its enabled sources, so sources sharing a vendor site are
   counted once, at that fastest frequency. The scheduler's jitter only lengthens a period, so a day holds at most
-  1,440 / minutes polls (288, 96, 48, 24); a month is counted as 31 days, so a plan that fits fits every month.
-- One poll is one `history()` over the re-read window (about 2-3 hours), shorter than every client's `max_window`,
-  so one window. Its calls depend on the channels the group's sources read (`channel_for`): see `calls_per_poll`.
+  1,440 / minutes polls (288, 96, 48, 24, 12, 8, 4, 2, 1); a month is counted as 31 days, so a plan that fits fits
+  every month.
+- One poll is one `history()` over the regular window (`core.pass_inputs.poll_span`: the period, with its jitter,
+  plus up to 3 h 30 min re-read). A client cuts it into requests of at most its `max_window` (`split_windows`), so
+  a poll makes `windows_per_poll` requests per endpoint: one at every frequency up to 6 h; at 12 h two for
+  SolarEdge V2 (12 h a request); daily three for V2 and two for Enphase (1 day a request); always one for V1 (25
+  days). So 12 h saves nothing over 6 h on V2 and is never proposed ahead of it. Each request's calls depend on
+  the channels the group's sources read (`channel_for`): see `calls_per_poll`.
   - SolarEdge V2 (`SolarEdgeV2Client._series`): `power` always, plus `meters/telemetry` when a load or grid channel
     is read and `storage/telemetry` when battery power or state of charge is (`TELEMETRY_CHANNELS`): 1 to 3.
   - SolarEdge V1 (`SolarEdgeV1Client.history`): one `energyDetails` call, whatever the channels (the site's time
@@ -45,15 +50,20 @@ The rule, per budget scope:
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Literal
 
 from core.models import Provider, UpdateFrequency
+from core.pass_inputs import poll_span
 from core.providers.base import QuotaRule
-from core.providers.enphase import DEFAULT_ENDPOINTS, ENDPOINT_CHANNELS, PLANS
+from core.providers.enphase import DEFAULT_ENDPOINTS, ENDPOINT_CHANNELS, ENDPOINTS, PLANS
 from core.providers.solaredge_v1 import DEFAULT_DAILY_ACCOUNT_LIMIT, DEFAULT_DAILY_SITE_LIMIT
+from core.providers.solaredge_v1 import DEFAULT_MAX_WINDOW as V1_MAX_WINDOW
 from core.providers.solaredge_v2 import CREDITS_PER_MONTH, TELEMETRY_CHANNELS
+from core.providers.solaredge_v2 import MAX_WINDOW as V2_MAX_WINDOW
 
 MONTH_DAYS = 31  # the longest month: a plan that fits it fits every month
 DEFAULT_ENPHASE_PLAN = "watt"  # the `DATACONN_ENPHASE_PLAN` default, and the smallest plan
@@ -61,6 +71,15 @@ MINUTES_PER_DAY = 1_440
 BUDGETED = (Provider.SOLAREDGE, Provider.SOLAREDGE_V1, Provider.ENPHASE)
 FASTEST_FIRST = tuple(sorted(UpdateFrequency, key=lambda f: f.minutes))
 SLOWEST = FASTEST_FIRST[-1]
+# The longest window one request of each client asks for (its default `max_window`). Enphase's client cuts its
+# windows as if every default endpoint were read, so the shortest of theirs; and it starts them on its 15-minute
+# grid, which can lengthen a window by up to one interval (`ALIGNMENT`).
+MAX_WINDOW: dict[Provider, timedelta] = {
+    Provider.SOLAREDGE: V2_MAX_WINDOW,
+    Provider.SOLAREDGE_V1: V1_MAX_WINDOW,
+    Provider.ENPHASE: min(ENDPOINTS[name].max_window for name in DEFAULT_ENDPOINTS),
+}
+ALIGNMENT: dict[Provider, timedelta] = {Provider.ENPHASE: max(ENDPOINTS[name].interval for name in DEFAULT_ENDPOINTS)}
 
 
 def polls_per_day(frequency: UpdateFrequency) -> int:
@@ -68,8 +87,19 @@ def polls_per_day(frequency: UpdateFrequency) -> int:
     return MINUTES_PER_DAY // frequency.minutes
 
 
+def windows_per_poll(provider: Provider, frequency: UpdateFrequency | int) -> int:
+    """Requests per endpoint of one regular poll: its window (`poll_span`) cut at the client's `max_window`."""
+    minutes = frequency if isinstance(frequency, int) else frequency.minutes
+    longest = MAX_WINDOW.get(provider)
+    if longest is None:
+        return 1
+    span = poll_span(minutes) + ALIGNMENT.get(provider, timedelta(0))
+    return math.ceil(span / longest)
+
+
 def calls_per_poll(provider: Provider, channels: Iterable[str]) -> int:
-    """Vendor calls of one poll (one history window) of a vendor site whose sources read `channels`."""
+    """Vendor calls of one request window of a poll (`windows_per_poll` of them) of a vendor site whose sources read
+    `channels`."""
     wanted = frozenset(channels)
     if provider is Provider.SOLAREDGE:  # power, then the telemetry a channel needs (SolarEdgeV2Client._series)
         return 1 + sum(1 for served in TELEMETRY_CHANNELS.values() if served & wanted)
@@ -140,9 +170,9 @@ class _Group:
     members: list[PlannedSource] = field(default_factory=list)
 
     def calls_per_day(self, choice: UpdateFrequency | None) -> int:
-        return calls_per_poll(self.members[0].provider, {m.channel for m in self.members}) * (
-            MINUTES_PER_DAY // self.minutes(choice)
-        )
+        provider, minutes = self.members[0].provider, self.minutes(choice)
+        per_window = calls_per_poll(provider, {m.channel for m in self.members})
+        return per_window * windows_per_poll(provider, minutes) * (MINUTES_PER_DAY // minutes)
 
     def minutes(self, choice: UpdateFrequency | None) -> int:
         """The fastest frequency of its sources, with `choice` in place of the editable sources' own."""
@@ -154,8 +184,8 @@ class ScopeCheck:
     """One budget scope (an account, or a V1 site) under the plan: its calls, its budget, and what would fit.
 
     `fastest_fit` is the fastest frequency that fits when every editable source of the scope takes it (None: not
-    even 1 hour fits); `at_slowest` the (calls/day, calls/month) at 1 hour; `others` what sources the user is not
-    editing need, per day.
+    even daily fits), `at_fastest_fit` its (calls/day, calls/month); `at_slowest` the (calls/day, calls/month) at
+    the slowest frequency (daily); `others` what sources the user is not editing need, per day.
     """
 
     provider: Provider
@@ -173,6 +203,7 @@ class ScopeCheck:
     fastest_fit: UpdateFrequency | None
     at_slowest: tuple[int, int]
     others_per_day: int
+    at_fastest_fit: tuple[int, int] | None = None
 
     @property
     def fits(self) -> bool:
@@ -215,9 +246,17 @@ class ScopeCheck:
             f"({self.percent}%)"
         )
 
+    def proposal(self) -> str | None:
+        """The fastest frequency that fits, with its figures: "every 2 h fits: 1,116 calls/month of 2,000" (None when
+        not even daily fits)."""
+        if self.fastest_fit is None or self.at_fastest_fit is None:
+            return None
+        period, calls, budget = self._binding(*self.at_fastest_fit)
+        return f"every {self.fastest_fit.label} fits: {calls:,} calls/{period} of {budget:,}"
+
     def message(self) -> str:
         """Why the plan does not fit and which frequency would, e.g. "SolarEdge (V2) allows 2,000 calls a month for
-        this API key; every 15 min needs 2,976. Choose 30 min or slower."."""
+        this API key; every 1 hour needs 2,232; every 2 h fits: 1,116 calls/month of 2,000."."""
         period, calls, budget = self._binding(self.calls_per_day, self.calls_per_month)
         name = provider_label(self.provider, self.enphase_plan)
         if self.scope == "site":
@@ -227,8 +266,9 @@ class ScopeCheck:
             whose += f", shared by {self.vendor_sites} sites" if self.vendor_sites > 1 else ""
         schedule = f"every {self.frequencies[0].label}" if len(set(self.frequencies)) == 1 else "this schedule"
         text = f"{name} allows {budget:,} calls a {period} {whose}; {schedule} needs {calls:,}"
-        if self.fastest_fit is not None:
-            return f"{text}. Choose {self.fastest_fit.label} or slower."
+        proposal = self.proposal()
+        if proposal is not None:
+            return f"{text}; {proposal}."
         if self.at_slowest != (self.calls_per_day, self.calls_per_month):
             period, calls, budget = self._binding(*self.at_slowest)
             unit = "credits" if self.provider is Provider.SOLAREDGE else "calls"
@@ -276,6 +316,7 @@ def _check_scope(
     day, month = totals(None)
     members = [m for group in groups for m in group.members]
     by_minutes = {f.minutes: f for f in UpdateFrequency}
+    fastest_fit = next((f for f in FASTEST_FIRST if fits(*totals(f))), None)
     return ScopeCheck(
         provider=provider,
         scope=scope,
@@ -289,10 +330,32 @@ def _check_scope(
         calls_per_month=month,
         budget_per_day=limits["day"],
         budget_per_month=limits["month"],
-        fastest_fit=next((f for f in FASTEST_FIRST if fits(*totals(f))), None),
+        fastest_fit=fastest_fit,
         at_slowest=totals(SLOWEST),
         others_per_day=sum(g.calls_per_day(None) for g in groups if not any(m.editable for m in g.members)),
+        at_fastest_fit=totals(fastest_fit) if fastest_fit is not None else None,
     )
+
+
+def fastest_fitting(
+    sources: Sequence[PlannedSource], *, enphase_plan: str = DEFAULT_ENPHASE_PLAN
+) -> UpdateFrequency | None:
+    """The fastest frequency at which every budget fits when all the editable sources take it (the sources of a
+    vendor site are polled together, so that is every channel of the site); None when not even daily fits."""
+    return common_fastest_fit(check(sources, enphase_plan=enphase_plan))
+
+
+def common_fastest_fit(checks: Iterable[ScopeCheck]) -> UpdateFrequency | None:
+    """The fastest frequency that fits every one of these budgets (`check`'s answer) when the editable sources take
+    it; None when one of them fits at no frequency.
+
+    Each budget's calls never grow as the frequency slows, so the slowest of the budgets' own fastest fits fits
+    them all. Budgets without an editable source are left out: no choice of frequency changes them.
+    """
+    fits = [scope.fastest_fit for scope in checks if scope.editable]
+    if any(fit is None for fit in fits):
+        return None
+    return max((fit for fit in fits if fit is not None), key=lambda f: f.minutes, default=FASTEST_FIRST[0])
 
 
 def by_member(checks: Iterable[ScopeCheck]) -> dict[str, list[ScopeCheck]]:

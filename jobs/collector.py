@@ -32,7 +32,7 @@ from core.config import Settings
 from core.crypto import SecretsError
 from core.held_passes import MEMORY_CAPACITY
 from core.models import UpdateFrequency
-from core.pass_inputs import READ_WAIT_S
+from core.pass_inputs import READ_WAIT_S, jitter_minutes
 from core.private_files import private_umask
 from core.providers.base import ProviderError
 from core.providers.channels import group_by_provider_site
@@ -182,7 +182,7 @@ class Collector:
             if self.intervals.get(key) == minutes:
                 continue
             self.scheduler.clear(_tag(key))
-            jitter = max(1, minutes // 10)  # spread sites over the period instead of bursting at its start
+            jitter = jitter_minutes(minutes)  # spread sites over the period instead of bursting at its start
             self.scheduler.every(minutes).to(minutes + jitter).minutes.do(self.dispatch, key).tag(_tag(key))
             first_time = key not in self.intervals
             self.intervals[key] = minutes

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from core.api_health import LOOKBACK, NEEDS_ATTENTION, Health, load_health
+from core.api_health import LOOKBACK, NEEDS_ATTENTION, STATUS_LABELS, STATUS_MARKS, Health, load_health
 from core.api_health_display import (
     account_table,
     quarantine_table,
@@ -65,7 +65,7 @@ def _summary(health: Health) -> None:
     columns[1].metric("OK", int((statuses == "ok").sum()), border=True)
     columns[2].metric("Needing attention", attention, border=True)
     columns[3].metric("Provider accounts", health.accounts.height, border=True)
-    st.caption(" · ".join(f"{label}: {n}" for label, n in status_counts(health.sources).items()))
+    _status_badges(health)
     if attention:
         sites = (
             health.sources.filter(pl.col("status").is_in(NEEDS_ATTENTION))
@@ -74,6 +74,18 @@ def _summary(health: Health) -> None:
             .sort("len", "site", descending=[True, False])
         )
         st.caption("Sites needing attention: " + ", ".join(f"{site} ({n})" for site, n in sites.iter_rows()))
+
+
+def _status_badges(health: Health) -> None:
+    """Sources per status, most urgent first: a badge each, its label in words beside a Material icon and a colour
+    (never emoji, which show as empty boxes without an emoji font)."""
+    marks = {STATUS_LABELS[code]: mark for code, mark in STATUS_MARKS.items()}
+    badges = [
+        f":{marks[label][1]}-badge[{marks[label][0]} {label}: {n}]"
+        for label, n in status_counts(health.sources).items()
+    ]
+    if badges:
+        st.markdown(" ".join(badges))
 
 
 def _accounts(health: Health) -> None:
@@ -134,7 +146,10 @@ def _coverage_map(site: Site) -> None:
 
 
 SOURCE_HELP = {
-    "Status": st.column_config.TextColumn(help="Stopped, circuit open, rate limited, failing, overdue, or OK."),
+    "Status": st.column_config.TextColumn(
+        help="Stopped, circuit open, rate limited, failing, overdue (no poll for the source's whole update period"
+        " and its jitter: 1 h 8 min at 1 hour, 6 h 38 min at 6 h), first poll pending, API off, or OK."
+    ),
     "Last success": st.column_config.TextColumn(
         help=f"Newest successful poll (looked for over the last {LOOKBACK.days} days)."
     ),

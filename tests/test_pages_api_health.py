@@ -85,9 +85,9 @@ def test_renders_the_account_and_source_tables_and_the_heatmap(at: AppTest) -> N
     assert by_account.loc["SolarEdge V1 account 1", "Quota today (UTC)"] == "0 / 300 (0%)"
 
     by_source = sources.set_index("Source")
-    assert by_source.loc["Rooftop PV Array", "Status"] == "🟢 OK"
+    assert by_source.loc["Rooftop PV Array", "Status"] == "OK"
     assert by_source.loc["Rooftop PV Array", "Token expiry"] == "n/a"
-    assert by_source.loc["Roof V1", "Status"] == "⛔ Stopped"
+    assert by_source.loc["Roof V1", "Status"] == "Stopped"
     assert (
         by_source.loc["Roof V1", "Next poll"]
         == "stopped until its settings change: SolarEdge V1 says the key *** is invalid"

@@ -100,7 +100,8 @@ def test_v2_every_15_minutes_is_refused_and_30_minutes_suggested() -> None:
     assert (scope.calls_per_day, scope.calls_per_month) == (96, 2_976)
     assert not scope.fits and scope.fastest_fit is MIN30
     message = (
-        "SolarEdge (V2) allows 2,000 calls a month for this API key; every 15 min needs 2,976. Choose 30 min or slower."
+        "SolarEdge (V2) allows 2,000 calls a month for this API key; every 15 min needs 2,976; "
+        "every 30 min fits: 1,488 calls/month of 2,000."
     )
     assert scope.message() == message
     assert refusals(checks) == {"a": message}
@@ -110,8 +111,8 @@ def test_v2_meter_and_battery_cost_three_calls_a_poll() -> None:
     sources = [source("pv"), source("load", channel="load_w"), source("bat", channel="battery_w")]
     scope = only(check(sources))
     assert (scope.calls_per_day, scope.calls_per_month, scope.vendor_sites) == (72, 2_232, 1)
-    assert not scope.fits and scope.fastest_fit is None  # 1 hour is the slowest frequency there is
-    assert "every 1 hour needs 2,232" in scope.message()
+    assert not scope.fits and scope.fastest_fit is UpdateFrequency.HOUR2  # 12 polls x 3 calls x 31 days
+    assert "every 1 hour needs 2,232; every 2 h fits: 1,116 calls/month of 2,000." in scope.message()
 
 
 def test_two_v2_sites_on_one_key_add_up() -> None:
@@ -121,7 +122,9 @@ def test_two_v2_sites_on_one_key_add_up() -> None:
     assert scope.summary() == "SolarEdge (V2) account (2 sites): 48 calls/day, 1,488/month of 2,000 (74%)"
     faster = only(check([source("a", site="100", frequency=MIN30), source("b", site="200", frequency=MIN30)]))
     assert (faster.calls_per_month, faster.fits, faster.fastest_fit) == (2_976, False, HOUR)
-    assert "shared by 2 sites; every 30 min needs 2,976. Choose 1 hour or slower." in faster.message()
+    assert "shared by 2 sites; every 30 min needs 2,976; every 1 hour fits: 1,488 calls/month of 2,000." in (
+        faster.message()
+    )
     apart = check([source("a", site="100", frequency=MIN30), source("b", site="200", frequency=MIN30, account=KEY_B)])
     assert [(c.calls_per_month, c.fits) for c in apart] == [(1_488, True), (1_488, True)]
 
@@ -141,11 +144,18 @@ def test_other_sites_sources_are_fixed_and_named_when_nothing_fits() -> None:
     ]
     checks = check(sources)
     scope = only(checks)
-    assert (scope.calls_per_month, scope.at_slowest, scope.fastest_fit) == (1_488 + 2_976, (72, 2_232), None)
+    assert (scope.calls_per_month, scope.fastest_fit) == (1_488 + 2_976, UpdateFrequency.HOUR2)  # 1,488 + 372
     assert scope.message() == (
-        "SolarEdge (V2) allows 2,000 calls a month for this API key, shared by 2 sites; this schedule needs 4,464. "
-        "Even 1 hour needs 2,232 calls a month against 2,000 credits, 1,488 of them for sources of other sites: "
-        "read fewer channels, use another API key, or disable a source."
+        "SolarEdge (V2) allows 2,000 calls a month for this API key, shared by 2 sites; this schedule needs 4,464; "
+        "every 2 h fits: 1,860 calls/month of 2,000."
+    )
+    busier = [source("s1", site="100", frequency=MIN15, editable=False), source("new", site="200", frequency=MIN15)]
+    scope = only(check(busier))  # 2,976 a month already: nothing the new source does can fit
+    assert (scope.at_slowest, scope.fastest_fit) == ((96 + 3, 3_069), None)  # daily: 3 windows of 12 h
+    assert scope.message() == (
+        "SolarEdge (V2) allows 2,000 calls a month for this API key, shared by 2 sites; every 15 min needs 5,952. "
+        "Even 24 h (daily) needs 3,069 calls a month against 2,000 credits, 2,976 of them for sources of other "
+        "sites: read fewer channels, use another API key, or disable a source."
     )
     assert list(refusals(checks)) == ["new"]  # only what the user is editing is refused
 
@@ -167,8 +177,8 @@ def test_two_v1_sites_on_one_key_break_the_account_budget_not_the_sites() -> Non
     account = only(checks)
     assert (account.calls_per_day, account.fits, account.fastest_fit) == (576, False, MIN15)  # 2 x 96 = 192
     assert account.message() == (
-        "SolarEdge V1 allows 300 calls a day for this API key, shared by 2 sites; every 5 min needs 576. "
-        "Choose 15 min or slower."
+        "SolarEdge V1 allows 300 calls a day for this API key, shared by 2 sites; every 5 min needs 576; "
+        "every 15 min fits: 192 calls/day of 300."
     )
     assert set(refusals(checks)) == {"a", "b"}
 
@@ -181,9 +191,10 @@ def test_enphase_watt_hourly_fits_with_one_endpoint_not_two() -> None:
     assert (one.calls_per_month, one.budget_per_month, one.fits) == (744, 1_000, True)
     assert one.summary() == "Enphase (Watt plan) account: 24 calls/day, 744/month of 1,000 (74%)"
     two = only(check([source("pv", ENPHASE), source("load", ENPHASE, channel="load_w")]))
-    assert (two.calls_per_month, two.fits, two.fastest_fit) == (1_488, False, None)
-    assert two.message().startswith(
-        "Enphase (Watt plan) allows 1,000 calls a month for this application; every 1 hour needs 1,488: "
+    assert (two.calls_per_month, two.fits, two.fastest_fit) == (1_488, False, UpdateFrequency.HOUR2)
+    assert two.message() == (
+        "Enphase (Watt plan) allows 1,000 calls a month for this application; every 1 hour needs 1,488; "
+        "every 2 h fits: 744 calls/month of 1,000."
     )
     kilowatt = only(check([source("pv", ENPHASE), source("load", ENPHASE, channel="load_w")], enphase_plan="kilowatt"))
     assert (kilowatt.budget_per_month, kilowatt.fits, kilowatt.fastest_fit) == (50_000, True, MIN5)

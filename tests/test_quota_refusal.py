@@ -13,7 +13,8 @@ from core.secret_store import load_secrets
 from core.store import Store
 
 V2_15_MIN = (
-    "SolarEdge (V2) allows 2,000 calls a month for this API key; every 15 min needs 2,976. Choose 30 min or slower."
+    "SolarEdge (V2) allows 2,000 calls a month for this API key; every 15 min needs 2,976; "
+    "every 30 min fits: 1,488 calls/month of 2,000."
 )
 
 
@@ -59,8 +60,8 @@ def test_two_sites_on_one_key_add_up_whether_the_key_is_typed_or_stored(store: S
     with pytest.raises(SaveRejected) as info:
         save_connections(store, box, south.id, [vendor_draft(south_pv, "new-s", "30min", system_id="200")], set())
     assert info.value.errors["new-s"]["update_frequency"] == (
-        "SolarEdge (V2) allows 2,000 calls a month for this API key, shared by 2 sites; this schedule needs 2,232. "
-        "Choose 1 hour or slower."
+        "SolarEdge (V2) allows 2,000 calls a month for this API key, shared by 2 sites; this schedule needs 2,232; "
+        "every 1 hour fits: 1,488 calls/month of 2,000."
     )
     other_key = vendor_draft(south_pv, "new-s", "30min", system_id="200")
     other_key.secrets = {"api_key": "sk-another-key"}
