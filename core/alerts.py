@@ -346,7 +346,14 @@ def status_counts(frame: pl.DataFrame) -> dict[str, int]:
     return {status: int(counts.get(status, 0)) for status in STATUSES}
 
 
-SEVERITY_ICONS = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
+# Severities, most urgent first: the order the page gives their colours in. Text only here: emoji need a font that
+# many machines lack (they showed as empty boxes), so the page marks them with colours and Material icons.
+SEVERITIES = ("critical", "warning", "info")
+
+
+def severity_label(code: str) -> str:
+    """ "warning" -> "Warning"."""
+    return code.title()
 
 
 def rule_label(code: str) -> str:
@@ -358,15 +365,15 @@ def rule_label(code: str) -> str:
 
 
 def display_table(frame: pl.DataFrame) -> pl.DataFrame:
-    """The page's table: labels instead of codes, site-local times as text, "-" where a value is undefined."""
+    """The page's table: labels instead of codes, site-local times as text, "-" where a value is undefined. The
+    severity is a list of one label, which a table can show as a coloured tag (`SEVERITIES` gives the order)."""
 
     def local(column: str) -> pl.Expr:
         return pl.col(f"{column}_local").dt.strftime("%Y-%m-%d %H:%M").fill_null("-")
 
-    icon = pl.col("severity").replace_strict(SEVERITY_ICONS, default="")
     return frame.select(
         pl.col("id").alias("ID"),
-        pl.concat_str(icon, pl.col("severity").str.to_titlecase(), separator=" ").alias("Severity"),
+        pl.concat_list(pl.col("severity").str.to_titlecase()).alias("Severity"),
         pl.col("status").str.to_titlecase().alias("Status"),
         pl.col("rule").map_elements(rule_label, return_dtype=pl.Utf8).alias("Rule"),
         pl.col("site").fill_null("-").alias("Site"),
@@ -384,7 +391,7 @@ def acknowledge_choices(frame: pl.DataFrame) -> dict[int, str]:
     """The open alerts among `frame`, as {id: label} for a picker."""
     return {
         int(row["id"]): (
-            f"#{row['id']} · {SEVERITY_ICONS.get(row['severity'], '')} {rule_label(row['rule'])} ·"
+            f"#{row['id']} · {severity_label(row['severity'])} · {rule_label(row['rule'])} ·"
             f" {row['source'] or 'deleted source'}"
         )
         for row in frame.filter(pl.col("status") == "open").iter_rows(named=True)

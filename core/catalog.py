@@ -16,22 +16,24 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import duckdb
 import polars as pl
 
+from core.field_labels import METER_LABELS, SITE_LABELS, labelled
 from core.models import TOKEN_SECRETS, ApiSettings, Category, Meter, MeterIn, Site, SiteIn, Source, SourceIn, name_key
 from core.store import Store
 
 
 class InvalidInput(Exception):
-    """Input that must not be saved, with messages keyed by field path."""
+    """Input that must not be saved, with messages keyed by field path. Each message stands under its field; the
+    exception's text names the fields by their `labels` (`core.field_labels`)."""
 
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+    def __init__(self, errors: dict[str, str], labels: Mapping[str, str] | None = None) -> None:
+        super().__init__("; ".join(labelled(v, (labels or {}).get(k)) for k, v in errors.items()))
         self.errors = errors
 
 
@@ -212,7 +214,7 @@ def _update_rows(
 def _check_site_name(con: duckdb.DuckDBPyConnection, name: str, exclude_id: int | None) -> None:
     rows = [(int(r[0]), str(r[1])) for r in con.sql("SELECT id, name FROM sites").fetchall()]
     if _taken(rows, name, exclude_id):
-        raise InvalidInput({"name": f"a site named {name!r} already exists"})
+        raise InvalidInput({"name": f"a site named {name!r} already exists"}, SITE_LABELS)
 
 
 _SITE_COLUMNS = ("name", "latitude", "longitude", "timezone")
@@ -274,7 +276,7 @@ def _check_meter_name(con: duckdb.DuckDBPyConnection, site_id: int, name: str, e
         for r in con.execute("SELECT id, name FROM meters WHERE site_id = ?", [site_id]).fetchall()
     ]
     if _taken(rows, name, exclude_id):
-        raise InvalidInput({"name": f"this site already has a meter named {name!r}"})
+        raise InvalidInput({"name": f"this site already has a meter named {name!r}"}, METER_LABELS)
 
 
 _METER_COLUMNS = ("name", "category")
@@ -319,7 +321,8 @@ def update_meter(store: Store, meter_id: int, meter: MeterIn) -> None:
             count = con.execute("SELECT count(*) FROM energy_sources WHERE meter_id = ?", [meter_id]).fetchall()[0][0]
             if count:
                 raise InvalidInput(
-                    {"category": f"remove this meter's {count} data source(s) before changing its category"}
+                    {"category": f"remove this meter's {count:,} data source(s) before changing its category"},
+                    METER_LABELS,
                 )
         write_meter(con, meter_id, meter)
 

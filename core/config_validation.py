@@ -5,7 +5,8 @@ level so that one bad row does not hide the problems of the others, plus what on
 tell: a row's stored counterpart, matched by name as people read them (`core.config_snapshot`); a meter's category
 that cannot change while it has sources; credentials already stored, which count as given; and the quota plan of
 the configuration as the import will leave it (`core.connection_quota`), the rule of Save All Connections. Every
-problem is reported by its path in the file; the list shown is capped (`ConfigImportError`).
+problem is reported by its path in the file, naming the field by the label the pages show ("sites[0].latitude:
+Latitude must be at most 90", `core.field_labels`); the list shown is capped (`ConfigImportError`).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from core.config_file import (
 from core.config_snapshot import AmbiguousName, Snapshot, Stored, StoredNames
 from core.connection_quota import Edited, key_accounts, keys_to_compare, planned_sources, refusals
 from core.crypto import SecretBox
+from core.field_labels import file_label, labelled
 from core.models import name_key
-from core.validation import capped, field_errors, format_path
+from core.validation import capped, format_path, located_errors
 
 PLAN_VARIABLE = "DATACONN_ENPHASE_PLAN"  # the setting `Settings.enphase_plan`, named in the plan's message
 MAX_SHOWN = 100  # problems listed; the rest are counted ("and N more")
@@ -104,10 +106,13 @@ class _Validator:
         self.edited: list[Edited] = []  # the valid sources, for the quota plan
         self.ambiguous: set[tuple[type, tuple[int, ...]]] = set()  # the stored lookalikes reported: kind and ids
 
-    def error(self, loc: Loc, message: str) -> None:
-        self.errors.append(f"{format_path(loc) or '(file)'}: {message}")
+    def error(self, loc: Loc, message: str, provider: m.Provider | None = None) -> None:
+        """One problem: its path, then the message naming the field (a source's `provider` names its ID field)."""
+        self.errors.append(f"{format_path(loc) or '(file)'}: {labelled(message, file_label(loc, provider))}")
 
-    def model(self, cls: type[FileModel], raw: Any, loc: Loc, children: str = "") -> tuple[Any, list[Any]]:
+    def model(
+        self, cls: type[FileModel], raw: Any, loc: Loc, children: str = "", provider: m.Provider | None = None
+    ) -> tuple[Any, list[Any]]:
         """Validate one level with its list of children left empty; the caller validates them one by one."""
         if not isinstance(raw, dict):
             self.error(loc, "must be a mapping of fields")
@@ -119,18 +124,19 @@ class _Validator:
         try:
             return cls.model_validate({**raw, children: []} if children else raw), kids
         except ValidationError as exc:
-            self.errors.extend(f"{path}: {message}" for path, message in field_errors(exc, loc).items())
+            for where, message in located_errors(exc, loc):
+                self.error(where, message, provider)
             return None, kids
 
-    def unique(self, seen: dict[str, Loc], raw: Any, loc: Loc, what: str) -> None:
-        """Report a duplicate name even when other fields of the row are invalid."""
+    def unique(self, seen: dict[str, Loc], raw: Any, loc: Loc) -> None:
+        """Report a duplicate name (among the site's meters, say) even when other fields of the row are invalid."""
         try:
             name = NAME.validate_python(raw.get("name") if isinstance(raw, dict) else None)
         except ValidationError:
             return  # reported by `model`
         key = name_key(name)
         if key in seen:
-            self.error([*loc, "name"], f"duplicate {what.format(repr(name))} (also {format_path(seen[key])})")
+            self.error([*loc, "name"], f"{name!r} duplicates the name of {format_path(seen[key])}")
         seen.setdefault(key, loc)
 
     def match(self, loc: Loc, find: Callable[..., Stored | None], *key: Any) -> Stored | _Unknown | None:
@@ -174,7 +180,7 @@ class _Validator:
         sites = []
         for i, raw in enumerate(raw_sites):
             site, raw_meters = self.model(SiteFile, raw, ["sites", i], "meters")
-            self.unique(seen, raw, ["sites", i], "site name {}")
+            self.unique(seen, raw, ["sites", i])
             stored = self.match(["sites", i], self.stored.site, site.name) if site else None
             names: dict[str, Loc] = {}
             meters = [self.meter(r, ["sites", i, "meters", j], stored, names) for j, r in enumerate(raw_meters)]
@@ -185,7 +191,7 @@ class _Validator:
 
     def meter(self, raw: Any, loc: Loc, site: m.Site | _Unknown | None, seen: dict[str, Loc]) -> MeterFile | None:
         meter, raw_sources = self.model(MeterFile, raw, loc, "sources")
-        self.unique(seen, raw, loc, "meter name {} in this site")
+        self.unique(seen, raw, loc)
         stored: m.Meter | _Unknown | None = UNKNOWN if site is UNKNOWN else None
         if isinstance(site, m.Site) and meter:
             stored = self.match(loc, self.stored.meter, site.id, meter.name)
@@ -209,8 +215,8 @@ class _Validator:
         seen: dict[str, Loc],
     ) -> SourceFile | None:
         problems = len(self.errors)
-        source, _ = self.model(SourceFile, raw, loc)
-        self.unique(seen, raw, loc, "source name {} in this meter")
+        source, _ = self.model(SourceFile, raw, loc, provider=_provider_in(raw))
+        self.unique(seen, raw, loc)
         if source is None:
             return None
         stored: m.Source | _Unknown | None = UNKNOWN if stored_meter is UNKNOWN else None
@@ -230,12 +236,12 @@ class _Validator:
             elif isinstance(value := self.resolve(given), SecretStr):
                 resolved[name] = Credential(value=value, env=given.env)
             else:
-                self.error(where, value)
+                self.error(where, value, provider)
         if stored is UNKNOWN:  # whether credentials are stored, and what the quota plan replaces, nobody can tell
             return source.model_copy(update={"credentials": resolved})
         present = set(source.credentials) | set(stored.secret_names if stored else ())  # a stored one counts
         for key, message in m.missing_credentials(source.api.settings(), present).items():
-            self.error([*loc, "api" if key in ("system_id", "client_id") else "credentials", key], message)
+            self.error([*loc, "api" if key in ("system_id", "client_id") else "credentials", key], message, provider)
         if meter and len(self.errors) == problems:
             typed = resolved["api_key"].value if "api_key" in resolved else None
             self.edited.append(
@@ -263,3 +269,11 @@ class _Validator:
             return prefix + "must not be empty"
         problem = m.secret_problem(value)
         return prefix + problem if problem else SecretStr(value)
+
+
+def _provider_in(raw: Any) -> m.Provider | None:
+    """The provider a source's raw mapping names, if it is a known one: it names the source's ID field in messages
+    ("Site ID" for SolarEdge), also when the source is invalid."""
+    api = raw.get("api") if isinstance(raw, dict) else None
+    provider = api.get("provider") if isinstance(api, dict) else None
+    return m.Provider(provider) if isinstance(provider, str) and provider in set(m.Provider) else None

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from core import catalog as cat
 from core.crypto import SecretBox
+from core.field_labels import labelled, source_label
 from core.models import Category, ConnectionStatus, Provider
 from core.providers.base import NeedsReauthorization, ProviderError
 from core.providers.channels import channel_for
@@ -62,7 +63,8 @@ def test_connection(
         return TestOutcome(ConnectionStatus.UNTESTED, "Enable API to test this connection.", now)
     if relevant:
         field_name, message = next(iter(relevant.items()))
-        return TestOutcome(ConnectionStatus.FAILED, f"{field_name.replace('_', ' ')}: {message}", now)
+        label = source_label(field_name, str(draft.values.get("api_provider")))
+        return TestOutcome(ConnectionStatus.FAILED, labelled(message, label), now)
     assert valid is not None
     secrets: dict[str, SecretStr] = {}
     if draft.source_id is not None:

@@ -26,6 +26,26 @@ PERIODS: dict[str, timedelta | None] = {
 }
 STATUS_CHOICES = {"open": "Open", "acknowledged": "Acknowledged", "resolved": "Resolved", "all": "All"}
 
+# How a severity looks: a Markdown colour with a Material icon (drawn with Streamlit's own font: emoji showed as
+# empty boxes where no emoji font is installed), and the table's tag colour, Streamlit's shade of the same colour
+# given as such (a colour's name tints the tag so lightly that red and orange look alike).
+SEVERITY_LOOK = {
+    "critical": ("red", ":material/error:", "#ff4b4b"),
+    "warning": ("orange", ":material/warning:", "#ffa421"),
+    "info": ("blue", ":material/info:", "#1c83e1"),
+}
+SEVERITY_COLUMN = st.column_config.MultiselectColumn(
+    "Severity",
+    options=[al.severity_label(code) for code in al.SEVERITIES],
+    color=[SEVERITY_LOOK[code][2] for code in al.SEVERITIES],
+)
+
+
+def _severity_mark(code: str) -> str:
+    """The severity in Markdown: its icon in its colour, then its name ("critical")."""
+    colour, icon, _tag = SEVERITY_LOOK.get(code, ("gray", ":material/help:", ""))
+    return f":{colour}[{icon}] {code}"
+
 
 @st.cache_data(ttl=REFRESH_S, show_spinner=False)
 def _alerts(database: str, site_id: int | None, since: str | None) -> pl.DataFrame:
@@ -125,9 +145,7 @@ def _acknowledge_form(frame: pl.DataFrame) -> None:
 def _explanations(th: Thresholds) -> None:
     with st.expander("How the rules work (with the current thresholds)"):
         for rule, text in rule_explanations(th).items():
-            st.markdown(
-                f"**{rule.label}** ({al.SEVERITY_ICONS[rule.severity]} {rule.severity}, `{rule.value}`): {text}"
-            )
+            st.markdown(f"**{rule.label}** ({_severity_mark(rule.severity)}, `{rule.value}`): {text}")
         st.caption(
             "Thresholds are settings (`DATACONN_ALERT_*` environment variables, see the README). An alert opens when"
             " its rule fires, stays open (or acknowledged) while it keeps firing and is resolved once the data shows"
@@ -152,7 +170,9 @@ with page_guard():
         if shown.is_empty():
             st.success("No alert matches these filters.", icon=":material/check_circle:")
         else:
-            st.dataframe(al.display_table(shown), hide_index=True, key="al_table")
+            st.dataframe(
+                al.display_table(shown), hide_index=True, key="al_table", column_config={"Severity": SEVERITY_COLUMN}
+            )
         download_buttons(shown, f"alerts-{status}", "al_download")
         _acknowledge_form(frame)
         _explanations(Thresholds.from_settings(runtime.settings))

@@ -120,7 +120,7 @@ def test_import_with_errors_prints_paths_and_imports_nothing(tmp_path: Path, env
     result = run(env, "config", "import", str(file))
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "sites[1].timezone: unknown time zone 'Mars/Olympus': use an IANA name such as Europe/Brussels",
+        "sites[1].timezone: Time Zone must be an IANA name such as Europe/Brussels, not 'Mars/Olympus'",
         "Nothing was imported.",
     ]
     assert "Traceback" not in result.stderr
@@ -212,7 +212,7 @@ def test_invalid_settings_are_one_line_errors(env: dict[str, str]) -> None:
     env["DATACONN_LOCK_TIMEOUT_S"] = "0"
     result = run(env, "init")
     assert result.returncode == 1
-    assert result.stderr.strip() == "invalid setting DATACONN_LOCK_TIMEOUT_S: must be > 0"
+    assert result.stderr.strip() == "invalid setting DATACONN_LOCK_TIMEOUT_S: must be more than 0"
     env["DATACONN_LOCK_TIMEOUT_S"] = "5"
     env["DATACONN_SECRET_KEYS"] = "not-a-key"
     bad_key = run(env, "init")

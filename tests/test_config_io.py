@@ -287,21 +287,22 @@ def test_every_problem_is_reported_with_its_path_in_the_file(store: Store, box: 
         site_dict(name="Plant B", meters=[{"name": "M", "category": "PROD"}, {"name": "m", "category": "XYZ"}]),
     )
     assert import_errors(store, box, data) == [
-        "sites[0].meters[0].sources[0].capacity_kw: must be >= 0",
-        "sites[0].meters[0].sources[1].source_type: must be one of solar, wind, hydro, chp, other for a PROD meter",
+        "sites[0].meters[0].sources[0].capacity_kw: Capacity (kW) must be at least 0",
+        "sites[0].meters[0].sources[1].source_type: Source Type must be one of solar, wind, hydro, chp, other for a"
+        " PROD meter",
         "sites[0].meters[0].sources[2].api.system_id: Site ID is required for SolarEdge",
         "sites[0].meters[0].sources[2].credentials.api_key: API Key is required for SolarEdge",
-        "sites[0].meters[0].sources[3].credentials.api_key: environment variable SE_KEY is not set",
-        "sites[0].meters[0].sources[4].credentials.api_key: is not used by Enphase (needs client_secret, app_api_key)",
+        "sites[0].meters[0].sources[3].credentials.api_key: API Key: environment variable SE_KEY is not set",
+        "sites[0].meters[0].sources[4].credentials.api_key: API Key is not used by Enphase"
+        " (needs client_secret, app_api_key)",
         "sites[0].meters[0].sources[4].credentials.token: is not a known credential"
         " (use api_key, client_secret, app_api_key)",
-        "sites[0].meters[0].sources[5].name: duplicate source name 'array' in this meter"
-        " (also sites[0].meters[0].sources[0])",
-        "sites[1].latitude: must be <= 90",
+        "sites[0].meters[0].sources[5].name: Source Name: 'array' duplicates the name of sites[0].meters[0].sources[0]",
+        "sites[1].latitude: Latitude must be at most 90",
         "sites[1].colour: is not a known field",
-        "sites[1].name: duplicate site name 'PLANT a' (also sites[0])",
-        "sites[2].meters[1].category: must be one of 'PROD', 'CONS', 'STOR' or 'INJ'",
-        "sites[2].meters[1].name: duplicate meter name 'm' in this site (also sites[2].meters[0])",
+        "sites[1].name: Site Name: 'PLANT a' duplicates the name of sites[0]",
+        "sites[2].meters[1].category: Category must be one of 'PROD', 'CONS', 'STOR' or 'INJ'",
+        "sites[2].meters[1].name: Meter Name: 'm' duplicates the name of sites[2].meters[0]",
     ]
     assert counts(store) == dict.fromkeys(TABLES, 0)
 
@@ -315,11 +316,12 @@ def test_every_problem_is_reported_with_its_path_in_the_file(store: Store, box: 
         ({"version": 1, "sites": {"name": "x"}}, "sites: must be a list"),
         (
             config(site_dict(sources=[source_dict(api={"enabled": True, "provider": "solaredge", "system_id": 42})])),
-            "sites[0].meters[0].sources[0].api.system_id: must be text: put it in quotes",
+            "sites[0].meters[0].sources[0].api.system_id: Site ID must be text: put it in quotes",
         ),
         (
             config(site_dict(sources=[source_dict(credentials={"api_key": {"env": "A", "default": "x"}})])),
-            'sites[0].meters[0].sources[0].credentials.api_key: must be the value as text or {"env": "VARIABLE_NAME"}',
+            "sites[0].meters[0].sources[0].credentials.api_key: API Key must be the value as text or"
+            ' {"env": "VARIABLE_NAME"}',
         ),
     ],
 )
@@ -343,7 +345,7 @@ def test_a_meters_category_cannot_change_while_it_has_sources(store: Store, box:
     add_solaredge_source(store, box)
     data = config(site_dict(meters=[{"name": "pv", "category": "CONS", "sources": []}]))
     assert import_errors(store, box, data) == [
-        "sites[0].meters[0].category: meter 'PV' is stored as PROD with 1 data source(s):"
+        "sites[0].meters[0].category: Category: meter 'PV' is stored as PROD with 1 data source(s):"
         " remove them before changing its category"
     ]
     empty = cat.create_meter(store, cat.load_catalog(store).sites[0].id, MeterIn(name="Spare", category=Category.PROD))
@@ -362,7 +364,7 @@ def test_one_bad_row_among_many_writes_nothing(store: Store, box: SecretBox) -> 
     sites.append(site_dict(name="Demo Rooftop", latitude=1.0))  # an update of a stored site, to be rolled back too
     sites[13]["meters"][0]["sources"][3]["cost_per_mwh"] = "cheap"
     assert import_errors(store, box, config(*sites)) == [
-        "sites[13].meters[0].sources[3].cost_per_mwh: must be a number (got 'cheap')"
+        "sites[13].meters[0].sources[3].cost_per_mwh: Cost (per MWh) must be a number (got 'cheap')"
     ]
     assert counts(store) == before
     assert timestamps(store) == stamps
@@ -383,7 +385,9 @@ def test_inline_secret_is_stored_encrypted_and_never_reported(store: Store, box:
     assert errors and all(SECRET not in e for e in errors)
     bad_secret = source_dict(api=api, credentials={"api_key": SECRET + " tail"})
     errors = import_errors(store, box, config(site_dict(sources=[bad_secret])))
-    assert errors == ["sites[0].meters[0].sources[0].credentials.api_key: must not contain spaces or line breaks"]
+    assert errors == [
+        "sites[0].meters[0].sources[0].credentials.api_key: API Key must not contain spaces or line breaks"
+    ]
 
     report = import_config(store, box, config(site_dict(sources=[good])))
     assert SECRET not in repr(report) and SECRET not in "\n".join(report.lines())
@@ -403,10 +407,12 @@ def test_environment_reference_is_resolved(store: Store, box: SecretBox) -> None
     creds = {"client_secret": {"env": "EN_SECRET"}, "app_api_key": {"env": "EN_APP_KEY"}}
     data = config(site_dict(sources=[source_dict(api=api, credentials=creds)]))
     assert import_errors(store, box, data, {"EN_SECRET": "s3cr3t"}) == [
-        "sites[0].meters[0].sources[0].credentials.app_api_key: environment variable EN_APP_KEY is not set"
+        "sites[0].meters[0].sources[0].credentials.app_api_key: Application API Key: environment variable EN_APP_KEY"
+        " is not set"
     ]
     assert import_errors(store, box, data, {"EN_SECRET": "s3cr3t", "EN_APP_KEY": "  "}) == [
-        "sites[0].meters[0].sources[0].credentials.app_api_key: environment variable EN_APP_KEY must not be empty"
+        "sites[0].meters[0].sources[0].credentials.app_api_key: Application API Key: environment variable EN_APP_KEY"
+        " must not be empty"
     ]
     report = import_config(store, box, data, environ={"EN_SECRET": "s3cr3t", "EN_APP_KEY": "app-key\n"})
     assert report.secrets_set == 2

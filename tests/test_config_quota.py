@@ -24,11 +24,12 @@ from core.store import Store
 REPO = Path(__file__).resolve().parents[1]
 KEY, OTHER_KEY = "se-shared-key-0001", "se-other-key-0002"
 V2_15_MIN = (
-    "SolarEdge (V2) allows 2,000 calls a month for this API key; every 15 min needs 2,976. Choose 30 min or slower."
+    "SolarEdge (V2) allows 2,000 calls a month for this API key; every 15 min needs 2,976; "
+    "every 30 min fits: 1,488 calls/month of 2,000."
 )
 SHARED_30_MIN = (
-    "SolarEdge (V2) allows 2,000 calls a month for this API key, shared by 2 sites; this schedule needs 2,232. "
-    "Choose 1 hour or slower."
+    "SolarEdge (V2) allows 2,000 calls a month for this API key, shared by 2 sites; this schedule needs 2,232; "
+    "every 1 hour fits: 1,488 calls/month of 2,000."
 )
 
 
@@ -109,7 +110,7 @@ def test_a_schedule_over_budget_is_refused_on_its_path_and_a_fitting_one_imports
 def test_the_refusal_stands_beside_other_problems(store: Store, box: SecretBox) -> None:
     data = config(site("North", source("Roof", "15min", credentials={"api_key": KEY}), source("Bad", capacity_kw=-1)))
     assert refused(store, box, data) == [
-        "sites[0].meters[0].sources[1].capacity_kw: must be >= 0",
+        "sites[0].meters[0].sources[1].capacity_kw: Capacity (kW) must be at least 0",
         f"sites[0].meters[0].sources[0].api.update_frequency: {V2_15_MIN}",
     ]
 

@@ -157,7 +157,7 @@ def test_a_small_file_with_hundreds_of_problems_prints_the_first_hundred(
     result = cli(env, "config", "import", str(write(tmp_path, "empty-sites.yaml", text)))
     lines = result.stderr.splitlines()
     assert result.returncode == 1
-    assert lines[:2] == ["sites[0].name: is required", "sites[0].latitude: is required"]
+    assert lines[:2] == ["sites[0].name: Site Name is required", "sites[0].latitude: Latitude is required"]
     assert lines[100:] == ["... and 460 more problem(s)", "Nothing was imported."]
 
 
@@ -286,13 +286,13 @@ def test_while_another_program_reads_the_file_a_bad_import_still_reports_its_pro
         good = cli(env, "config", "import", str(valid))
     assert (bad.returncode, bad.stderr.splitlines()) == (
         1,
-        ["sites[0].latitude: must be <= 90", "Nothing was imported."],
+        ["sites[0].latitude: Latitude must be at most 90", "Nothing was imported."],
     )
     assert (quota.returncode, quota.stderr.splitlines()) == (
         1,
         [
             "sites[0].meters[0].sources[0].api.update_frequency: SolarEdge (V2) allows 2,000 calls a month for this"
-            " API key, shared by 2 sites; this schedule needs 2,232. Choose 1 hour or slower.",
+            " API key, shared by 2 sites; this schedule needs 2,232; every 1 hour fits: 1,488 calls/month of 2,000.",
             "Nothing was imported.",
         ],
     )
@@ -397,8 +397,8 @@ def test_lookalike_names_are_duplicates_in_a_file(store: Store, box: SecretBox) 
     with pytest.raises(ConfigImportError) as caught:
         import_config(store, box, data, environ={})
     assert caught.value.errors == [
-        "sites[1].name: duplicate site name 'Demo Rooftop' (also sites[0])",
-        "sites[3].name: duplicate site name 'CAFÉ' (also sites[2])",
+        "sites[1].name: Site Name: 'Demo Rooftop' duplicates the name of sites[0]",
+        "sites[3].name: Site Name: 'CAFÉ' duplicates the name of sites[2]",
     ]
     assert state(store)["sites"] == []
 
@@ -474,13 +474,14 @@ def test_a_file_row_matching_two_stored_lookalikes_is_refused_naming_both(store:
         import_config(store, box, data, environ={})
     # Named as the pages show them (in their normal form, so told apart by their ids).
     assert caught.value.errors == [
-        f"sites[0].name: matches 2 stored sites whose names read the same, 'Demo Rooftop' (id {demo[0]}) and"
-        f" 'Demo Rooftop' (id {demo[1]}): rename or delete one of them on the Control Room page, then import again",
-        f"sites[1].meters[0].name: matches 2 stored meters of this site whose names read the same, 'Café'"
-        f" (id {cafes[0]}) and 'Café' (id {cafes[1]}): rename or delete one of them on the Control Room page, then"
-        " import again",
-        "sites[2].meters[0].sources[0].name: matches 2 stored sources of this meter whose names read the same,"
-        f" 'Array' (id {array_ids[0]}) and 'Array' (id {array_ids[1]}): rename or delete one of them on the Data"
+        f"sites[0].name: Site Name matches 2 stored sites whose names read the same, 'Demo Rooftop' (id {demo[0]})"
+        f" and 'Demo Rooftop' (id {demo[1]}): rename or delete one of them on the Control Room page, then import"
+        " again",
+        f"sites[1].meters[0].name: Meter Name matches 2 stored meters of this site whose names read the same,"
+        f" 'Café' (id {cafes[0]}) and 'Café' (id {cafes[1]}): rename or delete one of them on the Control Room page,"
+        " then import again",
+        "sites[2].meters[0].sources[0].name: Source Name matches 2 stored sources of this meter whose names read the"
+        f" same, 'Array' (id {array_ids[0]}) and 'Array' (id {array_ids[1]}): rename or delete one of them on the Data"
         " Connections page, then import again",
     ]
     assert state(store) == before
@@ -488,13 +489,13 @@ def test_a_file_row_matching_two_stored_lookalikes_is_refused_naming_both(store:
     with pytest.raises(ConfigImportError) as caught:
         import_config(store, box, export_config(store), environ={})
     assert [error.split(", ")[0] for error in caught.value.errors] == [
-        "sites[0].name: matches 2 stored sites whose names read the same",
-        "sites[1].name: duplicate site name 'Demo Rooftop' (also sites[0])",
-        "sites[2].meters[0].name: matches 2 stored meters of this site whose names read the same",
-        "sites[2].meters[1].name: duplicate meter name 'Café' in this site (also sites[2].meters[0])",
-        "sites[3].meters[0].sources[0].name: matches 2 stored sources of this meter whose names read the same",
-        "sites[3].meters[0].sources[1].name: duplicate source name 'Array' in this meter (also"
-        " sites[3].meters[0].sources[0])",
+        "sites[0].name: Site Name matches 2 stored sites whose names read the same",
+        "sites[1].name: Site Name: 'Demo Rooftop' duplicates the name of sites[0]",
+        "sites[2].meters[0].name: Meter Name matches 2 stored meters of this site whose names read the same",
+        "sites[2].meters[1].name: Meter Name: 'Café' duplicates the name of sites[2].meters[0]",
+        "sites[3].meters[0].sources[0].name: Source Name matches 2 stored sources of this meter whose names read"
+        " the same",
+        "sites[3].meters[0].sources[1].name: Source Name: 'Array' duplicates the name of sites[3].meters[0].sources[0]",
     ]
     # Lookalikes the file does not name are no obstacle; once one of them is renamed, the file imports.
     assert import_config(store, box, config(site("Elsewhere")), environ={}).sites.created == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,10 +56,17 @@ def test_the_page_lists_the_alerts_with_counts_and_explanations(page: tuple[AppT
     table = app.dataframe[0].value
     assert set(table["Source"]) == {"Rooftop PV Array", "Battery State of Charge"}
     assert set(table["Site"]) == {"Demo Rooftop"} and set(table["Acknowledged"]) == {"-"}
-    assert set(table["Severity"]) == {"🔴 Critical", "🟠 Warning"}
+    assert {tuple(tags) for tags in table["Severity"]} == {("Critical",), ("Warning",)}
+    tags = json.loads(app.dataframe[0].proto.columns)["Severity"]["type_config"]["options"]
+    assert tags == [  # coloured tags, not emoji (empty boxes without an emoji font)
+        {"value": "Critical", "color": "#ff4b4b"},
+        {"value": "Warning", "color": "#ffa421"},
+        {"value": "Info", "color": "#1c83e1"},
+    ]
     assert any("last evaluated by the collector" in c.value for c in app.caption)
     explained = " ".join(m.value for m in app.expander[0].markdown)
     assert "30 minutes" in explained and "10°" in explained and "20%" in explained
+    assert "(:red[:material/error:] critical, `pv_zero_in_sun`)" in explained  # a Material icon in its colour
 
 
 def test_filters_by_rule_and_status(page: tuple[AppTest, dict[str, int]]) -> None:
@@ -88,7 +96,7 @@ def test_acknowledge_selected_alerts(page: tuple[AppTest, dict[str, int]]) -> No
     # The open view no longer offers it; the acknowledged view lists it.
     assert table_rules(app) == ["State of charge stuck"]
     assert app.multiselect(key="al_ack_ids").options == [
-        f"#{ids['soc_stuck']} · 🟠 State of charge stuck · Battery State of Charge"
+        f"#{ids['soc_stuck']} · Warning · State of charge stuck · Battery State of Charge"
     ]
     app.selectbox(key="al_status").set_value("acknowledged").run()
     assert table_rules(app) == ["PV zero in sun"]
