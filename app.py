@@ -8,7 +8,10 @@ import streamlit as st
 
 from ui.context import key_banner, page_guard, runtime_or_none
 
-st.set_page_config(page_title="Energy Data Connections", page_icon=":material/bolt:", layout="wide")
+# The icon is a file of ours, sent inline: a ":material/..." page icon makes the browser fetch it from a font server.
+st.set_page_config(
+    page_title="Energy Data Connections", page_icon=Path(__file__).parent / "ui" / "icon.svg", layout="wide"
+)
 st.html(Path(__file__).parent / "ui" / "page.css")  # only a <style>: takes no room on the page
 
 pages = [
@@ -24,6 +27,7 @@ pages = [
     st.Page(
         "pages/import_readings.py", title="Import Readings", icon=":material/upload_file:", url_path="import-readings"
     ),
+    st.Page("pages/import_sites.py", title="Import Sites", icon=":material/travel_explore:", url_path="import-sites"),
 ]
 navigation = st.navigation(pages)
 

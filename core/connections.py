@@ -60,10 +60,24 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SaveReport:
-    created: int
-    updated: int
-    removed: int
-    unchanged: int
+    """What one Save wrote, by source name (the page lists them)."""
+
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()  # settings or credentials
+    removed_names: tuple[str, ...] = ()
+    unchanged: int = 0
+
+    @property
+    def created(self) -> int:
+        return len(self.added)
+
+    @property
+    def updated(self) -> int:
+        return len(self.changed)
+
+    @property
+    def removed(self) -> int:
+        return len(self.removed_names)
 
 
 class SaveRejected(cat.InvalidInput):
@@ -175,23 +189,29 @@ def save_connections(
 def _apply(
     con: duckdb.DuckDBPyConnection, box: SecretBox, catalog: cat.Catalog, valid: list[ValidDraft], removed_ids: set[int]
 ) -> SaveReport:
-    created = updated = unchanged = 0
+    added: list[str] = []
+    changed: list[str] = []
+    unchanged = 0
     for source_id in removed_ids:
         cat.delete_source(con, source_id)
     for one in valid:
+        secrets_changed = bool(one.secrets_to_set or one.secrets_to_delete)
         if one.draft.source_id is None:
             source_id = cat.insert_source(con, one.draft.meter_id, one.source)
-            created += 1
+            added.append(one.source.name)
         else:
             source_id = one.draft.source_id
             stored = catalog.source(source_id)
-            if SourceIn.model_validate(stored.model_dump(exclude={"id", "meter_id", "secret_names"})) == one.source:
-                unchanged += not (one.secrets_to_set or one.secrets_to_delete)
-            else:
+            if SourceIn.model_validate(stored.model_dump(exclude={"id", "meter_id", "secret_names"})) != one.source:
                 cat.update_source(con, source_id, one.source)
-                updated += 1
+                changed.append(one.source.name)
+            elif secrets_changed:  # a new key alone is a change too
+                changed.append(one.source.name)
+            else:
+                unchanged += 1
         for name, value in one.secrets_to_set.items():
             put_secret(con, box, source_id, name, value)
         for name in one.secrets_to_delete:
             delete_secret(con, source_id, name)
-    return SaveReport(created=created, updated=updated, removed=len(removed_ids), unchanged=unchanged)
+    removed = tuple(catalog.source(i).name for i in sorted(removed_ids))
+    return SaveReport(tuple(added), tuple(changed), removed, unchanged)

@@ -20,7 +20,7 @@ from core.crypto import SecretBox, SecretsError
 from core.models import Provider
 from core.oauth_tokens import StoredTokens
 from core.providers.base import NeedsReauthorization
-from core.providers.enphase_oauth import authorize_url, exchange_code
+from core.providers.enphase_oauth import authorize_url, default_redirect_uri, exchange_code
 from core.secret_store import load_secrets
 from core.store import Store
 
@@ -37,6 +37,12 @@ def start_url(settings: Settings, box: SecretBox, source_id: int, client_id: str
     return authorize_url(client_id, redirect_uri(settings), state, auth_url=settings.enphase_auth_url)
 
 
+def paste_url(settings: Settings, client_id: str) -> str:
+    """Consent without our redirect: Enphase shows the owner a code to paste on the page (`complete(pasted=True)`).
+    For apps whose registered redirect is Enphase's default, or a dashboard Enphase cannot reach."""
+    return authorize_url(client_id, None, None, auth_url=settings.enphase_auth_url)
+
+
 def source_of_state(box: SecretBox, state: str) -> int:
     try:
         return int(json.loads(box.decrypt(state, max_age_s=STATE_MAX_AGE_S).get_secret_value())["source_id"])
@@ -46,8 +52,13 @@ def source_of_state(box: SecretBox, state: str) -> int:
         ) from None
 
 
-def complete(store: Store, box: SecretBox, settings: Settings, source_id: int, code: str, now: datetime) -> str:
-    """Exchange `code` for tokens of `source_id` and save them; returns the source's name. Raises ProviderError."""
+def complete(
+    store: Store, box: SecretBox, settings: Settings, source_id: int, code: str, now: datetime, *, pasted: bool = False
+) -> str:
+    """Exchange `code` for tokens of `source_id` and save them; returns the source's name. Raises ProviderError.
+
+    A `pasted` code came from Enphase's own page (`paste_url`): the exchange names Enphase's default redirect, as
+    the consent did; otherwise the code came back to this dashboard (`start_url`)."""
     source = cat.load_catalog(store).source(source_id)
     if source.api.api_provider is not Provider.ENPHASE or not source.api.client_id:
         raise NeedsReauthorization(f"{source.name} is not a saved Enphase source with a Client ID.")
@@ -58,7 +69,7 @@ def complete(store: Store, box: SecretBox, settings: Settings, source_id: int, c
         SecretStr(code),
         client_id=source.api.client_id,
         client_secret=client_secret,
-        redirect_uri=redirect_uri(settings),
+        redirect_uri=default_redirect_uri(settings.enphase_auth_url) if pasted else redirect_uri(settings),
         now=now,
         auth_url=settings.enphase_auth_url,
         timeout_s=settings.http_timeout_s,

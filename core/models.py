@@ -1,7 +1,8 @@
 """The domain: sites, meters, energy sources and their API connection settings.
 
 Validation lives here so the page, the config import and any future API share the same rules and messages.
-Messages are phrased to stand next to the field they concern ("must be >= 0").
+Messages are phrased to stand next to the field they concern, without naming it ("must be at least 0");
+`core.field_labels` names the field where a message stands elsewhere.
 """
 
 from __future__ import annotations
@@ -74,18 +75,50 @@ PROVIDER_LABELS = {
 
 
 class UpdateFrequency(StrEnum):
+    """How often the collector polls a source. The seed's four come first (the order of every list shown); the
+    slower ones read the same 5/15-minute interval history in longer windows, for plans too small for hourly polls
+    (fresher data is the only thing they give up: `core.quota_plan` counts their calls)."""
+
     MIN5 = "5min"
     MIN15 = "15min"
     MIN30 = "30min"
     HOUR1 = "1hour"
+    HOUR2 = "2hour"
+    HOUR3 = "3hour"
+    HOUR6 = "6hour"
+    HOUR12 = "12hour"
+    DAY1 = "1day"
 
     @property
     def minutes(self) -> int:
-        return {"5min": 5, "15min": 15, "30min": 30, "1hour": 60}[self.value]
+        return _FREQUENCY_MINUTES[self.value]
 
     @property
     def label(self) -> str:
-        return {"5min": "5 min", "15min": "15 min", "30min": "30 min", "1hour": "1 hour"}[self.value]
+        return every_label(self.minutes) if self is not UpdateFrequency.DAY1 else "24 h (daily)"
+
+
+_FREQUENCY_MINUTES = {
+    "5min": 5,
+    "15min": 15,
+    "30min": 30,
+    "1hour": 60,
+    "2hour": 120,
+    "3hour": 180,
+    "6hour": 360,
+    "12hour": 720,
+    "1day": 1_440,
+}
+
+
+def every_label(minutes: int) -> str:
+    """A polling period in the user's words: "15 min", "1 hour", "6 h" (minutes that are not whole hours stay
+    minutes)."""
+    if minutes == 60:
+        return "1 hour"
+    if minutes > 60 and minutes % 60 == 0:
+        return f"{minutes // 60} h"
+    return f"{minutes} min"
 
 
 class ConnectionStatus(StrEnum):
@@ -150,11 +183,12 @@ def _clean_name(value: str) -> str:
     if not value:
         raise ValueError("must not be empty")
     if len(value) > MAX_NAME_LENGTH:
-        raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters (got {len(value)})")
+        raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters (got {len(value):,})")
     if _HTML.search(value):
         raise ValueError("must not contain HTML (< or >)")
     if _SQL.search(value):
-        raise ValueError("must not contain SQL syntax (; -- /* */)")
+        # No spaced "--": Streamlit's Markdown shows one as an em dash.
+        raise ValueError("must not contain SQL syntax (;, --, /*, */)")
     if not _allowed_name(value):
         raise ValueError("may contain letters, digits, spaces and - _ . , ( ) / & ' # + : @ only")
     return value
@@ -186,7 +220,7 @@ def _to_number(value: Any) -> Any:
 def _check_timezone(value: str) -> str:
     value = value.strip()
     if value not in known_timezones():
-        raise ValueError(f"unknown time zone {value[:40]!r}: use an IANA name such as Europe/Brussels")
+        raise ValueError(f"must be an IANA name such as Europe/Brussels, not {value[:40]!r}")
     return value
 
 
@@ -300,16 +334,17 @@ def secret_problem(value: str) -> str | None:
 
 
 def missing_credentials(api: ApiSettings, secret_names: set[str]) -> dict[str, str]:
-    """Fields a provider needs but that are empty, as {field: message}. Only checked when the API is enabled."""
+    """Fields a provider needs but that are empty, as {field: "is required for <provider>"}. Only checked when the
+    API is enabled."""
     if not api.use_api:
         return {}
+    required = f"is required for {api.api_provider.label}"
     errors: dict[str, str] = {}
-    id_label = PROVIDER_NEEDS_SYSTEM_ID.get(api.api_provider)
-    if id_label and not api.system_id:
-        errors["system_id"] = f"{id_label} is required for {api.api_provider.label}"
+    if api.api_provider in PROVIDER_NEEDS_SYSTEM_ID and not api.system_id:
+        errors["system_id"] = required
     if api.api_provider is Provider.ENPHASE and not api.client_id:
-        errors["client_id"] = "Client ID is required for Enphase"
-    for name, label in PROVIDER_SECRETS[api.api_provider]:
+        errors["client_id"] = required
+    for name, _label in PROVIDER_SECRETS[api.api_provider]:
         if name not in secret_names:
-            errors[name] = f"{label} is required for {api.api_provider.label}"
+            errors[name] = required
     return errors

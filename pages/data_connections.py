@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets as token_gen
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import streamlit as st
@@ -12,7 +13,8 @@ import streamlit as st
 from core import catalog as cat
 from core import connections as conn
 from core import enphase_auth
-from core.enphase_auth import redirect_uri, start_url
+from core.enphase_auth import paste_url, redirect_uri, start_url
+from core.field_labels import SOURCE_LABELS, labelled, source_label
 from core.models import (
     PROVIDER_NEEDS_SYSTEM_ID,
     PROVIDER_SECRETS,
@@ -22,9 +24,13 @@ from core.models import (
     Provider,
     UpdateFrequency,
 )
+from core.poll_status import PollStatus, describe, newer_than_test, poll_statuses
 from core.providers.base import ProviderError
 from core.quota_plan import ScopeCheck
+from core.roles import role_of
 from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes
+from ui.markdown import escape_markdown
+from ui.widgets import choose_site, show_site
 
 TABS = {
     Category.PROD: "Solar (PROD)",
@@ -32,10 +38,8 @@ TABS = {
     Category.STOR: "Storage (STOR)",
     Category.INJ: "Injection (INJ)",
 }
-NUMBER_FIELDS = (
-    ("capacity_kw", "Capacity (kW)"),
-    ("carbon_intensity_g_per_kwh", "Carbon Intensity (g/kWh)"),
-    ("cost_per_mwh", "Cost (per MWh)"),
+NUMBER_FIELDS = tuple(
+    (field, SOURCE_LABELS[field]) for field in ("capacity_kw", "carbon_intensity_g_per_kwh", "cost_per_mwh")
 )
 
 
@@ -180,6 +184,23 @@ def _save_all(site_id: int) -> None:
         f"Saved: {report.created} added, {report.updated} updated, {report.removed} removed, "
         f"{report.unchanged} unchanged"
     )
+    st.session_state["dc_saved"] = report  # listed above the tabs in the next run (`_saved_summary`)
+
+
+def _saved_summary() -> None:
+    """Once, after a save: which sources it added, changed and removed, by name."""
+    report: conn.SaveReport | None = st.session_state.pop("dc_saved", None)
+    if report is None:
+        return
+    parts = [
+        f"{verb} {', '.join(f'**{escape_markdown(name)}**' for name in names)}"
+        for verb, names in (("added", report.added), ("changed", report.changed), ("removed", report.removed_names))
+        if names
+    ]
+    if not parts:
+        st.info("Saved: nothing had changed.", icon=":material/check_circle:")
+        return
+    st.success("Saved: " + "; ".join(parts) + ".", icon=":material/check_circle:")
 
 
 # --- rendering ----------------------------------------------------------------------------------------------
@@ -188,6 +209,18 @@ def _save_all(site_id: int) -> None:
 def _init(key: str, value: object) -> None:
     if key not in st.session_state:
         st.session_state[key] = value
+
+
+def _text_field(label: str, key: str, start: str, **options: Any) -> None:
+    """A text box starting at `start` (the stored value, or a new source's default).
+
+    The start goes both into session state (`_init`: it replaces what the browser shows after a save, when the
+    box's state was dropped) and into the widget as `value=`: session state reaches the browser only with the run
+    that set it, so a rerun arriving while the page was still drawing left the box blank (Carbon Intensity and Cost
+    of a just-added source came up empty and Save refused them), while `value=` travels with the widget itself.
+    """
+    _init(key, start)
+    st.text_input(label, value=start, key=key, **options)
 
 
 def _settings_changed(draft: conn.SourceDraft, stored: cat.Source | None) -> bool:
@@ -201,10 +234,46 @@ def _settings_changed(draft: conn.SourceDraft, stored: cat.Source | None) -> boo
     return draft.key in _tests()
 
 
-def _status(draft: conn.SourceDraft, stored: cat.Source | None, tz: ZoneInfo) -> None:
-    """The result of the last test of exactly the settings on screen; untested, saying why, when they changed."""
+def _status(
+    draft: conn.SourceDraft, stored: cat.Source | None, tz: ZoneInfo, poll: PollStatus | None, category: Category
+) -> None:
+    """What is known of exactly the settings on screen: this session's test of them; else, for saved settings, the
+    newer of the stored test and the collector's last poll; untested, saying why, when they changed."""
     outcome = draft.test
     stale = outcome is None and _settings_changed(draft, stored)
+    with st.container(key=f"status-{draft.key}"):
+        if not draft.values["use_api"]:
+            st.info("**No API**: imported or manual data", icon=":material/upload_file:")
+            return
+        if outcome is None and not stale and stored is not None and newer_than_test(poll, stored.api.last_tested):
+            assert poll is not None
+            _poll_line(poll, stored, tz, category)
+            return
+        _test_line(draft, stored, tz, outcome, stale)
+
+
+def _poll_line(poll: PollStatus, stored: cat.Source, tz: ZoneInfo, category: Category) -> None:
+    role = role_of(category, stored.source_type)
+    line = describe(poll, datetime.now(UTC), tz, role.unit if role else "W")
+    text = f"**{line.headline}** · {escape_markdown(line.text)}"
+    if line.kind == "ok":
+        st.success(text, icon=":material/check_circle:")
+    elif line.kind == "failing":
+        st.error(text, icon=":material/error:")
+    else:
+        st.warning(text, icon=":material/block:")
+    tested = stored.api.last_tested
+    when = tested.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if tested else "never"
+    st.caption(f"From the collector's last poll · Last tested: {when}")
+
+
+def _test_line(
+    draft: conn.SourceDraft,
+    stored: cat.Source | None,
+    tz: ZoneInfo,
+    outcome: conn.TestOutcome | None,
+    stale: bool,
+) -> None:
     if outcome is not None:
         status, message, tested = outcome.status, outcome.message, outcome.tested_at
     elif stale:
@@ -217,19 +286,19 @@ def _status(draft: conn.SourceDraft, stored: cat.Source | None, tz: ZoneInfo) ->
             message = f"current power {api.last_power_w / 1000:,.1f} kW at the last test"
     else:
         status, message, tested = ConnectionStatus.UNTESTED, "", None
-    with st.container(key=f"status-{draft.key}"):
-        if status is ConnectionStatus.CONNECTED:
-            st.success(f"**Connected** · {message}", icon=":material/check_circle:")
-        elif status is ConnectionStatus.FAILED:
-            st.error(f"**Failed** · {message}", icon=":material/error:")
-        elif status is ConnectionStatus.REAUTHORIZE:
-            st.warning(f"**Re-authorise** · {message}", icon=":material/key:")
-        elif stale:
-            st.info("**Untested** (settings changed since the last test)", icon=":material/radio_button_unchecked:")
-        else:
-            st.info(f"**Untested** {('· ' + message) if message else ''}", icon=":material/radio_button_unchecked:")
-        when = tested.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if tested else "never"
-        st.caption(f"Last tested: {when}{' with these settings' if stale else ''}")
+    message = escape_markdown(message)
+    if status is ConnectionStatus.CONNECTED:
+        st.success(f"**Connected** · {message}", icon=":material/check_circle:")
+    elif status is ConnectionStatus.FAILED:
+        st.error(f"**Failed** · {message}", icon=":material/error:")
+    elif status is ConnectionStatus.REAUTHORIZE:
+        st.warning(f"**Re-authorise** · {message}", icon=":material/key:")
+    elif stale:
+        st.info("**Untested** (settings changed since the last test)", icon=":material/radio_button_unchecked:")
+    else:
+        st.info(f"**Untested** {('· ' + message) if message else ''}", icon=":material/radio_button_unchecked:")
+    when = tested.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if tested else "never"
+    st.caption(f"Last tested: {when}{' with these settings' if stale else ''}")
 
 
 def _credentials(draft: conn.SourceDraft, provider: Provider, errors: dict[str, str], stored_provider: str) -> None:
@@ -242,19 +311,16 @@ def _credentials(draft: conn.SourceDraft, provider: Provider, errors: dict[str, 
     with cols[0]:
         if provider is Provider.ENPHASE:
             key = _provider_field(draft.key, provider.value, "client_id")
-            _init(key, draft.values["client_id"] if same else "")
-            st.text_input("Client ID", key=key, max_chars=200)
+            _text_field("Client ID", key, draft.values["client_id"] if same else "", max_chars=200)
             field_error(errors, "client_id")
         if id_label:
             key = _provider_field(draft.key, provider.value, "system_id")
-            _init(key, draft.values["system_id"] if same else "")
-            st.text_input(id_label, key=key, max_chars=200)
+            _text_field(id_label, key, draft.values["system_id"] if same else "", max_chars=200)
             field_error(errors, "system_id")
     with cols[1]:
         for name, label in PROVIDER_SECRETS[provider]:
             key = _provider_field(draft.key, provider.value, name)
-            _init(key, draft.secrets.get(name, "") if same else "")
-            st.text_input(label, key=key, type="password", max_chars=600)
+            _text_field(label, key, draft.secrets.get(name, "") if same else "", type="password", max_chars=600)
             # A caption, not `help`: the help icon sits inside the widget, and Shift+Tab onto it would keep the
             # typed value uncommitted (see ui/page.css).
             stored_hint = " The stored value is shown masked; leave it to keep it." if draft.secrets.get(name) else ""
@@ -275,9 +341,17 @@ def _enphase_authorization(draft: conn.SourceDraft, saved_as_enphase: bool) -> N
         st.caption(f"Register this redirect URI in the Enphase developer portal: `{redirect_uri(runtime.settings)}`")
         url = start_url(runtime.settings, runtime.box, draft.source_id, stored_client_id)
         st.link_button("Authorize with Enphase", url, icon=":material/open_in_new:")
+        st.caption(
+            "Or, when your Enphase app keeps Enphase's default redirect, get a code from Enphase, paste it below and "
+            "complete the authorization."
+        )
+        st.link_button(
+            "Get a code from Enphase",
+            paste_url(runtime.settings, stored_client_id),
+            icon=":material/open_in_new:",
+        )
         code_key = _provider_field(draft.key, "enphase", "authorization_code")
         st.text_input("Authorization Code", key=code_key, type="password")
-        st.caption("If Enphase showed you a code instead of returning here, paste it and complete the authorization.")
         st.button(
             "Complete Authorization",
             key=f"dc_complete_{draft.key}",
@@ -297,7 +371,15 @@ def _complete_authorization(source_id: int, *, code: str | None = None, code_key
         flash("Paste the authorization code first.", ":material/error:")
         return
     try:
-        name = enphase_auth.complete(runtime.store, runtime.box, runtime.settings, source_id, code, datetime.now(UTC))
+        name = enphase_auth.complete(
+            runtime.store,
+            runtime.box,
+            runtime.settings,
+            source_id,
+            code,
+            datetime.now(UTC),
+            pasted=code_key is not None,
+        )
     except ProviderError as exc:
         flash(str(exc), ":material/error:")
         return
@@ -321,7 +403,7 @@ def _handle_oauth_return() -> None:
             _complete_authorization(source_id, code=params["code"])
             site = cat.load_catalog(get_runtime().store).site_of_source(source_id)
             if site is not None:
-                st.session_state["dc_site_id"] = site.id
+                show_site(site.id)
     else:
         return
     st.query_params.clear()
@@ -344,18 +426,18 @@ def render_source(
     stored: cat.Source | None,
     tz,
     quota: list[ScopeCheck] | None = None,
+    poll: PollStatus | None = None,
 ) -> None:
     errors = _errors().get(draft.key, {})
     stored_provider = stored.api.api_provider.value if stored else draft.values["api_provider"]
-    for field in ("name", "source_type", "capacity_kw", "carbon_intensity_g_per_kwh", "cost_per_mwh"):
-        _init(_wkey(draft.key, field), draft.values[field])
+    _init(_wkey(draft.key, "source_type"), draft.values["source_type"])
     _init(_wkey(draft.key, "use_api"), draft.values["use_api"])
     _init(_wkey(draft.key, "api_provider"), draft.values["api_provider"])
     _init(_wkey(draft.key, "update_frequency"), draft.values["update_frequency"])
     with st.container(border=True, key=f"source-{draft.key}"):
         title = draft.values["name"] or "New data source"
         head, remove = st.columns([5, 1], vertical_alignment="center")
-        head.markdown(f"**{title}**" + ("" if stored else " · _not saved yet_"))
+        head.markdown(f"**{escape_markdown(title)}**" + ("" if stored else " · _not saved yet_"))
         remove.button(
             "Remove",
             key=f"dc_remove_{draft.key}",
@@ -365,7 +447,7 @@ def render_source(
         )
         name_col, type_col = st.columns([3, 2])
         with name_col:
-            st.text_input("Source Name", key=_wkey(draft.key, "name"), max_chars=200)
+            _text_field("Source Name", _wkey(draft.key, "name"), draft.values["name"], max_chars=200)
             field_error(errors, "name")
         with type_col:
             types = SOURCE_TYPES[category]
@@ -373,7 +455,7 @@ def render_source(
             field_error(errors, "source_type")
         for column, (field, label) in zip(st.columns(3), NUMBER_FIELDS, strict=True):
             with column:
-                st.text_input(label, key=_wkey(draft.key, field), max_chars=40)
+                _text_field(label, _wkey(draft.key, field), draft.values[field], max_chars=40)
                 field_error(errors, field)
         st.toggle("Enable API", key=_wkey(draft.key, "use_api"))
         if st.session_state[_wkey(draft.key, "use_api")]:
@@ -404,12 +486,12 @@ def render_source(
                 on_click=_test_source,
                 args=(site_id, draft.key),
             )
-        _status(draft, stored, tz)
+        _status(draft, stored, tz, poll, category)
         for field, message in errors.items():
             if field not in {"name", "source_type", "api_provider", "update_frequency", "system_id", "client_id"} | {
                 f for f, _ in NUMBER_FIELDS
             } | {n for p in PROVIDER_SECRETS.values() for n, _ in p}:
-                st.error(f"{field}: {message}")
+                st.error(labelled(message, source_label(field)))
 
 
 def render_meter(
@@ -419,18 +501,20 @@ def render_meter(
     catalog: cat.Catalog,
     tz: ZoneInfo,
     quota: dict[str, list[ScopeCheck]] | None = None,
+    polls: dict[int, PollStatus] | None = None,
 ) -> None:
-    st.subheader(meter.name, divider="gray")
+    st.subheader(escape_markdown(meter.name), divider="gray")
     mine = [d for d in drafts if d.meter_id == meter.id]
     if not mine:
         st.caption("No data sources yet.")
     for draft in mine:
         stored = catalog.source(draft.source_id) if draft.source_id is not None else None
-        render_source(site_id, draft, meter.category, stored, tz, (quota or {}).get(draft.key))
+        poll = (polls or {}).get(draft.source_id) if draft.source_id is not None else None
+        render_source(site_id, draft, meter.category, stored, tz, (quota or {}).get(draft.key), poll)
     for source in catalog.sources_of(meter.id):
         if source.id in _removed(site_id):
             note, undo = st.columns([5, 1], vertical_alignment="center")
-            note.warning(f"**{source.name}** will be removed when you save.", icon=":material/delete:")
+            note.warning(f"**{escape_markdown(source.name)}** will be removed when you save.", icon=":material/delete:")
             undo.button("Undo", key=f"dc_undo_{source.id}", on_click=_undo_remove, args=(site_id, source.id))
     st.button(
         "Add Data Source",
@@ -447,8 +531,10 @@ def _error_summary(drafts: list[conn.SourceDraft]) -> None:
         return
     count = sum(len(v) for v in errors.values())
     names = {d.key: d.values.get("name") or "New data source" for d in drafts}
+    providers = {d.key: d.values.get("api_provider") for d in drafts}  # names the ID field ("Site ID")
     lines = [
-        f"- **{names.get(key, key)}** · {field}: {msg}"
+        f"- **{escape_markdown(names.get(key, key))}** · "
+        + escape_markdown(labelled(msg, source_label(field, providers.get(key))))
         for key, fields in errors.items()
         for field, msg in fields.items()
     ]
@@ -467,24 +553,27 @@ def main() -> None:
             st.info("No sites yet: create one in the Control Room first.")
             st.page_link("pages/control_room.py", label="Open the Control Room", icon=":material/domain:")
             return
-        site_ids = [s.id for s in catalog.sites]
-        if st.session_state.get("dc_site_id") not in site_ids:
-            st.session_state["dc_site_id"] = site_ids[0]
-        site_id = st.selectbox("Site", site_ids, key="dc_site_id", format_func=lambda i: catalog.site(i).name)
-        site = catalog.site(site_id)
+        site = choose_site("dc_site_id", catalog)  # the shared choice: this session's, ?site=, the last used
+        if site is None:  # not reached: an empty catalog returned above
+            return
+        site_id = site.id
         tz = ZoneInfo(site.timezone)
         drafts = _current_drafts(catalog, site_id)
         quota = conn.quota_checks(
             runtime.store, runtime.box, catalog, drafts, _removed(site_id), enphase_plan=runtime.settings.enphase_plan
         )
+        polls = poll_statuses(runtime.store, [s.id for s in catalog.sources_of_site(site_id)], datetime.now(UTC))
+        _saved_summary()
         _error_summary(drafts)
-        for category, tab in zip(TABS, st.tabs(list(TABS.values())), strict=True):
+        # Keyed, so the tab you work in stays selected across the reruns of Test, Save and every edit.
+        tabs = st.tabs(list(TABS.values()), key="dc_tab", on_change="rerun")
+        for category, tab in zip(TABS, tabs, strict=True):
             with tab:
                 meters = catalog.meters_of(site_id, category)
                 if not meters:
                     st.info(f"This site has no {category.value} meter yet: add one in the Control Room.")
                 for meter in meters:
-                    render_meter(site_id, meter, drafts, catalog, tz, quota)
+                    render_meter(site_id, meter, drafts, catalog, tz, quota, polls)
         st.divider()
         _error_summary(drafts)
         st.button(

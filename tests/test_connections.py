@@ -102,7 +102,7 @@ def test_test_reports_missing_credentials(store: Store, box: SecretBox, site: ca
     draft = solar_draft(pv_meter, use_api=True, api_provider="enphase")
     outcome = connections.test_connection(store, box, site.id, draft, NOON, CONTEXT)
     assert outcome.status is ConnectionStatus.FAILED
-    assert outcome.message == "system id: System ID is required for Enphase"
+    assert outcome.message == "System ID is required for Enphase"
 
 
 def test_one_bad_draft_saves_nothing(store: Store, box: SecretBox, site: cat.Site, pv_meter: cat.Meter) -> None:
@@ -111,7 +111,7 @@ def test_one_bad_draft_saves_nothing(store: Store, box: SecretBox, site: cat.Sit
     with pytest.raises(SaveRejected) as info:
         save_connections(store, box, site.id, [good, bad], set())
     assert info.value.errors == {
-        "new-bad": {"capacity_kw": "must be >= 0", "cost_per_mwh": "must be a number (got 'abc')"}
+        "new-bad": {"capacity_kw": "must be at least 0", "cost_per_mwh": "must be a number (got 'abc')"}
     }
     assert stored_sources(store) == []
 
@@ -140,8 +140,8 @@ def test_provider_without_credentials_is_rejected(
     with pytest.raises(SaveRejected) as info:
         save_connections(store, box, site.id, [draft], set())
     assert info.value.errors["new-a"] == {
-        "system_id": "Site ID is required for SolarEdge",
-        "api_key": "API Key is required for SolarEdge",
+        "system_id": "is required for SolarEdge",
+        "api_key": "is required for SolarEdge",
     }
 
 
@@ -160,7 +160,7 @@ def test_masked_secret_keeps_the_stored_value_and_clearing_it_is_an_error(
     edited.secrets = {"api_key": ""}
     with pytest.raises(SaveRejected) as info:
         save_connections(store, box, site.id, [edited], set())
-    assert info.value.errors[f"s{source.id}"] == {"api_key": "API Key is required for SolarEdge"}
+    assert info.value.errors[f"s{source.id}"] == {"api_key": "is required for SolarEdge"}
     edited.secrets = {"api_key": "sk-second"}
     save_connections(store, box, site.id, [edited], set())
     assert load_secrets(store, box, source.id)["api_key"].get_secret_value() == "sk-second"

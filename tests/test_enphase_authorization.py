@@ -18,7 +18,7 @@ from core.connections import draft_from_source, new_draft, save_connections
 from core.crypto import SecretBox, generate_key
 from core.models import Category, ConnectionStatus, MeterIn, SiteIn
 from core.oauth_tokens import StoredTokens
-from core.providers.base import NeedsReauthorization
+from core.providers.base import NeedsReauthorization, ProviderError
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
 from core.store import Store
@@ -116,3 +116,25 @@ def test_a_forged_or_foreign_state_is_refused(box: SecretBox) -> None:
     other = SecretBox([generate_key()])
     with pytest.raises(NeedsReauthorization):
         enphase_auth.source_of_state(box, other.encrypt('{"source_id": 1}'))
+
+
+def test_a_pasted_code_is_exchanged_with_enphases_default_redirect(
+    store: Store, box: SecretBox, source: cat.Source, fake: tuple[enphase.FakeState, Settings]
+) -> None:
+    """ "Get a code from Enphase" names no redirect, so Enphase shows the code; its exchange must name Enphase's
+    default redirect, as the consent did (the fake refuses any other, as Enphase does)."""
+    state, settings = fake
+    url = enphase_auth.paste_url(settings, enphase.SANDBOX_CLIENT_ID)
+    query = parse_qs(urlsplit(url).query)
+    assert "redirect_uri" not in query and query["client_id"] == [enphase.SANDBOX_CLIENT_ID]
+
+    refused = state.issue_code(None)
+    with pytest.raises(ProviderError, match=r"[Rr]edirect|rejected|invalid"):
+        enphase_auth.complete(store, box, settings, source.id, refused, datetime.now(UTC))  # as if it came back here
+    assert StoredTokens(store, box, source.id).load() is None
+
+    code = state.issue_code(None)
+    assert (
+        enphase_auth.complete(store, box, settings, source.id, code, datetime.now(UTC), pasted=True) == "Enphase Roof"
+    )
+    assert StoredTokens(store, box, source.id).load() is not None

@@ -76,7 +76,7 @@ def test_create_site_validates_and_saves(at: AppTest) -> None:
     at.button(key="FormSubmitter:cr_add_site_form-Create Site").click().run()
     assert set(errors(at)) >= {
         "must not contain HTML (< or >)",
-        "must be <= 90",
+        "must be at most 90",
         "must be a number (got 'east')",
     }
     assert [s.name for s in catalog().sites] == ["Demo Rooftop"]
@@ -180,7 +180,7 @@ def test_bad_values_show_next_to_fields_and_save_nothing(at: AppTest) -> None:
     at.text_input(key=f"dc_s{source.id}_name").input("")
     at.button(key="dc_save_all").click().run()
     messages = errors(at)
-    assert "must be >= 0" in messages
+    assert "must be at least 0" in messages
     assert "must be a finite number" in messages
     assert "must not be empty" in messages
     assert any("3 problem(s) to fix before saving; nothing was saved" in m for m in messages)
@@ -242,8 +242,10 @@ def test_enphase_shows_its_credentials_and_authorization_link(at: AppTest) -> No
     assert not at.get("link_button")  # authorising needs the saved source
     at.button(key="dc_save_all").click().run()
     urls = [str(b.proto.url) for b in at.get("link_button")]
-    assert len(urls) == 1 and "client_id=my-client" in urls[0] and "state=" in urls[0]
+    assert len(urls) == 2 and "client_id=my-client" in urls[0] and "state=" in urls[0]
     assert "redirect_uri=http%3A%2F%2F127.0.0.1%3A8501%2Fdata-connections" in urls[0]
+    # "Get a code from Enphase": Enphase's default redirect, which shows the code to paste.
+    assert "client_id=my-client" in urls[1] and "redirect_uri" not in urls[1] and "state=" not in urls[1]
     assert "Authorization Code" in {t.label for t in at.text_input}  # the pasted-code path
 
 

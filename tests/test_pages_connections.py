@@ -11,7 +11,6 @@ from streamlit.testing.v1 import AppTest
 
 from core import catalog as cat
 from core.config import load_settings
-from core.enphase_auth import redirect_uri
 from core.oauth_tokens import StoredTokens
 from core.runtime import Runtime, open_runtime
 from tests.fakes import enphase
@@ -64,7 +63,7 @@ def test_a_pasted_authorization_code_is_exchanged_and_the_source_connects(
     assert StoredTokens(run.store, run.box, source.id).load() is None
 
     # Enphase showed the owner a code instead of coming back: it is pasted and completed on the page.
-    code = fake_enphase.issue_code(redirect_uri(load_settings()))
+    code = fake_enphase.issue_code(None)  # approved through "Get a code from Enphase": no redirect of ours
     at.text_input(key=f"dc_{key}_enphase_authorization_code").input(code)
     at.button(key=f"dc_complete_{key}").click().run()
     assert not at.exception
@@ -98,12 +97,14 @@ def test_saving_a_new_source_keeps_the_chosen_site_and_lists_the_source(app_env:
 
     assert not at.exception
     assert any(t.value.startswith("Saved: 1 added") for t in at.toast)
+    assert [b.value for b in at.success if b.value.startswith("Saved:")] == ["Saved: added **North Array**."]
     assert at.selectbox(key="dc_site_id").value == north.id
     assert [t.value for t in at.text_input if t.label == "Source Name"] == ["North Array"]
     assert [s.name for s in catalog().sources_of_site(north.id)] == ["North Array"]
 
 
 STALE = "**Untested** (settings changed since the last test)"
+NO_API = "**No API**: imported or manual data"
 
 
 def status_of(at: AppTest, draft_key: str) -> str:
@@ -129,7 +130,7 @@ def test_a_result_is_shown_only_for_the_settings_it_tested(app_env: Path) -> Non
     assert status_of(at, key).startswith("**Connected**")
 
     at.toggle(key=f"dc_{key}_use_api").set_value(False).run()
-    assert status_of(at, key) == STALE
+    assert status_of(at, key) == NO_API
 
 
 def test_a_failed_result_goes_when_an_id_or_credential_changes(app_env: Path) -> None:
@@ -183,3 +184,16 @@ def test_a_saved_result_shows_until_its_settings_change(app_env: Path) -> None:
     assert not at.exception
     stored = catalog().source(source.id)
     assert stored is not None and stored.api.connection_status.value == "untested"
+
+
+def test_names_are_shown_as_typed_not_as_markdown(app_env: Path) -> None:
+    """A name with characters markdown acts on ("_east_ roof #2", italic otherwise) reaches the page escaped."""
+    at = open_connections(app_env)
+    source = next(s for s in catalog().sources if s.name == "Rooftop PV Array")
+    key = f"s{source.id}"
+    at.text_input(key=f"dc_{key}_name").input("_east_ roof #2").run()
+    at.button(key="dc_save_all").click().run()
+    assert not at.exception and not at.error
+    titles = [m.value for m in at.main.get_by_key(f"source-{key}").markdown]
+    assert r"**\_east\_ roof \#2**" in titles
+    assert r"Saved: changed **\_east\_ roof \#2**." in [b.value for b in at.success]

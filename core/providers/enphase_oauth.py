@@ -100,24 +100,34 @@ class InMemoryTokenStore:
 # --- pure functions ------------------------------------------------------------------------------------------
 
 
-def authorize_url(client_id: str, redirect_uri: str, state: str, auth_url: str = DEFAULT_AUTH_URL) -> str:
-    """The page Enphase shows to the system owner; it sends `?code=...&state=...` back to `redirect_uri`.
+def authorize_url(client_id: str, redirect_uri: str | None, state: str | None, auth_url: str = DEFAULT_AUTH_URL) -> str:
+    """The page Enphase shows to the system owner; it sends `?code=...&state=...` back to `redirect_uri`, or, with
+    none, to Enphase's own `default_redirect_uri`, which shows the code for the owner to copy.
 
     `auth_url` is the OAuth base ("https://api.enphaseenergy.com/oauth"); a full ".../authorize" URL is accepted too,
     as earlier versions of this function took one.
     """
+    query = {"response_type": "code", "client_id": client_id}
+    if redirect_uri is not None:
+        query["redirect_uri"] = redirect_uri
+    if state is not None:
+        query["state"] = state
+    return f"{_oauth_base(auth_url)}/authorize?{urlencode(query)}"
+
+
+def default_redirect_uri(auth_url: str = DEFAULT_AUTH_URL) -> str:
+    """Where Enphase sends the owner when the consent link names no redirect: a page showing the code. The token
+    exchange of such a code must name this same address."""
+    return f"{_oauth_base(auth_url)}/redirect_uri"
+
+
+def _oauth_base(auth_url: str) -> str:
     base = auth_url.rstrip("/")
-    if not base.endswith("/authorize"):
-        base += "/authorize"
-    query = urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "state": state})
-    return f"{base}?{query}"
+    return base[: -len("/authorize")] if base.endswith("/authorize") else base
 
 
 def token_url(auth_url: str = DEFAULT_AUTH_URL) -> str:
-    base = auth_url.rstrip("/")
-    if base.endswith("/authorize"):
-        base = base[: -len("/authorize")]
-    return f"{base}/token"
+    return f"{_oauth_base(auth_url)}/token"
 
 
 def basic_auth(client_id: str, client_secret: SecretStr) -> str:

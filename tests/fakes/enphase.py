@@ -117,6 +117,20 @@ def sandbox_systems() -> dict[int, FakeSystem]:
     }
 
 
+def fleet_systems(count: int, first_id: int = 700_000_001) -> dict[int, FakeSystem]:
+    """An installer's `count` systems (ids from `first_id`), served 100 a page at most like the vendor's
+    `GET /systems`: every other one without a battery."""
+    zones = (("Europe/Brussels", 50.85, 4.35), ("America/Los_Angeles", 38.23, -122.64))
+    systems = {}
+    for n in range(count):
+        zone, lat, lon = zones[n % 2]
+        system_id = first_id + n
+        systems[system_id] = FakeSystem(
+            system_id, f"Fleet System {n + 1:03d}", zone, 4.0 + n % 5, lat, lon, battery_kwh=0.0 if n % 2 else 10.0
+        )
+    return systems
+
+
 @dataclass
 class _Grant:
     client_id: str
@@ -276,7 +290,9 @@ def _oauth_routes(state: FakeState) -> list[Route]:
             found = state.codes.pop(code, None)  # single use: gone even when the exchange fails below
             if found is None or found.expires_at <= now or found.client_id != state.client_id:
                 return _invalid_grant(f"Invalid authorization code: {code}")
-            if found.redirect_uri is not None and params.get("redirect_uri") != found.redirect_uri:
+            # The exchange names the redirect the consent used: the app's, or Enphase's default (the code page).
+            expected = found.redirect_uri or str(request.url_for("redirect_page"))
+            if params.get("redirect_uri") != expected:
                 return _invalid_grant("Redirect URI mismatch.")
             return JSONResponse(state.issue_tokens())
         if grant == "refresh_token":
@@ -637,13 +653,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--plan", choices=sorted(PLAN_LIMITS), default="Watt")
+    parser.add_argument("--fleet", type=int, default=0, help="add this many generated systems to the account")
     args = parser.parse_args(argv)
-    state = FakeState()
+    state = FakeState(systems=sandbox_systems() | fleet_systems(args.fleet))
     state.set_plan(args.plan)
     base = f"http://{args.host}:{args.port}"
     print(f"Fake Enphase on {base}: API base {base}/api/v4, OAuth base {base}/oauth")
     print(f"Client ID {SANDBOX_CLIENT_ID}, secret {SANDBOX_CLIENT_SECRET}, API key {SANDBOX_API_KEY}")
-    print(f"Systems: {', '.join(f'{s.system_id} ({s.name})' for s in state.systems.values())}; plan {args.plan}")
+    shown = ", ".join(f"{s.system_id} ({s.name})" for s in list(state.systems.values())[:5])
+    print(f"Systems: {shown}{' ...' if len(state.systems) > 5 else ''}; plan {args.plan}")
     uvicorn.run(create_app(state), host=args.host, port=args.port, log_level="warning")
 
 
