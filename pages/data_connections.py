@@ -563,8 +563,11 @@ def main() -> None:
             runtime.store, runtime.box, catalog, drafts, _removed(site_id), enphase_plan=runtime.settings.enphase_plan
         )
         polls = poll_statuses(runtime.store, [s.id for s in catalog.sources_of_site(site_id)], datetime.now(UTC))
-        _saved_summary()
-        _error_summary(drafts)
+        # Always drawn, even empty: a message that comes and goes in the page's own list of elements would shift
+        # everything after it, and Streamlit then redraws those afresh, closing the open expanders below.
+        with st.container(key="dc_messages"):
+            _saved_summary()
+            _error_summary(drafts)
         # Keyed, so the tab you work in stays selected across the reruns of Test, Save and every edit.
         tabs = st.tabs(list(TABS.values()), key="dc_tab", on_change="rerun")
         for category, tab in zip(TABS, tabs, strict=True):
