@@ -325,14 +325,6 @@ def quota_checks(
     return [scope for scope in checks if scope.editable]
 
 
-def fastest_fit(checks: Sequence[quota_plan.ScopeCheck]) -> UpdateFrequency | None:
-    """The fastest frequency every budget of the import can carry (None: not even the slowest)."""
-    fits = [scope.fastest_fit for scope in checks]
-    if any(found is None for found in fits):
-        return None
-    return max((f for f in fits if f is not None), key=lambda f: f.minutes, default=quota_plan.FASTEST_FIRST[0])
-
-
 def import_sites(
     store: Store, box: SecretBox, account: Account, document: Mapping[str, object], *, enphase_plan: str
 ) -> ImportReport:

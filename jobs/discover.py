@@ -18,6 +18,7 @@ from pathlib import Path
 
 from core import account_import as ai
 from core import catalog as cat
+from core import quota_plan
 from core.config_io import dump
 from core.models import Provider, UpdateFrequency
 from core.providers.base import ProviderSite
@@ -73,7 +74,7 @@ def run(runtime: Runtime, args: argparse.Namespace, environ: Mapping[str, str]) 
         raise ai.AccountImportError("Every chosen site is configured already: nothing to write.")
     plan = runtime.settings.enphase_plan
     checks = ai.quota_checks(runtime.store, runtime.box, catalog, account, document, plan)
-    frequency = UpdateFrequency(args.frequency) if args.frequency else ai.fastest_fit(checks)
+    frequency = UpdateFrequency(args.frequency) if args.frequency else quota_plan.common_fastest_fit(checks)
     if frequency is None:
         raise ai.AccountImportError(" ".join(scope.message() for scope in checks if not scope.fits))
     document = ai.import_document(account, chosen, groups, frequency, catalog, reported)

@@ -182,8 +182,9 @@ def _init(key: str, value: object) -> None:
         st.session_state[key] = value
 
 
-def render_add_site() -> None:
-    with st.expander("Add a site", icon=":material/add_location_alt:", expanded=False):
+def render_add_site(first: bool) -> None:
+    """The new-site form; open when there is no site yet (it is all a newcomer can do here)."""
+    with st.expander("Add a site", icon=":material/add_location_alt:", expanded=first):
         _init("cr_add_site_tz", "Europe/Brussels")
         errors = st.session_state.get("cr_add_site_errors", {})
         with st.form("cr_add_site_form", border=False):
@@ -265,7 +266,7 @@ def main() -> None:
     show_flashes()
     with page_guard():
         catalog = cat.load_catalog(get_runtime().store)
-        render_add_site()
+        render_add_site(first=not catalog.sites)
         if not catalog.sites:
             st.info("No sites yet: add one above.")
             return

@@ -14,6 +14,7 @@ import streamlit as st
 
 from core import account_import as ai
 from core import catalog as cat
+from core import quota_plan
 from core.config_io import ConfigImportError
 from core.crypto import SecretsError
 from core.models import Provider, UpdateFrequency
@@ -176,6 +177,10 @@ def _check_meters(account: ai.Account) -> None:
     )
 
 
+def _use_frequency(frequency: UpdateFrequency) -> None:
+    st.session_state["isites_frequency"] = frequency
+
+
 def _quota(checks: list[Any]) -> bool:
     """Show the budget check of the selection; whether it fits."""
     fits = True
@@ -274,9 +279,16 @@ def _selection(account: ai.Account, sites: list[ProviderSite], catalog: cat.Cata
     if chosen:
         checks = ai.quota_checks(runtime.store, runtime.box, catalog, account, document, runtime.settings.enphase_plan)
         fits = _quota(checks)
-        best = ai.fastest_fit(checks)
+        best = quota_plan.common_fastest_fit(checks)
         if best is not None and best != frequency:
             st.caption(f"Fastest frequency this budget carries for the selection: every {best.label}.")
+            st.button(
+                f"Use every {best.label}",
+                key="isites_use_fastest",
+                icon=":material/speed:",
+                on_click=_use_frequency,
+                args=(best,),
+            )
     count = len(document["sites"])  # type: ignore[arg-type]
     if st.button(
         f"Import {count} site(s)",

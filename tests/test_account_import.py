@@ -9,7 +9,7 @@ import pytest
 
 from core import account_import as ai
 from core import catalog as cat
-from core import enphase_auth
+from core import enphase_auth, quota_plan
 from core.config import Settings
 from core.config_io import ConfigImportError
 from core.connections import new_draft, save_connections
@@ -74,7 +74,7 @@ def fitting(store: Store, box: SecretBox, account: ai.Account, sites: list[Provi
     """The PV-only document of `sites` at the fastest frequency the planner says fits."""
     catalog = cat.load_catalog(store)
     probe = ai.import_document(account, sites, frozenset(), UpdateFrequency.MIN15, catalog)
-    frequency = ai.fastest_fit(ai.quota_checks(store, box, catalog, account, probe, "watt"))
+    frequency = quota_plan.common_fastest_fit(ai.quota_checks(store, box, catalog, account, probe, "watt"))
     assert frequency is not None
     return ai.import_document(account, sites, frozenset(), frequency, catalog)
 
@@ -259,7 +259,7 @@ def test_an_authorised_enphase_application_lists_its_systems_page_by_page_and_im
     document = ai.import_document(account, fleet_only, frozenset({"meters"}), UpdateFrequency.HOUR1, catalog)
     checks = ai.quota_checks(store, box, catalog, account, document, "kilowatt")
     assert len(checks) == 1 and not checks[0].fits and "fits" in checks[0].message()  # the planner proposes
-    frequency = ai.fastest_fit(checks)
+    frequency = quota_plan.common_fastest_fit(checks)
     assert frequency is not None
     document = ai.import_document(account, fleet_only, frozenset({"meters"}), frequency, catalog)
     assert ai.quota_checks(store, box, catalog, account, document, "kilowatt")[0].fits

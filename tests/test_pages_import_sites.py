@@ -60,7 +60,8 @@ def test_listing_then_a_selection_the_budget_refuses_then_one_it_carries(at: App
     proposed = next(c.value for c in at.caption if c.value.startswith("Fastest frequency this budget carries"))
     every = proposed.removeprefix("Fastest frequency this budget carries for the selection: every ").rstrip(".")
     frequency = next(f for f in UpdateFrequency if f.label == every)
-    at.selectbox(key="isites_frequency").set_value(frequency).run()
+    at.button(key="isites_use_fastest").click().run()  # "Use every <that>": one click (or Enter) to take it
+    assert at.selectbox(key="isites_frequency").value == frequency
     fits = [s.value for s in at.success if "calls/day" in s.value]
     assert fits and not at.error, [e.value for e in at.error]
     at.button(key="isites_import").click().run()
