@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
-from core.live import Reading, format_age, format_value, latest_readings
+import duckdb
+
+from core.live import Reading, format_age, format_value
 from core.providers.enphase_oauth import scrub
 from core.store import Store, ts_literal
 
 LOOKBACK = timedelta(days=7)
+VALUE_LOOKBACK = timedelta(days=3)  # longer than the slowest poll (daily) plus its re-read
 NOT_POLLS = ("skipped", "spooled")
 
 
@@ -28,7 +31,8 @@ class PollStatus:
     failing_since: datetime | None  # the first failed poll after the last success, when the newest one failed
     error: str | None  # the newest failed poll's message, when the newest poll failed
     stopped_reason: str | None  # the collector stopped polling it until its configuration changes
-    reading: Reading | None  # the newest reading, any age
+    reading: Reading | None  # the newest reading with a value within `VALUE_LOOKBACK` (the interval in progress
+    # is often stored without one until the vendor completes it)
 
     @property
     def power_w(self) -> float | None:
@@ -68,7 +72,7 @@ def poll_statuses(store: Store, source_ids: Sequence[int], now: datetime) -> dic
             FROM newest n FULL JOIN stopped s USING (source_id) LEFT JOIN failing f USING (source_id)
             """
         ).fetchall()
-        readings = latest_readings(con, [int(r[0]) for r in rows], now)
+        readings = _newest_values(con, [int(r[0]) for r in rows], now)
     statuses = {}
     for source_id, polled_at, outcome, error, since, stopped in rows:
         ok = outcome == "ok"
@@ -81,6 +85,21 @@ def poll_statuses(store: Store, source_ids: Sequence[int], now: datetime) -> dic
             reading=readings.get(int(source_id)),
         )
     return statuses
+
+
+def _newest_values(con: duckdb.DuckDBPyConnection, ids: Sequence[int], now: datetime) -> dict[int, Reading]:
+    if not ids:
+        return {}
+    listed = ", ".join(str(int(i)) for i in ids)
+    rows = con.sql(
+        "SELECT source_id, max(ts), arg_max({'i': interval_s, 'v': value, 'r': received_at}, ts) FROM readings"
+        f" WHERE source_id IN ({listed}) AND value IS NOT NULL"
+        f" AND ts >= {ts_literal(now - VALUE_LOOKBACK)} AND ts <= {ts_literal(now)} GROUP BY source_id"
+    ).fetchall()
+    return {
+        int(source_id): Reading(value=float(row["v"]), ts=ts, interval_s=int(row["i"]), received_at=row["r"])
+        for source_id, ts, row in rows
+    }
 
 
 @dataclass(frozen=True)
@@ -109,7 +128,10 @@ def describe(poll: PollStatus, now: datetime, tz: tzinfo, unit: str = "W") -> Po
         return PollLine("stopped", "Stopped", poll.stopped_reason)
     assert poll.polled_at is not None  # `newer_than_test` let only polled sources through
     if poll.ok:
-        power = "" if poll.power_w is None else f", {format_value(poll.power_w, unit)}"
+        power = ""
+        if poll.reading is not None and poll.reading.value is not None:
+            at = poll.reading.ts.astimezone(tz).strftime("%H:%M")  # the interval's start, in the site's time
+            power = f", {format_value(poll.reading.value, unit)} at {at}"
         return PollLine("ok", "Connected", f"polled {format_age(now - poll.polled_at)}{power}")
     since = (poll.failing_since or poll.polled_at).astimezone(tz)
     when = since.strftime("%H:%M") if since.date() == now.astimezone(tz).date() else since.strftime("%Y-%m-%d %H:%M")

@@ -42,8 +42,29 @@ def test_a_working_source_is_connected_with_its_age_and_power(store: Store, box:
     line = describe(poll, poll.polled_at + timedelta(minutes=3), LONDON)
     assert (line.kind, line.headline) == ("ok", "Connected")
     assert line.text.startswith("polled 3 min ago")
-    if poll.power_w is not None:  # at night the simulator's PV reports 0 W, still a value
-        assert line.text.endswith(" W") or line.text.endswith(" kW")
+    assert poll.reading is not None and poll.power_w is not None  # at night the PV reports 0 W: still a value
+    at = poll.reading.ts.astimezone(LONDON).strftime("%H:%M")
+    assert line.text.endswith((f" W at {at}", f" kW at {at}")), line.text
+
+
+def test_the_power_shown_is_the_newest_value_not_an_empty_interval(store: Store, box: SecretBox) -> None:
+    """The vendor stores the interval in progress without a value: the line shows the newest interval with one."""
+    london_roof(store, box, solaredge_v2.SANDBOX_API_KEY)
+    now = datetime.now(UTC)
+    with serve(solaredge_v2.create_app(solaredge_v2.FakeState())) as url:
+        collect_once(store, box, ProviderContext(Settings(solaredge_base_url=f"{url}/v2"), QuotaLedger()), now)
+    source_id = cat.load_catalog(store).sources[0].id
+    with store.connect(read_only=True) as con:
+        newest_value = con.sql(
+            f"SELECT value FROM readings WHERE source_id = {source_id} AND value IS NOT NULL ORDER BY ts DESC LIMIT 1"
+        ).fetchall()[0][0]
+    with store.transaction() as con_rw:  # an empty newest interval, as vendors report the one in progress
+        con_rw.execute(
+            "INSERT INTO readings VALUES (?, ?, 900, NULL, false, ?)",
+            [source_id, now.replace(second=0, microsecond=0), now],
+        )
+    poll = poll_statuses(store, [source_id], now + timedelta(minutes=1))[source_id]
+    assert poll.power_w == newest_value
 
 
 def test_a_failing_source_says_since_when_and_why(store: Store, box: SecretBox) -> None:
