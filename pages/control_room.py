@@ -18,6 +18,7 @@ from core import catalog as cat
 from core.models import CATEGORY_LABELS, Category, MeterIn, SiteIn, known_timezones
 from core.validation import field_errors
 from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes
+from ui.markdown import escape_markdown
 from ui.widgets import choose_site, current_site, keep_site, show_site
 
 TIMEZONES = sorted(known_timezones())
@@ -83,7 +84,7 @@ def _create_site() -> None:
         for suffix in ("name", "lat", "lon"):
             st.session_state[f"cr_add_site_{suffix}"] = ""
         _work_on(created.id)  # open next, also when the fleet shows one site at a time
-        flash(f"Site {site.name!r} created")
+        flash(f"Site {escape_markdown(repr(site.name))} created")
 
 
 def _update_site(site_id: int) -> None:
@@ -92,7 +93,7 @@ def _update_site(site_id: int) -> None:
     _work_on(site_id)
     site = _validated(SiteIn, _site_form_values(prefix), f"{prefix}_errors")
     if site and run_safely(cat.update_site, get_runtime().store, site_id, site, errors_key=f"{prefix}_errors"):
-        flash(f"Site {site.name!r} saved")
+        flash(f"Site {escape_markdown(repr(site.name))} saved")
 
 
 def _meter_form(prefix: str) -> MeterIn | None:
@@ -107,7 +108,7 @@ def _create_meter(site_id: int) -> None:
     meter = _meter_form(prefix)
     if meter and run_safely(cat.create_meter, get_runtime().store, site_id, meter, errors_key=f"{prefix}_errors"):
         st.session_state[f"{prefix}_name"] = ""
-        flash(f"Meter {meter.name!r} added")
+        flash(f"Meter {escape_markdown(repr(meter.name))} added")
 
 
 def _update_meter(meter_id: int, site_id: int) -> None:
@@ -115,7 +116,7 @@ def _update_meter(meter_id: int, site_id: int) -> None:
     _work_on(site_id)
     meter = _meter_form(prefix)
     if meter and run_safely(cat.update_meter, get_runtime().store, meter_id, meter, errors_key=f"{prefix}_errors"):
-        flash(f"Meter {meter.name!r} saved")
+        flash(f"Meter {escape_markdown(repr(meter.name))} saved")
 
 
 def _ask_delete(kind: str, row_id: int) -> None:
@@ -144,7 +145,7 @@ def _confirm_box(kind: str, row_id: int, name: str, catalog: cat.Catalog) -> Non
     if kind == "site":
         takes.append(f"{meters} meter(s)")
     takes.append(f"{sources} data source(s) with their stored credentials")
-    st.warning(f"Delete {kind} **{name}** together with {' and '.join(takes)}? This cannot be undone.")
+    st.warning(f"Delete {kind} **{escape_markdown(name)}** together with {' and '.join(takes)}? This cannot be undone.")
     yes, no = st.columns(2)
     yes.button(
         "Yes, delete",
@@ -222,7 +223,7 @@ def render_site(site: cat.Site, catalog: cat.Catalog) -> None:
     _init(f"{prefix}_lon", f"{site.longitude:g}")
     _init(f"{prefix}_tz", site.timezone)
     meters = catalog.meters_of(site.id)
-    title = f"**{site.name}** · {site.timezone} · {len(meters)} meter(s)"
+    title = f"**{escape_markdown(site.name)}** · {site.timezone} · {len(meters)} meter(s)"
     key = _expander_key(site.id)
     st.session_state[key] = site.id in _open_sites()  # ours, not reset by a new title (see the module docstring)
     with st.expander(title, icon=":material/home_work:", key=key, on_change=_toggled, args=(site.id,)):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -12,6 +11,7 @@ from core import kpis
 from core.kpi_formulas import KG_CO2, KWH, SHARE, Kpi, format_number, format_value
 from core.models import Site
 from ui.context import get_runtime, page_guard
+from ui.markdown import escape_markdown
 from ui.typed_dates import commit_typed_dates
 from ui.widgets import choose_site, download_buttons
 
@@ -51,11 +51,6 @@ def _choose_period(today: date) -> kpis.Period | None:
     return kpis.Period(first, last)
 
 
-def _plain(text: str) -> str:
-    """Source names may contain characters markdown would act on (a name like `roof_a_b` turning italic)."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", text)
-
-
 def _tile(kpi: Kpi) -> None:
     # The unit goes in the label so that a large value still fits its tile.
     unit = {KWH: " (kWh)", KG_CO2: " (kg CO2)"}.get(kpi.unit, "")
@@ -65,7 +60,7 @@ def _tile(kpi: Kpi) -> None:
         if kpi.note:
             st.caption(kpi.note)
         if kpi.inputs:
-            st.markdown("\n".join(f"- {_plain(q.name)} = {format_value(q.value, q.unit)}" for q in kpi.inputs))
+            st.markdown("\n".join(f"- {escape_markdown(q.name)} = {format_value(q.value, q.unit)}" for q in kpi.inputs))
 
 
 def _coverage(report: kpis.KpiReport) -> None:
@@ -76,7 +71,9 @@ def _coverage(report: kpis.KpiReport) -> None:
         shares = {s.name: s.share for s in report.sources}
         by_source = ""
         if len(set(shares.values())) > 1:  # name the sources only when they differ
-            gaps = ", ".join(f"{name} {format_value(share, SHARE)}" for name, share in shares.items() if share != 1)
+            gaps = ", ".join(
+                f"{escape_markdown(name)} {format_value(share, SHARE)}" for name, share in shares.items() if share != 1
+            )
             by_source = f" (by source: {gaps})"
         st.warning(
             f"Data incomplete: the sources report {format_value(report.coverage, SHARE)} of the period{by_source}. "

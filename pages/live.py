@@ -19,6 +19,7 @@ from core import live
 from core.live import FLOW_LABELS, LiveSnapshot, SourceLive, Status
 from core.roles import Role
 from ui.context import get_runtime, page_guard
+from ui.markdown import escape_markdown
 from ui.widgets import choose_site, download_buttons
 
 _STATUS_STYLE = {
@@ -81,7 +82,7 @@ def _flow_tile(column: DeltaGenerator, snapshot: LiveSnapshot, kind: Role) -> No
                 border=True,
             )
         if flow.value is None:
-            st.caption(flow.note or "no current value")
+            st.caption(escape_markdown(flow.note) if flow.note else "no current value")
 
 
 def _local(moment: datetime | None, zone: ZoneInfo) -> str:

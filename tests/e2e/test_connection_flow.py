@@ -82,8 +82,10 @@ def _choose(scope: Locator, label: str, option: str, query: str | None = None) -
 
 
 def _expand(expander: Locator) -> None:
-    """Open an expander and wait for its opening animation: while it runs, a selectbox inside does not open."""
-    expander.locator("summary").click()
+    """Open an expander (unless it is open already) and wait for its opening animation: while it runs, a selectbox
+    inside does not open."""
+    if expander.locator("details").get_attribute("open") is None:
+        expander.locator("summary").click()
     expect(expander.locator("details")).to_have_attribute("open", "")
     expander.page.wait_for_function(
         "el => el.getAnimations({subtree: true}).length === 0", arg=expander.element_handle()
