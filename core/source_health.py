@@ -75,6 +75,25 @@ CIRCUIT_THRESHOLD = 5  # consecutive transient failures that open the circuit
 CIRCUIT_OPEN = timedelta(minutes=30)  # then one probe poll (half-open): success closes it, failure re-opens it
 
 
+# A vendor site polled less often than this waits for its next slot after a failure only once its circuit opens:
+# before that, its backoff times bring retries forward (`early_retry`). Hourly and faster sites are back soon anyway.
+EARLY_RETRY_SLOWER_THAN = timedelta(hours=1)
+
+
+def early_retry(period: timedelta, result: GroupResult, states: dict[int, SourceState]) -> datetime | None:
+    """When to poll a slow vendor site again ahead of its next slot, after `result`: at its backoff time, while
+    its circuit is closed (at most `CIRCUIT_THRESHOLD - 1` extra polls per failure episode, so a vendor outage
+    costs a bounded number of calls); None for a success, a stop, a rate limit (which has its own wait), an open
+    circuit, or a site polled at least hourly."""
+    if period <= EARLY_RETRY_SLOWER_THAN or result.outcome not in TRANSIENT:
+        return None
+    known = [states[i] for i in result.source_ids if i in states]
+    if not known or any(state.circuit != "closed" for state in known):
+        return None
+    due = [state.next_due_at for state in known if state.next_due_at is not None]
+    return max(due) if due else None
+
+
 def next_health(outcome: str, failures_before: int, now: datetime, jitter: float) -> tuple[int, str, datetime | None]:
     """(consecutive failures, circuit, next due) after a poll. `jitter` in [0.8, 1.2] spreads retries of many
     sites that failed together (a vendor outage) so they do not all come back in the same second."""

@@ -33,13 +33,14 @@ from core.crypto import SecretsError
 from core.held_passes import MEMORY_CAPACITY
 from core.models import UpdateFrequency
 from core.pass_inputs import READ_WAIT_S, jitter_minutes
+from core.poll_result import GroupResult
 from core.private_files import private_umask
 from core.providers.base import ProviderError
 from core.providers.channels import group_by_provider_site
 from core.quarantine import report_lines
 from core.retention import apply_retention
 from core.runtime import Runtime, open_runtime
-from core.source_health import GroupKey
+from core.source_health import EARLY_RETRY_SLOWER_THAN, TRANSIENT, GroupKey, early_retry, read_states
 from core.spool import Spool
 from core.store import StoreBusy, StoreError, StoreFault, StoreUnavailable
 from jobs.cli import DEBUG_HINT, CliError, settings_from_env
@@ -72,6 +73,9 @@ class Collector:
         # Groups whose last poll could not be kept anywhere (file-system fault): polled again at the next sync,
         # within a minute, instead of at their next slot.
         self.retry_soon: set[GroupKey] = set()
+        # Slow groups whose poll just failed for a passing reason: polled again at that time, ahead of their slot
+        # (core.source_health.early_retry).
+        self.retry_at: dict[GroupKey, datetime] = {}
         self.stop = stop or threading.Event()
         # Alert evaluations: a poll marks one due (`evaluate_alerts`), which runs at once if the last one started
         # ALERTS_MIN_GAP ago, else at the first tick (`alerts_tick`) after that; one at a time. `clock` is only for
@@ -96,6 +100,7 @@ class Collector:
             if report.deferred:  # not polled now (memory full of held passes, a budget that cannot be counted)
                 with self.lock:
                     self.retry_soon.add(key)
+            self._plan_early_retry(key, report.results)
         except StoreUnavailable as exc:  # nothing could keep this pass (no inputs read yet): poll again soon
             self.collection.episodes.unavailable(exc)
             with self.lock:
@@ -107,6 +112,23 @@ class Collector:
                 self.in_flight.discard(key)
         # Also after a failed poll: a vendor that keeps failing is exactly what the no-data rule must report.
         self.evaluate_alerts()
+
+    def _plan_early_retry(self, key: GroupKey, results: list[GroupResult]) -> None:
+        """After a failed poll of a slow group: when to poll it again before its next slot, if at all."""
+        failed = [r for r in results if r.outcome in TRANSIENT]
+        period = timedelta(minutes=self.intervals.get(key, 0))
+        if not failed or period <= EARLY_RETRY_SLOWER_THAN:
+            return
+        try:
+            with self.runtime.store.connect(read_only=True, timeout_s=READ_WAIT_S) as con:
+                states = read_states(con)
+        except StoreError:  # the regular slot will come; a held file is reported by the pass itself
+            return
+        when = max((t for r in failed if (t := early_retry(period, r, states)) is not None), default=None)
+        if when is not None:
+            with self.lock:
+                self.retry_at[key] = when
+            log.info("%s/%s failed: trying again at %s UTC, before its next regular poll", *key, f"{when:%H:%M:%S}")
 
     def evaluate_alerts(self) -> bool:
         """A poll ended: the alert rules should look at its data. Runs the evaluation now when allowed (see
@@ -189,9 +211,12 @@ class Collector:
             log.info("polling %s/%s every %d-%d min", *key, minutes, minutes + jitter)
             if first_time:
                 self.dispatch(key)
+        now = datetime.now(UTC)
         with self.lock:
             again, self.retry_soon = self.retry_soon & set(wanted), set()
-        for key in again:
+            early = {key for key, when in self.retry_at.items() if when <= now and key in wanted}
+            self.retry_at = {key: when for key, when in self.retry_at.items() if key not in early and key in wanted}
+        for key in again | early:
             self.dispatch(key)
 
     def _flush_journal(self) -> None:

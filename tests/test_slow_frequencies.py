@@ -29,15 +29,19 @@ from core.connections import SaveRejected, SourceDraft, new_draft, save_connecti
 from core.crypto import SecretBox
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
 from core.pass_inputs import poll_span
+from core.poll_result import GroupResult
 from core.providers.context import ProviderContext
 from core.providers.enphase import DEFAULT_ENDPOINTS
 from core.providers.quota import QuotaLedger
 from core.quota_plan import PlannedSource, check, fastest_fitting, windows_per_poll
 from core.runtime import open_runtime
 from core.secret_store import put_secret
+from core.source_health import GroupKey, SourceState, early_retry
 from core.store import Store
+from jobs.collector import Collector
 from tests.fakes import enphase, solaredge_v2
 from tests.fakes.server import serve
+from tests.test_collection import london_roof
 
 F = UpdateFrequency
 SEED = ["5min", "15min", "30min", "1hour"]
@@ -376,3 +380,62 @@ def test_the_api_health_page_marks_statuses_with_words_icons_and_colours(app_env
     ]  # most urgent first
     shown = " ".join([m.value for m in app.markdown] + [str(v) for v in sources["Status"]])
     assert not EMOJI.search(shown)
+
+
+# --- a slow site that fails is tried again at its backoff times, not a whole period later ---------------------
+
+
+def _daily_london(tmp_path: Path, base_url: str) -> tuple[Collector, GroupKey]:
+    settings = Settings(
+        db_path=tmp_path / "dataconn.duckdb",
+        key_file=tmp_path / "secret.key",
+        seed_demo=False,
+        solaredge_base_url=f"{base_url}/v2",
+    )
+    runtime = open_runtime(settings)
+    london_roof(runtime.store, runtime.box, solaredge_v2.SANDBOX_API_KEY)
+    source = cat.load_catalog(runtime.store).sources[0]
+    with runtime.store.transaction() as con:  # a daily source: 279 calls a month for a full V2 site
+        con.execute('UPDATE energy_sources SET metadata = json_merge_patch(metadata, \'{"updateFrequency": "1day"}\')')
+    collector = Collector(runtime)
+    key: GroupKey = ("solaredge", source.api.system_id)
+    collector.intervals[key] = UpdateFrequency.DAY1.minutes  # as `sync` schedules it
+    return collector, key
+
+
+def test_a_daily_site_that_fails_is_retried_at_its_backoff_until_its_circuit_opens(tmp_path: Path) -> None:
+    state = solaredge_v2.FakeState()
+    with serve(solaredge_v2.create_app(state)) as url:
+        collector, key = _daily_london(tmp_path, url)
+        try:
+            state.failures.fail_next("5xx", 1)
+            before = datetime.now(UTC)
+            collector._poll(key)
+            when = collector.retry_at[key]
+            # The first backoff: 1 minute, jittered by up to 20 %; not the next day.
+            assert before + timedelta(seconds=47) <= when <= datetime.now(UTC) + timedelta(seconds=73)
+
+            # Due: the next sync polls it (its backoff is moved into the past, as if the minute had gone by).
+            with collector.runtime.store.transaction() as con:
+                con.execute("UPDATE source_state SET next_due_at = now() - INTERVAL 1 SECOND")
+            collector.retry_at[key] = datetime.now(UTC) - timedelta(seconds=1)
+            collector._sync()
+            collector.executor.shutdown(wait=True)
+            assert key not in collector.retry_at  # it succeeded: nothing more to bring forward
+            with collector.runtime.store.connect(read_only=True) as con:
+                outcomes = [r[0] for r in con.sql("SELECT outcome FROM collector_runs ORDER BY id").fetchall()]
+            assert outcomes == ["connection_error", "ok"]
+        finally:
+            collector.executor.shutdown(wait=False)
+
+
+def test_an_open_circuit_or_an_hourly_site_waits_for_its_slot() -> None:
+    now = datetime(2026, 12, 3, 9, 40, tzinfo=UTC)
+    failed = GroupResult(source_ids=[1], provider="solaredge", started_at=now, outcome="connection_error")
+    closed = {1: SourceState(None, None, False, 2, now + timedelta(minutes=2), "closed")}
+    opened = {1: SourceState(None, None, False, 5, now + timedelta(minutes=30), "open")}
+    assert early_retry(timedelta(days=1), failed, closed) == now + timedelta(minutes=2)
+    assert early_retry(timedelta(days=1), failed, opened) is None  # bounded: an outage costs at most 4 extra polls
+    assert early_retry(timedelta(hours=1), failed, closed) is None  # back within the hour anyway
+    limited = GroupResult(source_ids=[1], provider="solaredge", started_at=now, outcome="rate_limited")
+    assert early_retry(timedelta(days=1), limited, closed) is None  # a rate limit has its own wait
