@@ -14,6 +14,7 @@ from core.connections import MASKED
 from core.runtime import open_runtime
 from tests.fakes import solaredge_v2
 from tests.fakes.server import serve
+from tests.markdown_text import shown
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -31,7 +32,7 @@ def catalog() -> cat.Catalog:
 
 
 def errors(app: AppTest) -> list[str]:
-    return [e.value for e in app.error]
+    return [shown(e.value) for e in app.error]
 
 
 def open_connections(app: AppTest) -> AppTest:

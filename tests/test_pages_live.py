@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
 from tests.crafting import app_store, craft_site, open_page
+from tests.markdown_text import shown
 from tests.seeding import seed_history
 
 FLOW_LABELS = ["PV production", "Grid import", "Grid export", "Load", "Battery", "State of charge"]
@@ -54,7 +54,7 @@ def test_stale_sources_are_marked_and_left_out_of_the_flow(app_env: Path) -> Non
     assert set(table["Status"]) == {"stale"}
     assert all(age.startswith(("1 h", "2 h")) for age in table["Age"])
     assert [m.value for m in app.metric] == ["-"] * len(FLOW_LABELS)  # stale values are never shown as current
-    captions = [re.sub(r"\\(.)", r"\1", c.value) for c in app.caption]  # as shown: markdown escapes removed
+    captions = [shown(c.value) for c in app.caption]
     assert any(c.startswith("Rooftop PV Array is stale: last reading ") for c in captions)
     assert len(app.get("plotly_chart")) == 1  # the last 6 hours still hold the two hours before the stop
 

@@ -180,8 +180,8 @@ def show_flashes() -> None:
 
 def field_error(errors: dict[str, str], field: str) -> None:
     """The message for one field, right under it."""
-    if field in errors:
-        st.error(errors[field], icon=":material/error:")
+    if field in errors:  # messages may quote what was typed: shown as typed, not as markdown
+        st.error(escape_markdown(errors[field]), icon=":material/error:")
 
 
 def run_safely(action, *args, errors_key: str | None = None, **kwargs):  # type: ignore[no-untyped-def]
