@@ -151,13 +151,25 @@ def _ids(source_ids: Sequence[int]) -> str:
     return ", ".join(str(int(i)) for i in source_ids)
 
 
-def _newest(con: duckdb.DuckDBPyConnection, ids: Sequence[int], start: datetime, end: datetime) -> dict[int, Reading]:
-    # The newest row whatever its value. arg_max skips a NULL argument (it would return an older value), so the
-    # columns travel in a struct, which is never NULL itself.
+def newest_readings(
+    con: duckdb.DuckDBPyConnection,
+    ids: Sequence[int],
+    start: datetime,
+    end: datetime,
+    *,
+    with_value: bool = False,
+) -> dict[int, Reading]:
+    """Each source's newest reading with `start` <= ts <= `end`: whatever its value, or the newest with a value.
+
+    arg_max skips a NULL argument (it would return an older value), so the columns travel in a struct, which is
+    never NULL itself."""
+    if not ids:
+        return {}
+    valued = " AND value IS NOT NULL" if with_value else ""
     rows = con.sql(
         "SELECT source_id, max(ts), arg_max({'i': interval_s, 'v': value, 'r': received_at}, ts)"
         f" FROM readings WHERE ts >= {ts_literal(start)} AND ts <= {ts_literal(end)}"
-        f" AND source_id IN ({_ids(ids)}) GROUP BY source_id"
+        f" AND source_id IN ({_ids(ids)}){valued} GROUP BY source_id"
     ).fetchall()
     return {
         int(source_id): Reading(
@@ -173,7 +185,7 @@ def latest_readings(
     """The newest reading (ts <= now, value or NULL) of each source that has one."""
     if not source_ids:
         return {}
-    found = _newest(con, source_ids, now - window, now)
+    found = newest_readings(con, source_ids, now - window, now)
     missing = [i for i in source_ids if i not in found]
     if not missing:
         return found
@@ -187,7 +199,7 @@ def latest_readings(
     for source_id, day in days:
         by_day[day].append(int(source_id))
     for day, ids in by_day.items():
-        found |= _newest(con, ids, day, min(now, day + _DAY_REACH))
+        found |= newest_readings(con, ids, day, min(now, day + _DAY_REACH))
     return found
 
 

@@ -13,15 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
-import duckdb
-
-from core.live import Reading, format_age, format_value
+from core.api_health import LOOKBACK, NOT_POLLS
+from core.live import Reading, format_age, format_value, newest_readings
 from core.providers.enphase_oauth import scrub
 from core.store import Store, ts_literal
 
-LOOKBACK = timedelta(days=7)
 VALUE_LOOKBACK = timedelta(days=3)  # longer than the slowest poll (daily) plus its re-read
-NOT_POLLS = ("skipped", "spooled")
 
 
 @dataclass(frozen=True)
@@ -33,10 +30,6 @@ class PollStatus:
     stopped_reason: str | None  # the collector stopped polling it until its configuration changes
     reading: Reading | None  # the newest reading with a value within `VALUE_LOOKBACK` (the interval in progress
     # is often stored without one until the vendor completes it)
-
-    @property
-    def power_w(self) -> float | None:
-        return self.reading.value if self.reading is not None else None
 
 
 def poll_statuses(store: Store, source_ids: Sequence[int], now: datetime) -> dict[int, PollStatus]:
@@ -72,7 +65,8 @@ def poll_statuses(store: Store, source_ids: Sequence[int], now: datetime) -> dic
             FROM newest n FULL JOIN stopped s USING (source_id) LEFT JOIN failing f USING (source_id)
             """
         ).fetchall()
-        readings = _newest_values(con, [int(r[0]) for r in rows], now)
+        polled = [int(r[0]) for r in rows]
+        readings = newest_readings(con, polled, now - VALUE_LOOKBACK, now, with_value=True)
     statuses = {}
     for source_id, polled_at, outcome, error, since, stopped in rows:
         ok = outcome == "ok"
@@ -85,21 +79,6 @@ def poll_statuses(store: Store, source_ids: Sequence[int], now: datetime) -> dic
             reading=readings.get(int(source_id)),
         )
     return statuses
-
-
-def _newest_values(con: duckdb.DuckDBPyConnection, ids: Sequence[int], now: datetime) -> dict[int, Reading]:
-    if not ids:
-        return {}
-    listed = ", ".join(str(int(i)) for i in ids)
-    rows = con.sql(
-        "SELECT source_id, max(ts), arg_max({'i': interval_s, 'v': value, 'r': received_at}, ts) FROM readings"
-        f" WHERE source_id IN ({listed}) AND value IS NOT NULL"
-        f" AND ts >= {ts_literal(now - VALUE_LOOKBACK)} AND ts <= {ts_literal(now)} GROUP BY source_id"
-    ).fetchall()
-    return {
-        int(source_id): Reading(value=float(row["v"]), ts=ts, interval_s=int(row["i"]), received_at=row["r"])
-        for source_id, ts, row in rows
-    }
 
 
 @dataclass(frozen=True)

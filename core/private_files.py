@@ -128,16 +128,16 @@ def _write(fd: int, data: bytes) -> None:
 
 def fsync_dir(path: Path) -> None:
     """Make the folder's entries (a file created, renamed in or out) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(path, os.O_DIRECTORY)
 
 
 def fsync_file(path: Path) -> None:
     """Make a file another library wrote (a parquet file) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    _fsync(path, os.O_NONBLOCK)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:

@@ -262,9 +262,7 @@ def _poll_line(poll: PollStatus, stored: cat.Source, tz: ZoneInfo, category: Cat
         st.error(text, icon=":material/error:")
     else:
         st.warning(text, icon=":material/block:")
-    tested = stored.api.last_tested
-    when = tested.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if tested else "never"
-    st.caption(f"From the collector's last poll · Last tested: {when}")
+    st.caption(f"From the collector's last poll · Last tested: {_tested_when(stored.api.last_tested, tz)}")
 
 
 def _test_line(
@@ -297,8 +295,11 @@ def _test_line(
         st.info("**Untested** (settings changed since the last test)", icon=":material/radio_button_unchecked:")
     else:
         st.info(f"**Untested** {('· ' + message) if message else ''}", icon=":material/radio_button_unchecked:")
-    when = tested.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if tested else "never"
-    st.caption(f"Last tested: {when}{' with these settings' if stale else ''}")
+    st.caption(f"Last tested: {_tested_when(tested, tz)}{' with these settings' if stale else ''}")
+
+
+def _tested_when(tested: datetime | None, tz: ZoneInfo) -> str:
+    return tested.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if tested else "never"
 
 
 def _credentials(draft: conn.SourceDraft, provider: Provider, errors: dict[str, str], stored_provider: str) -> None:

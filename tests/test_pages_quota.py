@@ -12,8 +12,8 @@ from core.config import load_settings
 from core.models import Category, Provider
 from core.runtime import open_runtime
 from tests.markdown_text import shown
+from tests.test_pages_connections import open_connections
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 REFUSAL = (
     "SolarEdge (V2) allows 2,000 calls a month for this API key; every 15 min needs 2,976; "
     "every 30 min fits: 1,488 calls/month of 2,000."
@@ -22,11 +22,7 @@ REFUSAL = (
 
 @pytest.fixture
 def at(app_env: Path) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=60)
-    app.run()
-    app.switch_page("pages/data_connections.py").run()
-    assert not app.exception
-    return app
+    return open_connections(app_env)
 
 
 def catalog() -> cat.Catalog:

@@ -42,7 +42,7 @@ def test_a_working_source_is_connected_with_its_age_and_power(store: Store, box:
     line = describe(poll, poll.polled_at + timedelta(minutes=3), LONDON)
     assert (line.kind, line.headline) == ("ok", "Connected")
     assert line.text.startswith("polled 3 min ago")
-    assert poll.reading is not None and poll.power_w is not None  # at night the PV reports 0 W: still a value
+    assert poll.reading is not None and poll.reading.value is not None  # at night the PV reports 0 W: still a value
     at = poll.reading.ts.astimezone(LONDON).strftime("%H:%M")
     assert line.text.endswith((f" W at {at}", f" kW at {at}")), line.text
 
@@ -64,7 +64,7 @@ def test_the_power_shown_is_the_newest_value_not_an_empty_interval(store: Store,
             [source_id, now.replace(second=0, microsecond=0), now],
         )
     poll = poll_statuses(store, [source_id], now + timedelta(minutes=1))[source_id]
-    assert poll.power_w == newest_value
+    assert poll.reading is not None and poll.reading.value == newest_value
 
 
 def test_a_failing_source_says_since_when_and_why(store: Store, box: SecretBox) -> None:
