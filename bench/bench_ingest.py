@@ -11,8 +11,8 @@ collector writes them. Then:
     replacing its non-final version, and the open one), each inside its own store transaction (lock, connect,
     BEGIN, ingest, COMMIT, close). Target: the cycle batch's write, the `ingest` call, p95 < 10 ms. The whole store
     operation is printed too: it adds DuckDB's fixed cost of opening and closing the file (~13 ms to open even an
-    empty file here, plus the checkpoint on close), which the store pays by design (DESIGN.md: no process keeps
-    the file open, so the dashboard and analysts can use it); an empty transaction is printed as its baseline.
+    empty file here, plus the checkpoint on close), which the store pays by design (core/store.py: no process
+    keeps the file open, so the dashboard and analysts can use it); an empty transaction is printed as its baseline.
 
 `BENCH_SCALE` (default 1.0) scales the table and the bulk batch (0.02 gives a run of a few seconds).
 """

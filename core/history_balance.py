@@ -1,4 +1,4 @@
-"""The energy balance of a site per bucket, with the KPI definitions of DESIGN.md (as core.kpi_formulas applies them).
+"""The energy balance of a site per bucket, with the README's "KPI formulas" (as core.kpi_formulas applies them).
 
 E_prod is PROD energy, E_exp INJ energy, E_imp CONS "grid" energy, and the battery's net energy is the energy of
 its STOR "battery" sources (power is positive when discharging, so net > 0 means the battery gave energy).

@@ -1,11 +1,11 @@
-"""KPI formulas of a site over any period (DESIGN.md "KPI definitions"), as pure functions of energy totals.
+"""KPI formulas of a site over any period (the README's "KPI formulas"), as pure functions of energy totals.
 
 The inputs are the site's energy flows, each summed over the sources that play one role (`Flow`; the roles and
 which source plays which are in core.roles); the output is one `Kpi` per figure with its value, unit, formula and
 the inputs it used, so a page can show the number, how it was obtained and from what. The SQL view `v_kpi_daily`
 (migration 7 in core.schema) repeats these rules; a test keeps the two equal.
 
-Rules beyond DESIGN.md, and why:
+Rules beyond the plain formulas, and why (the README states them for users too):
 - A flow whose role has no source at the site is *unknown* for the grid (no CONS "grid" source: import unknown;
   no INJ source: export unknown), because every site has a grid connection and an unmetered one still carries
   energy. It is *zero* for production and the battery, because a site without such a source has none.

@@ -1,4 +1,4 @@
-"""What a source means to its site: its role, from the meter category and source type (DESIGN.md KPI definitions).
+"""What a source means to its site: its role, from the meter category and source type (README "KPI formulas").
 
 One mapping for every module that sums or shows a site's flows (History, KPIs, Live, Alerts), so they cannot
 disagree about which source is production, load, grid import or export, battery or state of charge. The SQL view

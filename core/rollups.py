@@ -1,6 +1,6 @@
 """15-minute, hourly and daily rollups of `readings`, refreshed for exactly the buckets a write touched.
 
-The dashboard reads these small tables instead of scanning raw readings (DESIGN.md: a 50M-row scan holds the file
+The dashboard reads these small tables instead of scanning raw readings (measured: a 50M-row scan holds the file
 for seconds and starves the collector). A refresh deletes the touched buckets of the touched sources and rebuilds
 them from `readings` in the same transaction as the write, so a rollup never disagrees with its readings.
 
