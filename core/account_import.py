@@ -20,8 +20,10 @@ reports, any other the groups the user chose (a source whose device is absent re
 count). Enphase's device list is left out: it would cost one call a system on plans of 1,000 calls a month.
 
 Re-running skips vendor sites already configured: a source of the same provider with the same Site/System ID.
-Enphase grants are not copied: Enphase rotates the refresh token at every renewal, so a copied grant would die at
-the first renewal of another copy; each imported Enphase system is authorised in Data Connections.
+An Enphase owner authorises an application once for all their systems, so imported Enphase sources share the grant
+of the source the account came from (`authorized_through` in the file, `ApiSettings.grant_source_id` when stored)
+rather than a copy of it: Enphase rotates the refresh token at every renewal, so a copy would die at the first
+renewal of another (`core.oauth_tokens` keeps the one row and renews it under one lock).
 """
 
 from __future__ import annotations
@@ -244,6 +246,9 @@ def import_document(
     present = configured_ids(catalog, account.provider)
     taken = {name_key(s.name) for s in catalog.sites}
     credentials = {name: {"env": CREDENTIAL_ENV[name]} for name in account.secrets}
+    shared: dict[str, object] = {}  # Enphase: the grant of the source the account came from
+    if account.grant_source is not None:
+        shared["authorized_through"] = catalog.names_of(account.grant_source)
     out = []
     for site in sites:
         if site.id in present:
@@ -260,8 +265,9 @@ def import_document(
             rows = []
             for source_name, source_type in sources:
                 capacity = site.capacity_kw if category is Category.PROD and site.capacity_kw else 0.0
-                api = {"enabled": True, "provider": account.provider.value, "system_id": site.id}
+                api: dict[str, object] = {"enabled": True, "provider": account.provider.value, "system_id": site.id}
                 api |= {"client_id": account.client_id, "update_frequency": frequency.value}
+                api |= shared
                 row = {"name": source_name, "source_type": source_type, "capacity_kw": capacity}
                 row |= {"carbon_intensity_g_per_kwh": 0.0, "cost_per_mwh": 0.0, "api": api}
                 rows.append(row | {"credentials": dict(credentials)})

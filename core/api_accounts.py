@@ -108,7 +108,8 @@ def accounts_of(
         if first.api.client_id and first.api.client_id not in account.client_ids:
             account.client_ids.append(first.api.client_id)
         if first.api.api_provider is Provider.ENPHASE:
-            account.grants[group] = stored_grant(secrets.get(first.id, {}))
+            holder = first.api.grant_source_id or first.id  # a shared grant lives with its holder
+            account.grants[group] = stored_grant(secrets.get(holder, secrets.get(first.id, {})))
         minutes = min(s.api.update_frequency.minutes for s in sources)
         for source in sources:
             members[source.id] = Member(sites[source.id], group, account.id, minutes)

@@ -78,6 +78,12 @@ class Catalog:
             raise NotFound(f"source {source_id} no longer exists")
         return source
 
+    def names_of(self, source_id: int) -> dict[str, str]:
+        """A source by the names people read it by (`core.config_file.SourcePath`): its site, meter and own."""
+        source = self.source(source_id)
+        meter = self.meter(source.meter_id)
+        return {"site": self.site(meter.site_id).name, "meter": meter.name, "source": source.name}
+
     def site_of_source(self, source_id: int) -> Site | None:
         source = next((s for s in self.sources if s.id == source_id), None)
         meter = next((m for m in self.meters if source and m.id == source.meter_id), None)
@@ -262,6 +268,7 @@ def delete_site(store: Store, site_id: int) -> None:
     with store.transaction() as con:
         _require(con, "sites", site_id, "site")
         meter_ids = [r[0] for r in con.execute("SELECT id FROM meters WHERE site_id = ?", [site_id]).fetchall()]
+        _hand_over_grants(con, "meter_id IN (SELECT id FROM meters WHERE site_id = ?)", [site_id])
         for meter_id in meter_ids:
             _delete_meter_rows(con, meter_id)
         con.execute("DELETE FROM sites WHERE id = ?", [site_id])
@@ -331,6 +338,7 @@ def delete_meter(store: Store, meter_id: int) -> None:
     """Delete a meter with its sources and their secrets."""
     with store.transaction() as con:
         _require(con, "meters", meter_id, "meter")
+        _hand_over_grants(con, "meter_id = ?", [meter_id])
         _delete_meter_rows(con, meter_id)
 
 
@@ -403,8 +411,44 @@ def update_source(con: duckdb.DuckDBPyConnection, source_id: int, source: Source
 
 
 def delete_source(con: duckdb.DuckDBPyConnection, source_id: int) -> None:
+    _hand_over_grants(con, "id = ?", [source_id])
     con.execute("DELETE FROM source_secrets WHERE source_id = ?", [source_id])
     con.execute("DELETE FROM energy_sources WHERE id = ?", [source_id])
+
+
+_GRANT_OF = "TRY_CAST(json_extract_string(metadata, '$.grantSourceId') AS BIGINT)"
+
+
+def grant_holder(con: duckdb.DuckDBPyConnection, source_id: int) -> int:
+    """The source whose row holds `source_id`'s Enphase authorisation: its `grantSourceId` when that source exists,
+    else itself."""
+    rows = con.execute(
+        f"SELECT id FROM energy_sources WHERE id = (SELECT {_GRANT_OF} FROM energy_sources WHERE id = ?)",
+        [source_id],
+    ).fetchall()
+    return int(rows[0][0]) if rows else source_id
+
+
+def _hand_over_grants(con: duckdb.DuckDBPyConnection, doomed_sql: str, params: list[object]) -> None:
+    """Before sources go (those `WHERE {doomed_sql}`): an Enphase authorisation that surviving sources share
+    (`ApiSettings.grant_source_id`) moves to the first of them, which becomes its holder, so deleting the system
+    first authorised does not cut off the others."""
+    doomed = f"SELECT id FROM energy_sources WHERE {doomed_sql}"
+    moves = con.execute(
+        f"SELECT {_GRANT_OF} AS holder, min(id) FROM energy_sources"
+        f" WHERE holder IN ({doomed}) AND id NOT IN ({doomed}) GROUP BY holder",
+        [*params, *params],
+    ).fetchall()
+    patch = "UPDATE energy_sources SET metadata = json_merge_patch(metadata, json_object('grantSourceId', ?))"
+    for holder, heir in moves:
+        con.execute(f"DELETE FROM source_secrets WHERE source_id = ? AND name IN ({_TOKENS})", [heir])
+        con.execute(
+            "INSERT INTO source_secrets (source_id, name, ciphertext, updated_at)"
+            f" SELECT ?, name, ciphertext, updated_at FROM source_secrets WHERE source_id = ? AND name IN ({_TOKENS})",
+            [heir, holder],
+        )
+        con.execute(f"{patch} WHERE {_GRANT_OF} = ? AND id <> ?", [heir, holder, heir])
+        con.execute(f"{patch} WHERE id = ?", [None, heir])  # a null in a merge patch removes the key
 
 
 def dependents(catalog: Catalog, *, site_id: int | None = None, meter_id: int | None = None) -> tuple[int, int]:

@@ -101,12 +101,29 @@ class FileModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SourcePath(FileModel):
+    """Another source, by the names people read: its site, its meter and its own."""
+
+    site: Annotated[m.Name, Text]
+    meter: Annotated[m.Name, Text]
+    source: Annotated[m.Name, Text]
+
+    def key(self) -> tuple[str, str, str]:
+        return m.name_key(self.site), m.name_key(self.meter), m.name_key(self.source)
+
+    def __str__(self) -> str:
+        return f"{self.site} / {self.meter} / {self.source}"
+
+
 class ApiFile(FileModel):
     enabled: StrictBool = False
     provider: m.Provider = m.Provider.SIMULATOR
     system_id: Annotated[m.Identifier, Text] = ""
     client_id: Annotated[m.Identifier, Text] = ""
     update_frequency: m.UpdateFrequency = m.UpdateFrequency.MIN15
+    # Enphase: the source (in the file or stored) whose owner's authorisation this system uses
+    # (`ApiSettings.grant_source_id`); the import turns the names into its id.
+    authorized_through: SourcePath | None = None
 
     def settings(self) -> m.ApiSettings:
         """As stored, with an untested connection: a test result belongs to the database, not to the file."""

@@ -82,11 +82,21 @@ class Plan:
     meters: list[_Row] = field(default_factory=list)
     sources: list[_Row] = field(default_factory=list)
     credentials: list[Credentials] = field(default_factory=list)  # one per source, in the order of `sources`
+    # (source, holder) indexes in `sources`: sources authorised through a source the import creates, whose id is
+    # known only once it is written
+    grants_to_link: list[tuple[int, int]] = field(default_factory=list)
 
     def write(self, con: duckdb.DuckDBPyConnection, box: SecretBox) -> None:
         site_ids = _write_level(con, self.sites, [], cat.update_sites, _insert_sites)
         meter_ids = _write_level(con, self.meters, site_ids, cat.update_meters, cat.insert_meters)
         source_ids = _write_level(con, self.sources, meter_ids, cat.update_sources, cat.insert_sources)
+        if self.grants_to_link:
+            linked = []
+            for index, holder in self.grants_to_link:
+                new = self.sources[index].new
+                api = new.api.model_copy(update={"grant_source_id": source_ids[holder]})
+                linked.append((source_ids[index], new.model_copy(update={"api": api})))
+            cat.update_sources(con, linked)
         pairs = list(zip(source_ids, self.credentials, strict=True))
         to_set = [(i, name, value.get_secret_value()) for i, (values, _) in pairs for name, value in values.items()]
         put_secrets(con, box, to_set)
@@ -127,6 +137,8 @@ class _Planner:
         self.stored = StoredNames(snapshot.catalog)
         self.box, self.secrets = box, snapshot.secrets
         self.plan = Plan(ImportReport(dry_run=dry_run))
+        self.positions: dict[tuple[str, str, str], int] = {}  # the file's sources by names, to their row index
+        self.unlinked: list[tuple[int, tuple[str, str, str]]] = []  # authorised through a source not yet stored
 
     def apply(self, config: ConfigFile) -> Plan:
         plan, report = self.plan, self.plan.report
@@ -141,8 +153,25 @@ class _Planner:
                 meter_number = len(plan.meters) - 1
                 for source in meter.sources:
                     stored = self.stored.source(stored_meter.id, source.name) if stored_meter else None
+                    self.positions[(m.name_key(site.name), m.name_key(meter.name), m.name_key(source.name))] = len(
+                        plan.sources
+                    )
                     self.source(source, stored, meter_number)
+        plan.grants_to_link = [(index, self.positions[key]) for index, key in self.unlinked]
         return plan
+
+    def grant_source(self, source: SourceFile) -> int | None:
+        """The stored id of the source whose authorisation `source` uses; None when it has its own, or when that
+        source is new in the file (linked once written: `Plan.grants_to_link`). Validation found it."""
+        through = source.api.authorized_through
+        if through is None:
+            return None
+        site = self.stored.site(through.site)
+        meter = self.stored.meter(site.id, through.meter) if site else None
+        holder = self.stored.source(meter.id, through.source) if meter else None
+        if holder is None:
+            self.unlinked.append((len(self.plan.sources), through.key()))
+        return holder.id if holder else None
 
     def row(self, counts: Counts, stored: Any, new: Any, parent: int | None = None) -> _Row:
         if stored is None:
@@ -163,7 +192,7 @@ class _Planner:
         keep = {name for name, _ in m.PROVIDER_SECRETS[source.api.provider]}
         keep |= set(m.TOKEN_SECRETS) if source.api.provider is m.Provider.ENPHASE else set()
         to_delete = {name for name in (stored.secret_names if stored else ()) if name not in keep}
-        api = source.api.settings()
+        api = source.api.settings().model_copy(update={"grant_source_id": self.grant_source(source)})
         if stored:
             api = api.with_test_result_of(stored.api, credentials_changed=bool(to_set or to_delete))
         new = m.SourceIn(**source.model_dump(exclude={"api", "credentials"}), api=api)

@@ -29,6 +29,7 @@ from core.config_file import (
     MeterFile,
     SiteFile,
     SourceFile,
+    SourcePath,
 )
 from core.config_snapshot import AmbiguousName, Snapshot, Stored, StoredNames
 from core.connection_quota import Edited, key_accounts, keys_to_compare, planned_sources, refusals
@@ -187,7 +188,44 @@ class _Validator:
             sites.append(site.model_copy(update={"meters": meters}) if site else None)
         if self.errors:
             return None
+        self.shared_grants([site for site in sites if site is not None])  # all are, without errors
+        if self.errors:
+            return None
         return root.model_copy(update={"sites": sites})
+
+    def shared_grants(self, sites: list[SiteFile]) -> None:
+        """Each `authorized_through` names an Enphase source of the same application, in the file or stored, that
+        holds its own authorisation (one hop: the import does not follow chains)."""
+        in_file: dict[tuple[str, str, str], SourceFile] = {}
+        sharing: list[tuple[Loc, SourceFile]] = []
+        for i, site in enumerate(sites):
+            for j, meter in enumerate(site.meters):
+                for k, source in enumerate(meter.sources):
+                    in_file[(name_key(site.name), name_key(meter.name), name_key(source.name))] = source
+                    if source.api.authorized_through is not None:
+                        sharing.append((["sites", i, "meters", j, "sources", k, "api", "authorized_through"], source))
+        for loc, source in sharing:
+            through, client_id = source.api.authorized_through, source.api.client_id
+            assert through is not None
+            holder = in_file.get(through.key()) or self.stored_source(loc, through)
+            if holder is UNKNOWN:
+                continue  # reported by `stored_source`
+            if source.api.provider is not m.Provider.ENPHASE:
+                self.error(loc, "is only for Enphase sources, which can share their owner's authorisation")
+            elif holder is None:
+                self.error(loc, f"names {through}, which is neither in the file nor stored")
+            elif holder is source:
+                self.error(loc, "names this source itself: leave it out for a source with its own authorisation")
+            elif (provider := _provider_of(holder)) is not m.Provider.ENPHASE or _client_of(holder) != client_id:
+                what = "another Enphase application" if provider is m.Provider.ENPHASE else provider.label
+                self.error(loc, f"names {through}, which uses {what}: name a source with Client ID {client_id}")
+            elif _shares(holder):
+                self.error(loc, f"names {through}, which uses another source's authorisation itself: name that one")
+
+    def stored_source(self, loc: Loc, through: SourcePath) -> m.Source | _Unknown | None:
+        site = self.match(loc, self.stored.site, through.site)
+        meter = self.match(loc, self.stored.meter, site.id, through.meter) if isinstance(site, m.Site) else site
+        return self.match(loc, self.stored.source, meter.id, through.source) if isinstance(meter, m.Meter) else meter
 
     def meter(self, raw: Any, loc: Loc, site: m.Site | _Unknown | None, seen: dict[str, Loc]) -> MeterFile | None:
         meter, raw_sources = self.model(MeterFile, raw, loc, "sources")
@@ -269,6 +307,20 @@ class _Validator:
             return prefix + "must not be empty"
         problem = m.secret_problem(value)
         return prefix + problem if problem else SecretStr(value)
+
+
+def _provider_of(source: SourceFile | m.Source) -> m.Provider:
+    return source.api.provider if isinstance(source, SourceFile) else source.api.api_provider
+
+
+def _client_of(source: SourceFile | m.Source) -> str:
+    return source.api.client_id
+
+
+def _shares(source: SourceFile | m.Source) -> bool:
+    if isinstance(source, SourceFile):
+        return source.api.authorized_through is not None
+    return source.api.grant_source_id is not None
 
 
 def _provider_in(raw: Any) -> m.Provider | None:

@@ -283,6 +283,9 @@ class ApiSettings(_Model):
     last_tested: datetime | None = Field(None, alias="lastTested")
     last_error: str | None = Field(None, alias="lastError", max_length=500)
     last_power_w: float | None = Field(None, alias="lastPowerW")
+    # Enphase: the source whose owner's authorisation (OAuth grant) this one uses, when several systems of one owner
+    # share it (Import Sites sets it); None: its own. Tokens stay in one row, the holder's (core.oauth_tokens).
+    grant_source_id: int | None = Field(None, alias="grantSourceId")
 
     def to_metadata(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -292,7 +295,7 @@ class ApiSettings(_Model):
         (status, time, error, power) when the API switch, provider, ids and credentials are those `stored` was
         tested with; otherwise as they are (untested, unless they carry a new test). The update frequency and the
         source's other fields do not matter to a test. Used by Save All Connections and the config import."""
-        tested = ("use_api", "api_provider", "system_id", "client_id")
+        tested = ("use_api", "api_provider", "system_id", "client_id", "grant_source_id")
         if credentials_changed or any(getattr(self, name) != getattr(stored, name) for name in tested):
             return self
         return self.model_copy(update=stored.model_dump(include=set(TEST_RESULT_FIELDS)))

@@ -8,16 +8,19 @@ never leave a new access token beside a dead refresh token.
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime
 
 from pydantic import SecretStr
 
+from core import catalog as cat
 from core.crypto import SecretBox
+from core.models import TOKEN_SECRETS
 from core.providers.enphase_oauth import Tokens
 from core.secret_store import put_secret, read_secrets
 from core.store import Store
 
-TOKENS_SECRET = "oauth_tokens"
+TOKENS_SECRET = TOKEN_SECRETS[0]
 
 
 def encode_tokens(tokens: Tokens) -> str:
@@ -43,16 +46,42 @@ def decode_tokens(text: str) -> Tokens:
 
 
 class StoredTokens:
-    """The `TokenStore` of one source, over the database."""
+    """The `TokenStore` of one source, over the database: its own grant, or the one it shares
+    (`ApiSettings.grant_source_id`, one hop), whose row is read and written in its place."""
 
     def __init__(self, store: Store, box: SecretBox, source_id: int) -> None:
         self.store, self.box, self.source_id = store, box, source_id
+        self._holder: int | None = None
+
+    def holder(self) -> int:
+        """The source whose row holds the grant: the shared one when it still exists, else this source."""
+        if self._holder is None:
+            with self.store.connect(read_only=True) as con:
+                self._holder = cat.grant_holder(con, self.source_id)
+        return self._holder
+
+    @property
+    def lock(self) -> threading.Lock:
+        return _grant_lock(self.store, self.holder())
 
     def load(self) -> Tokens | None:
+        holder = self.holder()  # its own short read first: one connection at a time
         with self.store.connect(read_only=True) as con:
-            secret = read_secrets(con, self.box, self.source_id).get(TOKENS_SECRET)
+            secret = read_secrets(con, self.box, holder).get(TOKENS_SECRET)
         return decode_tokens(secret.get_secret_value()) if secret else None
 
     def save(self, tokens: Tokens) -> None:
+        holder = self.holder()  # before the write: the store allows one connection at a time while writing
         with self.store.transaction() as con:
-            put_secret(con, self.box, self.source_id, TOKENS_SECRET, encode_tokens(tokens))
+            put_secret(con, self.box, holder, TOKENS_SECRET, encode_tokens(tokens))
+
+
+# One lock per grant and database in this process: the collector's clients of systems sharing a grant renew it one
+# at a time (another process adopts a renewal through the store: EnphaseClient._refresh_locked reads it first).
+_GRANT_LOCKS: dict[tuple[str, int], threading.Lock] = {}
+_GRANT_LOCKS_GUARD = threading.Lock()
+
+
+def _grant_lock(store: Store, holder: int) -> threading.Lock:
+    with _GRANT_LOCKS_GUARD:
+        return _GRANT_LOCKS.setdefault((str(store.path), holder), threading.Lock())

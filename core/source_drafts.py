@@ -195,6 +195,10 @@ def validate_draft(
         provider = Provider(str(api_values["api_provider"]))
     except ValueError:
         return None, {"api_provider": "choose SolarEdge, Enphase or Simulator"}
+    # A shared Enphase grant (Import Sites) stays while the source remains Enphase of the same application.
+    keeps_grant = stored is not None and provider is Provider.ENPHASE and stored.api.api_provider is Provider.ENPHASE
+    keeps_grant = keeps_grant and stored is not None and api_values["client_id"] == stored.api.client_id
+    api_values["grant_source_id"] = stored.api.grant_source_id if keeps_grant and stored is not None else None
     stored_names = stored.secret_names if stored else frozenset()
     to_set, to_delete = secret_changes(draft, stored_names, provider)
     for name, value in to_set.items():

@@ -302,7 +302,13 @@ def _tested_when(tested: datetime | None, tz: ZoneInfo) -> str:
     return tested.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if tested else "never"
 
 
-def _credentials(draft: conn.SourceDraft, provider: Provider, errors: dict[str, str], stored_provider: str) -> None:
+def _credentials(
+    draft: conn.SourceDraft,
+    provider: Provider,
+    errors: dict[str, str],
+    stored_provider: str,
+    shared_grant: str | None = None,
+) -> None:
     same = provider.value == stored_provider
     id_label = PROVIDER_NEEDS_SYSTEM_ID.get(provider)
     if provider is Provider.SIMULATOR:
@@ -324,17 +330,24 @@ def _credentials(draft: conn.SourceDraft, provider: Provider, errors: dict[str, 
             _text_field(label, key, draft.secrets.get(name, "") if same else "", type="password", max_chars=600)
             # A caption, not `help`: the help icon sits inside the widget, and Shift+Tab onto it would keep the
             # typed value uncommitted (see ui/page.css).
-            stored_hint = " The stored value is shown masked; leave it to keep it." if draft.secrets.get(name) else ""
+            masked = draft.secrets.get(name) == conn.MASKED  # stored, not retyped
+            stored_hint = " The stored value is shown masked; leave it to keep it." if masked else ""
             st.caption(f"Stored encrypted.{stored_hint}")
             field_error(errors, name)
     if provider is Provider.ENPHASE:
-        _enphase_authorization(draft, same)
+        _enphase_authorization(draft, same, shared_grant)
 
 
-def _enphase_authorization(draft: conn.SourceDraft, saved_as_enphase: bool) -> None:
-    """The owner's consent: a link to Enphase that comes back to this page, or a pasted code."""
+def _enphase_authorization(draft: conn.SourceDraft, saved_as_enphase: bool, shared_grant: str | None) -> None:
+    """The owner's consent: a link to Enphase that comes back to this page, or a pasted code. A source that shares
+    another's (`shared_grant`, set up by Import Sites) says so; authorising it renews the shared one."""
     runtime = get_runtime()
     stored_client_id = draft.values.get("client_id", "") if saved_as_enphase else ""
+    if shared_grant and saved_as_enphase:
+        st.caption(
+            f"Authorised through **{escape_markdown(shared_grant)}**: the owner's authorisation, shared by the systems"
+            " imported with it. Authorising again here renews it for all of them."
+        )
     with st.expander("Authorize with Enphase", icon=":material/key:"):
         if draft.source_id is None or not stored_client_id or "client_secret" not in draft.secrets:
             st.caption("Save this source with its Client ID and Client Secret first; then authorise it here.")
@@ -428,7 +441,9 @@ def render_source(
     tz,
     quota: list[ScopeCheck] | None = None,
     poll: PollStatus | None = None,
+    shared_grant: str | None = None,
 ) -> None:
+    """`shared_grant`: "Site / Meter / Source" whose Enphase authorisation this source uses, if it shares one."""
     errors = _errors().get(draft.key, {})
     stored_provider = stored.api.api_provider.value if stored else draft.values["api_provider"]
     _init(_wkey(draft.key, "source_type"), draft.values["source_type"])
@@ -479,7 +494,7 @@ def render_source(
                 field_error(errors, "update_frequency")
                 _quota_lines(quota or [], errors)
             provider = Provider(st.session_state[_wkey(draft.key, "api_provider")])
-            _credentials(draft, provider, errors, stored_provider)
+            _credentials(draft, provider, errors, stored_provider, shared_grant)
             st.button(
                 "Test Connection",
                 key=f"dc_test_{draft.key}",
@@ -511,7 +526,8 @@ def render_meter(
     for draft in mine:
         stored = catalog.source(draft.source_id) if draft.source_id is not None else None
         poll = (polls or {}).get(draft.source_id) if draft.source_id is not None else None
-        render_source(site_id, draft, meter.category, stored, tz, (quota or {}).get(draft.key), poll)
+        shared = _shared_grant(catalog, stored)
+        render_source(site_id, draft, meter.category, stored, tz, (quota or {}).get(draft.key), poll, shared)
     for source in catalog.sources_of(meter.id):
         if source.id in _removed(site_id):
             note, undo = st.columns([5, 1], vertical_alignment="center")
@@ -524,6 +540,15 @@ def render_meter(
         on_click=_add_source,
         args=(site_id, meter),
     )
+
+
+def _shared_grant(catalog: cat.Catalog, stored: cat.Source | None) -> str | None:
+    """The source whose Enphase authorisation `stored` uses, by its names, if it shares one that still exists."""
+    holder = stored.api.grant_source_id if stored else None
+    try:
+        return " / ".join(catalog.names_of(holder).values()) if holder is not None else None
+    except cat.NotFound:  # deleted by an older version, which did not hand the grant over
+        return None
 
 
 def _error_summary(drafts: list[conn.SourceDraft]) -> None:

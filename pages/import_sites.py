@@ -119,7 +119,9 @@ def _account_fields(catalog: cat.Catalog) -> None:
                 key="isites_enphase_source",
                 on_change=_forget,
             )
-            st.caption("Its application lists the systems its owner authorised; imported systems use it too.")
+            st.caption(
+                "Its application lists the systems its owner authorised; imported systems share its authorisation."
+            )
             ready = True
     st.button(
         "List sites", icon=":material/travel_explore:", disabled=not ready, on_click=_list_sites, key="isites_list"
@@ -221,7 +223,7 @@ def _result() -> None:
         st.caption(f"and {len(names) - 50} more")
     note = "Coordinates start at the time zone's main city: correct them in the Control Room."
     if provider is Provider.ENPHASE:
-        note += " Each Enphase system needs Authorize with Enphase in Data Connections before it is collected."
+        note += " The Enphase systems use the authorisation of the source you listed them with: none needs its own."
     st.caption(note)
     left, right = st.columns(2)
     with left:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,10 +16,12 @@ from core.config_io import ConfigImportError
 from core.connections import new_draft, save_connections
 from core.crypto import SecretBox
 from core.models import Category, MeterIn, SiteIn, UpdateFrequency
-from core.oauth_tokens import TOKENS_SECRET
+from core.oauth_tokens import TOKENS_SECRET, StoredTokens
 from core.providers.base import ProviderSite
 from core.quota_store import StoredQuotaLedger
+from core.runtime import Runtime
 from core.store import Store
+from jobs.collector import Collector
 from tests.fakes import enphase
 from tests.fakes import solaredge_v2 as se
 from tests.fakes.server import free_port, serve
@@ -270,9 +273,45 @@ def test_an_authorised_enphase_application_lists_its_systems_page_by_page_and_im
     after = cat.load_catalog(store)
     new = [s for s in after.sources if s.id != source_id]
     assert {s.api.client_id for s in new} == {enphase.SANDBOX_CLIENT_ID}
-    # The application's secrets go with each new source; the grant is not copied (Enphase rotates it).
+    # The application's secrets go with each new source; the grant is shared, not copied (Enphase rotates it).
     assert {frozenset(s.secret_names) for s in new} == {frozenset({"client_secret", "app_api_key"})}
     assert all(TOKENS_SECRET not in s.secret_names for s in new)
+    assert {s.api.grant_source_id for s in new} == {source_id}
+
+
+def test_imported_enphase_systems_are_collected_on_the_shared_grant_renewed_once(
+    store: Store, box: SecretBox, enphase_fleet: tuple[enphase.FakeState, Settings]
+) -> None:
+    fake, settings = enphase_fleet
+    fake.set_plan("Kilowatt")  # 50 calls a minute: the five systems are read at once
+    fake.refresh_latency_s = 0.3  # renewals that do not wait for each other overlap, and all but one fail
+    settings = settings.model_copy(update={"enphase_plan": "kilowatt"})
+    source_id = enphase_source(store, box, authorised=True, settings=settings, fake=fake)
+    account = ai.enphase_account(store, box, source_id)
+    fleet = [s for s in listed(store, box, settings, account) if s.name.startswith("Fleet System")][:4]
+    catalog = cat.load_catalog(store)
+    document = ai.import_document(account, fleet, frozenset(), UpdateFrequency.HOUR6, catalog)
+    ai.import_sites(store, box, account, document, enphase_plan=settings.enphase_plan)
+    tokens = StoredTokens(store, box, source_id)
+    stored = tokens.load()
+    assert stored is not None
+    tokens.save(replace(stored, access_expires_at=datetime.now(UTC) - timedelta(minutes=1)))  # due for renewal
+    renewals = fake.token_calls
+
+    collector = Collector(Runtime(settings=settings, store=store, box=box))  # its worker threads poll at once
+    try:
+        collector._sync()  # a first sync polls every site
+    finally:
+        collector.executor.shutdown(wait=True)
+
+    assert fake.token_calls == renewals + 1  # one renewal served all five systems; the others adopted it
+    imported = {s.id for s in cat.load_catalog(store).sources if s.api.grant_source_id == source_id}
+    assert len(imported) == 4
+    with store.connect(read_only=True) as con:
+        read = {r[0] for r in con.sql("SELECT DISTINCT source_id FROM readings WHERE value IS NOT NULL").fetchall()}
+        statuses = con.sql("SELECT DISTINCT outcome FROM collector_runs").fetchall()
+    assert imported <= read, statuses
+    assert statuses == [("ok",)]
 
 
 def test_an_unauthorised_enphase_source_cannot_list(

@@ -153,6 +153,6 @@ def test_an_authorised_enphase_application_lists_and_imports_its_systems(
         at.button(key="isites_import").click().run()
 
         assert any("Imported 51 site(s) with 51 meter(s) and 51 source(s)" in s.value for s in at.success)
-        assert any("needs Authorize with Enphase" in c.value for c in at.caption)
+        assert any("none needs its own" in c.value for c in at.caption)
         catalog = cat.load_catalog(app_store())
         assert sum(s.api.api_provider.value == "enphase" for s in catalog.sources) == 52

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -191,7 +190,7 @@ class EnphaseClient:
         account = hashlib.sha256(api_key.get_secret_value().encode()).hexdigest()[:16]
         self._scope = {"account": account, "site": self.system_id}
         self._funnel = HttpFunnel(base_url, vendor=VENDOR, timeout_s=timeout_s, client=http_client)
-        self._token_lock = threading.Lock()
+        self._token_lock = token_store.lock  # shared by every client of the same grant (see TokenStore)
         self._tokens: Tokens | None = None
         self._unsaved: Tokens | None = None
         self._system: SystemInfo | None = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -75,7 +76,13 @@ class TokenStore(Protocol):
     """Where a grant's tokens persist between runs (the app keeps them encrypted in DuckDB).
 
     `save` must be durable when it returns: the client uses a rotated refresh token only after `save` succeeded.
+    `lock` is held around each read-renew-save of the grant: clients of several systems that share one grant
+    (one owner's authorisation) take the same lock, so only one of them renews it and the others adopt the result
+    (Enphase rotates the refresh token: a second renewal with the old one would fail).
     """
+
+    @property
+    def lock(self) -> threading.Lock: ...
 
     def load(self) -> Tokens | None: ...
 
@@ -88,6 +95,7 @@ class InMemoryTokenStore:
 
     tokens: Tokens | None = None
     saved: list[Tokens] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def load(self) -> Tokens | None:
         return self.tokens

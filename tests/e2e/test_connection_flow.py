@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
+from core import catalog as cat
+from core.store import Store
+
 pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 20_000  # a cold Streamlit run (imports, first DuckDB open) can take several seconds
@@ -371,3 +374,37 @@ def test_enphase_source_connects_through_the_full_oauth_flow(page: Page, app_ser
     for secret in (enphase.SANDBOX_CLIENT_SECRET, enphase.SANDBOX_API_KEY):
         assert secret not in consent.content()
     _screenshot(consent, tmp_path, "enphase-oauth")
+
+    # The owner's other system, imported from the authorised application, reads data on the same authorisation.
+    consent.goto(f"{app_server}/import-sites")
+    _idle(consent)
+    consent.get_by_text("Enphase (authorised app)", exact=True).click()
+    _idle(consent)
+    consent.get_by_role("button", name="List sites", exact=True).click()
+    expect(consent.get_by_role("heading", name="2 site(s) in this account")).to_be_visible()
+    _idle(consent)
+    sites = consent.get_by_role("combobox", name="Sites to import", exact=True)  # a multiselect
+    sites.click()
+    sites.fill("Garage")
+    consent.get_by_role("option", name="Sandbox Garage (698905956)", exact=True).click()
+    consent.keyboard.press("Escape")
+    _idle(consent)
+    proposal = consent.get_by_text("Fastest frequency this budget carries for the selection: every ")
+    expect(proposal).to_be_visible()
+    every = proposal.inner_text().rsplit("every ", 1)[1].rstrip(".")
+    _choose(consent, "Update frequency", f"every {every}")
+    consent.get_by_role("button", name="Import 1 site(s)", exact=True).click()
+    expect(consent.get_by_text("none needs its own")).to_be_visible()
+
+    store = Store(tmp_path / "dataconn.duckdb")
+    catalog = cat.load_catalog(store)
+    garage = next(s for s in catalog.sites if s.name == "Sandbox Garage")
+    consent.goto(f"{app_server}/data-connections?site={garage.id}")
+    imported = _stored_source(consent, "PV")
+    expect(imported.get_by_text("Authorised through")).to_contain_text("Enphase Roof")
+    imported.get_by_role("button", name="Test Connection").click()
+    expect(imported.locator(STATUS)).to_contain_text("Connected")
+    with store.connect(read_only=True) as con:
+        holders = con.sql("SELECT count(*) FROM source_secrets WHERE name = 'oauth_tokens'").fetchall()
+    assert holders == [(1,)]  # one authorisation, shared
+    _screenshot(consent, tmp_path, "enphase-shared-grant")

@@ -162,6 +162,7 @@ class FakeState:
     largest_window: timedelta = timedelta(0)
     bearer_log: list[str] = field(default_factory=list)  # access tokens accepted, in order
     token_calls: int = 0
+    refresh_latency_s: float = 0.0  # a renewal's answer waits this long (lets tests overlap renewals)
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self.clock_offset
@@ -297,6 +298,7 @@ def _oauth_routes(state: FakeState) -> list[Route]:
             return JSONResponse(state.issue_tokens())
         if grant == "refresh_token":
             refresh = params.get("refresh_token", "")
+            await asyncio.sleep(state.refresh_latency_s)  # a second renewal with the same token arrives meanwhile
             expires = state.refresh_tokens.pop(refresh, None)  # rotation: the old refresh token dies here
             if expires is None:
                 return _invalid_grant(f"Invalid refresh token: {refresh}")
