@@ -197,3 +197,21 @@ def test_names_are_shown_as_typed_not_as_markdown(app_env: Path) -> None:
     titles = [m.value for m in at.main.get_by_key(f"source-{key}").markdown]
     assert r"**\_east\_ roof \#2**" in titles
     assert r"Saved: changed **\_east\_ roof \#2**." in [b.value for b in at.success]
+
+
+def test_only_a_stored_secret_is_said_to_be_shown_masked(app_env: Path) -> None:
+    at = open_connections(app_env)
+    source = next(s for s in catalog().sources if s.name == "Rooftop PV Array")
+    key = f"s{source.id}"
+    at.selectbox(key=f"dc_{key}_api_provider").set_value("solaredge").run()
+    at.text_input(key=f"dc_{key}_solaredge_api_key").input("K" * 32).run()
+    hints = [c.value for c in at.caption if c.value.startswith("Stored encrypted.")]
+    assert hints == ["Stored encrypted."]  # typed, not yet saved: nothing stored is shown
+    at.text_input(key=f"dc_{key}_solaredge_system_id").input("1234567").run()
+    at.selectbox(key=f"dc_{key}_update_frequency").set_value("1day").run()  # within the key's free budget
+    at.button(key="dc_save_all").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "api_key" in catalog().source(source.id).secret_names
+    again = open_connections(app_env)  # a new visit shows the stored key masked
+    hints = [c.value for c in again.caption if c.value.startswith("Stored encrypted.")]
+    assert hints == ["Stored encrypted. The stored value is shown masked; leave it to keep it."]
