@@ -80,12 +80,21 @@ CIRCUIT_OPEN = timedelta(minutes=30)  # then one probe poll (half-open): success
 EARLY_RETRY_SLOWER_THAN = timedelta(hours=1)
 
 
+RETRIED_EARLY = TRANSIENT | {"rate_limited"}  # the failures `early_retry` may bring a slow site's next poll forward for
+
+
 def early_retry(period: timedelta, result: GroupResult, states: dict[int, SourceState]) -> datetime | None:
     """When to poll a slow vendor site again ahead of its next slot, after `result`: at its backoff time, while
     its circuit is closed (at most `CIRCUIT_THRESHOLD - 1` extra polls per failure episode, so a vendor outage
-    costs a bounded number of calls); None for a success, a stop, a rate limit (which has its own wait), an open
-    circuit, or a site polled at least hourly."""
-    if period <= EARLY_RETRY_SLOWER_THAN or result.outcome not in TRANSIENT:
+    costs a bounded number of calls), or, refused by a rate limit that ends before the next slot (a per-minute
+    budget spent by sites polled together), when the limit ends; None for a success, a stop, a longer rate limit,
+    an open circuit, or a site polled at least hourly."""
+    if period <= EARLY_RETRY_SLOWER_THAN:
+        return None
+    if result.outcome == "rate_limited":  # the retry time the vendor (a 429) or our own ledger gave
+        ends = result.retry_at
+        return ends if ends is not None and ends - result.started_at < period else None
+    if result.outcome not in TRANSIENT:
         return None
     known = [states[i] for i in result.source_ids if i in states]
     if not known or any(state.circuit != "closed" for state in known):

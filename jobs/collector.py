@@ -40,7 +40,7 @@ from core.providers.channels import group_by_provider_site
 from core.quarantine import report_lines
 from core.retention import apply_retention
 from core.runtime import Runtime, open_runtime
-from core.source_health import EARLY_RETRY_SLOWER_THAN, TRANSIENT, GroupKey, early_retry, read_states
+from core.source_health import EARLY_RETRY_SLOWER_THAN, RETRIED_EARLY, GroupKey, early_retry, read_states
 from core.spool import Spool
 from core.store import StoreBusy, StoreError, StoreFault, StoreUnavailable
 from jobs.cli import DEBUG_HINT, CliError, settings_from_env
@@ -115,7 +115,7 @@ class Collector:
 
     def _plan_early_retry(self, key: GroupKey, results: list[GroupResult]) -> None:
         """After a failed poll of a slow group: when to poll it again before its next slot, if at all."""
-        failed = [r for r in results if r.outcome in TRANSIENT]
+        failed = [r for r in results if r.outcome in RETRIED_EARLY]
         period = timedelta(minutes=self.intervals.get(key, 0))
         if not failed or period <= EARLY_RETRY_SLOWER_THAN:
             return

@@ -314,6 +314,30 @@ def test_imported_enphase_systems_are_collected_on_the_shared_grant_renewed_once
     assert statuses == [("ok",)]
 
 
+def test_systems_a_per_minute_limit_refused_are_polled_again_when_it_ends_not_at_their_next_slot(
+    store: Store, box: SecretBox, enphase_fleet: tuple[enphase.FakeState, Settings]
+) -> None:
+    fake, settings = enphase_fleet  # the Watt plan: 10 calls a minute for the application
+    source_id = enphase_source(store, box, authorised=True, settings=settings, fake=fake)
+    with store.transaction() as con:  # daily, as the fleet will be: the plan's 1,000 calls a month carry six
+        con.execute('UPDATE energy_sources SET metadata = json_merge_patch(metadata, \'{"updateFrequency": "1day"}\')')
+    account = ai.enphase_account(store, box, source_id)
+    fleet = [s for s in listed(store, box, settings, account) if s.name.startswith("Fleet System")][:5]
+    document = ai.import_document(account, fleet, frozenset(), UpdateFrequency.DAY1, cat.load_catalog(store))
+    ai.import_sites(store, box, account, document, enphase_plan=settings.enphase_plan)
+
+    collector = Collector(Runtime(settings=settings, store=store, box=box))
+    try:
+        collector._sync()  # six daily systems at once: more calls than the minute allows
+    finally:
+        collector.executor.shutdown(wait=True)
+
+    with store.connect(read_only=True) as con:
+        limited = con.sql("SELECT count(*) FROM collector_runs WHERE outcome = 'rate_limited'").fetchall()[0][0]
+    assert limited and len(collector.retry_at) == limited
+    assert all(when < datetime.now(UTC) + timedelta(minutes=2) for when in collector.retry_at.values())  # not a day
+
+
 def test_an_unauthorised_enphase_source_cannot_list(
     store: Store, box: SecretBox, enphase_fleet: tuple[enphase.FakeState, Settings]
 ) -> None:

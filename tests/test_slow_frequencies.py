@@ -438,4 +438,14 @@ def test_an_open_circuit_or_an_hourly_site_waits_for_its_slot() -> None:
     assert early_retry(timedelta(days=1), failed, opened) is None  # bounded: an outage costs at most 4 extra polls
     assert early_retry(timedelta(hours=1), failed, closed) is None  # back within the hour anyway
     limited = GroupResult(source_ids=[1], provider="solaredge", started_at=now, outcome="rate_limited")
-    assert early_retry(timedelta(days=1), limited, closed) is None  # a rate limit has its own wait
+    assert early_retry(timedelta(days=1), limited, closed) is None  # no retry time given: its next slot
+
+
+def test_a_slow_site_refused_by_a_per_minute_limit_is_polled_when_the_limit_ends() -> None:
+    now = datetime(2026, 12, 3, 9, 40, tzinfo=UTC)
+    minute = now + timedelta(seconds=40)  # the minute's budget, spent by the sites polled together, ends
+    limited = GroupResult([1], "enphase", now, outcome="rate_limited", retry_at=minute)
+    assert early_retry(timedelta(hours=6), limited, {}) == minute  # not 6 h later
+    assert early_retry(timedelta(hours=1), limited, {}) is None  # back within the hour anyway
+    month = GroupResult([1], "enphase", now, outcome="rate_limited", retry_at=now + timedelta(days=9))
+    assert early_retry(timedelta(hours=6), month, {}) is None  # a spent monthly budget: the slots wait it out
