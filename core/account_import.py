@@ -9,8 +9,9 @@ An import is a configuration file built in memory (`import_document`, the format
 by `core.config_io.import_config`: the page's rules, the quota plan of the whole configuration as it will be, and
 one transaction, or nothing written. So `jobs.cli discover` can write the very same document to a file for
 `config import`. The credential is given once, by environment variable name (`CREDENTIAL_ENV`): the file never
-holds it, and the page passes its value in the import's environment mapping; it is stored encrypted with each new
-source, since each source carries its own credentials (`source_secrets`, as Data Connections stores them).
+holds it, and the page passes its value in the import's environment mapping. It is stored once, encrypted: the
+first new source holds it and the others share it (`credentials_from` in the file, `ApiSettings.credentials_source_id`
+when stored; `core.secret_store.SOURCE_CREDENTIALS` reads it for each).
 
 What an imported site gets: a site (name, time zone, coordinates of the zone's principal city: `core.zone_coordinates`)
 and, per channel group the user chose, its meter and sources (`LAYOUT`): PV always; load and grid meters; battery.
@@ -20,10 +21,10 @@ reports, any other the groups the user chose (a source whose device is absent re
 count). Enphase's device list is left out: it would cost one call a system on plans of 1,000 calls a month.
 
 Re-running skips vendor sites already configured: a source of the same provider with the same Site/System ID.
-An Enphase owner authorises an application once for all their systems, so imported Enphase sources share the grant
-of the source the account came from (`authorized_through` in the file, `ApiSettings.grant_source_id` when stored)
-rather than a copy of it: Enphase rotates the refresh token at every renewal, so a copy would die at the first
-renewal of another (`core.oauth_tokens` keeps the one row and renews it under one lock).
+An Enphase owner authorises an application once for all their systems, so imported Enphase sources share the
+credentials of the source the account came from, its owner's authorisation included, rather than a copy of them:
+Enphase rotates the refresh token at every renewal, so a copy would die at the first renewal of another
+(`core.oauth_tokens` keeps the one row and renews it under one lock).
 """
 
 from __future__ import annotations
@@ -109,14 +110,18 @@ def solaredge_account(api_key: str) -> Account:
 
 
 def enphase_sources(catalog: cat.Catalog) -> list[tuple[int, str]]:
-    """(source id, "Site / Source (Client ID)") of the saved Enphase sources whose application is authorised."""
+    """(source id, "Site / Source (Client ID)") of the saved Enphase sources whose application is authorised and
+    whose credentials are their own."""
     sites = {s.id: s.name for s in catalog.sites}
     meters = {m.id: m.site_id for m in catalog.meters}
     needed = {"client_secret", "app_api_key", TOKENS_SECRET}
     return [
         (s.id, f"{sites[meters[s.meter_id]]} / {s.name} (Client ID {s.api.client_id})")
         for s in catalog.sources
-        if s.api.api_provider is Provider.ENPHASE and s.api.client_id and needed <= s.secret_names
+        if s.api.api_provider is Provider.ENPHASE
+        and s.api.client_id
+        and needed <= s.secret_names
+        and s.api.credentials_source_id is None  # a system sharing another's application is listed through that one
     ]
 
 
@@ -245,10 +250,10 @@ def import_document(
     named by environment variable (`CREDENTIAL_ENV`), never given."""
     present = configured_ids(catalog, account.provider)
     taken = {name_key(s.name) for s in catalog.sites}
+    # The account's credentials are stored once: with the source the account came from (Enphase: the application
+    # and its owner's authorisation), else with the first new source; every other new source shares them.
+    holder = catalog.names_of(account.grant_source) if account.grant_source is not None else None
     credentials = {name: {"env": CREDENTIAL_ENV[name]} for name in account.secrets}
-    shared: dict[str, object] = {}  # Enphase: the grant of the source the account came from
-    if account.grant_source is not None:
-        shared["authorized_through"] = catalog.names_of(account.grant_source)
     out = []
     for site in sites:
         if site.id in present:
@@ -267,10 +272,13 @@ def import_document(
                 capacity = site.capacity_kw if category is Category.PROD and site.capacity_kw else 0.0
                 api: dict[str, object] = {"enabled": True, "provider": account.provider.value, "system_id": site.id}
                 api |= {"client_id": account.client_id, "update_frequency": frequency.value}
-                api |= shared
                 row = {"name": source_name, "source_type": source_type, "capacity_kw": capacity}
                 row |= {"carbon_intensity_g_per_kwh": 0.0, "cost_per_mwh": 0.0, "api": api}
-                rows.append(row | {"credentials": dict(credentials)})
+                if holder is None:  # this one holds them
+                    holder = {"site": name, "meter": meter_name, "source": source_name}
+                    rows.append(row | {"credentials": dict(credentials)})
+                else:
+                    rows.append(row | {"api": api | {"credentials_from": holder}})
             meters.append({"name": meter_name, "category": category.value, "sources": rows})
         out.append({"name": name, "latitude": latitude, "longitude": longitude, "timezone": timezone, "meters": meters})
     return {"version": FORMAT_VERSION, "sites": out}

@@ -108,8 +108,7 @@ def accounts_of(
         if first.api.client_id and first.api.client_id not in account.client_ids:
             account.client_ids.append(first.api.client_id)
         if first.api.api_provider is Provider.ENPHASE:
-            holder = first.api.grant_source_id or first.id  # a shared grant lives with its holder
-            account.grants[group] = stored_grant(secrets.get(holder, secrets.get(first.id, {})))
+            account.grants[group] = stored_grant(secrets.get(first.id, {}))  # its own or the one it shares
         minutes = min(s.api.update_frequency.minutes for s in sources)
         for source in sources:
             members[source.id] = Member(sites[source.id], group, account.id, minutes)

@@ -25,6 +25,7 @@ import polars as pl
 
 from core.field_labels import METER_LABELS, SITE_LABELS, labelled
 from core.models import TOKEN_SECRETS, ApiSettings, Category, Meter, MeterIn, Site, SiteIn, Source, SourceIn, name_key
+from core.secret_store import SOURCE_CREDENTIALS
 from core.store import Store
 
 
@@ -110,7 +111,7 @@ def read_catalog(con: duckdb.DuckDBPyConnection) -> Catalog:
         for r in con.sql("SELECT id, site_id, name, category FROM meters ORDER BY lower(name)").fetchall()
     ]
     secret_names: dict[int, set[str]] = {}
-    for source_id, name in con.sql("SELECT source_id, name FROM source_secrets").fetchall():
+    for source_id, name in con.sql(f"SELECT source_id, name FROM {SOURCE_CREDENTIALS}").fetchall():
         secret_names.setdefault(source_id, set()).add(name)
     sources = [
         Source(
@@ -121,7 +122,7 @@ def read_catalog(con: duckdb.DuckDBPyConnection) -> Catalog:
             capacity_kw=r[4],
             carbon_intensity_g_per_kwh=r[5],
             cost_per_mwh=r[6],
-            api=ApiSettings.model_validate(json.loads(r[7])),
+            api=ApiSettings.from_metadata(json.loads(r[7])),
             secret_names=frozenset(secret_names.get(r[0], ())),
         )
         for r in con.sql(
@@ -268,7 +269,7 @@ def delete_site(store: Store, site_id: int) -> None:
     with store.transaction() as con:
         _require(con, "sites", site_id, "site")
         meter_ids = [r[0] for r in con.execute("SELECT id FROM meters WHERE site_id = ?", [site_id]).fetchall()]
-        _hand_over_grants(con, "meter_id IN (SELECT id FROM meters WHERE site_id = ?)", [site_id])
+        _hand_over_credentials(con, "meter_id IN (SELECT id FROM meters WHERE site_id = ?)", [site_id])
         for meter_id in meter_ids:
             _delete_meter_rows(con, meter_id)
         con.execute("DELETE FROM sites WHERE id = ?", [site_id])
@@ -338,7 +339,7 @@ def delete_meter(store: Store, meter_id: int) -> None:
     """Delete a meter with its sources and their secrets."""
     with store.transaction() as con:
         _require(con, "meters", meter_id, "meter")
-        _hand_over_grants(con, "meter_id = ?", [meter_id])
+        _hand_over_credentials(con, "meter_id = ?", [meter_id])
         _delete_meter_rows(con, meter_id)
 
 
@@ -411,44 +412,57 @@ def update_source(con: duckdb.DuckDBPyConnection, source_id: int, source: Source
 
 
 def delete_source(con: duckdb.DuckDBPyConnection, source_id: int) -> None:
-    _hand_over_grants(con, "id = ?", [source_id])
+    _hand_over_credentials(con, "id = ?", [source_id])
     con.execute("DELETE FROM source_secrets WHERE source_id = ?", [source_id])
     con.execute("DELETE FROM energy_sources WHERE id = ?", [source_id])
 
 
-_GRANT_OF = "TRY_CAST(json_extract_string(metadata, '$.grantSourceId') AS BIGINT)"
+_CREDENTIALS_OF = "TRY_CAST(json_extract_string(metadata, '$.credentialsSourceId') AS BIGINT)"
 
 
-def grant_holder(con: duckdb.DuckDBPyConnection, source_id: int) -> int:
-    """The source whose row holds `source_id`'s Enphase authorisation: its `grantSourceId` when that source exists,
-    else itself."""
+def credentials_holder(con: duckdb.DuckDBPyConnection, source_id: int) -> int:
+    """The source whose rows hold `source_id`'s credentials: its `credentialsSourceId` when that source exists, else
+    itself (`core.secret_store.SOURCE_CREDENTIALS` reads by the same rule)."""
     rows = con.execute(
-        f"SELECT id FROM energy_sources WHERE id = (SELECT {_GRANT_OF} FROM energy_sources WHERE id = ?)",
+        f"SELECT id FROM energy_sources WHERE id = (SELECT {_CREDENTIALS_OF} FROM energy_sources WHERE id = ?)",
         [source_id],
     ).fetchall()
     return int(rows[0][0]) if rows else source_id
 
 
-def _hand_over_grants(con: duckdb.DuckDBPyConnection, doomed_sql: str, params: list[object]) -> None:
-    """Before sources go (those `WHERE {doomed_sql}`): an Enphase authorisation that surviving sources share
-    (`ApiSettings.grant_source_id`) moves to the first of them, which becomes its holder, so deleting the system
-    first authorised does not cut off the others."""
+def _hand_over_credentials(con: duckdb.DuckDBPyConnection, doomed_sql: str, params: list[object]) -> None:
+    """Before sources go (those `WHERE {doomed_sql}`): credentials that surviving sources share
+    (`ApiSettings.credentials_source_id`: an account's key, an Enphase application and its owner's authorisation)
+    move to the first of them, which holds them from then on, so deleting the first site imported or authorised does
+    not cut off the others."""
     doomed = f"SELECT id FROM energy_sources WHERE {doomed_sql}"
     moves = con.execute(
-        f"SELECT {_GRANT_OF} AS holder, min(id) FROM energy_sources"
+        f"SELECT {_CREDENTIALS_OF} AS holder, min(id) FROM energy_sources"
         f" WHERE holder IN ({doomed}) AND id NOT IN ({doomed}) GROUP BY holder",
         [*params, *params],
     ).fetchall()
-    patch = "UPDATE energy_sources SET metadata = json_merge_patch(metadata, json_object('grantSourceId', ?))"
+    patch = "UPDATE energy_sources SET metadata = json_merge_patch(metadata, json_object('credentialsSourceId', ?))"
     for holder, heir in moves:
-        con.execute(f"DELETE FROM source_secrets WHERE source_id = ? AND name IN ({_TOKENS})", [heir])
+        con.execute("DELETE FROM source_secrets WHERE source_id = ?", [heir])  # it used the holder's, not these
         con.execute(
             "INSERT INTO source_secrets (source_id, name, ciphertext, updated_at)"
-            f" SELECT ?, name, ciphertext, updated_at FROM source_secrets WHERE source_id = ? AND name IN ({_TOKENS})",
+            " SELECT ?, name, ciphertext, updated_at FROM source_secrets WHERE source_id = ?",
             [heir, holder],
         )
-        con.execute(f"{patch} WHERE {_GRANT_OF} = ? AND id <> ?", [heir, holder, heir])
+        con.execute(f"{patch} WHERE {_CREDENTIALS_OF} = ? AND id <> ?", [heir, holder, heir])
         con.execute(f"{patch} WHERE id = ?", [None, heir])  # a null in a merge patch removes the key
+
+
+def copy_credentials(con: duckdb.DuckDBPyConnection, source_id: int, names: Sequence[str]) -> None:
+    """Give a source that stops sharing credentials its own copy of the shared ones named (the rest it typed)."""
+    holder = credentials_holder(con, source_id)
+    if holder != source_id and names:
+        con.execute(
+            "INSERT INTO source_secrets (source_id, name, ciphertext) SELECT ?, name, ciphertext FROM source_secrets"
+            " WHERE source_id = ? AND name IN (SELECT UNNEST(?::VARCHAR[]))"
+            " ON CONFLICT (source_id, name) DO UPDATE SET ciphertext = excluded.ciphertext, updated_at = now()",
+            [source_id, holder, list(names)],
+        )
 
 
 def dependents(catalog: Catalog, *, site_id: int | None = None, meter_id: int | None = None) -> tuple[int, int]:

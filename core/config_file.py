@@ -122,8 +122,8 @@ class ApiFile(FileModel):
     client_id: Annotated[m.Identifier, Text] = ""
     update_frequency: m.UpdateFrequency = m.UpdateFrequency.MIN15
     # Enphase: the source (in the file or stored) whose owner's authorisation this system uses
-    # (`ApiSettings.grant_source_id`); the import turns the names into its id.
-    authorized_through: SourcePath | None = None
+    # (`ApiSettings.credentials_source_id`); the import turns the names into its id.
+    credentials_from: SourcePath | None = None
 
     def settings(self) -> m.ApiSettings:
         """As stored, with an untested connection: a test result belongs to the database, not to the file."""

@@ -84,17 +84,21 @@ class Plan:
     credentials: list[Credentials] = field(default_factory=list)  # one per source, in the order of `sources`
     # (source, holder) indexes in `sources`: sources authorised through a source the import creates, whose id is
     # known only once it is written
-    grants_to_link: list[tuple[int, int]] = field(default_factory=list)
+    credentials_to_link: list[tuple[int, int]] = field(default_factory=list)
+    # (stored source id, names): sources that stop sharing keep a copy of the shared credentials the file omits
+    credentials_to_copy: list[tuple[int, list[str]]] = field(default_factory=list)
 
     def write(self, con: duckdb.DuckDBPyConnection, box: SecretBox) -> None:
         site_ids = _write_level(con, self.sites, [], cat.update_sites, _insert_sites)
         meter_ids = _write_level(con, self.meters, site_ids, cat.update_meters, cat.insert_meters)
+        for source_id, names in self.credentials_to_copy:  # while the stored rows still name their holder
+            cat.copy_credentials(con, source_id, names)
         source_ids = _write_level(con, self.sources, meter_ids, cat.update_sources, cat.insert_sources)
-        if self.grants_to_link:
+        if self.credentials_to_link:
             linked = []
-            for index, holder in self.grants_to_link:
+            for index, holder in self.credentials_to_link:
                 new = self.sources[index].new
-                api = new.api.model_copy(update={"grant_source_id": source_ids[holder]})
+                api = new.api.model_copy(update={"credentials_source_id": source_ids[holder]})
                 linked.append((source_ids[index], new.model_copy(update={"api": api})))
             cat.update_sources(con, linked)
         pairs = list(zip(source_ids, self.credentials, strict=True))
@@ -157,13 +161,13 @@ class _Planner:
                         plan.sources
                     )
                     self.source(source, stored, meter_number)
-        plan.grants_to_link = [(index, self.positions[key]) for index, key in self.unlinked]
+        plan.credentials_to_link = [(index, self.positions[key]) for index, key in self.unlinked]
         return plan
 
-    def grant_source(self, source: SourceFile) -> int | None:
+    def shared_source(self, source: SourceFile) -> int | None:
         """The stored id of the source whose authorisation `source` uses; None when it has its own, or when that
-        source is new in the file (linked once written: `Plan.grants_to_link`). Validation found it."""
-        through = source.api.authorized_through
+        source is new in the file (linked once written: `Plan.credentials_to_link`). Validation found it."""
+        through = source.api.credentials_from
         if through is None:
             return None
         site = self.stored.site(through.site)
@@ -192,7 +196,15 @@ class _Planner:
         keep = {name for name, _ in m.PROVIDER_SECRETS[source.api.provider]}
         keep |= set(m.TOKEN_SECRETS) if source.api.provider is m.Provider.ENPHASE else set()
         to_delete = {name for name in (stored.secret_names if stored else ()) if name not in keep}
-        api = source.api.settings().model_copy(update={"grant_source_id": self.grant_source(source)})
+        if stored and stored.api.credentials_source_id is None and source.api.credentials_from is not None:
+            to_delete = set(stored.secret_names)  # it starts sharing another's: its own go (stored once)
+        api = source.api.settings().model_copy(update={"credentials_source_id": self.shared_source(source)})
+        shared = stored.api.credentials_source_id if stored else None
+        if stored and shared is not None and source.api.credentials_from is None:  # it stops sharing
+            same = api.api_provider is stored.api.api_provider and api.client_id == stored.api.client_id
+            names = sorted({name for name, _ in m.PROVIDER_SECRETS[api.api_provider]} - set(to_set)) if same else []
+            if names:
+                self.plan.credentials_to_copy.append((stored.id, names))
         if stored:
             api = api.with_test_result_of(stored.api, credentials_changed=bool(to_set or to_delete))
         new = m.SourceIn(**source.model_dump(exclude={"api", "credentials"}), api=api)

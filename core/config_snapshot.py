@@ -22,6 +22,7 @@ import duckdb
 from core import catalog as cat
 from core import models as m
 from core.models import name_key
+from core.secret_store import SOURCE_CREDENTIALS
 
 Stored = TypeVar("Stored", m.Site, m.Meter, m.Source)
 
@@ -31,12 +32,13 @@ class Snapshot:
     """The stored configuration that validation and the plan see, read in one short read-only connection."""
 
     catalog: cat.Catalog
-    secrets: dict[tuple[int, str], str]  # ciphertext by (source id, secret name); decrypted only where needed
+    # ciphertext by (source id, secret name), shared credentials under each source using them; decrypted where needed
+    secrets: dict[tuple[int, str], str]
     fingerprint: tuple[Any, ...]  # `catalog.fingerprint`: the write transaction checks it is still the same
 
 
 def read_snapshot(con: duckdb.DuckDBPyConnection) -> Snapshot:
-    rows = con.sql("SELECT source_id, name, ciphertext FROM source_secrets").fetchall()
+    rows = con.sql(f"SELECT source_id, name, ciphertext FROM {SOURCE_CREDENTIALS}").fetchall()  # shared ones too
     secrets = {(int(source_id), str(name)): str(token) for source_id, name, token in rows}
     return Snapshot(cat.read_catalog(con), secrets, cat.fingerprint(con))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from pydantic import SecretStr, ValidationError
@@ -188,39 +189,46 @@ class _Validator:
             sites.append(site.model_copy(update={"meters": meters}) if site else None)
         if self.errors:
             return None
-        self.shared_grants([site for site in sites if site is not None])  # all are, without errors
+        self.shared_credentials([site for site in sites if site is not None])  # all are, without errors
         if self.errors:
             return None
         return root.model_copy(update={"sites": sites})
 
-    def shared_grants(self, sites: list[SiteFile]) -> None:
-        """Each `authorized_through` names an Enphase source of the same application, in the file or stored, that
-        holds its own authorisation (one hop: the import does not follow chains)."""
+    def shared_credentials(self, sites: list[SiteFile]) -> None:
+        """Each `credentials_from` names a source of the same provider (and, for Enphase, the same application), in
+        the file or stored, that holds the credentials the sharing source needs (one hop: no chains)."""
         in_file: dict[tuple[str, str, str], SourceFile] = {}
         sharing: list[tuple[Loc, SourceFile]] = []
         for i, site in enumerate(sites):
             for j, meter in enumerate(site.meters):
                 for k, source in enumerate(meter.sources):
                     in_file[(name_key(site.name), name_key(meter.name), name_key(source.name))] = source
-                    if source.api.authorized_through is not None:
-                        sharing.append((["sites", i, "meters", j, "sources", k, "api", "authorized_through"], source))
+                    if source.api.credentials_from is not None:
+                        sharing.append((["sites", i, "meters", j, "sources", k], source))
         for loc, source in sharing:
-            through, client_id = source.api.authorized_through, source.api.client_id
+            through = source.api.credentials_from
             assert through is not None
-            holder = in_file.get(through.key()) or self.stored_source(loc, through)
-            if holder is UNKNOWN:
+            stored = self.stored_source([*loc, "api", "credentials_from"], through)
+            if stored is UNKNOWN:
                 continue  # reported by `stored_source`
-            if source.api.provider is not m.Provider.ENPHASE:
-                self.error(loc, "is only for Enphase sources, which can share their owner's authorisation")
-            elif holder is None:
-                self.error(loc, f"names {through}, which is neither in the file nor stored")
-            elif holder is source:
-                self.error(loc, "names this source itself: leave it out for a source with its own authorisation")
-            elif (provider := _provider_of(holder)) is not m.Provider.ENPHASE or _client_of(holder) != client_id:
-                what = "another Enphase application" if provider is m.Provider.ENPHASE else provider.label
-                self.error(loc, f"names {through}, which uses {what}: name a source with Client ID {client_id}")
-            elif _shares(holder):
-                self.error(loc, f"names {through}, which uses another source's authorisation itself: name that one")
+            if problem := _sharing_problem(source, in_file.get(through.key()) or stored, through):
+                self.error([*loc, "api", "credentials_from"], problem)
+                continue
+            holder_file = in_file.get(through.key())
+            present = set(holder_file.credentials if holder_file else ()) | set(stored.secret_names if stored else ())
+            provider = source.api.provider
+            for key, message in m.missing_credentials(source.api.settings(), present).items():
+                where = "api" if key in ("system_id", "client_id") else "credentials"
+                self.error([*loc, where, key], f"{message} on {through}, whose credentials this source uses", provider)
+            self.key_from(format_path(loc), holder_file, stored)
+
+    def key_from(self, key: str, holder_file: SourceFile | None, stored: m.Source | None) -> None:
+        """The quota plan counts a sharing source under its holder's SolarEdge key: given in the file, or stored."""
+        given = holder_file.credentials.get("api_key") if holder_file else None
+        typed = given.value.get_secret_value() if given and given.value else None
+        for index, one in enumerate(self.edited):
+            if one.key == key:
+                self.edited[index] = replace(one, typed_key=typed, key_of=stored.id if stored and not typed else None)
 
     def stored_source(self, loc: Loc, through: SourcePath) -> m.Source | _Unknown | None:
         site = self.match(loc, self.stored.site, through.site)
@@ -277,9 +285,17 @@ class _Validator:
                 self.error(where, value, provider)
         if stored is UNKNOWN:  # whether credentials are stored, and what the quota plan replaces, nobody can tell
             return source.model_copy(update={"credentials": resolved})
-        present = set(source.credentials) | set(stored.secret_names if stored else ())  # a stored one counts
-        for key, message in m.missing_credentials(source.api.settings(), present).items():
-            self.error([*loc, "api" if key in ("system_id", "client_id") else "credentials", key], message, provider)
+        if source.api.credentials_from is not None:  # its holder's are checked with the holder (shared_credentials)
+            if source.credentials:
+                self.error(
+                    [*loc, "credentials"],
+                    f"must be left out: this source uses the credentials of {source.api.credentials_from}",
+                )
+        else:
+            present = set(source.credentials) | set(stored.secret_names if stored else ())  # a stored one counts
+            for key, message in m.missing_credentials(source.api.settings(), present).items():
+                part = "api" if key in ("system_id", "client_id") else "credentials"
+                self.error([*loc, part, key], message, provider)
         if meter and len(self.errors) == problems:
             typed = resolved["api_key"].value if "api_key" in resolved else None
             self.edited.append(
@@ -309,6 +325,26 @@ class _Validator:
         return prefix + problem if problem else SecretStr(value)
 
 
+def _sharing_problem(source: SourceFile, holder: SourceFile | m.Source | None, through: SourcePath) -> str | None:
+    """Why `source` cannot use the credentials of `holder` (named `through`), or None."""
+    provider = source.api.provider
+    if provider not in m.PROVIDER_NEEDS_SYSTEM_ID:
+        return f"is only for vendor sources: {provider.label} has no credentials to share"
+    if holder is None:
+        return f"names {through}, which is neither in the file nor stored"
+    if holder is source:
+        return "names this source itself: leave it out for a source with its own credentials"
+    if _provider_of(holder) is not provider:
+        return f"names {through}, which uses {_provider_of(holder).label}: name a {provider.label} source"
+    if provider is m.Provider.ENPHASE and _client_of(holder) != source.api.client_id:
+        return (
+            f"names {through}, which uses another Enphase application: name one with Client ID {source.api.client_id}"
+        )
+    if _shares(holder):
+        return f"names {through}, which uses another source's credentials itself: name that one"
+    return None
+
+
 def _provider_of(source: SourceFile | m.Source) -> m.Provider:
     return source.api.provider if isinstance(source, SourceFile) else source.api.api_provider
 
@@ -319,8 +355,8 @@ def _client_of(source: SourceFile | m.Source) -> str:
 
 def _shares(source: SourceFile | m.Source) -> bool:
     if isinstance(source, SourceFile):
-        return source.api.authorized_through is not None
-    return source.api.grant_source_id is not None
+        return source.api.credentials_from is not None
+    return source.api.credentials_source_id is not None
 
 
 def _provider_in(raw: Any) -> m.Provider | None:

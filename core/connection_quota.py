@@ -20,6 +20,7 @@ from core import quota_plan
 from core.crypto import SecretBox, SecretsError
 from core.models import Category, Provider, Source, UpdateFrequency
 from core.providers.channels import channel_for
+from core.secret_store import SOURCE_CREDENTIALS
 from core.source_drafts import SourceDraft
 from core.store import Store
 
@@ -41,6 +42,7 @@ class Edited:
     source_type: str
     api: Mapping[str, Any]
     typed_key: str | None = field(default=None, repr=False)  # a secret: never in a repr
+    key_of: int | None = None  # a saved source whose stored key a new source uses (it shares its credentials)
 
 
 def planned_sources(
@@ -55,7 +57,8 @@ def planned_sources(
     meters = {m.id: m for m in catalog.meters}
     found: list[tuple[float, quota_plan.PlannedSource | None]] = []
     for one in edited:
-        stored_key = accounts.get(one.source_id) if one.source_id is not None else None
+        stored_from = one.source_id if one.source_id is not None else one.key_of
+        stored_key = accounts.get(stored_from) if stored_from is not None else None
         fingerprint = account(one.api, one.typed_key, stored_key)
         planned = planned_source(one.key, one.api, one.source_type, one.category, fingerprint, editable=True)
         found.append((one.source_id if one.source_id is not None else float("inf"), planned))
@@ -106,7 +109,7 @@ def keys_to_compare(catalog: cat.Catalog, edited: Sequence[Edited], removed_ids:
     providers = {str(e.api.get("api_provider")) for e in edited if e.api.get("use_api")} & _KEYED
     if not providers:
         return []
-    edited_ids = {e.source_id for e in edited}
+    edited_ids = {e.source_id for e in edited} | {e.key_of for e in edited}
     return [
         s
         for s in catalog.sources
@@ -121,7 +124,8 @@ def stored_accounts(con: duckdb.DuckDBPyConnection, box: SecretBox, sources: Ite
     ids = [source.id for source in sources]
     if not ids:
         return {}
-    sql = "SELECT source_id, ciphertext FROM source_secrets WHERE name = 'api_key' AND source_id IN (SELECT UNNEST(?))"
+    sql = f"SELECT source_id, ciphertext FROM {SOURCE_CREDENTIALS} WHERE name = 'api_key'"
+    sql += " AND source_id IN (SELECT UNNEST(?))"
     return key_accounts(box, {int(r[0]): str(r[1]) for r in con.execute(sql, [ids]).fetchall()})
 
 

@@ -192,9 +192,16 @@ def _apply(
     added: list[str] = []
     changed: list[str] = []
     unchanged = 0
-    for source_id in removed_ids:
+    for source_id in removed_ids:  # a removed source that held shared credentials hands them over (catalog)
         cat.delete_source(con, source_id)
     for one in valid:
+        if one.draft.source_id is not None and one.source.api.credentials_source_id in removed_ids:
+            holder = cat.credentials_holder(con, one.draft.source_id)  # after the hand-over just made
+            shared = holder if holder != one.draft.source_id else None  # None: it is the new holder
+            api = one.source.api.model_copy(update={"credentials_source_id": shared})
+            one.source = one.source.model_copy(update={"api": api})
+        if one.secrets_to_copy and one.draft.source_id is not None:  # while the stored row still names the holder
+            cat.copy_credentials(con, one.draft.source_id, sorted(one.secrets_to_copy))
         secrets_changed = bool(one.secrets_to_set or one.secrets_to_delete)
         if one.draft.source_id is None:
             source_id = cat.insert_source(con, one.draft.meter_id, one.source)

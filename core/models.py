@@ -283,19 +283,27 @@ class ApiSettings(_Model):
     last_tested: datetime | None = Field(None, alias="lastTested")
     last_error: str | None = Field(None, alias="lastError", max_length=500)
     last_power_w: float | None = Field(None, alias="lastPowerW")
-    # Enphase: the source whose owner's authorisation (OAuth grant) this one uses, when several systems of one owner
-    # share it (Import Sites sets it); None: its own. Tokens stay in one row, the holder's (core.oauth_tokens).
-    grant_source_id: int | None = Field(None, alias="grantSourceId")
+    # The source whose credentials this one uses, stored once for an account's sources (Import Sites sets it): a
+    # SolarEdge key, or an Enphase application with its owner's authorisation; None: its own. Read through
+    # `core.secret_store.SOURCE_CREDENTIALS`; renewed Enphase tokens are written to the holder (`core.oauth_tokens`).
+    credentials_source_id: int | None = Field(None, alias="credentialsSourceId")
 
     def to_metadata(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> ApiSettings:
+        """As stored. Keys this version does not know (written by a newer one) are left out rather than refused:
+        one unknown key must not make the whole configuration unreadable."""
+        known = {field.alias or name for name, field in cls.model_fields.items()}
+        return cls.model_validate({key: value for key, value in metadata.items() if key in known})
 
     def with_test_result_of(self, stored: ApiSettings, *, credentials_changed: bool) -> ApiSettings:
         """A connection test applies only to the settings it tested: these settings with `stored`'s test result
         (status, time, error, power) when the API switch, provider, ids and credentials are those `stored` was
         tested with; otherwise as they are (untested, unless they carry a new test). The update frequency and the
         source's other fields do not matter to a test. Used by Save All Connections and the config import."""
-        tested = ("use_api", "api_provider", "system_id", "client_id", "grant_source_id")
+        tested = ("use_api", "api_provider", "system_id", "client_id", "credentials_source_id")
         if credentials_changed or any(getattr(self, name) != getattr(stored, name) for name in tested):
             return self
         return self.model_copy(update=stored.model_dump(include=set(TEST_RESULT_FIELDS)))

@@ -47,7 +47,7 @@ def decode_tokens(text: str) -> Tokens:
 
 class StoredTokens:
     """The `TokenStore` of one source, over the database: its own grant, or the one it shares
-    (`ApiSettings.grant_source_id`, one hop), whose row is read and written in its place."""
+    (`ApiSettings.credentials_source_id`, one hop), whose row is read and written in its place."""
 
     def __init__(self, store: Store, box: SecretBox, source_id: int) -> None:
         self.store, self.box, self.source_id = store, box, source_id
@@ -57,7 +57,7 @@ class StoredTokens:
         """The source whose row holds the grant: the shared one when it still exists, else this source."""
         if self._holder is None:
             with self.store.connect(read_only=True) as con:
-                self._holder = cat.grant_holder(con, self.source_id)
+                self._holder = cat.credentials_holder(con, self.source_id)
         return self._holder
 
     @property

@@ -21,6 +21,16 @@ from core.store import Store, StoreError
 log = logging.getLogger(__name__)
 STORED_CHECK_WAIT_S = 2.0
 
+# The credentials each source uses, as a table expression (source_id, name, ciphertext, updated_at): its own rows,
+# or, for a source that shares another's (`ApiSettings.credentials_source_id`, metadata key credentialsSourceId:
+# an account's key stored once for all its sites), that source's rows while it exists. Every read of a source's
+# credentials goes through it; writes go to the row's owner (`core.oauth_tokens` for renewed tokens).
+SOURCE_CREDENTIALS = (
+    "(SELECT s.id AS source_id, x.name, x.ciphertext, x.updated_at FROM energy_sources s"
+    " LEFT JOIN energy_sources h ON h.id = TRY_CAST(json_extract_string(s.metadata, '$.credentialsSourceId') AS BIGINT)"
+    " JOIN source_secrets x ON x.source_id = coalesce(h.id, s.id))"
+)
+
 
 def put_secret(con: duckdb.DuckDBPyConnection, box: SecretBox, source_id: int, name: str, value: str) -> None:
     put_secrets(con, box, [(source_id, name, value)])
@@ -57,18 +67,18 @@ def delete_secrets(con: duckdb.DuckDBPyConnection, secrets: list[tuple[int, str]
 
 
 def read_secrets(con: duckdb.DuckDBPyConnection, box: SecretBox, source_id: int) -> dict[str, SecretStr]:
-    rows = con.execute("SELECT name, ciphertext FROM source_secrets WHERE source_id = ?", [source_id]).fetchall()
+    rows = con.execute(f"SELECT name, ciphertext FROM {SOURCE_CREDENTIALS} WHERE source_id = ?", [source_id]).fetchall()
     return {name: box.decrypt(token) for name, token in rows}
 
 
 def read_all_secrets(
     con: duckdb.DuckDBPyConnection, box: SecretBox
 ) -> tuple[dict[int, dict[str, SecretStr]], dict[int, str]]:
-    """Every source's secrets in one query, and, apart, why a source's cannot be decrypted (so one unreadable
-    secret stops only its own source)."""
+    """Every source's secrets in one query (shared ones under each source using them), and, apart, why a source's
+    cannot be decrypted (so one unreadable secret stops only the sources using it)."""
     secrets: dict[int, dict[str, SecretStr]] = {}
     unreadable: dict[int, str] = {}
-    for source_id, name, token in con.sql("SELECT source_id, name, ciphertext FROM source_secrets").fetchall():
+    for source_id, name, token in con.sql(f"SELECT source_id, name, ciphertext FROM {SOURCE_CREDENTIALS}").fetchall():
         try:
             secrets.setdefault(int(source_id), {})[name] = box.decrypt(token)
         except SecretsError as exc:

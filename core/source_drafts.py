@@ -145,6 +145,7 @@ class ValidDraft:
     source: SourceIn
     secrets_to_set: dict[str, str]
     secrets_to_delete: set[str]
+    secrets_to_copy: frozenset[str] = frozenset()  # shared ones it keeps as its own copy, once it stops sharing
 
 
 def secret_changes(draft: SourceDraft, stored: frozenset[str], provider: Provider) -> tuple[dict[str, str], set[str]]:
@@ -195,12 +196,19 @@ def validate_draft(
         provider = Provider(str(api_values["api_provider"]))
     except ValueError:
         return None, {"api_provider": "choose SolarEdge, Enphase or Simulator"}
-    # A shared Enphase grant (Import Sites) stays while the source remains Enphase of the same application.
-    keeps_grant = stored is not None and provider is Provider.ENPHASE and stored.api.api_provider is Provider.ENPHASE
-    keeps_grant = keeps_grant and stored is not None and api_values["client_id"] == stored.api.client_id
-    api_values["grant_source_id"] = stored.api.grant_source_id if keeps_grant and stored is not None else None
-    stored_names = stored.secret_names if stored else frozenset()
+    stored_names = stored.secret_names if stored else frozenset()  # shared ones included
     to_set, to_delete = secret_changes(draft, stored_names, provider)
+    shared = stored.api.credentials_source_id if stored is not None else None
+    same_account = stored is not None and provider is stored.api.api_provider
+    if stored is not None and provider is Provider.ENPHASE:  # an Enphase account is one application
+        same_account = same_account and api_values["client_id"] == stored.api.client_id
+    # Shared credentials (an account's, set up by Import Sites) stay shared while the source keeps that account and
+    # no credential is typed; otherwise the source gets its own: what was typed, plus a copy of the rest.
+    keeps_shared = shared is not None and same_account and not to_set and not to_delete
+    api_values["credentials_source_id"] = shared if keeps_shared else None
+    to_copy = set()
+    if shared is not None and not keeps_shared and same_account:
+        to_copy = {name for name, _ in PROVIDER_SECRETS[provider]} & set(stored_names) - set(to_set) - to_delete
     for name, value in to_set.items():
         problem = secret_problem(value)
         if problem:
@@ -223,4 +231,4 @@ def validate_draft(
         errors.setdefault(key, message)
     if errors:
         return None, errors
-    return ValidDraft(draft, source, to_set, to_delete), {}
+    return ValidDraft(draft, source, to_set, to_delete, frozenset(to_copy)), {}

@@ -20,6 +20,7 @@ import duckdb
 
 from core.models import Source
 from core.poll_result import GroupResult
+from core.secret_store import SOURCE_CREDENTIALS
 
 log = logging.getLogger("core.collection")  # one logger name for everything a pass logs
 
@@ -39,10 +40,11 @@ class SourceState:
 def read_states(con: duckdb.DuckDBPyConnection) -> dict[int, SourceState]:
     """Per source: bookmark, and whether it must sit this pass out. A stop holds until the source's settings or
     credentials change after it (their `updated_at` is newer than the state's)."""
-    rows = con.sql(
+    rows = con.sql(  # a shared key saved anew on the source holding it lifts the stops of all its sources
         "SELECT s.source_id, s.bookmark_ts, s.retry_at,"
         " s.stopped_reason IS NOT NULL AND s.updated_at >= greatest(e.updated_at,"
-        " coalesce((SELECT max(updated_at) FROM source_secrets x WHERE x.source_id = s.source_id), e.updated_at)),"
+        f" coalesce((SELECT max(updated_at) FROM {SOURCE_CREDENTIALS} x WHERE x.source_id = s.source_id),"
+        " e.updated_at)),"
         " s.consecutive_failures, s.next_due_at, s.circuit"
         " FROM source_state s JOIN energy_sources e ON e.id = s.source_id"
     ).fetchall()

@@ -307,7 +307,7 @@ def _credentials(
     provider: Provider,
     errors: dict[str, str],
     stored_provider: str,
-    shared_grant: str | None = None,
+    shared_from: str | None = None,
 ) -> None:
     same = provider.value == stored_provider
     id_label = PROVIDER_NEEDS_SYSTEM_ID.get(provider)
@@ -334,19 +334,25 @@ def _credentials(
             stored_hint = " The stored value is shown masked; leave it to keep it." if masked else ""
             st.caption(f"Stored encrypted.{stored_hint}")
             field_error(errors, name)
+    if shared_from and same:
+        st.caption(
+            f"Uses the credentials of **{escape_markdown(shared_from)}**, stored once for the account's sources:"
+            " change them there. A credential typed here gives this source its own."
+        )
     if provider is Provider.ENPHASE:
-        _enphase_authorization(draft, same, shared_grant)
+        _enphase_authorization(draft, same, shared_from)
 
 
-def _enphase_authorization(draft: conn.SourceDraft, saved_as_enphase: bool, shared_grant: str | None) -> None:
+def _enphase_authorization(draft: conn.SourceDraft, saved_as_enphase: bool, shared_from: str | None) -> None:
     """The owner's consent: a link to Enphase that comes back to this page, or a pasted code. A source that shares
-    another's (`shared_grant`, set up by Import Sites) says so; authorising it renews the shared one."""
+    another's credentials (`shared_from`, set up by Import Sites) uses that source's authorisation: authorising it
+    renews the shared one."""
     runtime = get_runtime()
     stored_client_id = draft.values.get("client_id", "") if saved_as_enphase else ""
-    if shared_grant and saved_as_enphase:
+    if shared_from and saved_as_enphase:
         st.caption(
-            f"Authorised through **{escape_markdown(shared_grant)}**: the owner's authorisation, shared by the systems"
-            " imported with it. Authorising again here renews it for all of them."
+            f"Authorised through **{escape_markdown(shared_from)}**: the owner's authorisation, shared by the systems"
+            " that use its credentials. Authorising again here renews it for all of them."
         )
     with st.expander("Authorize with Enphase", icon=":material/key:"):
         if draft.source_id is None or not stored_client_id or "client_secret" not in draft.secrets:
@@ -441,9 +447,9 @@ def render_source(
     tz,
     quota: list[ScopeCheck] | None = None,
     poll: PollStatus | None = None,
-    shared_grant: str | None = None,
+    shared_from: str | None = None,
 ) -> None:
-    """`shared_grant`: "Site / Meter / Source" whose Enphase authorisation this source uses, if it shares one."""
+    """`shared_from`: "Site / Meter / Source" whose credentials this source uses, if it shares another's."""
     errors = _errors().get(draft.key, {})
     stored_provider = stored.api.api_provider.value if stored else draft.values["api_provider"]
     _init(_wkey(draft.key, "source_type"), draft.values["source_type"])
@@ -494,7 +500,7 @@ def render_source(
                 field_error(errors, "update_frequency")
                 _quota_lines(quota or [], errors)
             provider = Provider(st.session_state[_wkey(draft.key, "api_provider")])
-            _credentials(draft, provider, errors, stored_provider, shared_grant)
+            _credentials(draft, provider, errors, stored_provider, shared_from)
             st.button(
                 "Test Connection",
                 key=f"dc_test_{draft.key}",
@@ -526,7 +532,7 @@ def render_meter(
     for draft in mine:
         stored = catalog.source(draft.source_id) if draft.source_id is not None else None
         poll = (polls or {}).get(draft.source_id) if draft.source_id is not None else None
-        shared = _shared_grant(catalog, stored)
+        shared = _shared_from(catalog, stored)
         render_source(site_id, draft, meter.category, stored, tz, (quota or {}).get(draft.key), poll, shared)
     for source in catalog.sources_of(meter.id):
         if source.id in _removed(site_id):
@@ -542,9 +548,9 @@ def render_meter(
     )
 
 
-def _shared_grant(catalog: cat.Catalog, stored: cat.Source | None) -> str | None:
-    """The source whose Enphase authorisation `stored` uses, by its names, if it shares one that still exists."""
-    holder = stored.api.grant_source_id if stored else None
+def _shared_from(catalog: cat.Catalog, stored: cat.Source | None) -> str | None:
+    """The source whose credentials `stored` uses, by its names, if it shares those of one that still exists."""
+    holder = stored.api.credentials_source_id if stored else None
     try:
         return " / ".join(catalog.names_of(holder).values()) if holder is not None else None
     except cat.NotFound:  # deleted by an older version, which did not hand the grant over

@@ -105,7 +105,8 @@ def test_import_creates_the_chosen_sites_with_their_sources_and_the_key_encrypte
     with store.connect() as con:
         rows = con.execute("SELECT name, ciphertext FROM source_secrets").fetchall()
         con.execute("CHECKPOINT")
-    assert len(rows) == 12 and {name for name, _ in rows} == {"api_key"}
+    assert len(rows) == 1 and {name for name, _ in rows} == {"api_key"}  # stored once for the account's sources
+    assert all(s.secret_names == {"api_key"} for s in after.sources)  # and used by each
     assert {box.decrypt(token).get_secret_value() for _, token in rows} == {KEY}
     assert KEY.encode() not in store.path.read_bytes()
 
@@ -273,10 +274,13 @@ def test_an_authorised_enphase_application_lists_its_systems_page_by_page_and_im
     after = cat.load_catalog(store)
     new = [s for s in after.sources if s.id != source_id]
     assert {s.api.client_id for s in new} == {enphase.SANDBOX_CLIENT_ID}
-    # The application's secrets go with each new source; the grant is shared, not copied (Enphase rotates it).
-    assert {frozenset(s.secret_names) for s in new} == {frozenset({"client_secret", "app_api_key"})}
-    assert all(TOKENS_SECRET not in s.secret_names for s in new)
-    assert {s.api.grant_source_id for s in new} == {source_id}
+    # The application's credentials and its owner's authorisation are shared, not copied (Enphase rotates the grant).
+    assert {s.api.credentials_source_id for s in new} == {source_id}
+    assert {frozenset(s.secret_names) for s in new} == {frozenset({"client_secret", "app_api_key", TOKENS_SECRET})}
+    with store.connect(read_only=True) as con:
+        holders = con.sql("SELECT DISTINCT source_id FROM source_secrets").fetchall()
+    assert holders == [(source_id,)]
+    assert [found for found, _ in ai.enphase_sources(after)] == [source_id]  # the application is offered once
 
 
 def test_imported_enphase_systems_are_collected_on_the_shared_grant_renewed_once(
@@ -305,7 +309,7 @@ def test_imported_enphase_systems_are_collected_on_the_shared_grant_renewed_once
         collector.executor.shutdown(wait=True)
 
     assert fake.token_calls == renewals + 1  # one renewal served all five systems; the others adopted it
-    imported = {s.id for s in cat.load_catalog(store).sources if s.api.grant_source_id == source_id}
+    imported = {s.id for s in cat.load_catalog(store).sources if s.api.credentials_source_id == source_id}
     assert len(imported) == 4
     with store.connect(read_only=True) as con:
         read = {r[0] for r in con.sql("SELECT DISTINCT source_id FROM readings WHERE value IS NOT NULL").fetchall()}

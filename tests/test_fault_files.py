@@ -197,6 +197,9 @@ def test_the_collector_keeps_its_passes_through_a_fault_and_writes_them_once_it_
     settings = Settings(db_path=tmpfs / "dataconn.duckdb", key_file=tmp_path / "secret.key", lock_timeout_s=2)
     runtime = open_runtime(settings)
     collector = Collector(runtime)
+    # The demo site counts as scheduled already, so a sync only drains and never dispatches a poll to a worker
+    # thread: what is written is the held passes alone, whatever the machine's load.
+    collector.intervals[("simulator", "site:1")] = 15
     fault = Fault(kind, tmpfs)
     try:
         collector.collection.run(datetime.now(UTC))  # the demo's first month, written
@@ -221,10 +224,7 @@ def test_the_collector_keeps_its_passes_through_a_fault_and_writes_them_once_it_
         assert len(errors_in(caplog)) == 1
         fault.end()
         collector.sync()  # the minute's sync after the fault went away
-        # Through the store: the poll the sync dispatched may be writing in a worker thread, and a second DuckDB
-        # instance of the same file in this process would be refused rather than wait.
-        with runtime.store.connect(read_only=True) as con:
-            assert con.sql("SELECT count(*) FROM readings").fetchall()[0][0] > stored
+        assert count(settings.db_path) > stored
         assert any(f"can be written again (after: {fault.cause})" in r.getMessage() for r in caplog.records)
         with runtime.store.connect(read_only=True) as con:
             newest, rows, keys = con.sql(

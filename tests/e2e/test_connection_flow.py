@@ -401,10 +401,14 @@ def test_enphase_source_connects_through_the_full_oauth_flow(page: Page, app_ser
     garage = next(s for s in catalog.sites if s.name == "Sandbox Garage")
     consent.goto(f"{app_server}/data-connections?site={garage.id}")
     imported = _stored_source(consent, "PV")
+    expect(imported.get_by_text("Uses the credentials of")).to_contain_text("Enphase Roof")
     expect(imported.get_by_text("Authorised through")).to_contain_text("Enphase Roof")
     imported.get_by_role("button", name="Test Connection").click()
     expect(imported.locator(STATUS)).to_contain_text("Connected")
     with store.connect(read_only=True) as con:
         holders = con.sql("SELECT count(*) FROM source_secrets WHERE name = 'oauth_tokens'").fetchall()
     assert holders == [(1,)]  # one authorisation, shared
+    with store.connect(read_only=True) as con:
+        owners = con.sql("SELECT DISTINCT source_id FROM source_secrets").fetchall()
+    assert len(owners) == 1  # the application's credentials too
     _screenshot(consent, tmp_path, "enphase-shared-grant")

@@ -122,7 +122,9 @@ def test_a_50_site_account_is_listed_checked_against_the_budget_and_imported(
         "Injection",
         "Solar",
     ]
-    assert all(s.secret_names == {"api_key"} for s in catalog.sources)
+    assert all(s.secret_names == {"api_key"} for s in catalog.sources)  # each uses the key...
+    with store.connect(read_only=True) as con:  # ...stored once
+        assert con.sql("SELECT count(*) FROM source_secrets").fetchall() == [(1,)]
     assert KEY.encode() not in (tmp_path / "dataconn.duckdb").read_bytes()
 
     # Listing again leaves the three out.
