@@ -25,6 +25,7 @@ import polars as pl
 
 from core.field_labels import METER_LABELS, SITE_LABELS, labelled
 from core.models import TOKEN_SECRETS, ApiSettings, Category, Meter, MeterIn, Site, SiteIn, Source, SourceIn, name_key
+from core.schema import SOURCE_DATA_TABLES
 from core.secret_store import SOURCE_CREDENTIALS
 from core.store import Store
 
@@ -265,13 +266,12 @@ def update_site(store: Store, site_id: int, site: SiteIn) -> Site:
 
 
 def delete_site(store: Store, site_id: int) -> None:
-    """Delete a site with its meters, their sources and secrets."""
+    """Delete a site with its meters and their sources, with everything that belongs to them (`_delete_sources`)."""
     with store.transaction() as con:
         _require(con, "sites", site_id, "site")
-        meter_ids = [r[0] for r in con.execute("SELECT id FROM meters WHERE site_id = ?", [site_id]).fetchall()]
-        _hand_over_credentials(con, "meter_id IN (SELECT id FROM meters WHERE site_id = ?)", [site_id])
-        for meter_id in meter_ids:
-            _delete_meter_rows(con, meter_id)
+        _delete_sources(con, "meter_id IN (SELECT id FROM meters WHERE site_id = ?)", [site_id])
+        con.execute("DELETE FROM alerts WHERE site_id = ?", [site_id])
+        con.execute("DELETE FROM meters WHERE site_id = ?", [site_id])
         con.execute("DELETE FROM sites WHERE id = ?", [site_id])
 
 
@@ -336,20 +336,11 @@ def update_meter(store: Store, meter_id: int, meter: MeterIn) -> None:
 
 
 def delete_meter(store: Store, meter_id: int) -> None:
-    """Delete a meter with its sources and their secrets."""
+    """Delete a meter with its sources and everything that belongs to them (`_delete_sources`)."""
     with store.transaction() as con:
         _require(con, "meters", meter_id, "meter")
-        _hand_over_credentials(con, "meter_id = ?", [meter_id])
-        _delete_meter_rows(con, meter_id)
-
-
-def _delete_meter_rows(con: duckdb.DuckDBPyConnection, meter_id: int) -> None:
-    con.execute(
-        "DELETE FROM source_secrets WHERE source_id IN (SELECT id FROM energy_sources WHERE meter_id = ?)",
-        [meter_id],
-    )
-    con.execute("DELETE FROM energy_sources WHERE meter_id = ?", [meter_id])
-    con.execute("DELETE FROM meters WHERE id = ?", [meter_id])
+        _delete_sources(con, "meter_id = ?", [meter_id])
+        con.execute("DELETE FROM meters WHERE id = ?", [meter_id])
 
 
 def _require(con: duckdb.DuckDBPyConnection, table: str, row_id: int, what: str) -> None:
@@ -412,9 +403,35 @@ def update_source(con: duckdb.DuckDBPyConnection, source_id: int, source: Source
 
 
 def delete_source(con: duckdb.DuckDBPyConnection, source_id: int) -> None:
-    _hand_over_credentials(con, "id = ?", [source_id])
-    con.execute("DELETE FROM source_secrets WHERE source_id = ?", [source_id])
-    con.execute("DELETE FROM energy_sources WHERE id = ?", [source_id])
+    """Delete a source with everything that belongs to it (`_delete_sources`)."""
+    _delete_sources(con, "id = ?", [source_id])
+
+
+def _delete_sources(con: duckdb.DuckDBPyConnection, doomed_sql: str, params: list[object]) -> None:
+    """Delete the sources `WHERE {doomed_sql}` and every row of theirs (readings, rollups, runs, state, cached
+    answers, gap attempts, alerts, credentials: `core.schema.SOURCE_DATA_TABLES`), in the caller's transaction, so
+    no row is left referring to a missing source; credentials other sources share are handed over first."""
+    _hand_over_credentials(con, doomed_sql, params)
+    doomed = f"SELECT id FROM energy_sources WHERE {doomed_sql}"
+    for table in SOURCE_DATA_TABLES:
+        con.execute(f"DELETE FROM {table} WHERE source_id IN ({doomed})", params)
+    con.execute(f"DELETE FROM energy_sources WHERE {doomed_sql}", params)
+
+
+def readings_count(
+    store: Store, *, site_id: int | None = None, meter_id: int | None = None, source_id: int | None = None
+) -> int:
+    """Stored readings of a site's, a meter's or one source's sources: what deleting it takes along (the
+    confirmations say so)."""
+    column, key = next((c, k) for c, k in (("m.site_id", site_id), ("m.id", meter_id), ("e.id", source_id)) if k)
+    with store.connect(read_only=True) as con:
+        return int(
+            con.execute(
+                "SELECT count(*) FROM readings r JOIN energy_sources e ON e.id = r.source_id"
+                f" JOIN meters m ON m.id = e.meter_id WHERE {column} = ?",
+                [key],
+            ).fetchall()[0][0]
+        )
 
 
 _CREDENTIALS_OF = "TRY_CAST(json_extract_string(metadata, '$.credentialsSourceId') AS BIGINT)"

@@ -204,7 +204,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         # One row per occurrence of a rule's condition on a source (core.alerts): at most one row per (rule,
         # source) is open or acknowledged at a time; a new occurrence after `resolved_at` is a new row. No CHECK on
         # `rule`, so a new rule needs no migration. `site_id` is the source's site when the alert opened.
-        # The view's LEFT JOINs keep the history of sources deleted since.
+        # Deleting a source deletes its alerts too (`SOURCE_DATA_TABLES`).
         """
         CREATE SEQUENCE alerts_id_seq;
         CREATE TABLE alerts (
@@ -352,6 +352,22 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
+
+# Every table whose rows belong to one source (`source_id`): deleting the source deletes them, in the same
+# transaction (`core.catalog`). `quota_usage` is not among them: it counts calls against a vendor account, and the
+# calls a deleted source made still count in that account's month.
+SOURCE_DATA_TABLES = (
+    "readings",
+    "readings_15min",
+    "readings_hourly",
+    "readings_daily",
+    "collector_runs",
+    "source_state",
+    "api_data_cache",
+    "gap_attempts",
+    "alerts",
+    "source_secrets",
+)
 
 
 def _applied(con: duckdb.DuckDBPyConnection) -> set[int]:

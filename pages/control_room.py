@@ -145,7 +145,12 @@ def _confirm_box(kind: str, row_id: int, name: str, catalog: cat.Catalog) -> Non
     if kind == "site":
         takes.append(f"{meters} meter(s)")
     takes.append(f"{sources} data source(s) with their stored credentials")
-    st.warning(f"Delete {kind} **{escape_markdown(name)}** together with {' and '.join(takes)}? This cannot be undone.")
+    readings = cat.readings_count(get_runtime().store, **{f"{kind}_id": row_id})
+    takes.append(f"{readings:,} stored reading(s) with their rollups, runs and alerts")
+    st.warning(
+        f"Delete {kind} **{escape_markdown(name)}** together with {', '.join(takes[:-1])} and {takes[-1]}?"
+        " This cannot be undone."
+    )
     yes, no = st.columns(2)
     yes.button(
         "Yes, delete",

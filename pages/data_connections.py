@@ -537,7 +537,12 @@ def render_meter(
     for source in catalog.sources_of(meter.id):
         if source.id in _removed(site_id):
             note, undo = st.columns([5, 1], vertical_alignment="center")
-            note.warning(f"**{escape_markdown(source.name)}** will be removed when you save.", icon=":material/delete:")
+            readings = cat.readings_count(get_runtime().store, source_id=source.id)
+            note.warning(
+                f"**{escape_markdown(source.name)}** will be removed when you save, with its {readings:,} stored"
+                " reading(s), rollups, runs and alerts.",
+                icon=":material/delete:",
+            )
             undo.button("Undo", key=f"dc_undo_{source.id}", on_click=_undo_remove, args=(site_id, source.id))
     st.button(
         "Add Data Source",

@@ -125,7 +125,7 @@ def test_deleting_a_site_asks_first_and_can_be_cancelled(at: AppTest) -> None:
     site = catalog().sites[0]
     at.button(key=f"cr_site{site.id}_delete").click().run()
     warning = next(w.value for w in at.warning if "Delete site" in w.value)
-    assert "4 meter(s) and 6 data source(s)" in warning
+    assert "4 meter(s), 6 data source(s) with their stored credentials and 0 stored reading(s)" in warning
     at.button(key=f"cr_cancel_site{site.id}").click().run()
     assert len(catalog().sites) == 1
     at.button(key=f"cr_site{site.id}_delete").click().run()
