@@ -19,11 +19,9 @@ from collections.abc import Collection
 
 import polars as pl
 
-from core.roles import Role
+from core.roles import ABSENT_FLOW, Role
 
 BALANCE_ROLES = tuple(role.value for role in Role if role.is_energy)
-# Without a source these are unknown rather than zero (see above).
-GRID_ROLES = (Role.GRID_IMPORT.value, Role.GRID_EXPORT.value)
 
 METERED = "metered"
 COMPUTED = "computed: production + imported - exported + battery net"
@@ -55,13 +53,14 @@ def energy_balance(buckets: pl.DataFrame, role_rows: pl.DataFrame, present_roles
             )
             frame = frame.join(rows, on="key", how="left")
         else:
-            absent = None if role in GRID_ROLES else 0.0
+            absent = ABSENT_FLOW.get(Role(role))  # the one rule (core.roles); load: computed below
             frame = frame.with_columns(pl.lit(absent, dtype=pl.Float64).alias(role))
     coverages = [f"_cov_{role}" for role in BALANCE_ROLES if role in present_roles]
     production, exported = pl.col(Role.PRODUCTION.value), pl.col(Role.GRID_EXPORT.value)
     imported, net = pl.col(Role.GRID_IMPORT.value), pl.col(Role.BATTERY.value)
     metered_load = Role.LOAD.value in present_roles
-    load = pl.col(Role.LOAD.value) if metered_load else production + imported - exported + net
+    signed = {Role.PRODUCTION: production, Role.GRID_IMPORT: imported, Role.GRID_EXPORT: -exported, Role.BATTERY: net}
+    load = pl.col(Role.LOAD.value) if metered_load else pl.sum_horizontal(*signed.values(), ignore_nulls=False)
     # Null arithmetic propagates: a gap in any input leaves the derived value null instead of inventing it.
     frame = frame.with_columns(
         production.alias("production_kwh"),

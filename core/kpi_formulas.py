@@ -8,7 +8,8 @@ the inputs it used, so a page can show the number, how it was obtained and from 
 Rules beyond the plain formulas, and why (the README states them for users too):
 - A flow whose role has no source at the site is *unknown* for the grid (no CONS "grid" source: import unknown;
   no INJ source: export unknown), because every site has a grid connection and an unmetered one still carries
-  energy. It is *zero* for production and the battery, because a site without such a source has none.
+  energy. It is *zero* for production and the battery, because a site without such a source has none. The rule
+  lives in `core.roles.ABSENT_FLOW`, which Live and History follow too.
 - A flow whose role has sources that sent no data at all in the period (`Flow.has_data` false: no second
   covered) is *unknown* too, whatever the role: a dead grid meter beside a reporting PV and load would otherwise
   read as E_imp = 0, 100 % self-sufficiency and no import cost. Data for part of the period is used as received
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.roles import ROLE_LABELS, Role
+from core.roles import ABSENT_FLOW, ROLE_LABELS, Role, balance_load
 
 KWH = "kWh"
 SHARE = "share"  # a fraction 0..1, shown as a percentage
@@ -171,16 +172,15 @@ class _Calc:
 
     def __post_init__(self) -> None:
         f = self.flows
-        self.e_prod = _energy(f.production, 0.0)
-        self.e_imp = _energy(f.grid_import, None)
-        self.e_exp = _energy(f.grid_export, None)
-        self.e_bat = _energy(f.battery, 0.0)
+        self.e_prod = _energy(f.production, ABSENT_FLOW[Role.PRODUCTION])
+        self.e_imp = _energy(f.grid_import, ABSENT_FLOW[Role.GRID_IMPORT])
+        self.e_exp = _energy(f.grid_export, ABSENT_FLOW[Role.GRID_EXPORT])
+        self.e_bat = _energy(f.battery, ABSENT_FLOW[Role.BATTERY])
         if f.load:
             self.e_load = _energy(f.load, None)
-        elif self.e_prod is not None and self.e_imp is not None and self.e_exp is not None and self.e_bat is not None:
-            self.e_load = self.e_prod + self.e_imp - self.e_exp + self.e_bat
         else:
-            self.e_load = None
+            terms = {Role.PRODUCTION: self.e_prod, Role.GRID_IMPORT: self.e_imp, Role.GRID_EXPORT: self.e_exp}
+            self.e_load = balance_load(terms | {Role.BATTERY: self.e_bat})
         if f.production is None:
             self.e_self = 0.0  # nothing produced, so nothing self-consumed, whatever was exported
         elif self.e_prod is None or self.e_exp is None:

@@ -39,7 +39,7 @@ import polars as pl
 
 from core.catalog import Catalog, read_catalog
 from core.models import Category, Meter, Site, Source
-from core.roles import ROLE_LABELS, Role, role_of
+from core.roles import ABSENT_FLOW, BALANCE, ROLE_LABELS, Role, balance_load, role_of
 from core.store import Store, ts_literal
 
 STALE_FACTOR = 2  # a source is stale once its newest reading is older than this many expected cadences
@@ -239,23 +239,24 @@ def _measured(kind: Role, members: list[SourceLive]) -> FlowValue:
     return FlowValue(kind, total)
 
 
-_BALANCE = ((Role.PRODUCTION, 1), (Role.GRID_IMPORT, 1), (Role.GRID_EXPORT, -1), (Role.BATTERY, 1))
 _BALANCE_TEXT = "computed as production + grid import - grid export + battery"
 
 
 def _computed_load(flow: dict[Role, FlowValue], by_kind: dict[Role, list[SourceLive]]) -> FlowValue:
+    """The balance's load (`core.roles.balance_load`): unknown when a term is, an absent grid meter included."""
     prefix = f"{flow[Role.LOAD].note}; "  # why the measured load is missing: there is none, or it is not current
-    present = [(kind, sign) for kind, sign in _BALANCE if by_kind.get(kind)]
-    if not any(kind in (Role.PRODUCTION, Role.GRID_IMPORT) for kind, _ in present):
-        return FlowValue(Role.LOAD, None, f"{prefix}cannot be computed without production or grid import")
-    blocked = [s.source.name for kind, _ in present for s in by_kind[kind] if not s.is_current]
+    unmetered = [_NO_SOURCE[kind] for kind, _ in BALANCE if not by_kind.get(kind) and ABSENT_FLOW[kind] is None]
+    if unmetered:
+        return FlowValue(Role.LOAD, None, f"{prefix}cannot be computed: {'; '.join(unmetered)}")
+    present = [kind for kind, _ in BALANCE if by_kind.get(kind)]
+    blocked = [s.source.name for kind in present for s in by_kind[kind] if not s.is_current]
     if blocked:
         return FlowValue(Role.LOAD, None, f"{prefix}cannot be computed: {', '.join(blocked)} not current")
     # A current term without a value (PV at night on SolarEdge) is unknown, not 0: the load stays unknown too.
-    silent = [s.source.name for kind, _ in present for s in by_kind[kind] if s.value is None]
+    silent = [s.source.name for kind in present for s in by_kind[kind] if s.value is None]
     if silent:
         return FlowValue(Role.LOAD, None, f"{prefix}cannot be computed: {', '.join(silent)} {NO_VALUE}")
-    total = sum(sign * (flow[kind].value or 0.0) for kind, sign in present)
+    total = balance_load({kind: flow[kind].value for kind in present})
     return FlowValue(Role.LOAD, total, f"{prefix}{_BALANCE_TEXT}", computed=True)
 
 
@@ -321,9 +322,11 @@ def shape_recent(plan: RecentPlan, buckets: pl.DataFrame) -> tuple[pl.DataFrame,
     for kind in present:
         column = sums.filter(pl.col("kind") == kind).select("bucket", pl.col("w").alias(f"{kind}_w"))
         frame = frame.join(column, on="bucket", how="left")
-    computed = Role.LOAD.value not in present and bool({Role.PRODUCTION.value, Role.GRID_IMPORT.value} & set(present))
+    # Without a load source, load follows the balance, where every term the rule does not count as 0 is metered.
+    computable = all(kind.value in present or ABSENT_FLOW[kind] is not None for kind, _ in BALANCE)
+    computed = Role.LOAD.value not in present and computable
     if computed:
-        terms = [pl.col(f"{kind.value}_w") * sign for kind, sign in _BALANCE if kind.value in present]
+        terms = [pl.col(f"{kind.value}_w") * sign for kind, sign in BALANCE if kind.value in present]
         frame = frame.with_columns(pl.sum_horizontal(terms, ignore_nulls=False).alias("load_w"))
         ordered = [f"{k.value}_w" for k in Role if f"{k.value}_w" in frame.columns]
         frame = frame.select("bucket", *ordered)

@@ -38,6 +38,37 @@ class Role(StrEnum):
         return "W" if self.is_energy else "%"
 
 
+# What a flow counts as in the site's energy balance when the site has no source for it, the one rule Live, History,
+# KPIs and `v_kpi_daily` follow: production and the battery are 0 (a site without a PV array or a battery has none),
+# grid import and export are unknown (every site has a grid connection, and an unmetered one still carries energy),
+# so a load computed from the balance is unknown too. A flow whose sources reported nothing is unknown as well.
+ABSENT_FLOW: dict[Role, float | None] = {
+    Role.PRODUCTION: 0.0,
+    Role.GRID_IMPORT: None,
+    Role.GRID_EXPORT: None,
+    Role.BATTERY: 0.0,
+}
+# load = production + grid import - grid export + battery (battery > 0 while discharging into the site)
+BALANCE: tuple[tuple[Role, int], ...] = (
+    (Role.PRODUCTION, 1),
+    (Role.GRID_IMPORT, 1),
+    (Role.GRID_EXPORT, -1),
+    (Role.BATTERY, 1),
+)
+
+
+def balance_load(flows: dict[Role, float | None]) -> float | None:
+    """The load the balance gives from each term's value (absent roles taken from `ABSENT_FLOW`); None when any term
+    is unknown."""
+    total = 0.0
+    for role, sign in BALANCE:
+        value = flows[role] if role in flows else ABSENT_FLOW[role]
+        if value is None:
+            return None
+        total += sign * value
+    return total
+
+
 ROLE_LABELS = {
     Role.PRODUCTION: "Production",
     Role.LOAD: "Load",

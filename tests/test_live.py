@@ -161,9 +161,10 @@ def test_load_is_computed_from_the_balance_without_a_load_source(store: Store) -
 
 
 def test_a_stale_load_source_gives_way_to_the_balance_and_a_stale_term_blocks_it(store: Store) -> None:
-    site, ids = build_site(store, FULL_SITE[:3])
+    site, ids = build_site(store, [*FULL_SITE[:3], FULL_SITE[5]])
     write(store, ids["Roof PV"], T0, [5000.0])
     write(store, ids["Grid Import"], T0, [1000.0])
+    write(store, ids["Grid Export"], T0, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
     write(store, ids["Building Load"], T0 - timedelta(hours=2), [9999.0])
     load = live.live_snapshot(store, site, T0 + timedelta(minutes=10)).flow[Role.LOAD]
     assert load.computed and load.value == 6000.0
@@ -203,9 +204,10 @@ def test_pv_reporting_null_all_night_stays_current_with_unknown_value(store: Sto
 
 
 def test_a_null_pv_row_makes_the_computed_load_unknown_with_its_reason(store: Store) -> None:
-    site, ids = build_site(store, [FULL_SITE[0], FULL_SITE[2]])  # PV and grid import, no load source
+    site, ids = build_site(store, [FULL_SITE[0], FULL_SITE[2], FULL_SITE[5]])  # the grid metered, no load source
     write(store, ids["Roof PV"], T0, [None, None])  # 10:00 and 10:05
     write(store, ids["Grid Import"], T0, [900.0, 950.0])
+    write(store, ids["Grid Export"], T0, [0.0, 0.0])
     load = live.live_snapshot(store, site, T0 + timedelta(minutes=10)).flow[Role.LOAD]
     assert load.value is None and not load.computed
     assert load.note == ("no load source (CONS load) at this site; cannot be computed: Roof PV no value reported")
