@@ -9,7 +9,8 @@ Rules, each for a reason:
 - Expected = the length of the site's local day in seconds, from its midnight to the next one, so a DST day
   expects 23 or 25 hours. The count starts when the source started collecting, its first stored reading (a source
   added last week is not red for the month before); a source with no reading at all expects whole days. Today
-  counts only until `now`, so the newest intervals a vendor has not delivered yet show as a small shortfall.
+  counts only as far as the source's data could have arrived (`core.availability`: its update frequency and its
+  vendor's delay), so a healthy source is not short of the intervals its next poll will bring.
 - Days are matched by their local date (`timezone(zone, bucket)::DATE`), not by recomputing bucket instants, so
   the heatmap agrees with the rollups whatever a zone does at midnight.
 - Intervals (for the hover) divide both by the source's reading interval, the most common `interval_s` of its
@@ -22,6 +23,7 @@ daily rollup, raw readings only over two narrow ranges (a new source's first day
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,6 +31,8 @@ from zoneinfo import ZoneInfo
 import duckdb
 import polars as pl
 
+from core.availability import judged_until, newest_ends
+from core.models import ApiSettings
 from core.store import Store, ts_literal
 
 DEFAULT_DAYS = 31
@@ -80,20 +84,29 @@ def load_coverage(store: Store, now: datetime, *, days: int = DEFAULT_DAYS, site
         calendar = _calendar(sources, now, days)
         window_start = calendar["day_start"].min()
         assert isinstance(window_start, datetime)
-        con.register("_coverage_sources", sources)
+        con.register("_coverage_sources", sources.drop("metadata"))
         try:
             daily = _daily(con, window_start, now)
             first_seen = _first_seen(con, window_start)
             intervals = _intervals(con, now)
+            newest = newest_ends(con, sources["source_id"].to_list(), now)
         finally:
             con.unregister("_coverage_sources")
-    return _shape(calendar, daily, first_seen, intervals, now)
+    judged = [
+        judged_until(ApiSettings.from_metadata(json.loads(metadata)), newest.get(source_id), now)
+        for source_id, metadata in sources.select("source_id", "metadata").iter_rows()
+    ]
+    until = pl.DataFrame(
+        {"source_id": sources["source_id"], "until": judged},
+        schema={"source_id": pl.Int64, "until": pl.Datetime("us", "UTC")},
+    )
+    return _shape(calendar.join(until, on="source_id"), daily, first_seen, intervals)
 
 
 def _sources(con: duckdb.DuckDBPyConnection, site_id: int | None) -> pl.DataFrame:
     where = f"WHERE s.id = {int(site_id)}" if site_id is not None else ""
     return con.sql(
-        "SELECT s.id AS site_id, s.name AS site, s.timezone, e.id AS source_id, e.name AS source"
+        "SELECT s.id AS site_id, s.name AS site, s.timezone, e.id AS source_id, e.name AS source, e.metadata"
         " FROM energy_sources e JOIN meters m ON m.id = e.meter_id JOIN sites s ON s.id = m.site_id"
         f" {where} ORDER BY lower(s.name), s.id, e.id"
     ).pl()
@@ -165,11 +178,10 @@ def _intervals(con: duckdb.DuckDBPyConnection, now: datetime) -> pl.DataFrame:
 
 
 def _shape(
-    calendar: pl.DataFrame, daily: pl.DataFrame, first_seen: pl.DataFrame, intervals: pl.DataFrame, now: datetime
+    calendar: pl.DataFrame, daily: pl.DataFrame, first_seen: pl.DataFrame, intervals: pl.DataFrame
 ) -> pl.DataFrame:
-    now_lit = pl.lit(now.astimezone(UTC), dtype=pl.Datetime("us", "UTC"))
     start = pl.max_horizontal("day_start", pl.col("first_seen").fill_null(pl.col("day_start")))
-    end = pl.min_horizontal("day_end", now_lit)
+    end = pl.min_horizontal("day_end", "until")  # as far as its data could have arrived (core.availability)
     expected = pl.max_horizontal((end - start).dt.total_seconds(), pl.lit(0))
     per_interval = pl.col("interval_s")
     # Rows answered x the interval; seconds with a value only when the interval is unknown.

@@ -15,13 +15,16 @@ the whole 15-minute table (17.5M rows at 500 sources) for a few batteries.
 A role (grid import, production, ...) whose sources sent no data at all in the period, or in a day of the daily
 table, is unknown there, not zero (core.kpi_formulas: `Flow.has_data`).
 
-Coverage: per source and day, the seconds with data (`covered_s`) over the seconds elapsed in the day; the
-period's coverage is over all energy sources of the site. Below 100 % the page says the data is incomplete.
+Coverage: per source and day, the seconds with data (`covered_s`) over the seconds its data could have arrived
+for (`core.availability`: the day up to the cut, less what its update frequency and vendor delay keep back); the
+period's coverage is over all energy sources of the site. Below 100 % the page says the data is incomplete, and up
+to when it was judged.
 The formulas themselves are in core.kpi_formulas.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -30,6 +33,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import polars as pl
 
+from core.availability import judged_until, newest_ends
 from core.catalog import NotFound
 from core.kpi_formulas import (
     COST,
@@ -44,6 +48,7 @@ from core.kpi_formulas import (
     compute_kpis,
     format_number,
 )
+from core.models import ApiSettings
 from core.roles import Role, role_of
 from core.store import Store, ts_literal
 
@@ -170,6 +175,8 @@ class KpiReport:
     coverage: float | None  # None when the site has no energy source or no time has elapsed
     sources: tuple[SourceCoverage, ...]
     daily: pl.DataFrame
+    # when some source's data could not have arrived up to `end` yet: the coverage is judged up to here
+    judged_until: datetime | None = None
 
     @property
     def incomplete_sources(self) -> list[SourceCoverage]:
@@ -185,22 +192,23 @@ _SOURCE_SCHEMA = {
 }
 
 
-def _site(con: duckdb.DuckDBPyConnection, site_id: int) -> tuple[str, str, pl.DataFrame]:
-    """The site's name, zone and energy sources with their roles. Reads only this site: the whole catalog of a
-    large fleet costs more to validate than the KPIs cost to compute."""
+def _site(con: duckdb.DuckDBPyConnection, site_id: int) -> tuple[str, str, pl.DataFrame, dict[int, ApiSettings]]:
+    """The site's name, zone, energy sources with their roles, and their API settings by id. Reads only this site:
+    the whole catalog of a large fleet costs more to validate than the KPIs cost to compute."""
     found = con.execute("SELECT name, timezone FROM sites WHERE id = ?", [site_id]).fetchall()
     if not found:
         raise NotFound(f"site {site_id} no longer exists")
-    rows = []
+    rows, apis = [], {}
     query = (
-        "SELECT e.id, e.name, m.category, e.source_type, e.carbon_intensity_g_per_kwh, e.cost_per_mwh"
+        "SELECT e.id, e.name, m.category, e.source_type, e.carbon_intensity_g_per_kwh, e.cost_per_mwh, e.metadata"
         " FROM energy_sources e JOIN meters m ON m.id = e.meter_id WHERE m.site_id = ? ORDER BY e.id"
     )
-    for source_id, name, category, source_type, intensity, price in con.execute(query, [site_id]).fetchall():
+    for source_id, name, category, source_type, intensity, price, metadata in con.execute(query, [site_id]).fetchall():
         role = role_of(category, source_type)
         if role is not None and role.is_energy:
             rows.append((source_id, name, role.value, intensity, price))
-    return found[0][0], found[0][1], pl.DataFrame(rows, schema=_SOURCE_SCHEMA, orient="row")
+            apis[source_id] = ApiSettings.from_metadata(json.loads(metadata))
+    return found[0][0], found[0][1], pl.DataFrame(rows, schema=_SOURCE_SCHEMA, orient="row"), apis
 
 
 def _read_energy(
@@ -335,13 +343,17 @@ class _Raw:
     sources: pl.DataFrame
     spans: list[DaySpan]
     energy: pl.DataFrame
+    judged_until: dict[int, datetime]  # per source: how far its data could have arrived (core.availability)
 
 
 def _fetch(con: duckdb.DuckDBPyConnection, site_id: int, period: Period, now: datetime) -> _Raw:
-    site_name, timezone, sources = _site(con, site_id)
+    site_name, timezone, sources, apis = _site(con, site_id)
     spans = day_spans(period, timezone, now)
     energy = _read_energy(con, sources, spans, timezone) if spans and len(sources) else _empty_energy()
-    return _Raw(site_id, site_name, timezone, period, sources, spans, energy)
+    cut = data_cut(now)
+    newest = newest_ends(con, list(apis), cut) if spans and apis else {}
+    judged = {i: judged_until(api, newest.get(i), cut) for i, api in apis.items()}
+    return _Raw(site_id, site_name, timezone, period, sources, spans, energy, judged)
 
 
 def read_site_kpis(con: duckdb.DuckDBPyConnection, site_id: int, period: Period, now: datetime) -> KpiReport:
@@ -361,15 +373,26 @@ def _report(raw: _Raw) -> KpiReport:
         },
         schema={"day_start": pl.Datetime("us", "UTC"), "day": pl.Date, "expected_s": pl.Int64},
     )
+    # Each source is expected up to how far its data could have arrived (core.availability), day by day.
+    expected_by = pl.DataFrame(
+        [
+            (source_id, span.day, _seconds(span.start, min(span.end, raw.judged_until.get(source_id, span.end))))
+            for source_id in sources["source_id"]
+            for span in spans
+        ],
+        schema={"source_id": pl.Int64, "day": pl.Date, "source_expected_s": pl.Int64},
+        orient="row",
+    )
     rows = (
         energy.with_columns(pl.col("day_start").dt.convert_time_zone("UTC"))
         .join(days, on="day_start", how="inner")
         .join(sources, on="source_id", how="inner")
+        .join(expected_by, on=["source_id", "day"], how="left")
         .with_columns(
             (pl.col("energy_wh") / 1000.0).alias("energy_kwh"),
             (pl.col("charge_wh") / 1000.0).alias("charge_kwh"),
             (pl.col("discharge_wh") / 1000.0).alias("discharge_kwh"),
-            pl.min_horizontal(pl.col("covered_s").fill_null(0), pl.col("expected_s")).alias("covered_s"),
+            pl.min_horizontal(pl.col("covered_s").fill_null(0), pl.col("source_expected_s")).alias("covered_s"),
         )
         .with_columns(
             (pl.col("energy_kwh") * pl.col("intensity")).alias("co2_g"),
@@ -382,13 +405,15 @@ def _report(raw: _Raw) -> KpiReport:
     period_totals = {r["role"]: r for r in _role_sums(rows, []).iter_rows(named=True)}
     kpis = compute_kpis(_flows(period_totals, configured, _parts(per_source)))
 
-    expected = sum(s.seconds for s in spans)
+    expected = dict(expected_by.group_by("source_id").agg(pl.col("source_expected_s").sum()).iter_rows())
     coverage = tuple(
-        SourceCoverage(r["source_id"], r["name"], int(r["covered_s"]), expected)
+        SourceCoverage(r["source_id"], r["name"], int(r["covered_s"]), int(expected.get(r["source_id"], 0)))
         for r in per_source.iter_rows(named=True)
     )
-    total_expected = expected * len(coverage)
+    total_expected = sum(c.expected_s for c in coverage)
     share = min(1.0, sum(c.covered_s for c in coverage) / total_expected) if total_expected else None
+    end = spans[-1].end if spans else None
+    judged = min(raw.judged_until.values(), default=None)
     return KpiReport(
         site_id=site_id,
         site_name=site_name,
@@ -400,25 +425,35 @@ def _report(raw: _Raw) -> KpiReport:
         kpis=kpis,
         coverage=share,
         sources=coverage,
-        daily=_daily_table(site_name, days, rows, configured, len(sources)),
+        daily=_daily_table(site_name, days, rows, configured, expected_by),
+        judged_until=judged if judged is not None and end is not None and judged < end else None,
     )
 
 
+def _seconds(start: datetime, end: datetime) -> int:
+    return max(0, int((end - start).total_seconds()))
+
+
 def _daily_table(
-    site_name: str, days: pl.DataFrame, rows: pl.DataFrame, configured: dict[str, tuple[float, float]], n_sources: int
+    site_name: str,
+    days: pl.DataFrame,
+    rows: pl.DataFrame,
+    configured: dict[str, tuple[float, float]],
+    expected_by: pl.DataFrame,
 ) -> pl.DataFrame:
     """One row per local day: coverage and every KPI (null when undefined, or when the day has no data at all)."""
     by_day: dict[date, dict[str, dict[str, float]]] = defaultdict(dict)
     for r in _role_sums(rows, ["day"]).iter_rows(named=True):
         by_day[r["day"]][r["role"]] = r
     covered = dict(rows.group_by("day").agg(pl.col("covered_s").sum()).iter_rows())
+    expected_on = dict(expected_by.group_by("day").agg(pl.col("source_expected_s").sum()).iter_rows())
     records = []
-    for day, expected in days.select("day", "expected_s").iter_rows():
-        day_covered = covered.get(day, 0)
+    for (day,) in days.select("day").iter_rows():
+        day_covered, expected = covered.get(day, 0), expected_on.get(day, 0)
         values: dict[str, float | None] = dict.fromkeys(KPI_KEYS)
         if day_covered:
             values = {key: kpi.value for key, kpi in compute_kpis(_flows(by_day[day], configured)).items()}
-        share = day_covered / (expected * n_sources) if n_sources and expected else None
+        share = min(1.0, day_covered / expected) if expected else None
         records.append({"site": site_name, "day": day, "coverage_pct": None if share is None else 100.0 * share,
                         **values})  # fmt: skip
     schema = {"site": pl.String, "day": pl.Date, "coverage_pct": pl.Float64} | dict.fromkeys(KPI_KEYS, pl.Float64)

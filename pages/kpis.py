@@ -75,9 +75,12 @@ def _coverage(report: kpis.KpiReport) -> None:
                 f"{escape_markdown(name)} {format_value(share, SHARE)}" for name, share in shares.items() if share != 1
             )
             by_source = f" (by source: {gaps})"
+        judged = ""
+        if report.judged_until is not None:  # the newest quarter hours could not have arrived yet
+            judged = f" up to {report.judged_until.astimezone(ZoneInfo(report.timezone)):%H:%M}"
         st.warning(
-            f"Data incomplete: the sources report {format_value(report.coverage, SHARE)} of the period{by_source}. "
-            "The KPIs cover only the data received.",
+            f"Data incomplete: the sources report {format_value(report.coverage, SHARE)} of the period{judged}"
+            f"{by_source}. The KPIs cover only the data received.",
             icon=":material/warning:",
         )
 
