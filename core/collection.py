@@ -50,12 +50,14 @@ from core.providers.base import (
     MonitoringProvider,
     ProviderError,
     RateLimited,
+    RecordsExchanges,
     split_windows,
 )
 from core.providers.channels import channel_for, group_by_provider_site, provider_site_key
 from core.providers.context import ProviderContext
 from core.providers.registry import ConnectionRequest, build_client
 from core.readings_store import ingest, to_batches
+from core.response_cache import write_exchanges
 from core.source_health import GroupKey, SourceState, log_transition, sits_out
 from core.spool import Spool
 from core.store import Store, StoreError, StoreUnavailable
@@ -67,11 +69,10 @@ PAUSED = "the passes held in memory must be written first"
 
 def _spare_budget(client: MonitoringProvider, now: datetime) -> bool:
     """Gap fills use only budget the regular polls leave: none when less than GAP_RESERVE of it remains."""
-    snapshot = getattr(client, "quota_snapshot", None)
-    if snapshot is None:
+    if not isinstance(client, RecordsExchanges):
         return True
     try:
-        used, remaining = snapshot(now)
+        used, remaining = client.quota_snapshot(now)
     except StoreError:
         return False  # cannot tell: gaps can wait
     if used is None or remaining is None:
@@ -154,14 +155,12 @@ def _poll_group(inputs: PassInputs, context: ProviderContext, sources: list[Sour
 def _note_calls(client: MonitoringProvider, result: GroupResult, now: datetime) -> None:
     """The raw calls, the last HTTP status and the budget position, for `api_data_cache` and `collector_runs`.
     (The simulator makes no vendor calls and has none of these.)"""
-    exchanges = getattr(client, "exchanges", None)
-    if exchanges is not None:
-        result.exchanges = exchanges()
-        result.http_status = result.exchanges[-1].http_status if result.exchanges else None
-    snapshot = getattr(client, "quota_snapshot", None)
-    if snapshot is not None:
-        with contextlib.suppress(StoreError):  # the position is informative; a held file must not fail the poll
-            result.quota_used, result.quota_remaining = snapshot(now)
+    if not isinstance(client, RecordsExchanges):
+        return
+    result.exchanges = client.exchanges()
+    result.http_status = result.exchanges[-1].http_status if result.exchanges else None
+    with contextlib.suppress(StoreError):  # the position is informative; a held file must not fail the poll
+        result.quota_used, result.quota_remaining = client.quota_snapshot(now)
 
 
 def _fill_gap(
@@ -266,7 +265,7 @@ class Collection:
 
     def _write(self, report: PassReport, inputs: PassInputs, now: datetime) -> None:
         readings = pass_readings(report.results)
-        newest = newest_finals(readings)
+        newest = newest_finals(readings, report.results)
         with self._write_lock:  # so a pass cannot overtake an older one on its way into the spool
             if self.held is not None and self.held.waiting():
                 self._hold(report, readings, now)
@@ -356,7 +355,8 @@ def backfill(
     """Fill [start, end) for a source, window by window (the vendor's longest), oldest first.
 
     Every source reading the same vendor site is filled too: the calls are the same. Each window is written in
-    its own transaction, so an interrupted backfill keeps what it fetched; re-running it duplicates nothing.
+    its own transaction, with the vendor's answers archived in `api_data_cache` as a poll's are, so an interrupted
+    backfill keeps what it fetched; re-running it duplicates nothing.
     `progress(done, total, rows)` is called after each window. Returns the readings written.
     """
     inputs = read_inputs(store, box, now)
@@ -368,11 +368,14 @@ def backfill(
     written = 0
     try:
         windows = split_windows(start, min(end, now), client.max_window)
+        recorded = client if isinstance(client, RecordsExchanges) else None  # the simulator makes no calls
         for done, (lower, upper) in enumerate(windows, start=1):
             batch = _fan_out(catalog, sources, client.history(lower, upper), now)
             with store.transaction() as con:
                 written += ingest(con, batch, now) if batch.height else 0
                 refresh_rollups(con, batch)
+                if recorded is not None:  # every vendor answer is archived, a backfill's too
+                    write_exchanges(con, sources[0].id, recorded.exchanges())
             if progress:
                 progress(done, len(windows), written)
     finally:

@@ -19,7 +19,7 @@ from core import catalog as cat
 from core.crypto import SecretBox
 from core.field_labels import labelled, source_label
 from core.models import Category, ConnectionStatus, Provider
-from core.providers.base import NeedsReauthorization, ProviderError
+from core.providers.base import NeedsReauthorization, ProviderError, RecordsExchanges
 from core.providers.channels import channel_for
 from core.providers.context import ProviderContext
 from core.providers.exchange import Exchange
@@ -103,9 +103,8 @@ def _call_vendor(
             info = client.test_connection(now)
             power = info.current_power_w if channel == "pv_w" else client.current_power(now).get(channel)
         finally:
-            recorded = getattr(client, "exchanges", None)  # vendor clients only; the simulator calls nobody
-            if callable(recorded):
-                exchanges = recorded()
+            if isinstance(client, RecordsExchanges):  # vendor clients only; the simulator calls nobody
+                exchanges = client.exchanges()
             client.close()
     except NeedsReauthorization as exc:
         return TestOutcome(ConnectionStatus.REAUTHORIZE, str(exc), now), exchanges

@@ -29,7 +29,7 @@ def pass_readings(results: list[GroupResult]) -> pl.DataFrame:
 def apply_entry(con: duckdb.DuckDBPyConnection, entry: SpoolEntry) -> int:
     now = datetime.fromisoformat(entry.meta["now"])
     results = [GroupResult.from_json(data, entry.readings) for data in entry.meta["results"]]
-    return apply_pass(con, results, entry.readings, newest_finals(entry.readings), now)
+    return apply_pass(con, results, entry.readings, newest_finals(entry.readings, results), now)
 
 
 def apply_pass(

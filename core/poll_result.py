@@ -6,6 +6,7 @@ the spool (`core.spool`) and be written later exactly as it would have been.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -124,9 +125,22 @@ class PassReport:
         return f"{len(self.results)} vendor site(s): {parts}{skipped}; {self.rows_written} reading(s) written"
 
 
-def newest_finals(batch: pl.DataFrame | None) -> dict[int, datetime]:
-    """Per source id, the start of its newest final interval in `batch` (the bookmark it earns)."""
+def newest_finals(batch: pl.DataFrame | None, results: Sequence[GroupResult] = ()) -> dict[int, datetime]:
+    """Per source id, the start of its newest final interval in `batch` (the bookmark it earns).
+
+    A source of a successful poll (`results`) that got no row at all, while others of its vendor site did, earns
+    theirs: the vendor answered the window and has nothing on that channel for this site (a SolarEdge site without a
+    battery or a meter). Held back, its bookmark would keep the group's window open, and every poll would re-read
+    a whole first backfill; a hole it leaves is re-read by the gap rule (core.gaps) if the vendor fills it later."""
     if batch is None or batch.height == 0:
         return {}
     finals = batch.filter(pl.col("is_final")).group_by("source_id").agg(pl.col("ts").max())
-    return {int(source_id): ts for source_id, ts in finals.iter_rows()}
+    found = {int(source_id): ts for source_id, ts in finals.iter_rows()}
+    answered = set(batch["source_id"].unique().to_list())
+    for result in results:
+        earned = [found[i] for i in result.source_ids if i in found]
+        if result.outcome == "ok" and earned:
+            for source_id in result.source_ids:
+                if source_id not in answered:
+                    found[source_id] = max(earned)
+    return found

@@ -100,9 +100,11 @@ def newer_than_test(poll: PollStatus | None, last_tested: datetime | None) -> bo
     return poll.polled_at is not None and (last_tested is None or poll.polled_at > last_tested)
 
 
-def describe(poll: PollStatus, now: datetime, tz: tzinfo, unit: str = "W") -> PollLine:
+def describe(poll: PollStatus, now: datetime, tz: tzinfo, unit: str = "W", unreported: str = "") -> PollLine:
     """ "Connected · polled 3 min ago, 1.2 kW" / "Failing since 09:40: <reason>" / "Stopped: <reason>". `unit` is
-    the source's (a battery's state of charge is in %)."""
+    the source's (a battery's state of charge is in %). `unreported` says what the vendor does not report when its
+    polls succeed but none brought this source a value ("SolarEdge reports no battery for this site"): a channel
+    the vendor site lacks (its polls move on without it: `core.poll_result.newest_finals`)."""
     if poll.stopped_reason is not None:
         return PollLine("stopped", "Stopped", poll.stopped_reason)
     assert poll.polled_at is not None  # `newer_than_test` let only polled sources through
@@ -111,7 +113,14 @@ def describe(poll: PollStatus, now: datetime, tz: tzinfo, unit: str = "W") -> Po
         if poll.reading is not None and poll.reading.value is not None:
             at = poll.reading.ts.astimezone(tz).strftime("%H:%M")  # the interval's start, in the site's time
             power = f", {format_value(poll.reading.value, unit)} at {at}"
+        elif unreported:
+            power = f"; {unreported}"
         return PollLine("ok", "Connected", f"polled {format_age(now - poll.polled_at)}{power}")
     since = (poll.failing_since or poll.polled_at).astimezone(tz)
     when = since.strftime("%H:%M") if since.date() == now.astimezone(tz).date() else since.strftime("%Y-%m-%d %H:%M")
     return PollLine("failing", f"Failing since {when}", poll.error or "the vendor's answer could not be used")
+
+
+def unreported(vendor: str, what: str) -> str:
+    """What the page says of a source none of whose successful polls brought a value (see `describe`)."""
+    return f"{vendor} reports no {what.lower()} for this site" if vendor and what else ""

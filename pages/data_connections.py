@@ -24,10 +24,10 @@ from core.models import (
     Provider,
     UpdateFrequency,
 )
-from core.poll_status import PollStatus, describe, newer_than_test, poll_statuses
+from core.poll_status import PollStatus, describe, newer_than_test, poll_statuses, unreported
 from core.providers.base import ProviderError
 from core.quota_plan import ScopeCheck
-from core.roles import role_of
+from core.roles import ROLE_LABELS, role_of
 from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes
 from ui.markdown import escape_markdown
 from ui.widgets import choose_site, show_site
@@ -254,7 +254,8 @@ def _status(
 
 def _poll_line(poll: PollStatus, stored: cat.Source, tz: ZoneInfo, category: Category) -> None:
     role = role_of(category, stored.source_type)
-    line = describe(poll, datetime.now(UTC), tz, role.unit if role else "W")
+    missing = unreported(stored.api.api_provider.label, ROLE_LABELS[role]) if role else ""
+    line = describe(poll, datetime.now(UTC), tz, role.unit if role else "W", missing)
     text = f"**{line.headline}** · {escape_markdown(line.text)}"
     if line.kind == "ok":
         st.success(text, icon=":material/check_circle:")

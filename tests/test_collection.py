@@ -156,6 +156,56 @@ def test_backfill_fills_a_range_for_the_whole_vendor_site_once(
     assert all(n == distinct == intervals for n, distinct in counts(store).values())
 
 
+def test_a_vendor_backfill_archives_every_answer(store: Store, box: SecretBox) -> None:
+    london_roof(store, box, solaredge_v2.SANDBOX_API_KEY)
+    state = solaredge_v2.FakeState()
+    with serve(solaredge_v2.create_app(state)) as url:
+        context = ProviderContext(Settings(solaredge_base_url=f"{url}/v2"), QuotaLedger())
+        now = datetime.now(UTC)
+        source_id = cat.load_catalog(store).sources[0].id
+        backfill(store, box, context, source_id, now - timedelta(days=3), now - timedelta(days=1), now)
+    with store.connect(read_only=True) as con:
+        archived = con.sql("SELECT count(*), count(DISTINCT endpoint) FROM api_data_cache").fetchall()[0]
+    assert state.calls_total > 0 and archived[0] == state.calls_total  # one row per vendor answer
+
+
+def test_a_channel_the_vendor_site_lacks_does_not_hold_the_window_open_and_says_so(
+    store: Store, box: SecretBox
+) -> None:
+    from core.poll_status import describe, poll_statuses, unreported
+
+    site = cat.create_site(store, SiteIn(name="Fleet 2", latitude=51.5, longitude=-0.12, timezone="Europe/London"))
+    drafts = []
+    for meter_name, category, name, source_type in (
+        ("PV", Category.PROD, "Roof", "solar"),
+        ("Battery", Category.STOR, "Battery", "battery"),
+    ):
+        meter = cat.create_meter(store, site.id, MeterIn(name=meter_name, category=category))
+        draft = new_draft(f"new-{name}", meter.id, category)
+        draft.values |= {"name": name, "source_type": source_type, "capacity_kw": "5", "use_api": True}
+        draft.values |= {"api_provider": "solaredge", "system_id": "4000002", "update_frequency": "1hour"}
+        draft.secrets = {"api_key": solaredge_v2.SANDBOX_API_KEY}
+        drafts.append(draft)
+    save_connections(store, box, site.id, drafts, set())
+    state = solaredge_v2.FakeState(sites=solaredge_v2.fleet_sites(2))  # site 4000002: no battery, no meter
+    with serve(solaredge_v2.create_app(state)) as url:
+        context = ProviderContext(Settings(solaredge_base_url=f"{url}/v2"), QuotaLedger())
+        now = datetime.now(UTC)
+        first = collect_once(store, box, context, now)
+        second = collect_once(store, box, context, now + timedelta(hours=1, minutes=1))
+    assert [r.outcome for r in first.results + second.results] == ["ok", "ok"]
+    ids = {s.name: s.id for s in cat.load_catalog(store).sources}
+    with store.connect(read_only=True) as con:
+        marks = dict(con.sql("SELECT source_id, bookmark_ts FROM source_state").fetchall())
+        battery_rows = con.sql(f"SELECT count(*) FROM readings WHERE source_id = {ids['Battery']}").fetchall()
+    assert battery_rows == [(0,)] and marks[ids["Battery"]] == marks[ids["Roof"]]  # it moved on with the site
+    # The second poll read the last hour or so, not the first day again (the window ran from the shared bookmark).
+    assert second.results[0].gap_window is None
+    poll = poll_statuses(store, [ids["Battery"]], now + timedelta(hours=1, minutes=2))[ids["Battery"]]
+    line = describe(poll, now + timedelta(hours=1, minutes=2), UTC, "W", unreported("SolarEdge", "Battery"))
+    assert line.text.endswith("; SolarEdge reports no battery for this site")
+
+
 def test_backoff_grows_then_the_circuit_opens_and_a_success_closes_it() -> None:
     now = datetime(2026, 6, 1, 12, tzinfo=UTC)
     assert next_health("ok", 7, now, 1.0) == (0, "closed", None)

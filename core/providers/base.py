@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import polars as pl
 
@@ -159,9 +159,10 @@ class MonitoringProvider(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
 class RecordsExchanges(Protocol):
     """Optional extras of the vendor clients (not the simulator, which makes no calls): callers check with
-    `getattr(client, "exchanges", None)`.
+    `isinstance(client, RecordsExchanges)`.
 
     `exchanges()` returns the vendor exchanges made since its last call, oldest first, and forgets them (OAuth token
     calls are never recorded); `quota_snapshot(now)` gives (calls used, calls remaining) in the current period of
