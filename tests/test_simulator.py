@@ -63,7 +63,7 @@ def test_sub_window_equals_slice_of_larger_window(site: SimulatedSite) -> None:
     a, b, c = utc(2026, 3, 27, 5, 0), utc(2026, 3, 29, 13, 30), utc(2026, 4, 1)
     whole = simulate(site, a, c)
     assert_frame_equal(simulate(site, a, b), whole.filter(pl.col("ts") < b), check_exact=True)
-    # A window starting on a later (local) day must agree too: that is what the daily battery restart buys.
+    # A window starting on a later (local) day must agree too, battery state of charge included.
     assert_frame_equal(simulate(site, b, c), whole.filter(pl.col("ts") >= b), check_exact=True)
 
 
@@ -142,11 +142,9 @@ def test_energy_balance_and_import_export_exclusive(site: SimulatedSite) -> None
 
 
 def test_battery_sign_convention() -> None:
-    # A week so that both weekend surplus and weekday deficit occur; compare SOC within each local day only,
-    # because SOC restarts at 50 % at local midnight.
+    # A week so that both weekend surplus and weekday deficit occur; SOC carries over local midnights.
     df = simulate(BRUSSELS, local(BRUSSELS, 2026, 6, 1), local(BRUSSELS, 2026, 6, 8), resolution_minutes=5)
-    df = df.with_columns(day=pl.col("ts").dt.convert_time_zone("Europe/Brussels").dt.date())
-    df = df.with_columns(soc_change=pl.col("soc_pct").diff().over("day")).drop_nulls("soc_change")
+    df = df.with_columns(soc_change=pl.col("soc_pct").diff()).drop_nulls("soc_change")
     # Negative battery_w means charging: SOC goes up; positive means discharging: SOC goes down.
     assert (df.filter(pl.col("battery_w") < -1.0)["soc_change"] > 0).all()
     assert (df.filter(pl.col("battery_w") > 1.0)["soc_change"] < 0).all()

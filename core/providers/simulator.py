@@ -3,11 +3,33 @@
 Every value depends on the site and the timestamp only, never on the requested window: re-polling, backfilling
 and zooming must show the same numbers for the same instant, or the stored history would disagree with itself.
 Randomness therefore comes from a counter-based hash keyed by (seed, stream, time) rather than from a stateful
-RNG, everything is computed on a fixed 5-minute UTC base grid that coarser resolutions average, and the battery
-(whose state needs history) restarts at 50 % SOC at every local midnight.
+RNG, and everything is computed on a fixed 5-minute UTC base grid that coarser resolutions average.
+
+The battery is a physical store (see `_run_battery`): its state of charge carries over from one day to the next,
+it charges from PV surplus only and discharges to serve load only, within C/2 power and 10-95 % state of charge,
+and every watt-hour is accounted for with a round-trip efficiency of 90 % (`ROUND_TRIP_EFFICIENCY`, split evenly
+between charging and discharging), so over any period
+
+    change in stored energy == charged x CHARGE_EFFICIENCY - discharged / DISCHARGE_EFFICIENCY.
+
+State of charge needs history, yet a window must not change what an instant shows. Integrating from one fixed
+epoch would be exact but cost years of steps on a cold start; restarting every day (as the first version did)
+makes energy out of nothing at each midnight. The middle way: local days are cut into segments of `SEGMENT_DAYS`
+days counted from 1970-01-01 (a grid every window shares, whatever its start, end or resolution), and the values
+shown in segment s come from the trajectory that started at 50 % at the start of segment s - 1. A window therefore
+integrates from the start of the segment before its first day (8 to 16 days of lead on a cold start; the state at
+each local midnight is kept, so a collector's next poll starts at today's), and every window sees the same
+trajectory for the same instant. At a segment's end the shown trajectory hands over to the next one, which has by
+then run `SEGMENT_DAYS` days from its own start. The greedy policy forgets where it started as soon as the battery
+reaches full or empty once (both trajectories are then set to the same bound, exactly, and stay equal), which a
+battery serving a building does every night it runs empty or every sunny day it fills; so the hand-over is seamless
+and state of charge continuous. Eight days are enough for that (a week holds both weekend surplus and weekday
+nights) and few enough that a cold start costs one pvlib call and a few thousand steps. Only a battery that neither
+fills nor empties in eight days (a building without load in a polar night) would show a step at a hand-over;
+tests/test_simulator_energy.py checks a year of three sites, the demo's included, has none.
 
 Sign convention: `battery_w` > 0 means the battery discharges into the site, < 0 means it charges. `soc_pct` is
-the state of charge at the end of the interval. The energy balance per row is
+the state of charge at the end of the interval. The power balance per row is
 `pv_w + grid_import_w + battery_w == load_w + grid_export_w`.
 """
 
@@ -17,7 +39,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -44,7 +66,11 @@ _US = 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PERFORMANCE_RATIO = 0.8  # wiring, inverter, soiling and temperature losses lumped together
 _SOC_START, _SOC_MIN, _SOC_MAX = 50.0, 10.0, 95.0
-_ONE_WAY_EFFICIENCY = 0.95  # ~90 % round trip, so charging and discharging are not free
+# A lithium-ion home or commercial battery returns about 90 % of what it took in (inverter and cell losses),
+# split evenly: a charge of 1 kWh from the site stores 0.949 kWh, and 0.949 kWh stored serves 0.9 kWh of load.
+ROUND_TRIP_EFFICIENCY = 0.90
+CHARGE_EFFICIENCY = DISCHARGE_EFFICIENCY = math.sqrt(ROUND_TRIP_EFFICIENCY)
+SEGMENT_DAYS = 8  # local days per battery segment (see the module docstring)
 _MASK64 = (1 << 64) - 1
 
 
@@ -221,33 +247,106 @@ def _load_w(site: SimulatedSite, t_s: np.ndarray, local_day: np.ndarray, local_h
     return site.effective_base_load_kw * 1000.0 * (1.0 + peak * occupancy) * wiggle
 
 
-def _run_battery(site: SimulatedSite, surplus_w: np.ndarray, local_day: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Greedy self-consumption: store PV surplus, cover deficits, within C/2 power and 10-95 % SOC.
+# Battery state at the start of a local day, as the first 5-minute step of that day (UTC seconds) and the stored Wh
+# of the trajectory shown in that day's segment and of the one that starts with the segment (see the module
+# docstring). They are the exact values of the same loop, so a window started from one gives what a start at the
+# segment before gives: a collector's poll then integrates from today's start, not from 8-16 days back. A site keeps
+# the newest few days, and sites are dropped least recently used first, as in the PV cache.
+_BatteryState = tuple[int, float, float]
+_STATES_PER_SITE = 2 * SEGMENT_DAYS
+_battery_states: OrderedDict[SimulatedSite, dict[int, _BatteryState]] = OrderedDict()
+_battery_states_lock = threading.Lock()
+_UNIX_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
-    SOC restarts at 50 % at each local midnight: SOC depends on history, and a daily restart is the only way to
-    make any window give the same values for the same timestamps without integrating from a fixed epoch.
+
+def _day_start_s(site: SimulatedSite, local_day: int) -> int:
+    """The first 5-minute step (UTC seconds) whose midpoint falls on `local_day` (days since 1970-01-01, local)."""
+    midnight = datetime.combine(date.fromordinal(local_day + _UNIX_EPOCH_ORDINAL), time(0), ZoneInfo(site.timezone))
+    midnight_s = int(midnight.timestamp())
+    return -(-(midnight_s - _BASE_S // 2) // _BASE_S) * _BASE_S
+
+
+def _battery_start(site: SimulatedSite, first_day: int) -> tuple[int, float | None, float]:
+    """Where to integrate from for a window whose first step is on local day `first_day`: the newest kept state
+    between the start of the segment before and that day, else the start of the segment before, at 50 %
+    (the shown trajectory is then unknown until the next segment starts: None)."""
+    anchor_day = (first_day // SEGMENT_DAYS - 1) * SEGMENT_DAYS
+    with _battery_states_lock:
+        kept = _battery_states.get(site, {})
+        usable = [day for day in kept if anchor_day <= day <= first_day]
+        if usable:
+            return kept[max(usable)]
+    return _day_start_s(site, anchor_day), None, site.battery_capacity_kwh * 1000.0 * _SOC_START / 100.0
+
+
+def _keep_battery_states(site: SimulatedSite, states: dict[int, _BatteryState]) -> None:
+    with _battery_states_lock:
+        kept = _battery_states.setdefault(site, {})
+        _battery_states.move_to_end(site)
+        kept.update(states)
+        for day in sorted(kept)[:-_STATES_PER_SITE]:  # the oldest in time go first
+            del kept[day]
+        while len(_battery_states) > _CACHED_SITES:
+            _battery_states.popitem(last=False)
+
+
+def _run_battery(
+    site: SimulatedSite,
+    t_s: np.ndarray,
+    surplus_w: np.ndarray,
+    local_day: np.ndarray,
+    start: tuple[float | None, float],
+) -> tuple[np.ndarray, np.ndarray, dict[int, _BatteryState]]:
+    """Greedy self-consumption from the state `start` (shown, starting trajectory) at the first step.
+
+    Stores PV surplus and covers deficits (never charging from the grid, never discharging to it), within C/2
+    power and 10-95 % state of charge. Returns battery power (W, > 0 discharging), the shown state of charge at
+    the end of each step (%), and the state at the start of each local day the shown trajectory is known for.
+    `t_s` are the steps' midpoints, `local_day` their local days, never decreasing.
     """
-    n = len(surplus_w)
     capacity_wh = site.battery_capacity_kwh * 1000.0
-    if capacity_wh <= 0:
-        return np.zeros(n), np.zeros(n)
-    dt_h, eta, max_w = BASE_MINUTES / 60.0, _ONE_WAY_EFFICIENCY, capacity_wh / 2.0
+    dt_h, max_w = BASE_MINUTES / 60.0, capacity_wh / 2.0
     low, high = capacity_wh * _SOC_MIN / 100.0, capacity_wh * _SOC_MAX / 100.0
+    stored_per_charge_w = CHARGE_EFFICIENCY * dt_h  # Wh stored per W of charging for one step
+    drawn_per_discharge_w = dt_h / DISCHARGE_EFFICIENCY  # Wh drawn from the store per W delivered for one step
+
+    def advance(stored: float, surplus: float) -> tuple[float, float]:
+        """(battery power, stored Wh after the step); a limit reached sets the store to the bound exactly, so two
+        trajectories that reach it become one (the hand-over between segments relies on it)."""
+        if surplus > 0:
+            room_w = (high - stored) / stored_per_charge_w
+            charge_w = min(surplus, max_w)
+            return (-room_w, high) if charge_w >= room_w else (-charge_w, stored + charge_w * stored_per_charge_w)
+        available_w = (stored - low) / drawn_per_discharge_w
+        discharge_w = min(-surplus, max_w)
+        if discharge_w >= available_w:
+            return available_w, low
+        return discharge_w, stored - discharge_w * drawn_per_discharge_w
+
+    n = len(surplus_w)
     power, soc = [0.0] * n, [0.0] * n
-    stored, day = 0.0, None
+    states: dict[int, _BatteryState] = {}
+    shown, starting = start
+    fresh = capacity_wh * _SOC_START / 100.0
+    day = int(local_day[0])
+    segment = day // SEGMENT_DAYS
+    step_starts = (t_s - _BASE_S // 2).tolist()
     for i, (surplus, d) in enumerate(zip(surplus_w.tolist(), local_day.tolist(), strict=True)):
         if d != day:
-            stored, day = capacity_wh * _SOC_START / 100.0, d
-        if surplus > 0:
-            p = max(0.0, min(surplus, max_w, (high - stored) / (eta * dt_h)))
-            stored += p * eta * dt_h
-            power[i] = -p
-        else:
-            p = max(0.0, min(-surplus, max_w, (stored - low) * eta / dt_h))
-            stored -= p / eta * dt_h
-            power[i] = p
-        soc[i] = stored / capacity_wh * 100.0
-    return np.array(power), np.array(soc)
+            day = d
+            if d // SEGMENT_DAYS != segment:  # hand over to the trajectory that has run the whole last segment
+                segment = d // SEGMENT_DAYS
+                shown, starting = starting, fresh
+            if shown is not None:
+                states[d] = (step_starts[i], shown, starting)
+        if shown is None:
+            starting = advance(starting, surplus)[1]
+            continue
+        same = starting == shown
+        power[i], shown = advance(shown, surplus)
+        starting = shown if same else advance(starting, surplus)[1]
+        soc[i] = shown / capacity_wh * 100.0
+    return np.array(power), np.array(soc), states
 
 
 def _epoch_us(value: datetime, name: str) -> int:
@@ -268,20 +367,30 @@ def simulate(site: SimulatedSite, start: datetime, end: datetime, resolution_min
     n_rows = max(0, -(-(end_us - first_us) // res_us))
     if n_rows == 0:
         return pl.DataFrame(schema=_SCHEMA)
-    # The battery needs history: integrate from local midnight of the first row's local day (see _run_battery).
-    tz = ZoneInfo(site.timezone)
-    first_local_day = (_EPOCH + timedelta(microseconds=first_us)).astimezone(tz).date()
-    midnight_us = _epoch_us(datetime.combine(first_local_day, time(0), tzinfo=tz), "midnight")
-    base_start_us = min(-(-midnight_us // base_us) * base_us, first_us)
-    lead = (first_us - base_start_us) // base_us
     per_row = resolution_minutes // BASE_MINUTES
+    has_battery = site.battery_capacity_kwh > 0
+    # The battery needs history: integrate from a kept or segment-aligned state before the window (see the module
+    # docstring); `lead` steps before the first row are computed for it and not returned.
+    shown: float | None = None
+    starting = 0.0
+    base_start_us = first_us
+    if has_battery:
+        first_day = int(_local_days(site, np.array([first_us // _US + _BASE_S // 2]))[0][0])
+        start_s, shown, starting = _battery_start(site, first_day)
+        base_start_us = start_s * _US
+    lead = (first_us - base_start_us) // base_us
     # Values at each 5-minute base interval's midpoint stand for that interval's average.
     t_s = base_start_us // _US + np.arange(lead + n_rows * per_row, dtype=np.int64) * _BASE_S + _BASE_S // 2
     local_day, local_hour = _local_days(site, t_s)
 
     pv = _pv_cached(site, t_s)
     load = _load_w(site, t_s, local_day, local_hour)
-    battery, soc = _run_battery(site, pv - load, local_day)
+    battery, soc = np.zeros(len(t_s)), np.zeros(len(t_s))
+    if has_battery:
+        # Days never go back for the battery (a zone that once moved its clocks back across midnight repeats one).
+        battery_day = np.maximum.accumulate(local_day)
+        battery, soc, states = _run_battery(site, t_s, pv - load, battery_day, (shown, starting))
+        _keep_battery_states(site, states)
 
     pv_r, load_r, battery_r = np.stack([pv, load, battery])[:, lead:].reshape(3, n_rows, per_row).mean(axis=2)
     # Net metering per row: a row is either importing or exporting, never both.
