@@ -1,7 +1,8 @@
 """Importing historical readings of one source from a CSV file, through the collector's own write path.
 
-For meters without an API, or history from before a connection existed. The file has a header row and two
-columns: `timestamp` and `value` (other columns are ignored). Options:
+For meters without an API, or history from before a connection existed. The file has a header row naming its
+columns; one holds the timestamps and one the values (other columns are ignored). Its layout (delimiter, decimal
+mark, which columns) is given or detected by the rules of `core.readings_csv`. Options:
 
 - `unit`: `W` or `kW` (average power over the interval), or `Wh` or `kWh` (energy over the interval, converted to
   average power: W = Wh x 3600 / interval_s);
@@ -10,7 +11,11 @@ columns: `timestamp` and `value` (other columns are ignored). Options:
   (give an offset for those rows);
 - `interval_minutes`: the length of every interval (default 15; it must divide a day);
 - `label`: whether a timestamp names the `start` (default) or the `end` of its interval;
-- `snap`: move a timestamp that is off the interval grid to the nearest grid point instead of refusing it.
+- `snap`: move a timestamp that is off the interval grid to the nearest grid point instead of refusing it;
+- `delimiter`, `decimal`, `time_column`, `value_column`: the layout, None to detect it (`core.readings_csv`);
+- `counter`: the values are a cumulative meter counter in `Wh` or `kWh`, each reading taken at the instant its
+  timestamp names; the difference between consecutive readings is the interval's energy, with resets and
+  rollovers detected and reported by row (`core.readings_csv_counter`).
 
 What is stored is only real numbers at sane times (the operator's bounds are `ReadingsFileLimits`, from the settings):
 
@@ -34,6 +39,7 @@ import codecs
 import csv
 import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -45,11 +51,23 @@ from core import rollups
 from core.config import Settings
 from core.models import known_timezones
 from core.private_files import NotUtf8, decode_utf8
+from core.readings_csv import (
+    DECIMAL_MARKS,
+    DELIMITERS,
+    NumberReader,
+    detect_decimal,
+    detect_delimiter,
+    first_line,
+    guess_columns,
+)
+from core.readings_csv_counter import CounterReading, interval_energies
 from core.readings_store import ingest, to_batch
 from core.store import Store
 from core.validation import and_more
 
 UNITS = {"W": 1.0, "kW": 1000.0, "Wh": None, "kWh": None}  # None: energy per interval, converted to power
+OUT_OF_RANGE = "is out of range: a reading is at most 1 TW (1e12 W) either way"
+EMPTY = "the file is empty: it needs a header row (timestamp,value) and data rows"
 MAX_ERRORS = 20
 # 1 TW: over 40 times the largest power plant on Earth (Three Gorges, 22.5 GW), so no real reading comes near it,
 # while a wrong unit or a corrupt number does. Bounding every stored value here also bounds every sum the rollups
@@ -81,6 +99,11 @@ class ImportOptions:
     interval_minutes: int = 15
     label: str = "start"
     snap: bool = False
+    delimiter: str | None = None  # one of DELIMITERS; None: detected from the header row
+    decimal: str | None = None  # one of DECIMAL_MARKS; None: detected from the values
+    time_column: str | None = None  # a header name; None: guessed
+    value_column: str | None = None
+    counter: bool = False  # values are a cumulative counter (unit Wh or kWh), not per-interval figures
 
 
 @dataclass(frozen=True)
@@ -107,12 +130,28 @@ DEFAULT_LIMITS = ReadingsFileLimits.from_settings(Settings.model_construct())  #
 class ImportReport:
     rows: int
     written: int
-    first: datetime
-    last: datetime
+    first: datetime  # UTC start of the first interval
+    last: datetime  # UTC start of the last interval
+    site_zone: str = "UTC"
+    notes: tuple[str, ...] = ()  # what the summary must say besides the counts (counter resets, rollovers, gaps)
+
+    def utc_span(self) -> str:
+        return f"from {self.first:%Y-%m-%d %H:%M} to {self.last:%Y-%m-%d %H:%M} UTC"
+
+    def site_span(self) -> str:
+        zone = ZoneInfo(self.site_zone)
+        first, last = self.first.astimezone(zone), self.last.astimezone(zone)
+        return f"from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} site time ({self.site_zone})"
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    frame: pl.DataFrame  # an ingest batch without `source_id`
+    notes: list[str]  # the first MAX_ERRORS, then "... and N more"
 
 
 class _Problems:
-    """Row problems, keeping the text of the first MAX_ERRORS only: a file of a million bad rows stays cheap."""
+    """Row problems (or notes), keeping the text of the first MAX_ERRORS only: a million bad rows stay cheap."""
 
     def __init__(self) -> None:
         self.shown: list[str] = []
@@ -129,6 +168,9 @@ class _Problems:
 
     def refused(self) -> ImportRefused:
         return ImportRefused(self.shown, self.more)
+
+    def lines(self) -> list[str]:
+        return self.shown + ([and_more(self.more)] if self.more else [])
 
 
 @dataclass(frozen=True)
@@ -182,7 +224,7 @@ def decode_csv(data: bytes, limits: ReadingsFileLimits = DEFAULT_LIMITS) -> str:
             ]
         ) from None
     if not text.strip():
-        raise ImportRefused(["the file is empty: it needs a header row (timestamp,value) and data rows"])
+        raise ImportRefused([EMPTY])
     return text
 
 
@@ -196,6 +238,18 @@ def parse_readings(
 ) -> pl.DataFrame:
     """The file as an ingest batch without `source_id` (ts UTC start, interval_s, value W), or `ImportRefused`.
     `now` (default: the clock) bounds how far in the future an interval may start."""
+    return parse_file(text, options, site_zone, now=now, limits=limits).frame
+
+
+def parse_file(
+    text: str,
+    options: ImportOptions,
+    site_zone: str,
+    *,
+    now: datetime | None = None,
+    limits: ReadingsFileLimits = DEFAULT_LIMITS,
+) -> ParsedFile:
+    """`parse_readings` with the notes the summary gives (counter resets, rollovers, gaps)."""
     option_problems = _option_problems(options)
     if option_problems:
         raise ImportRefused(option_problems)
@@ -203,15 +257,20 @@ def parse_readings(
     interval = timedelta(minutes=options.interval_minutes)
     earliest = datetime.combine(limits.earliest, time(), tzinfo=zone).astimezone(UTC)
     window = _Window(earliest, (now or datetime.now(UTC)) + timedelta(days=limits.future_days), limits)
-    reader = csv.reader(io.StringIO(text))
+    delimiter = options.delimiter or detect_delimiter(first_line(text))
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     try:
         header = next(reader, [])
     except csv.Error as exc:
         raise ImportRefused([f"row 1: {_csv_problem(exc)}"]) from None
-    columns = _columns(header)
-    problems = _Problems()
+    if not any(name.strip() for name in header):
+        raise ImportRefused([EMPTY])
+    columns = _columns(header, options)
+    numbers = NumberReader(options.decimal or _decimal(text, delimiter, columns[1]))
+    problems, notes = _Problems(), _Problems()
     starts: list[datetime] = []
     values: list[float | None] = []
+    counter: list[CounterReading] = []
     seen: dict[datetime, tuple[int, bool]] = {}  # interval start -> (row, whether it was snapped)
     while True:
         try:
@@ -224,10 +283,21 @@ def parse_readings(
         if not fields:
             continue  # a blank line
         number = reader.line_num
+        if len(fields) > len(header) and any(field.strip() for field in fields[len(header) :]):
+            # A comma-separated row with an unquoted decimal comma (`...,1234,5`) would otherwise read as 1234.
+            problems.add(
+                f"row {number}: {len(fields)} fields where the header names {len(header)}: a {DELIMITERS[delimiter]}"
+                " inside a value? Quote that value, or use another delimiter"
+            )
+            continue
         stamp, raw_value = (fields[i].strip() if i < len(fields) else "" for i in columns)
         start, snapped, problem = _start(stamp, zone, interval, options, window)
-        if problem is None:
-            value, problem = _power(raw_value, options.unit, interval)
+        if problem is None and options.counter:
+            reading, problem = _counter_reading(raw_value, numbers)
+            if reading is not None and start is not None:
+                counter.append(CounterReading(number, start, reading, raw_value))
+        elif problem is None:
+            value, problem = _power(raw_value, options.unit, interval, numbers)
         if problem is not None:
             problems.add(f"row {number}: {problem}")
             continue
@@ -241,16 +311,42 @@ def parse_readings(
                 problems.add(f"row {number}: the same interval as row {other} {when}")
             continue
         seen[start] = (number, snapped)
-        starts.append(start)
-        values.append(value)
+        if not options.counter:
+            starts.append(start)
+            values.append(value)
     if problems:
         raise problems.refused()
-    if not starts:
+    if not seen:
         raise ImportRefused(["the file has no data rows (only a header)"])
-    return pl.DataFrame(
+    if options.counter:
+        starts, values = _counter_intervals(counter, interval, options.unit, problems, notes)
+        if problems:
+            raise problems.refused()
+    frame = pl.DataFrame(
         {"ts": starts, "interval_s": [int(interval.total_seconds())] * len(starts), "value": values},
         schema={"ts": pl.Datetime("us", "UTC"), "interval_s": pl.Int32, "value": pl.Float64},
     )
+    return ParsedFile(frame, notes.lines())
+
+
+def _counter_intervals(
+    readings: list[CounterReading], interval: timedelta, unit: str, problems: _Problems, notes: _Problems
+) -> tuple[list[datetime], list[float | None]]:
+    """Interval starts and average W from a counter's readings; problems and notes by row."""
+    if len(readings) < 2:
+        raise ImportRefused(["a counter file needs at least two readings: an interval's energy is their difference"])
+    starts: list[datetime] = []
+    values: list[float | None] = []
+    for energy in interval_energies(readings, interval, unit, problems.add, notes.add):
+        watts = None if energy.energy is None else _watts(energy.energy, unit, interval)
+        if watts is not None and not abs(watts) <= MAX_ABS_W:
+            problems.add(f"row {energy.row}: the counter rises by {energy.energy:g} {unit} {OUT_OF_RANGE}")
+            continue
+        starts.append(energy.start)
+        values.append(watts)
+    if not starts and not problems:
+        raise ImportRefused(["no two counter readings are one interval apart: no interval's energy is known"])
+    return starts, values
 
 
 def _option_problems(options: ImportOptions) -> list[str]:
@@ -264,22 +360,79 @@ def _option_problems(options: ImportOptions) -> list[str]:
         problems.append("interval_minutes must divide a day (1440 minutes), e.g. 5, 10, 15, 30 or 60")
     if options.timezone and options.timezone not in known_timezones():
         problems.append(f"unknown time zone {options.timezone!r}")
+    if options.delimiter is not None and options.delimiter not in DELIMITERS:
+        problems.append(f"delimiter {options.delimiter!r} is not one of {', '.join(DELIMITERS.values())}")
+    if options.decimal is not None and options.decimal not in DECIMAL_MARKS:
+        problems.append(f"decimal mark {options.decimal!r} is not one of {', '.join(DECIMAL_MARKS)}")
+    if options.counter and UNITS.get(options.unit, 0) is not None:
+        problems.append(f"a cumulative counter counts energy: its unit is Wh or kWh, not {options.unit}")
+    if options.counter and options.label != "start":
+        problems.append("a counter reading is taken at the instant its timestamp names: the label does not apply")
     return problems
 
 
-def _columns(header: list[str]) -> tuple[int, int]:
-    """Where the timestamp and value columns are, or `ImportRefused` naming what the first row holds instead."""
+def _columns(header: list[str], options: ImportOptions) -> tuple[int, int]:
+    """Where the timestamp and value columns are (named by the options, else guessed), or `ImportRefused` naming
+    what the first row holds instead."""
     names = [name.strip() for name in header]
-    missing = [name for name in ("timestamp", "value") if name not in names]
+    found = ", ".join(_quote(name) for name in names[:10]) + (", ..." if len(names) > 10 else "")
+    guessed_time, guessed_value = guess_columns(names)
+    chosen = {"timestamp": guessed_time, "value": guessed_value}
+    problems = []
+    for role, given in (("timestamp", options.time_column), ("value", options.value_column)):
+        if given is not None:
+            chosen[role] = _position(names, given)
+            if chosen[role] is None:
+                problems.append(f"row 1: the header row has no column {_quote(given)} (found: {found})")
+    if problems:
+        raise ImportRefused(problems)
+    missing = [role for role, position in chosen.items() if position is None]
     if missing:
-        found = ", ".join(_quote(name) for name in names[:10]) + (", ..." if len(names) > 10 else "")
         raise ImportRefused(
             [
                 f"row 1: the header row lacks the column(s) {', '.join(missing)} (found: {found}): the first row"
                 " must name the columns, e.g. timestamp,value"
             ]
         )
-    return names.index("timestamp"), names.index("value")
+    time_at, value_at = chosen["timestamp"], chosen["value"]
+    assert time_at is not None and value_at is not None
+    if time_at == value_at:
+        raise ImportRefused([f"row 1: the timestamps and the values cannot both be column {_quote(names[time_at])}"])
+    return time_at, value_at
+
+
+def _position(names: list[str], given: str) -> int | None:
+    """The column named `given`: exactly, else the only one equal to it ignoring case and outer spaces."""
+    if given in names:
+        return names.index(given)
+    alike = [i for i, name in enumerate(names) if name.casefold() == given.strip().casefold()]
+    return alike[0] if len(alike) == 1 else None
+
+
+def _decimal(text: str, delimiter: str, column: int) -> str:
+    """The decimal mark the values show, or `ImportRefused` when none tells (`core.readings_csv`)."""
+    mark, row, value = detect_decimal(_values(text, delimiter, column))
+    if mark is None:
+        raise ImportRefused(
+            [
+                f"row {row}: value {_quote(value)} reads as two different numbers with a decimal point or a decimal"
+                " comma, and no value in the file tells which it uses: choose the decimal mark"
+            ]
+        )
+    return mark
+
+
+def _values(text: str, delimiter: str, column: int) -> Iterator[tuple[int, str]]:
+    """(row, field) of the value column in file order, for detecting the decimal mark; stops quietly at a line
+    that is not CSV (the main pass names it)."""
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    try:
+        next(reader, None)
+        for fields in reader:
+            if column < len(fields):
+                yield reader.line_num, fields[column].strip()
+    except csv.Error:
+        return
 
 
 def _csv_problem(exc: csv.Error) -> str:
@@ -337,24 +490,36 @@ def _instant(wall: datetime, shown: str, zone: ZoneInfo) -> tuple[datetime | Non
     return earlier.astimezone(UTC), None
 
 
-def _power(text: str, unit: str, interval: timedelta) -> tuple[float | None, str | None]:
+def _power(text: str, unit: str, interval: timedelta, numbers: NumberReader) -> tuple[float | None, str | None]:
     """Average W, checked AFTER the unit conversion (1e308 is finite; 1e308 kW is not)."""
     if text == "":
         return None, None  # no data for that interval: stored as NULL, not zero
-    try:
-        number = float(text)
-    except ValueError:
-        return None, f"value {_quote(text)} is not a number"
-    if not math.isfinite(number) and not any(char.isdigit() for char in text):
-        return None, f"value {_quote(text)} is not a finite number"  # nan, inf, infinity
+    number, problem = numbers.read(text)
+    if number is None:
+        return None, f"value {_quote(text)} {problem}"
+    watts = _watts(number, unit, interval)
+    if not abs(watts) <= MAX_ABS_W:  # also catches the inf of a number too long for a float
+        return None, f"value {_quote(text)} {unit} {OUT_OF_RANGE}"
+    return watts, None
+
+
+def _watts(number: float, unit: str, interval: timedelta) -> float:
     factor = UNITS[unit]
     if factor is not None:
-        watts = number * factor
-    else:
-        watts = number * (1000.0 if unit == "kWh" else 1.0) * 3600 / interval.total_seconds()
-    if not abs(watts) <= MAX_ABS_W:  # also catches the inf of a number too long for a float
-        return None, f"value {_quote(text)} {unit} is out of range: a reading is at most 1 TW (1e12 W) either way"
-    return watts, None
+        return number * factor
+    return number * (1000.0 if unit == "kWh" else 1.0) * 3600 / interval.total_seconds()
+
+
+def _counter_reading(text: str, numbers: NumberReader) -> tuple[float | None, str | None]:
+    """A register reading (None for an empty field: a missing reading), or why it is not one."""
+    if text == "":
+        return None, None
+    number, problem = numbers.read(text)
+    if number is None:
+        return None, f"value {_quote(text)} {problem}"
+    if number < 0 or math.isinf(number):
+        return None, f"value {_quote(text)} is not a counter reading: a register is never negative or infinite"
+    return number, None
 
 
 def import_readings(
@@ -371,8 +536,8 @@ def import_readings(
     catalog = cat.load_catalog(store)
     source = catalog.source(source_id)
     site = catalog.site(catalog.meter(source.meter_id).site_id)
-    frame = parse_readings(text, options, site.timezone, now=now, limits=limits)
-    batch = to_batch(source_id, frame, now, final_before=now)
+    parsed = parse_file(text, options, site.timezone, now=now, limits=limits)
+    batch = to_batch(source_id, parsed.frame, now, final_before=now)
     first, last = batch["ts"].min(), batch["ts"].max()
     assert isinstance(first, datetime) and isinstance(last, datetime)
     written = 0
@@ -380,4 +545,4 @@ def import_readings(
         with store.transaction() as con:
             written = ingest(con, batch, now)
             rollups.refresh(con, [source_id], first, last + timedelta(minutes=options.interval_minutes))
-    return ImportReport(rows=batch.height, written=written, first=first, last=last)
+    return ImportReport(batch.height, written, first, last, site.timezone, tuple(parsed.notes))

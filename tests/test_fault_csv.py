@@ -404,7 +404,7 @@ def test_the_page_refuses_an_off_grid_time_unless_snap_is_ticked(app_env: Path) 
     at.button(key="import_write").click().run()
     assert not at.exception
     assert any("Nothing was imported" in e.value for e in at.error)
-    assert at.code[0].value == (
+    assert at.text[0].value == (
         "row 2: 2026-11-01 00:07 is off the 15-minute grid (from midnight): fix it, or snap times to the grid"
     )
     assert counts(store)["readings"] == 0

@@ -62,7 +62,7 @@ def test_a_bad_file_is_refused_with_row_numbers_and_writes_nothing(at: AppTest) 
     at.button(key="import_write").click().run()
     assert not at.exception
     assert any("Nothing was imported" in e.value for e in at.error)
-    problems = at.code[0].value
+    problems = at.text[0].value
     assert "twelve" in problems and "2026-03-29 02:30" in problems  # a bad number and a time DST skips
     assert _stored(source_id) == []
 
