@@ -37,6 +37,9 @@ class Settings(BaseSettings):
         "https://api.enphaseenergy.com/oauth", description="Enphase OAuth base URL (/authorize and /token under it)."
     )
     enphase_plan: str = Field("watt", description="Enphase API plan of the application: watt, kilowatt or megawatt.")
+    currency: str = Field(
+        "EUR", description="Currency of the sources' cost per MWh, shown with every cost and price (e.g. EUR, USD)."
+    )
     http_timeout_s: float = Field(20.0, gt=0, description="Timeout of one call to a vendor API.")
     retention_raw_days: int = Field(
         400, ge=1, description="Raw readings older than this many days are dropped (after rolling them up)."

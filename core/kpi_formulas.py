@@ -99,17 +99,25 @@ class Kpi:
         return format_value(self.value, self.unit)
 
 
-def format_value(value: float | None, unit: str) -> str:
-    """A value for display: "-" when undefined; shares as percentages."""
+def format_value(value: float | None, unit: str, currency: str = "") -> str:
+    """A value for display: "-" when undefined; shares as percentages; costs and prices in `currency`
+    (`Settings.currency`)."""
     if value is None:
         return "-"
     if unit == SHARE:
         return f"{value * 100:.1f} %"
     if unit == COST:
-        return f"{value:,.2f}"
+        return f"{value:,.2f} {currency}".rstrip()
     if unit == PER_MWH:
-        return f"{value:,.2f} per MWh"
+        return f"{value:,.2f} {currency}/MWh" if currency else f"{value:,.2f} per MWh"
     return f"{value:,.1f} {unit}"
+
+
+def unit_label(unit: str, currency: str = "") -> str:
+    """The unit as a tile label or a column header says it: " (kWh)", " (EUR)"; "" for shares."""
+    if unit == COST:
+        return f" ({currency})" if currency else ""
+    return {KWH: " (kWh)", KG_CO2: " (kg CO2)"}.get(unit, "")
 
 
 def format_number(value: float | None, unit: str) -> str:

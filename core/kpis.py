@@ -47,6 +47,7 @@ from core.kpi_formulas import (
     SiteFlows,
     compute_kpis,
     format_number,
+    unit_label,
 )
 from core.models import ApiSettings
 from core.roles import Role, role_of
@@ -487,11 +488,13 @@ DAILY_HEADERS = {
 }
 
 
-def daily_for_display(daily: pl.DataFrame) -> pl.DataFrame:
-    """The daily table as text with readable headers: shares in %, "-" where a KPI is undefined.
+def daily_for_display(daily: pl.DataFrame, currency: str = "") -> pl.DataFrame:
+    """The daily table as text with readable headers: shares in %, "-" where a KPI is undefined, costs headed with
+    their currency.
 
     The downloads keep `daily` itself (numbers, nulls), which suits spreadsheets and notebooks better."""
     shown = {"Site": daily["site"], "Day": daily["day"].cast(pl.String)}
     for column, (header, unit) in DAILY_HEADERS.items():
+        header += unit_label(unit, currency) if unit == COST else ""
         shown[header] = pl.Series([format_number(v, unit) for v in daily[column]], dtype=pl.String)
     return pl.DataFrame(shown)

@@ -29,6 +29,7 @@ from core.history import (
 )
 from core.kpis import site_today
 from core.models import Site
+from core.power_units import power_scale
 from core.roles import Role
 from ui.context import get_runtime, page_guard
 from ui.typed_dates import commit_typed_dates
@@ -149,7 +150,9 @@ def _x(local: pl.Series, resolution: Resolution, by_category: bool) -> list[Any]
     return local.dt.replace_time_zone(None).to_list()
 
 
-def _layout(figure: go.Figure, y_title: str, by_category: bool, **extra: Any) -> go.Figure:
+def _layout(
+    figure: go.Figure, y_title: str, by_category: bool, resolution: Resolution | None = None, **extra: Any
+) -> go.Figure:
     settings: dict[str, Any] = {
         "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
         "legend": {"orientation": "h", "y": -0.15},
@@ -159,7 +162,18 @@ def _layout(figure: go.Figure, y_title: str, by_category: bool, **extra: Any) ->
     figure.update_layout(**(settings | extra))
     if by_category:
         figure.update_xaxes(type="category", nticks=8, tickangle=0)
+    elif resolution == Resolution.MONTH:  # one tick a month, named, however short the range
+        figure.update_xaxes(dtick="M1", tickformat="%b %Y")
     return figure
+
+
+def _partial(frame: pl.DataFrame, now: datetime) -> list[bool]:
+    """Per row, whether its bucket is still running at `now`: drawn as partial, never as a fall."""
+    moment = now.astimezone(UTC)
+    return [end.astimezone(UTC) > moment for end in frame["bucket_end_local"].to_list()]
+
+
+PARTIAL_BAR = {"pattern_shape": "/", "opacity": 0.55}  # a bucket in progress: hatched and paler
 
 
 def _gap_marks(figure: go.Figure, x: list[Any], missing: pl.Series) -> None:
@@ -170,18 +184,36 @@ def _gap_marks(figure: go.Figure, x: list[Any], missing: pl.Series) -> None:
 
 
 def _series_chart(
-    frame: pl.DataFrame, column: str, unit: str, kind: str, resolution: Resolution, by_category: bool
+    frame: pl.DataFrame,
+    column: str,
+    unit: str,
+    kind: str,
+    resolution: Resolution,
+    by_category: bool,
+    now: datetime,
+    divisor: float = 1.0,
 ) -> go.Figure:
+    """Lines or bars per series; values divided by `divisor` (a power chart's unit, `core.power_units`); a bar whose
+    bucket is still running is hatched and says "so far"."""
     figure = go.Figure()
     names = frame["series"].unique(maintain_order=True).to_list()
     for name in names:
         rows = frame.filter(pl.col("series") == name)
         x = _x(rows["bucket_start_local"], resolution, by_category)
-        common = {"x": x, "y": rows[column].to_list(), "name": name, "customdata": rows["coverage_pct"].to_list()}
-        template = f"%{{y:,.2f}} {unit} (coverage %{{customdata:.0f}} %)"
+        values = [None if v is None else v / divisor for v in rows[column].to_list()]
+        partial = _partial(rows, now)
+        notes = [" so far" if p else "" for p in partial]
+        coverage = rows["coverage_pct"].to_list()
+        common = {"x": x, "y": values, "name": name, "customdata": list(zip(coverage, notes, strict=True))}
+        template = f"%{{y:,.2f}} {unit}%{{customdata[1]}} (coverage %{{customdata[0]:.0f}} %)"
         color = ROLE_COLORS.get(name)
         if kind == "bar":
-            figure.add_trace(go.Bar(**common, hovertemplate=template, marker_color=color))
+            marker = {
+                "color": color,
+                "pattern_shape": [PARTIAL_BAR["pattern_shape"] if p else "" for p in partial],
+                "opacity": [PARTIAL_BAR["opacity"] if p else 1.0 for p in partial],
+            }
+            figure.add_trace(go.Bar(**common, hovertemplate=template, marker=marker))
         else:
             # Small markers too: a bucket with data between two gaps has no line to draw and would vanish.
             figure.add_trace(
@@ -195,11 +227,16 @@ def _series_chart(
             pl.first("bucket_start_local"), pl.col(column).is_null().any().alias("missing")
         )
         _gap_marks(figure, _x(per_bucket["bucket_start_local"], resolution, by_category), per_bucket["missing"])
-    return _layout(figure, unit, by_category, barmode="group")
+    return _layout(figure, unit, by_category, resolution, barmode="group")
 
 
-def _balance_chart(balance: pl.DataFrame, resolution: Resolution, by_category: bool) -> go.Figure:
+def _balance_chart(balance: pl.DataFrame, resolution: Resolution, by_category: bool, now: datetime) -> go.Figure:
     x = _x(balance["bucket_start_local"], resolution, by_category)
+    partial = _partial(balance, now)
+    hatch = {
+        "pattern_shape": [PARTIAL_BAR["pattern_shape"] if p else "" for p in partial],
+        "opacity": [PARTIAL_BAR["opacity"] if p else 1.0 for p in partial],
+    }
     figure = go.Figure()
     # Sources of the energy used on site stack above zero; energy leaving (export, charging) stacks below.
     for column, name, sign, color in (
@@ -210,7 +247,7 @@ def _balance_chart(balance: pl.DataFrame, resolution: Resolution, by_category: b
         ("battery_charge_kwh", "Battery charge", -1, "#8e24aa"),
     ):
         y = (balance[column] * sign).to_list()
-        figure.add_trace(go.Bar(x=x, y=y, name=name, marker_color=color, hovertemplate="%{y:,.2f} kWh"))
+        figure.add_trace(go.Bar(x=x, y=y, name=name, marker=hatch | {"color": color}, hovertemplate="%{y:,.2f} kWh"))
     for column, name, dash in (("load_kwh", "Load", "solid"), ("production_kwh", "Production", "dot")):
         figure.add_trace(
             go.Scatter(
@@ -221,7 +258,7 @@ def _balance_chart(balance: pl.DataFrame, resolution: Resolution, by_category: b
         )  # fmt: skip
     # A metered flow without (complete) data is a gap; an unmetered grid flow is unknown everywhere, not a gap.
     _gap_marks(figure, x, balance["has_gap"])
-    return _layout(figure, "kWh (export and charge below zero)", by_category, barmode="relative")
+    return _layout(figure, "kWh (export and charge below zero)", by_category, resolution, barmode="relative")
 
 
 def _comparison_chart(frame: pl.DataFrame, column: str, unit: str, resolution: Resolution) -> go.Figure:
@@ -236,7 +273,12 @@ def _comparison_chart(frame: pl.DataFrame, column: str, unit: str, resolution: R
             )
         )  # fmt: skip
     position = "Day" if resolution == Resolution.DAY else "Month"
-    return _layout(figure, unit, False, xaxis_title=f"{position} of the period", hovermode="closest")
+    figure = _layout(figure, unit, False, xaxis_title=f"{position} of the period", hovermode="closest")
+    return figure.update_xaxes(dtick=1, tick0=1)  # positions are whole days or months
+
+
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _show(figure: go.Figure, frame: pl.DataFrame, name: str, key: str) -> None:
@@ -286,22 +328,24 @@ def _render() -> None:
     power = data.series.filter(~pl.col("percent")).select(*times, "power_w", "coverage_pct")
     if not power.is_empty():
         st.subheader("Power")
-        _show(_series_chart(power, "power_w", "W", "line", resolution, by_category), power, f"{stem}-power", "power")
+        divisor, unit = power_scale(power["power_w"].to_list())  # one unit for the chart, as on Live
+        figure = _series_chart(power, "power_w", unit, "line", resolution, by_category, minute, divisor)
+        _show(figure, power, f"{stem}-power", "power")
         energy = data.series.filter(~pl.col("percent")).select(*times, "energy_kwh", "coverage_pct", "bucket_start_utc")
         st.subheader("Energy")
-        figure = _series_chart(energy, "energy_kwh", "kWh", "bar", resolution, by_category)
+        figure = _series_chart(energy, "energy_kwh", "kWh", "bar", resolution, by_category, minute)
         _show(figure, energy.drop("bucket_start_utc"), f"{stem}-energy", "energy")
     soc = data.series.filter(pl.col("percent")).select(*times, "soc_pct", "coverage_pct")
     if not soc.is_empty():
         st.subheader("State of charge")
-        _show(_series_chart(soc, "soc_pct", "%", "line", resolution, by_category), soc, f"{stem}-soc", "soc")
+        _show(_series_chart(soc, "soc_pct", "%", "line", resolution, by_category, minute), soc, f"{stem}-soc", "soc")
     st.subheader("Energy balance of the site")
     basis = data.balance["load_basis"][0] if data.balance.height else "-"
     st.caption(f"Self-consumed = production - export. Battery net > 0 is a discharge. Load: {basis}.")
     if data.unmetered:
         flows = " and ".join(name.lower() for name in data.unmetered)
         st.caption(f"This site has no source for {flows}: those flows, and what depends on them, are unknown.")
-    _show(_balance_chart(data.balance, resolution, by_category), data.balance, f"{stem}-balance", "balance")
+    _show(_balance_chart(data.balance, resolution, by_category, minute), data.balance, f"{stem}-balance", "balance")
     _comparison_section(site, level, entity_id, resolution, first, last, minute)
 
 
@@ -324,8 +368,8 @@ def _comparison_section(
         f"The same local dates shifted back year by year, aligned by position in the period{note}; a Feb 29 has no"
         " counterpart in other years."
     )
-    for missing in result.without_data:
-        st.info(f"No data for {missing}.", icon=":material/info:")
+    if result.without_data:  # one line, however many years
+        st.info(f"No data for {_listed(result.without_data)}.", icon=":material/info:")
     frame = result.frame.select("period", "years_back", "position", "first_day", "last_day", column, "coverage_pct")
     _show(_comparison_chart(frame, column, unit, compared), frame, f"{site.name}-{groups[key].name}-years", "years")
 

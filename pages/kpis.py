@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import streamlit as st
 
 from core import kpis
-from core.kpi_formulas import KG_CO2, KWH, SHARE, Kpi, format_number, format_value
+from core.kpi_formulas import SHARE, Kpi, format_number, format_value, unit_label
 from core.models import Site
 from ui.context import get_runtime, page_guard
 from ui.markdown import escape_markdown
@@ -53,14 +53,15 @@ def _choose_period(today: date) -> kpis.Period | None:
 
 def _tile(kpi: Kpi) -> None:
     # The unit goes in the label so that a large value still fits its tile.
-    unit = {KWH: " (kWh)", KG_CO2: " (kg CO2)"}.get(kpi.unit, "")
-    st.metric(f"{kpi.name}{unit}", format_number(kpi.value, kpi.unit))
+    currency = get_runtime().settings.currency
+    st.metric(f"{kpi.name}{unit_label(kpi.unit, currency)}", format_number(kpi.value, kpi.unit))
     with st.expander(f"{kpi.name}: formula"):
         st.markdown(f"`{kpi.formula}`")
         if kpi.note:
             st.caption(kpi.note)
         if kpi.inputs:
-            st.markdown("\n".join(f"- {escape_markdown(q.name)} = {format_value(q.value, q.unit)}" for q in kpi.inputs))
+            lines = [f"- {escape_markdown(q.name)} = {format_value(q.value, q.unit, currency)}" for q in kpi.inputs]
+            st.markdown("\n".join(lines))
 
 
 def _coverage(report: kpis.KpiReport) -> None:
@@ -109,7 +110,7 @@ def _render(site: Site) -> None:
                 _tile(report.kpis[key])
     st.subheader("Per day")
     st.caption("Energies in kWh, carbon in kg CO2, money in the currency of the sources' prices; - is undefined.")
-    st.dataframe(kpis.daily_for_display(report.daily), hide_index=True)
+    st.dataframe(kpis.daily_for_display(report.daily, get_runtime().settings.currency), hide_index=True)
     download_buttons(report.daily, f"kpis-{site.name}-{period.first_day}-{period.last_day}", key="kpi_daily")
 
 

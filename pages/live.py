@@ -17,6 +17,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from core import live
 from core.live import FLOW_LABELS, LiveSnapshot, SourceLive, Status
+from core.power_units import power_scale
 from core.roles import Role
 from ui.context import get_runtime, page_guard
 from ui.markdown import escape_markdown
@@ -160,18 +161,22 @@ def recent_chart(snapshot: LiveSnapshot) -> None:
         st.info(f"No power readings in the last {hours} h.", icon=":material/info:")
         return
     local = frame.with_columns(pl.col("bucket").dt.convert_time_zone(snapshot.site.timezone).alias("time"))
+    divisor, unit = power_scale(v for column in columns for v in frame[column].to_list())
     figure = go.Figure()
     for column in columns:
         kind = Role(column.removesuffix("_w"))
         computed = kind is Role.LOAD and snapshot.recent_load_computed
         name = f"{FLOW_LABELS[kind]} (computed)" if computed else FLOW_LABELS[kind]
         figure.add_trace(
-            go.Scatter(x=local["time"].to_list(), y=(local[column] / 1000).to_list(), name=name, mode="lines")
-        )
+            go.Scatter(
+                x=local["time"].to_list(), y=(local[column] / divisor).to_list(), name=name, mode="lines",
+                hovertemplate=f"%{{y:,.2f}} {unit}",
+            )
+        )  # fmt: skip
     figure.update_layout(
         height=300,
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        yaxis_title="kW",
+        yaxis_title=unit,
         xaxis_title=f"interval start ({snapshot.site.timezone})",
         legend={"orientation": "h"},
     )

@@ -19,9 +19,9 @@ KPI_NAMES = [
 ]  # fmt: skip
 # tile labels carry the unit of energies and carbon
 TILES = [f"{name} (kWh)" for name in KPI_NAMES[:8]] + [
-    "Self-consumption", "Self-sufficiency", "Emissions (kg CO2)", "CO2 avoided (kg CO2)", "Import cost",
-    "Export revenue", "Savings (self-consumption)",
-]  # fmt: skip
+    "Self-consumption", "Self-sufficiency", "Emissions (kg CO2)", "CO2 avoided (kg CO2)", "Import cost (EUR)",
+    "Export revenue (EUR)", "Savings (self-consumption) (EUR)",
+]  # fmt: skip  # costs carry the currency (DATACONN_CURRENCY, EUR by default)
 
 
 @pytest.fixture
