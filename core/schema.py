@@ -351,6 +351,112 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
 ]
 
+MIGRATIONS.append(
+    (
+        9,
+        "daily KPIs view readable by DuckDB 1.5",
+        # Migration 7's view, rewritten: DuckDB 1.5 (analysts' CLI and drivers, core.file_format) cannot bind an alias
+        # reused in its own SELECT, so `v_kpi_daily` failed there. The day's length is now computed in a lateral
+        # join. Same rows, same numbers.
+        """
+        CREATE OR REPLACE VIEW v_kpi_daily AS
+        WITH roles AS (
+            SELECT s.id AS site_id, s.name AS site, s.timezone, e.id AS source_id,
+                   e.carbon_intensity_g_per_kwh AS intensity, e.cost_per_mwh AS price,
+                   CASE
+                       WHEN m.category = 'PROD' THEN 'production'
+                       WHEN m.category = 'CONS' AND e.source_type = 'load' THEN 'load'
+                       WHEN m.category = 'CONS' AND e.source_type = 'grid' THEN 'grid_import'
+                       WHEN m.category = 'INJ' THEN 'grid_export'
+                       WHEN m.category = 'STOR' AND e.source_type = 'battery' THEN 'battery'
+                   END AS role
+            FROM energy_sources e JOIN meters m ON m.id = e.meter_id JOIN sites s ON s.id = m.site_id
+        ),
+        site_roles AS (
+            SELECT site_id,
+                   bool_or(role = 'production') AS has_prod, bool_or(role = 'load') AS has_load,
+                   bool_or(role = 'grid_import') AS has_imp, bool_or(role = 'grid_export') AS has_exp,
+                   bool_or(role = 'battery') AS has_bat,
+                   avg(intensity) FILTER (WHERE role = 'production') AS prod_intensity_configured,
+                   avg(intensity) FILTER (WHERE role = 'grid_import') AS imp_intensity_configured,
+                   avg(price) FILTER (WHERE role = 'grid_import') AS imp_price_configured,
+                   count(*) AS energy_sources
+            FROM roles WHERE role IS NOT NULL GROUP BY site_id
+        ),
+        sums AS (
+            SELECT r.site_id, r.site, r.timezone, d.bucket,
+                   k.day_s,
+                   sum(least(d.covered_s, k.day_s)) AS covered_s,
+                   -- seconds with data per role: a role with sources but none of them covering a second is unknown
+                   coalesce(sum(d.covered_s) FILTER (WHERE r.role = 'production'), 0) AS prod_covered,
+                   coalesce(sum(d.covered_s) FILTER (WHERE r.role = 'load'), 0) AS load_covered,
+                   coalesce(sum(d.covered_s) FILTER (WHERE r.role = 'grid_import'), 0) AS imp_covered,
+                   coalesce(sum(d.covered_s) FILTER (WHERE r.role = 'grid_export'), 0) AS exp_covered,
+                   coalesce(sum(d.covered_s) FILTER (WHERE r.role = 'battery'), 0) AS bat_covered,
+                   coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'production'), 0) / 1000.0 AS prod_kwh,
+                   coalesce(sum(d.energy_wh * r.intensity) FILTER (WHERE r.role = 'production'), 0) / 1000.0
+                       AS prod_co2_g,
+                   coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'load'), 0) / 1000.0 AS load_kwh,
+                   coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'grid_import'), 0) / 1000.0 AS imp_kwh,
+                   coalesce(sum(d.energy_wh * r.intensity) FILTER (WHERE r.role = 'grid_import'), 0) / 1000.0
+                       AS imp_co2_g,
+                   coalesce(sum(d.energy_wh * r.price) FILTER (WHERE r.role = 'grid_import'), 0) / 1e6 AS imp_cost,
+                   coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'grid_export'), 0) / 1000.0 AS exp_kwh,
+                   coalesce(sum(d.energy_wh * r.price) FILTER (WHERE r.role = 'grid_export'), 0) / 1e6 AS exp_revenue,
+                   coalesce(sum(d.energy_wh) FILTER (WHERE r.role = 'battery'), 0) / 1000.0 AS bat_kwh
+            FROM readings_daily d JOIN roles r ON r.source_id = d.source_id
+            -- a site day lasts 23, 24 or 25 hours; no source counts for more than the whole day. In a join rather
+            -- than as an alias reused in the same SELECT, which DuckDB 1.5 (analysts' CLI) cannot bind.
+            CROSS JOIN LATERAL (
+                SELECT epoch(timezone(r.timezone, timezone(r.timezone, d.bucket) + INTERVAL 1 DAY))
+                    - epoch(d.bucket) AS day_s
+            ) k
+            WHERE r.role IS NOT NULL
+            GROUP BY r.site_id, r.site, r.timezone, d.bucket, k.day_s
+        ),
+        flows AS (
+            SELECT x.*, s.has_prod, s.has_load, s.has_imp, s.has_exp, s.energy_sources,
+                   CASE WHEN NOT s.has_prod THEN 0.0 WHEN x.prod_covered > 0 THEN x.prod_kwh END AS e_prod,
+                   CASE WHEN s.has_imp AND x.imp_covered > 0 THEN x.imp_kwh END AS e_imp,
+                   CASE WHEN s.has_exp AND x.exp_covered > 0 THEN x.exp_kwh END AS e_exp,
+                   CASE WHEN NOT coalesce(s.has_bat, false) THEN 0.0 WHEN x.bat_covered > 0 THEN x.bat_kwh END AS e_bat,
+                   CASE WHEN x.prod_kwh > 0 THEN x.prod_co2_g / x.prod_kwh
+                        ELSE coalesce(s.prod_intensity_configured, 0) END AS i_prod,
+                   CASE WHEN s.has_imp THEN
+                        CASE WHEN x.imp_kwh > 0 THEN x.imp_co2_g / x.imp_kwh ELSE s.imp_intensity_configured END
+                   END AS i_grid,
+                   CASE WHEN s.has_imp THEN
+                        CASE WHEN x.imp_kwh > 0 THEN x.imp_cost * 1000 / x.imp_kwh ELSE s.imp_price_configured END
+                   END AS p_imp
+            FROM sums x JOIN site_roles s USING (site_id)
+        ),
+        balance AS (
+            SELECT f.*,
+                   CASE WHEN has_load THEN CASE WHEN load_covered > 0 THEN load_kwh END
+                        ELSE e_prod + e_imp - e_exp + e_bat END AS e_load,
+                   CASE WHEN NOT has_prod THEN 0.0
+                        WHEN e_prod IS NOT NULL AND e_exp IS NOT NULL THEN greatest(e_prod - e_exp, 0) END AS e_self
+            FROM flows f
+        )
+        SELECT site_id, site, CAST(timezone(timezone, bucket) AS DATE) AS day, bucket,
+               100.0 * covered_s / (energy_sources * day_s) AS coverage_pct,
+               e_prod AS e_prod_kwh, e_exp AS e_exp_kwh, e_imp AS e_imp_kwh, e_load AS e_load_kwh,
+               e_self AS e_self_kwh, e_bat AS battery_net_kwh,
+               CASE WHEN e_prod > 0 AND e_self IS NOT NULL THEN greatest(0, least(1, e_self / e_prod)) END
+                   AS self_consumption,
+               CASE WHEN e_load > 0 AND e_imp IS NOT NULL THEN greatest(0, least(1, (e_load - e_imp) / e_load)) END
+                   AS self_sufficiency,
+               CASE WHEN e_imp IS NOT NULL AND e_self IS NOT NULL THEN (imp_co2_g + e_self * i_prod) / 1000 END
+                   AS emissions_kg,
+               (e_prod * i_grid - prod_co2_g) / 1000 AS co2_avoided_kg,
+               CASE WHEN e_imp IS NOT NULL THEN imp_cost END AS import_cost,
+               CASE WHEN e_exp IS NOT NULL THEN exp_revenue END AS export_revenue,
+               e_self * p_imp / 1000 AS savings
+        FROM balance;
+        """,
+    )
+)
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 # Every table whose rows belong to one source (`source_id`): deleting the source deletes them, in the same

@@ -134,6 +134,13 @@ def reads_wait_at_most(seconds: float) -> Iterator[None]:
         _READ_WAIT_S.reset(token)
 
 
+# The oldest DuckDB line that must read our file: the DuckDB CLI and drivers analysts have installed. DuckDB 2.0
+# writes a storage format that 1.5 refuses ("version number 69"); with this setting it writes the 1.5 format, which
+# it reads and writes as fast (measured on 20 million readings: same build and query times, same size). It decides
+# the format of a file when the file is created; `core.file_format` converts a file created without it.
+STORAGE_COMPATIBILITY = "v1.5.0"
+
+
 def _is_lock_conflict(exc: duckdb.Error) -> bool:
     text = str(exc)
     return "Could not set lock" in text or "Conflicting lock" in text
@@ -255,7 +262,10 @@ class Store:
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         """Open the file; a file this call creates is made private at once (DuckDB creates it from the umask)."""
         new = not read_only and not os.path.lexists(self.path)
-        con = duckdb.connect(str(self.path), read_only=read_only)
+        # Given on every open (it only matters when this call creates the file) so no race decides the format.
+        con = duckdb.connect(
+            str(self.path), read_only=read_only, config={"storage_compatibility_version": STORAGE_COMPATIBILITY}
+        )
         if new:
             make_private(self.path)
         return con

@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from core import catalog as cat
-from core import config_io, readings_import
+from core import config_io, file_format, readings_csv, readings_import
 from core.account_import import AccountImportError
 from core.catalog import InvalidInput
 from core.config import Settings, load_settings
@@ -77,6 +77,8 @@ def _runtime(settings: Settings) -> Runtime:
 
 def cmd_init(args: argparse.Namespace) -> None:
     settings = settings_from_env()
+    # Before anything writes: a file in a newer storage format than analysts' DuckDB reads is converted once.
+    file_format.convert_if_newer(Store(settings.db_path, lock_timeout_s=settings.lock_timeout_s))
     runtime = open_runtime(settings)
     print(f"Database {settings.db_path} is at schema version {schema_version(runtime.store)}.")
 
@@ -176,7 +178,18 @@ def cmd_import_readings(args: argparse.Namespace) -> None:
     store = _store(settings)
     limits = readings_import.ReadingsFileLimits.from_settings(settings)
     text = _read_readings_csv(args.file, limits)
-    options = readings_import.ImportOptions(args.unit, args.timezone, args.interval_minutes, args.label, args.snap)
+    options = readings_import.ImportOptions(
+        args.unit,
+        args.timezone,
+        args.interval_minutes,
+        args.label,
+        args.snap,
+        delimiter=args.delimiter and readings_csv.by_name(readings_csv.DELIMITERS, args.delimiter),
+        decimal=args.decimal and readings_csv.by_name(readings_csv.DECIMAL_MARKS, args.decimal),
+        time_column=args.time_column,
+        value_column=args.value_column,
+        counter=args.counter,
+    )
     try:
         report = readings_import.import_readings(
             store, args.source, text, options, datetime.now(UTC), dry_run=args.dry_run, limits=limits
@@ -187,10 +200,13 @@ def cmd_import_readings(args: argparse.Namespace) -> None:
         ) from None
     verb = "would write" if args.dry_run else "wrote"
     print(
-        f"{args.file.name}: {report.rows} row(s) from {report.first:%Y-%m-%d %H:%M} to {report.last:%Y-%m-%d %H:%M}"
-        f" UTC; {verb} {report.written if not args.dry_run else report.rows} reading(s)"
+        f"{args.file.name}: {report.rows} row(s) {report.utc_span()}; {verb}"
+        f" {report.written if not args.dry_run else report.rows} reading(s)"
         + ("" if args.dry_run else " (rows already stored as final are kept)")
     )
+    print(f"  {report.site_span()}")
+    for note in report.notes:
+        print(f"  {note}")
 
 
 def cmd_discover(args: argparse.Namespace) -> None:
@@ -268,8 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "import-readings", "Import a source's historical readings from a CSV file.", cmd_import_readings
     )
     readings.add_argument("source", type=int, metavar="SOURCE", help="the source id (see v_sources)")
-    readings.add_argument("file", type=Path, metavar="FILE", help="CSV with columns timestamp and value")
+    readings.add_argument("file", type=Path, metavar="FILE", help="CSV with a header row naming its columns")
     readings.add_argument("--unit", default="W", choices=list(readings_import.UNITS), help="of the values (default W)")
+    readings.add_argument(
+        "--counter", action="store_true", help="values are a cumulative meter counter (with --unit Wh or kWh)"
+    )
+    readings.add_argument("--time-column", help="name of the timestamp column (default: guessed from the header)")
+    readings.add_argument("--value-column", help="name of the value column (default: guessed from the header)")
+    readings.add_argument(
+        "--delimiter", choices=["comma", "semicolon", "tab", ",", ";"], help="(default: detected from the header)"
+    )
+    readings.add_argument("--decimal", choices=["point", "comma", ".", ","], help="mark (default: detected)")
     readings.add_argument("--timezone", help="zone of timestamps without an offset (default: the site's)")
     readings.add_argument("--interval-minutes", type=int, default=15, help="interval length (default 15)")
     readings.add_argument("--label", default="start", choices=["start", "end"], help="a timestamp names the interval's")

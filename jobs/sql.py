@@ -1,8 +1,9 @@
 """`python -m jobs.sql` (`make sql`): a read-only SQL session on the database, safe beside the collector.
 
-Why not the `duckdb` CLI: no CLI build that reads this file's storage version (DuckDB 2.0) is packaged yet, and a
-CLI session holds the file for as long as it stays open, so the collector spools meanwhile. Here every statement
-opens the file read-only through the store (waiting its turn like any other reader) and closes it again.
+Beside the `duckdb` CLI (which reads the file: `core.file_format`): a CLI session holds the file for as long as it
+stays open, so the collector spools meanwhile. Here every statement opens the file read-only through the store
+(waiting its turn like any other reader) and closes it again. Floats are printed to three decimals (three
+significant digits below 1), integers and decimals as they are; numbers are aligned right.
 
 Statements end with `;` and may span lines. `.tables` lists tables and views, `.quit` (or Ctrl+D) leaves.
 `-c "SQL"` runs statements and exits (exit code 1 on an error).
@@ -11,7 +12,9 @@ Statements end with `;` and may span lines. `.tables` lists tables and views, `.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from decimal import Decimal
 
 import duckdb
 
@@ -36,12 +39,34 @@ def run_statement(store: Store, sql: str) -> str:
     return _table(columns, rows)
 
 
+def cell(value: object) -> str:
+    """A value as the session prints it: a float rounded to what a reader compares (a power of 1234.5678 W is
+    1234.568; a ratio of 0.000123456 is 0.000123), without trailing zeros."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, float) and math.isfinite(value):
+        text = f"{value:.3f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
+        if "e" not in text and "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return "0" if text == "-0" else text
+    return str(value)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
 def _table(columns: list[str], rows: list[tuple]) -> str:
-    cells = [[("NULL" if v is None else str(v)) for v in row] for row in rows]
+    cells = [[cell(v) for v in row] for row in rows]
+    numeric = [bool(rows) and all(_is_number(row[i]) or row[i] is None for row in rows) for i in range(len(columns))]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+
+    def aligned(text: str, i: int) -> str:
+        return text.rjust(widths[i]) if numeric[i] else text.ljust(widths[i])
+
+    line = "  ".join(aligned(c, i) for i, c in enumerate(columns))
     rule = "  ".join("-" * w for w in widths)
-    body = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    body = ["  ".join(aligned(v, i) for i, v in enumerate(row)) for row in cells]
     return "\n".join([line, rule, *body, f"({len(rows)} row{'s' if len(rows) != 1 else ''})"])
 
 
