@@ -61,7 +61,8 @@ CREDENTIAL_ENV = {
     "app_api_key": "ENPHASE_APP_API_KEY",
 }
 GROUPS = {"pv": "PV", "meters": "Load and grid meters", "battery": "Battery"}
-# Per provider: (channel group, meter name, category, ((source name, source type), ...)). Enphase has no grid channel.
+# Per provider: (channel group, meter name, category, ((source name, source type), ...)). Enphase's grid flows come
+# from its import/export telemetry (a consumption meter is needed; without one they stay empty, like the load).
 LAYOUT: dict[Provider, tuple[tuple[str, str, Category, tuple[tuple[str, str], ...]], ...]] = {
     Provider.SOLAREDGE: (
         ("pv", "Solar", Category.PROD, (("PV", "solar"),)),
@@ -71,7 +72,8 @@ LAYOUT: dict[Provider, tuple[tuple[str, str, Category, tuple[tuple[str, str], ..
     ),
     Provider.ENPHASE: (
         ("pv", "Solar", Category.PROD, (("PV", "solar"),)),
-        ("meters", "Consumption", Category.CONS, (("Load", "load"),)),
+        ("meters", "Consumption", Category.CONS, (("Load", "load"), ("Grid import", "grid"))),
+        ("meters", "Injection", Category.INJ, (("Grid export", "grid"),)),
         ("battery", "Battery", Category.STOR, (("Battery power", "battery"), ("State of charge", "soc"))),
     ),
 }

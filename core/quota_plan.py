@@ -22,7 +22,8 @@ How calls are counted (the collector, `jobs/collector.py` and `core/collection.p
   - SolarEdge V1 (`SolarEdgeV1Client.history`): one `energyDetails` call, whatever the channels (the site's time
     zone comes from the site, so no `details` call).
   - Enphase (`EnphaseClient.history`): one call per telemetry endpoint that serves a read channel
-    (`ENDPOINT_CHANNELS` over `DEFAULT_ENDPOINTS`): PV, load and battery one each; grid channels have no endpoint.
+    (`ENDPOINT_CHANNELS` over `DEFAULT_ENDPOINTS`): PV, load and battery one each, grid import and grid export one
+    each (`energy_import_telemetry`, `energy_export_telemetry`): 1 to 5.
     Token renewals are not API hits for Enphase's plans.
   - The simulator calls nobody and has no budget.
 
@@ -37,7 +38,7 @@ The rule, per budget scope:
   API key, so sources whose stored or typed keys are equal share an account whichever site they belong to; for
   Enphase the Client ID, which names the application the plan belongs to and is not a secret. A vendor site is
   charged to its first source's credential, as the collector builds its client from that source.
-- Per-minute limits (SolarEdge V2 10, Enphase 10/50/100) are met by pacing, not planned: a poll costs at most 3
+- Per-minute limits (SolarEdge V2 10, Enphase 10/50/100) are met by pacing, not planned: a poll costs at most 5
   calls, polls of one key that meet in the same minute are spread by the scheduler's jitter, and a call beyond
   the minute's limit is refused by the ledger with a `retry_at` in the next minute and made then. That moves
   calls in time, it adds none. V1's 3 concurrent calls are a slot limit, not a budget. So only day and month

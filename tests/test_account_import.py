@@ -270,7 +270,7 @@ def test_an_authorised_enphase_application_lists_its_systems_page_by_page_and_im
 
     report = ai.import_sites(store, box, account, document, enphase_plan="kilowatt")
 
-    assert (report.sites.created, report.sources.created) == (50, 100)
+    assert (report.sites.created, report.sources.created) == (50, 200)  # PV, load, grid import, grid export
     after = cat.load_catalog(store)
     new = [s for s in after.sources if s.id != source_id]
     assert {s.api.client_id for s in new} == {enphase.SANDBOX_CLIENT_ID}

@@ -74,7 +74,8 @@ def test_calls_per_poll_follow_the_channels_read() -> None:
     assert calls_per_poll(ENPHASE, {"pv_w"}) == 1  # production_micro
     assert calls_per_poll(ENPHASE, {"pv_w", "load_w"}) == 2  # + consumption_meter
     assert calls_per_poll(ENPHASE, {"battery_w", "soc_pct"}) == 1  # battery, once
-    assert calls_per_poll(ENPHASE, {"grid_import_w"}) == 0  # no Enphase endpoint serves it
+    assert calls_per_poll(ENPHASE, {"grid_import_w"}) == 1  # energy_import_telemetry
+    assert calls_per_poll(ENPHASE, {"grid_import_w", "grid_export_w"}) == 2  # + energy_export_telemetry
     assert calls_per_poll(Provider.SIMULATOR, CHANNELS) == 0
 
 
@@ -316,6 +317,6 @@ def test_one_poll_costs_what_the_planner_counts(
     available = {  # what each vendor's history carries at all
         SE: set(CHANNELS),
         V1: {"pv_w", "load_w", "grid_import_w", "grid_export_w"},  # energyDetails has no storage meter
-        ENPHASE: {"pv_w", "load_w", "battery_w", "soc_pct"},  # no grid endpoint
+        ENPHASE: set(CHANNELS),  # grid import/export from their own telemetry endpoints
     }[provider]
     assert (wanted or set(CHANNELS)) & available <= set(frame["channel"].unique())

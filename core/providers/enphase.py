@@ -1,9 +1,9 @@
 """Enphase Enlighten API v4 client: OAuth 2.0 bearer token + application `key`, plan limits enforced client-side.
 
-Every monitoring call carries `Authorization: Bearer <access token>` AND `?key=<application API key>` (reference
-§2.1), so URLs hold a credential: they only ever reach messages through `redact`. Tokens come from a `TokenStore`
-(the app keeps them encrypted); the client renews them itself, before expiry and after a 401, and saves the rotated
-pair before using it (see `EnphaseClient._refresh_locked`).
+Every monitoring call carries `Authorization: Bearer <access token>` AND `?key=<application API key>` (see
+docs/enphase-v4.md), so URLs hold a credential: they only ever reach messages through `redact`. Tokens come from a
+`TokenStore` (the app keeps them encrypted); the client renews them itself, before expiry and after a 401, and saves
+the rotated pair before using it (see `EnphaseClient._refresh_locked`).
 
 Errors (what the caller does next):
     401 on the API (after one renewal)      AuthError: key of another application, or authorisation revoked
@@ -69,7 +69,7 @@ from core.providers.quota import QuotaLedger
 
 DEFAULT_BASE_URL = "https://api.enphaseenergy.com/api/v4"
 # Plan limits per application (calls per minute, calls per month), developer-v4.enphase.com/developer-plans via
-# api-evangelist/enphase:plans/enphase-plans.yml (reference §2.2); Watt's 1,000/month confirmed by
+# api-evangelist/enphase:plans/enphase-plans.yml (docs/enphase-v4.md); Watt's 1,000/month confirmed by
 # DiedB/Homey-SolarPanels #235. Overridable per client because plans change and partner plans differ.
 PLANS: dict[str, tuple[int, int]] = {"watt": (10, 1_000), "kilowatt": (50, 50_000), "megawatt": (100, 300_000)}
 SYSTEMS_PAGE_SIZE = 100  # the documented maximum of GET /systems
@@ -98,7 +98,7 @@ class Endpoint:
 
 _QUARTER, _DAY, _WEEK = timedelta(minutes=15), timedelta(days=1), timedelta(days=7)
 ENDPOINTS: dict[str, Endpoint] = {
-    # 15mins -> at most 3 five-minute intervals, day -> at most 288 (reference §2.3, §2.5)
+    # 15mins -> at most 3 five-minute intervals, day -> at most 288 (docs/enphase-v4.md)
     "production_micro": Endpoint("telemetry/production_micro", MICRO_INTERVAL, (("15mins", _QUARTER), ("day", _DAY))),
     # 15mins -> 1, day -> 96, week -> 672 fifteen-minute intervals
     "production_meter": Endpoint(
@@ -108,16 +108,23 @@ ENDPOINTS: dict[str, Endpoint] = {
         "telemetry/consumption_meter", METER_INTERVAL, (("15mins", _QUARTER), ("day", _DAY), ("week", _WEEK))
     ),
     "battery": Endpoint("telemetry/battery", METER_INTERVAL, (("15mins", _QUARTER), ("day", _DAY), ("week", _WEEK))),
+    # Grid import/export (docs/enphase-v4.md): the spec documents 15mins -> 1 and day -> 96 intervals only, so
+    # no `week` here; their 1-day span equals production_micro's, so windows stay as they were.
+    "energy_import": Endpoint("energy_import_telemetry", METER_INTERVAL, (("15mins", _QUARTER), ("day", _DAY))),
+    "energy_export": Endpoint("energy_export_telemetry", METER_INTERVAL, (("15mins", _QUARTER), ("day", _DAY))),
 }
-# PV from the microinverters works on every system; a production meter is optional hardware.
-DEFAULT_ENDPOINTS = ("production_micro", "consumption_meter", "battery")
+# PV from the microinverters works on every system; a production meter is optional hardware. Grid import/export
+# need a consumption meter (CT): without one they answer empty intervals, which is "no data", not an error.
+DEFAULT_ENDPOINTS = ("production_micro", "consumption_meter", "battery", "energy_import", "energy_export")
 # The channels each endpoint's parser yields (enphase_parse.TELEMETRY_PARSERS): a client given `channels` calls only
-# the endpoints that serve one of them. No endpoint here serves grid import/export.
+# the endpoints that serve one of them, so grid endpoints cost nothing unless a source reads a grid channel.
 ENDPOINT_CHANNELS: dict[str, frozenset[str]] = {
     "production_micro": frozenset({"pv_w"}),
     "production_meter": frozenset({"pv_w"}),
     "consumption_meter": frozenset({"load_w"}),
     "battery": frozenset({"battery_w", "soc_pct"}),
+    "energy_import": frozenset({"grid_import_w"}),
+    "energy_export": frozenset({"grid_export_w"}),
 }
 
 
@@ -129,8 +136,9 @@ def _floor(instant: datetime, step: timedelta) -> datetime:
 class EnphaseClient:
     """One Enphase system through the v4 Monitoring API, for one OAuth grant (implements `MonitoringProvider`).
 
-    `history` costs one call per endpoint per window (3 per day with the default endpoints): on the Watt plan
-    (1,000 calls/month) poll sparingly. Token calls are not counted: plan limits apply to `/api/v4` hits.
+    `history` costs one call per endpoint per window (up to 5 per day with the default endpoints, fewer when
+    `channels` leaves some out): on the Watt plan (1,000 calls/month) poll sparingly. Token calls are not counted:
+    plan limits apply to `/api/v4` hits.
     """
 
     def __init__(

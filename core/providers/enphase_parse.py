@@ -1,4 +1,4 @@
-"""Enphase v4 JSON -> our types: pure functions, tested from fixtures (reference §2.2-2.5, shapes from the
+"""Enphase v4 JSON -> our types: pure functions, tested from fixtures (docs/enphase-v4.md; shapes from the
 unofficial OpenAPI spec NathanBaulch/EnphaseOpenAPI `monitoring.yaml`, branch v4).
 
 Conventions of the vendor that matter here:
@@ -8,6 +8,9 @@ Conventions of the vendor that matter here:
   never guessed from gaps between rows (Enphase leaves gaps unfilled);
 - energy is Wh per interval; average W = Wh * 3600 / interval_s;
 - `"intervals": []` is normal (early in the day, before first production, no meter): no rows, not an error;
+- grid import and export come from their own endpoints (`energy_import_telemetry` / `energy_export_telemetry`,
+  15-minute `wh_imported` / `wh_exported`); the spec's schema nests their intervals one list deeper than its own
+  example does, so one level of nesting is flattened (both shapes read the same);
 - the spec types values as integers, but we accept floats, numeric strings and nulls/missing keys (a missing value
   becomes a null reading: "no data", never 0).
 """
@@ -116,7 +119,10 @@ def _intervals(body: Any, what: str) -> list[Mapping[str, Any]]:
         return []
     if not isinstance(intervals, list):
         raise BadResponse(f"{VENDOR} {what}: 'intervals' is not a list.", excerpt=_short(body))
-    return [item for item in intervals if isinstance(item, Mapping)]
+    flat: list[Any] = []
+    for item in intervals:  # the import/export schema nests intervals in inner lists; its example does not
+        flat.extend(item if isinstance(item, list) else [item])
+    return [item for item in flat if isinstance(item, Mapping)]
 
 
 def _start_of(item: Mapping[str, Any], interval: timedelta, what: str) -> datetime:
@@ -171,6 +177,16 @@ def parse_consumption_meter(body: Any) -> pl.DataFrame:
     return _meter(body, "consumption_meter", "enwh", "load_w")
 
 
+def parse_energy_import(body: Any) -> pl.DataFrame:
+    """grid_import_w per 15 minutes from `energy_import_telemetry`'s `wh_imported` (needs a consumption meter)."""
+    return _meter(body, "energy_import_telemetry", "wh_imported", "grid_import_w")
+
+
+def parse_energy_export(body: Any) -> pl.DataFrame:
+    """grid_export_w per 15 minutes from `energy_export_telemetry`'s `wh_exported` (needs a consumption meter)."""
+    return _meter(body, "energy_export_telemetry", "wh_exported", "grid_export_w")
+
+
 def parse_battery(body: Any) -> pl.DataFrame:
     """battery_w (positive = discharging, as everywhere here) and soc_pct per 15 minutes.
 
@@ -195,6 +211,8 @@ TELEMETRY_PARSERS: dict[str, Callable[[Any], pl.DataFrame]] = {
     "production_meter": parse_production_meter,
     "consumption_meter": parse_consumption_meter,
     "battery": parse_battery,
+    "energy_import": parse_energy_import,
+    "energy_export": parse_energy_export,
 }
 
 
@@ -261,7 +279,7 @@ def _json(text: str) -> Any:
 
 
 def error_for(status: int, text: str, *, system_id: str, now: datetime) -> ProviderError:
-    """A non-200 API answer -> the error the caller acts on (bodies: reference §2.1-2.2, spec `responses`)."""
+    """A non-200 API answer -> the error the caller acts on (bodies: docs/enphase-v4.md, spec `responses`)."""
     body = _json(text)
     obj: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
     raw_details = obj.get("details")

@@ -1,13 +1,16 @@
 """SolarEdge Monitoring API V2 client (Fleet Access API key), behind the common provider interface.
 
-What V2 offers, mapped to our channels (reference: shared/reference/solaredge-v2.md, sections 4, 5, 8):
+What V2 offers, mapped to our channels (the vendor facts this relies on: docs/solaredge-v2.md):
 
     pv_w           GET /sites/{id}/power            15-minute average W, null before the first sample of the day
     grid_import_w  GET /sites/{id}/meters/telemetry importEnergy (Wh per bucket -> W), else importPower
     grid_export_w                                   exportEnergy / exportPower
     load_w                                          consumptionEnergy / consumptionPower, else the energy balance
     battery_w      GET /sites/{id}/storage/telemetry dischargeEnergy - chargeEnergy (positive = discharging)
-    soc_pct                                         stateOfEnergy (0-100 %)
+    soc_pct                                         stateOfEnergy, sent as 0-1 or 0-100, stored as 0-100 %
+
+Negative battery energy samples are dropped (their bucket's battery power stays unknown) and counted: the count is
+logged at INFO per answer and kept in `negative_storage_samples` (see `solaredge_v2_parse.read_storage`).
 
 Every call costs one monthly credit (Free tier: 2,000 a month, 10 a minute), so telemetry is only asked for
 when the site has such devices: pass `has_meter` / `has_battery` when known; when left at None the client asks
@@ -68,7 +71,7 @@ from core.providers.solaredge_v2_parse import (
     parse_retry_after,
     parse_site_details,
     parse_site_list,
-    parse_storage,
+    read_storage,
 )
 
 logger = logging.getLogger(__name__)
@@ -163,6 +166,7 @@ class SolarEdgeV2Client:
             has_meter = has_meter if channels & TELEMETRY_CHANNELS["meters"] else False
             has_battery = has_battery if channels & TELEMETRY_CHANNELS["storage"] else False
         self._has_meter, self._has_battery = has_meter, has_battery
+        self.negative_storage_samples = 0  # negative charge/discharge samples dropped over this client's life
         self._tz = ZoneInfo(site_timezone) if site_timezone else None
         self._page_size = sites_page_size
         headers = {"X-API-Key": self._key, "Accept": "application/json"}
@@ -368,8 +372,20 @@ class SolarEdgeV2Client:
         if telemetry and self._has_battery is not False:
             found = self._telemetry("storage", params, now)
             if found is not None:
-                interval, storage = parse_storage(found, self._tz)
+                read = read_storage(found, self._tz)
+                interval, storage = read.interval, read.series
                 intervals.update(dict.fromkeys(("battery_w", "soc_pct"), interval))
+                if read.negative_dropped:
+                    self.negative_storage_samples += read.negative_dropped
+                    logger.info(
+                        "%s site %s sent %d negative battery energy sample(s) between %s and %s; dropped, so "
+                        "battery power is unknown for the quarter hour(s) concerned",
+                        VENDOR,
+                        self.site_id,
+                        read.negative_dropped,
+                        params["from"],
+                        params["to"],
+                    )
                 if not storage and self._has_battery is None:
                     self._has_battery = False
         return combine_channels(pv, meters, storage), intervals

@@ -1,7 +1,7 @@
 """Pure parsing of SolarEdge Monitoring API V2 JSON: vendor shapes in, our types out.
 
 Kept apart from the client so every quirk is tested from JSON fixtures without a server. What these functions
-absorb (see shared/reference/solaredge-v2.md):
+absorb (the vendor facts, and where each was seen, are in docs/solaredge-v2.md):
 
 - times are ISO-8601 with the site's numeric offset (per timestamp, so DST repeats stay distinct), `period.to`
   has up to 9 fractional digits, and a `Z` or a missing offset must still be read correctly;
@@ -11,7 +11,16 @@ absorb (see shared/reference/solaredge-v2.md):
 - the site list is `{"sites": {"count", "site": [...]}}` (singular `site`), a bare array in 2022 material;
 - site details are unwrapped (`{"siteId", ...}`), occasionally wrapped in `{"site": {...}}`; the zone is
   `location.timezone` (V1 spelled it `timeZone`);
-- telemetry is `{meters|storage: {serial: {metric: {unit, values}}}}`, `{}` when the site has no such device.
+- telemetry is `{meters|storage: {serial: {metric: {unit, values}}}}`, `{}` when the site has no such device;
+- battery `stateOfEnergy` comes on two scales under the same `PERCENTAGE` unit: the vendor's documentation says
+  0-100, the live API sends a 0-1 fraction (0.9867 for 98.67 %). The rule (`soc_factor`), per battery and per
+  answer: any value above 1 means the series is already 0-100; otherwise it is a fraction and is multiplied by
+  100, except under the unit `PERCENTAGE_100`, whose name says 0-100. Values cannot tell the scales apart only
+  when a 0-100 battery stays at or below 1 % for a whole answer (at most 12 h); the fraction reading wins there,
+  because it is the scale observed live. `soc_pct` is always 0-100;
+- storage `charge*` / `discharge*` samples are magnitudes, but the live API has sent negative ones (-1,576 Wh):
+  such a sample is dropped and counted (`StorageTelemetry.negative_dropped`; the client logs the count at INFO),
+  and its bucket's battery power is left unknown (null), never turned into a made-up charge or discharge.
 
 Every function raises `BadResponse` (with a short, redacted excerpt) on a shape it cannot use.
 """
@@ -37,8 +46,11 @@ EXCERPT_CHARS = 200
 RESOLUTION_SECONDS = {"QUARTER_HOUR": 900, "HOUR": 3600}
 POWER_UNITS = {"W": 1.0, "KW": 1e3, "MW": 1e6}
 ENERGY_UNITS = {"WH": 1.0, "KWH": 1e3, "MWH": 1e6, "GWH": 1e9}
-# PERCENTAGE_100 appears in the docs' unit enum without a definition; read as 0-100 like PERCENTAGE (unverified).
-PERCENT_UNITS = {"PERCENTAGE": 1.0, "PERCENTAGE_100": 1.0, "PERCENT": 1.0, "%": 1.0}
+# State-of-energy units: the scale is decided by `soc_factor` from the values; only PERCENTAGE_100 (in the docs' enum,
+# undefined there) settles the ambiguous case for 0-100 by its name.
+SOC_UNITS = frozenset({"PERCENTAGE", "PERCENTAGE_100", "PERCENT", "%"})
+SOC_PERCENT_UNITS = frozenset({"PERCENTAGE_100"})
+FRACTION_MAX = 1.0  # a state of energy above this cannot be a 0-1 fraction
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -247,7 +259,7 @@ def parse_device_types(body: Any) -> frozenset[str]:
 
 
 def _scale(unit: Any, kind: str, body: Any) -> float:
-    table = {"power": POWER_UNITS, "energy": ENERGY_UNITS, "percent": PERCENT_UNITS}[kind]
+    table = {"power": POWER_UNITS, "energy": ENERGY_UNITS}[kind]
     if unit is None:  # documented defaults are W and WH; a missing unit means the default
         return 1.0
     if not isinstance(unit, str) or unit.strip().upper() not in table:
@@ -361,14 +373,54 @@ def parse_meters(body: Any, tz: ZoneInfo | None = None) -> tuple[int, dict[str, 
     return interval, out
 
 
-def parse_storage(body: Any, tz: ZoneInfo | None = None) -> tuple[int, dict[str, Series]]:
-    """`/sites/{id}/storage/telemetry` -> {"battery": W (discharge - charge, all batteries), "soc": mean %}."""
+def soc_factor(unit: Any, values: Iterable[float | None], body: Any) -> float:
+    """What turns one battery's `stateOfEnergy` values into %: 100 for a 0-1 fraction, 1 for a 0-100 series.
+
+    The rule is in the module docstring (and docs/solaredge-v2.md): a value above 1 settles 0-100; otherwise the
+    series is a fraction, unless the unit is `PERCENTAGE_100`. An unknown unit is an error, not a guess.
+    """
+    name = None if unit is None else str(unit).strip().upper()
+    if unit is not None and (not isinstance(unit, str) or name not in SOC_UNITS):
+        raise _bad(f"an unexpected state-of-energy unit {str(unit)[:20]!r}", body)
+    present = [v for v in values if v is not None]
+    if any(v > FRACTION_MAX for v in present) or name in SOC_PERCENT_UNITS:
+        return 1.0
+    return 100.0
+
+
+@dataclass(frozen=True)
+class StorageTelemetry:
+    """`/storage/telemetry` read: bucket seconds, {"battery", "soc"} series, and negative samples dropped."""
+
+    interval: int
+    series: dict[str, Series]
+    negative_dropped: int
+
+
+def _without_negatives(series: Series | None) -> tuple[Series | None, int]:
+    """A charge/discharge series with negative samples made null (unknown), and how many there were."""
+    if series is None:
+        return None, 0
+    dropped = sum(1 for v in series.values() if v is not None and v < 0)
+    if not dropped:
+        return series, 0
+    return {ts: (None if v is not None and v < 0 else v) for ts, v in series.items()}, dropped
+
+
+def read_storage(body: Any, tz: ZoneInfo | None = None) -> StorageTelemetry:
+    """`/sites/{id}/storage/telemetry` -> battery W (discharge - charge, all batteries) and mean state of energy %.
+
+    A negative charge or discharge sample is dropped (its bucket's battery power is null) and counted; the state
+    of energy is scaled to 0-100 per battery by `soc_factor`.
+    """
     interval, batteries = _devices(body, "storage")
     out: dict[str, Series] = {}
     flows: list[Series] = []
+    dropped = 0
     for metrics in batteries.values():
-        charge = _metric_w(metrics, "charge", interval, body, tz)
-        discharge = _metric_w(metrics, "discharge", interval, body, tz)
+        charge, negative_charge = _without_negatives(_metric_w(metrics, "charge", interval, body, tz))
+        discharge, negative_discharge = _without_negatives(_metric_w(metrics, "discharge", interval, body, tz))
+        dropped += negative_charge + negative_discharge
         if charge is None and discharge is None:
             continue
         net: Series = {}
@@ -385,7 +437,9 @@ def parse_storage(body: Any, tz: ZoneInfo | None = None) -> tuple[int, dict[str,
         lowered = {str(k).lower(): v for k, v in metrics.items()}
         metric = lowered.get("stateofenergy")
         if isinstance(metric, Mapping):
-            socs.append(_values(metric.get("values"), body, _scale(metric.get("unit"), "percent", body), tz))
+            raw = _values(metric.get("values"), body, 1.0, tz)
+            factor = soc_factor(metric.get("unit"), raw.values(), body)
+            socs.append({ts: None if v is None else v * factor for ts, v in raw.items()})
     if socs:
         stamps = sorted(set().union(*socs))
         soc: Series = {}
@@ -393,7 +447,13 @@ def parse_storage(body: Any, tz: ZoneInfo | None = None) -> tuple[int, dict[str,
             present = [v for s in socs if (v := s.get(ts)) is not None]
             soc[ts] = sum(present) / len(present) if present else None
         out["soc"] = soc
-    return interval, out
+    return StorageTelemetry(interval, out, dropped)
+
+
+def parse_storage(body: Any, tz: ZoneInfo | None = None) -> tuple[int, dict[str, Series]]:
+    """`read_storage` without the count: (bucket seconds, {"battery": W, "soc": %})."""
+    found = read_storage(body, tz)
+    return found.interval, found.series
 
 
 def combine_channels(pv: Series, meters: Mapping[str, Series], storage: Mapping[str, Series]) -> dict[str, Series]:

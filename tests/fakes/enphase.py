@@ -1,6 +1,6 @@
 """A fake Enphase Enlighten v4 cloud: OAuth 2.0 authorization code grant plus the monitoring API, on loopback.
 
-Behaviour follows reference §2.1-2.5 and §5 (shapes from the unofficial OpenAPI spec `monitoring.yaml`):
+Behaviour follows docs/enphase-v4.md (shapes from the unofficial OpenAPI spec `monitoring.yaml`):
 
 - `/oauth/authorize`: a tiny consent page with an "Approve" link (-> 302 to `redirect_uri?code=...&state=...`)
   and a "Deny" link (`?error=access_denied`); without `redirect_uri`, the code is shown on `/oauth/redirect_uri`,
@@ -14,6 +14,10 @@ Behaviour follows reference §2.1-2.5 and §5 (shapes from the unofficial OpenAP
   telemetry intervals labelled by their END; `granularity` 15mins/day/week; 422 for future starts and starts
   older than 2 years; empty `intervals` while nothing is uploaded yet (early in the day) and gaps left unfilled
   during outages; "5xx" failures answer the documented `{"errorCode":7,...}` 500.
+- `/api/v4/systems/{id}/energy_import_telemetry` and `/energy_export_telemetry`: 15-minute `wh_imported` /
+  `wh_exported` (granularity 15mins/day only, as documented), empty without a consumption meter, from the same
+  simulated rows as consumption and production, so import - export = consumption - production + charge -
+  discharge within rounding. `state.grid_nested` serves the spec schema's nested `intervals` (a list of lists).
 
 `state.clock_offset` moves the fake's clock (token expiry, "now" for data and quotas) so tests can expire tokens.
 Run it for the sandbox: `python -m tests.fakes.enphase --port 8766`.
@@ -55,11 +59,13 @@ SANDBOX_CLIENT_SECRET = "sandbox-enphase-client-secret"
 SANDBOX_API_KEY = "sandbox-enphase-api-key"
 WRONG_API_KEY = "sandbox-enphase-wrong-api-key"  # what `Harness.client(bad_credentials=True)` sends
 SANDBOX_SYSTEM_ID = 698905955
-# Per application: (per minute, per month), reference §2.2.
+# Per application: (per minute, per month), docs/enphase-v4.md.
 PLAN_LIMITS = {"Watt": (10, 1_000), "Kilowatt": (50, 50_000), "Megawatt": (100, 300_000)}
 ACCESS_TTL_S = 86_393
 REFRESH_TTL_S = 7 * 86_400
 GRANULARITY = {"15mins": timedelta(minutes=15), "day": timedelta(days=1), "week": timedelta(days=7)}
+# Endpoints whose documented granularities stop at `day` (production_micro first; then the grid import/export).
+NO_WEEK = ("production_micro", "energy_import_telemetry", "energy_export_telemetry")
 MAX_AGE = timedelta(days=730)  # "The requested start date must be within 2 years from current date."
 _UNAUTHORIZED = {"message": "Not Authorized", "details": "User is not authorized", "code": 401}
 
@@ -163,6 +169,7 @@ class FakeState:
     bearer_log: list[str] = field(default_factory=list)  # access tokens accepted, in order
     token_calls: int = 0
     refresh_latency_s: float = 0.0  # a renewal's answer waits this long (lets tests overlap renewals)
+    grid_nested: bool = False  # import/export intervals as the spec's schema nests them (a list of lists)
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self.clock_offset
@@ -407,7 +414,7 @@ def _telemetry(state: FakeState, system: FakeSystem, kind: str, request: Request
     now = state.now()
     interval = timedelta(minutes=5) if kind == "production_micro" else timedelta(minutes=15)
     granularity = q.get("granularity", "day")
-    if granularity not in GRANULARITY or (kind == "production_micro" and granularity == "week"):
+    if granularity not in GRANULARITY or (kind in NO_WEEK and granularity == "week"):
         return _client_error(422, "Unprocessable Entity", f"Invalid granularity {granularity}")
     tz = system.timezone
     try:
@@ -441,6 +448,8 @@ def _telemetry(state: FakeState, system: FakeSystem, kind: str, request: Request
         "production_meter": system.production_meter,
         "consumption_meter": system.consumption_meter,
         "battery": system.battery_kwh > 0,
+        "energy_import_telemetry": system.consumption_meter,  # the grid flows come from the consumption CT
+        "energy_export_telemetry": system.consumption_meter,
     }[kind]
     rows = simulate(system.site, start, upto, int(interval.total_seconds() // 60)) if present and upto > start else None
     intervals = _intervals(kind, system, rows, interval)
@@ -452,6 +461,8 @@ def _telemetry(state: FakeState, system: FakeSystem, kind: str, request: Request
         body["start_at"], body["end_at"] = _epoch(start), _epoch(end)
     body["items"] = "intervals"
     body["intervals"] = [i for i in intervals if not _in_outage(system, i["end_at"])]
+    if state.grid_nested and kind in NO_WEEK[1:]:
+        body["intervals"] = [body["intervals"]] if body["intervals"] else []
     if kind == "battery":
         soc = rows["soc_pct"][-1] if rows is not None and rows.height else 50.0
         body["last_reported_aggregate_soc"] = f"{round(soc)}%"
@@ -479,6 +490,10 @@ def _intervals(kind: str, system: FakeSystem, rows: pl.DataFrame | None, interva
             out.append({"end_at": end_at, "devices_reporting": 1, "wh_del": round(pv * hours)})
         elif kind == "consumption_meter":
             out.append({"end_at": end_at, "devices_reporting": 1, "enwh": round(load * hours)})
+        elif kind == "energy_import_telemetry":
+            out.append({"end_at": end_at, "wh_imported": round(row["grid_import_w"] * hours)})
+        elif kind == "energy_export_telemetry":
+            out.append({"end_at": end_at, "wh_exported": round(row["grid_export_w"] * hours)})
         else:
             out.append(
                 {
@@ -544,6 +559,14 @@ def _api_routes(state: FakeState) -> list[Route]:
             return denied
         return JSONResponse(_summary(state, state.systems[int(system_id)]))
 
+    async def grid(request: Request) -> Response:
+        system_id, kind = request.path_params["system_id"], request.path_params["kind"]
+        if kind not in NO_WEEK[1:]:
+            return _client_error(404, "Not Found", f"No route matches {kind}")
+        if (denied := await _guard(state, request, system_id)) is not None:
+            return denied
+        return _telemetry(state, state.systems[int(system_id)], kind, request)
+
     async def telemetry(request: Request) -> Response:
         system_id, kind = request.path_params["system_id"], request.path_params["kind"]
         if kind not in ("production_micro", "production_meter", "consumption_meter", "battery"):
@@ -557,6 +580,7 @@ def _api_routes(state: FakeState) -> list[Route]:
         Route("/api/v4/systems/{system_id}", system),
         Route("/api/v4/systems/{system_id}/summary", summary),
         Route("/api/v4/systems/{system_id}/telemetry/{kind}", telemetry),
+        Route("/api/v4/systems/{system_id}/{kind}", grid),
     ]
 
 

@@ -1,5 +1,5 @@
-"""A fake SolarEdge Monitoring API V2, faithful to shared/reference/solaredge-v2.md ("Behaviour a faithful
-fake must reproduce"), serving simulator data for any range in V2's conventions.
+"""A fake SolarEdge Monitoring API V2, faithful to the vendor facts in docs/solaredge-v2.md, serving simulator data
+for any range in V2's conventions.
 
 Run it by hand: `python -m tests.fakes.solaredge_v2 --port 8701`, base URL `http://127.0.0.1:8701/v2`,
 API key `SANDBOX_API_KEY`, sites `SANDBOX_SITE_IDS`. Everything lives under `/v2`:
@@ -20,7 +20,11 @@ API key `SANDBOX_API_KEY`, sites `SANDBOX_SITE_IDS`. Everything lives under `/v2
 Authentication, per-minute windows (fixed wall-clock minutes), monthly credits (billing-cycle anniversary,
 optionally persisted), range limits, null rules and failure switches are all on `FakeState`; its clock can be
 driven by tests (`clock`). Unknown choices of the real API (401 body, 403 vs 404 for an unknown site, whether
-4xx cost credits, the 7-day QUARTER_HOUR variant) are switches with the reference's most likely value as default.
+4xx cost credits, the 7-day QUARTER_HOUR variant) are switches with the most likely value as default.
+
+Battery quirks seen in the field are switches too: `soe_scale` ("fraction", as the live API sends
+`stateOfEnergy`, by default; "percent" for the documented 0-100) and `negative_charge` (bucket start -> a negative
+`chargeEnergy` sample in Wh served for that bucket instead of the real one).
 """
 
 from __future__ import annotations
@@ -198,6 +202,8 @@ class FakeState:
     unknown_site_status: int = 403  # 403 or 404: not recorded
     retire_v1: bool = False  # paths outside /v2 answer 410 (V1 retired) instead of 404
     publish_delay: timedelta = timedelta(minutes=3)  # a closed quarter-hour appears a few minutes later
+    soe_scale: Literal["fraction", "percent"] = "fraction"  # live answers are 0-1; the docs say 0-100
+    negative_charge: dict[datetime, float] = field(default_factory=dict)  # bucket start (UTC) -> negative Wh sample
     latency_s: float = 0.0
     failures: FailureSwitch = field(default_factory=FailureSwitch)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -622,7 +628,9 @@ def _telemetry(state: FakeState, site: FakeSite, request: Request, kind: str, se
             if sub_daily:
                 usable_kwh = site.battery_kwh / 100.0
                 metrics["remainingEnergy"] = _metric(q, rows, _get("soc_pct"), "KWH", "last", 1 / usable_kwh)
-                metrics["stateOfEnergy"] = _metric(q, rows, _get("soc_pct"), "PERCENTAGE", "last")
+                divisor = 100.0 if state.soe_scale == "fraction" else 1.0
+                metrics["stateOfEnergy"] = _metric(q, rows, _get("soc_pct"), "PERCENTAGE", "last", divisor)
+            _inject_negative_charge(state, metrics["chargeEnergy"])
             devices[site.battery_serial] = metrics
     elif kind == "inverters":
         metrics = {
@@ -644,6 +652,16 @@ def _telemetry(state: FakeState, site: FakeSite, request: Request, kind: str, se
             )
         devices[site.inverter_serial] = metrics
     return _json({"period": _period(state, q), "resolution": q.resolution, kind: devices})
+
+
+def _inject_negative_charge(state: FakeState, metric: dict[str, Any]) -> None:
+    """Replace the chargeEnergy samples of the buckets `state.negative_charge` names (a field quirk, see above)."""
+    if not state.negative_charge:
+        return
+    for point in metric["values"]:
+        start = datetime.fromisoformat(point["timestamp"]).astimezone(UTC)
+        if start in state.negative_charge:
+            point["value"] = state.negative_charge[start]
 
 
 def _overview(state: FakeState, site: FakeSite, request: Request) -> Response:

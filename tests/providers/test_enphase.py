@@ -323,7 +323,7 @@ def test_history_matches_the_simulator_at_interval_starts(url: str, state: FakeS
     assert frame.schema == READINGS_SCHEMA
     assert frame["ts"].min() >= start and frame["ts"].max() < end  # type: ignore[operator]
     assert state.largest_window <= client.max_window == timedelta(days=1)
-    assert sum(state.calls.values()) == 2 * 3  # two one-day windows, three endpoints each
+    assert sum(state.calls.values()) == 2 * 5  # two one-day windows, five endpoints each (PV, load, battery, grid x2)
     site = state.systems[SANDBOX_SYSTEM_ID].site
     for channel, minutes, tolerance in (("pv_w", 5, 0.5), ("load_w", 15, 2.0), ("battery_w", 15, 4.0)):
         expected = simulate(site, start, end, minutes).select("ts", pl.col(channel).alias("expected"))
@@ -347,7 +347,7 @@ def test_history_leaves_outages_as_gaps(url: str, state: FakeState) -> None:
 def test_history_into_the_future_stops_at_the_first_future_window(url: str, state: FakeState) -> None:
     now = datetime.now(UTC)
     frame = make_client(url, state).history(now - timedelta(hours=3), now + timedelta(days=3))
-    assert sum(state.calls.values()) == 3 + 1  # first window's three endpoints, then one 422 "in the future"
+    assert sum(state.calls.values()) == 5 + 1  # first window's five endpoints, then one 422 "in the future"
     pv = frame.filter(pl.col("channel") == "pv_w")
     assert pv.height > 0 and pv["ts"].max() < now - state.upload_lag  # type: ignore[operator]
 
@@ -355,7 +355,7 @@ def test_history_into_the_future_stops_at_the_first_future_window(url: str, stat
 def test_history_older_than_two_years_is_no_data(url: str, state: FakeState) -> None:
     start = datetime.now(UTC) - timedelta(days=800)
     frame = make_client(url, state).history(start, start + timedelta(hours=2))
-    assert frame.height == 0 and sum(state.calls.values()) == 3
+    assert frame.height == 0 and sum(state.calls.values()) == 5
 
 
 def test_meter_only_selection_uses_week_windows(url: str, state: FakeState) -> None:
