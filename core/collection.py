@@ -104,6 +104,7 @@ def _client_for(inputs: PassInputs, context: ProviderContext, sources: list[Sour
         source_id=first.id,
         # Only the endpoints these sources need: the quota planner (core.quota_plan) counts the same calls.
         channels=frozenset(channel_for(catalog.meter(s.meter_id).category, s.source_type) for s in sources),
+        outage_days=inputs.outage_days.get(site.id, frozenset()),
     )
     return build_client(request, context)
 

@@ -15,13 +15,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 
 from pydantic import SecretStr
 
 from core import catalog as cat
 from core.crypto import SecretBox
+from core.demo import outage_days_by_site
 from core.gaps import oldest_gaps
 from core.models import Source
 from core.providers.channels import group_by_provider_site
@@ -66,6 +67,8 @@ class PassInputs:
     secrets: dict[int, dict[str, SecretStr]]
     unreadable: dict[int, str]  # source id -> why its stored credentials cannot be decrypted
     gaps: dict[int, datetime]  # source id -> oldest hole before its bookmark (core.gaps)
+    # site id -> local days its simulated inverter is tripped (the demo's fault, core.demo)
+    outage_days: dict[int, frozenset[date]] = field(default_factory=dict)
 
 
 def read_inputs(
@@ -90,7 +93,8 @@ def read_inputs(
             if state.bookmark is not None and sid in polled
         }
         gaps = oldest_gaps(con, uppers, now)
-    return PassInputs(catalog, states, secrets, unreadable, gaps)
+        outage_days = outage_days_by_site(con)
+    return PassInputs(catalog, states, secrets, unreadable, gaps, outage_days)
 
 
 def window_for(

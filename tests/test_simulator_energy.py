@@ -178,3 +178,46 @@ def test_bounds_no_grid_charging_and_no_discharging_into_an_export(site: Simulat
     supply = rows["pv_w"] + rows["grid_import_w"] + rows["battery_w"]
     demand = rows["load_w"] + rows["grid_export_w"]
     assert ((supply - demand).abs() <= 1e-6 * (rows["pv_w"] + rows["load_w"] + 1.0)).all()
+
+
+def test_an_outage_day_has_no_pv_all_day_and_still_balances() -> None:
+    # The demo's fault (core.demo): the inverter tripped for one local day. PV is 0 from local midnight to midnight,
+    # the building still runs on the battery and the grid, and every watt-hour is still accounted for.
+    day = datetime(2026, 11, 19).date()  # a Thursday: the office draws its weekday load
+    tripped = SimulatedSite(
+        DEMO.latitude, DEMO.longitude, DEMO.timezone, DEMO.pv_capacity_kw, seed=DEMO.seed, outage_days=frozenset({day})
+    )
+    zone = ZoneInfo(DEMO.timezone)
+    start = datetime(2026, 11, 17, tzinfo=zone).astimezone(UTC)
+    end = datetime(2026, 11, 22, tzinfo=zone).astimezone(UTC)
+    rows, healthy = simulate(tripped, start, end, 5), simulate(DEMO, start, end, 5)
+    on_day = (rows["ts"].dt.convert_time_zone(DEMO.timezone).dt.date() == day).to_numpy()
+    assert on_day.sum() == 288
+    assert (rows["pv_w"].to_numpy()[on_day] == 0.0).all()
+    assert healthy["pv_w"].to_numpy()[on_day].sum() * 5 / 60 / 1000 > 10  # the sun did shine that day (kWh)
+    assert_frame_equal(rows.select("pv_w", "load_w").filter(~on_day), healthy.select("pv_w", "load_w").filter(~on_day))
+    # Up to the trip the battery is the healthy site's; during it the building imports what the battery cannot give.
+    before = rows["ts"] < rows.filter(on_day)["ts"][0]
+    assert_frame_equal(rows.filter(before), healthy.filter(before), check_exact=True)
+    daytime = on_day & (rows["ts"].dt.convert_time_zone(DEMO.timezone).dt.hour() == 12).to_numpy()
+    assert (rows["grid_export_w"].to_numpy()[on_day] == 0.0).all() and (
+        rows["grid_import_w"].to_numpy()[daytime] > 0
+    ).all()
+    supply = rows["pv_w"] + rows["grid_import_w"] + rows["battery_w"]
+    demand = rows["load_w"] + rows["grid_export_w"]
+    assert ((supply - demand).abs() <= 1e-6 * (rows["load_w"] + 1.0)).all()
+    stored_change = np.diff(rows["soc_pct"].to_numpy()) / 100.0 * DEMO.battery_capacity_kwh * 1000.0
+    power = rows["battery_w"].to_numpy()[1:]
+    explained = np.where(power < 0, -power * CHARGE_EFFICIENCY, -power / DISCHARGE_EFFICIENCY) * (5 / 60)
+    np.testing.assert_allclose(stored_change, explained, rtol=0, atol=1e-6)
+    # A pure function of site and instant, as without the fault: the same rows cold as warm, at any resolution.
+    simulator._pv_cache.clear()
+    simulator._battery_states.clear()
+    assert_frame_equal(simulate(tripped, start, end, 5), rows, check_exact=True)
+    quarter = simulate(tripped, start + timedelta(days=2), start + timedelta(days=3), 15)
+    assert (quarter["pv_w"] == 0.0).all()
+
+
+def test_outage_days_must_be_dates() -> None:
+    with pytest.raises(ValueError, match="outage_days must be a frozenset of dates"):
+        SimulatedSite(50.0, 4.0, "Europe/Brussels", 10.0, outage_days=frozenset({datetime(2026, 1, 1, tzinfo=UTC)}))

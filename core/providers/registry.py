@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from datetime import date
 
 from pydantic import SecretStr
 
@@ -30,6 +31,9 @@ class ConnectionRequest:
     # The channels the caller's sources read (core.providers.channels.channel_for); None reads everything. Clients
     # whose cost depends on it (SolarEdge V2 telemetry, Enphase endpoints) skip calls nobody reads.
     channels: frozenset[str] | None = None
+    # Local dates the simulator shows as an inverter trip (PV 0 all day): the demo's recorded fault (core.demo).
+    # Real vendors report their own faults; only the simulator reads this.
+    outage_days: frozenset[date] = frozenset()
 
 
 def simulator_seed(site_name: str, system_id: str) -> int:
@@ -53,6 +57,7 @@ def build_client(request: ConnectionRequest, context: ProviderContext) -> Monito
             timezone=request.site.timezone,
             pv_capacity_kw=request.pv_capacity_kw,
             seed=simulator_seed(request.site.name, request.system_id),
+            outage_days=request.outage_days,
         )
         return SimulatorProvider(site, site_name=f"{request.site.name} (simulated)")
     if request.provider is Provider.SOLAREDGE_V1:

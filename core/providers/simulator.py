@@ -28,6 +28,11 @@ nights) and few enough that a cold start costs one pvlib call and a few thousand
 fills nor empties in eight days (a building without load in a polar night) would show a step at a hand-over;
 tests/test_simulator_energy.py checks a year of three sites, the demo's included, has none.
 
+A site may have outage days (`SimulatedSite.outage_days`): local dates on which its inverter is tripped and PV is 0
+from midnight to midnight, as after an isolation fault that keeps the inverter off until someone resets it. The
+load is then served by the battery while it lasts and by the grid; the energy balance holds as on any day. The demo
+uses one to show what an alert looks like (core/demo.py).
+
 Sign convention: `battery_w` > 0 means the battery discharges into the site, < 0 means it charges. `soc_pct` is
 the state of charge at the end of the interval. The power balance per row is
 `pv_w + grid_import_w + battery_w == load_w + grid_export_w`.
@@ -85,6 +90,8 @@ class SimulatedSite:
     battery_capacity_kwh: float = 10.0
     seed: int = 0
     base_load_kw: float | None = None
+    # Local dates with the inverter tripped: PV 0 all day (see the module docstring).
+    outage_days: frozenset[date] = frozenset()
 
     def __post_init__(self) -> None:
         # Validate here so a bad site fails when configured, not hours later inside the collector.
@@ -102,6 +109,10 @@ class SimulatedSite:
             (base is None or base >= 0, f"base_load_kw must not be negative, got {base}"),
             (type(self.seed) is int, f"seed must be an integer, got {self.seed!r}"),
             (isinstance(self.timezone, str), f"timezone must be an IANA name, got {self.timezone!r}"),
+            (
+                isinstance(self.outage_days, frozenset) and all(type(d) is date for d in self.outage_days),
+                f"outage_days must be a frozenset of dates, got {self.outage_days!r}",
+            ),
         ):
             if not ok:
                 raise ValueError(message)
@@ -384,6 +395,9 @@ def simulate(site: SimulatedSite, start: datetime, end: datetime, resolution_min
     local_day, local_hour = _local_days(site, t_s)
 
     pv = _pv_cached(site, t_s)
+    if site.outage_days:  # a new array: the cached chunks stay as computed
+        tripped = [d.toordinal() - _UNIX_EPOCH_ORDINAL for d in site.outage_days]
+        pv = np.where(np.isin(local_day, tripped), 0.0, pv)
     load = _load_w(site, t_s, local_day, local_hour)
     battery, soc = np.zeros(len(t_s)), np.zeros(len(t_s))
     if has_battery:
