@@ -77,8 +77,14 @@ def _runtime(settings: Settings) -> Runtime:
 
 def cmd_init(args: argparse.Namespace) -> None:
     settings = settings_from_env()
-    # Before anything writes: a file in a newer storage format than analysts' DuckDB reads is converted once.
-    file_format.convert_if_newer(Store(settings.db_path, lock_timeout_s=settings.lock_timeout_s))
+    # Before anything writes: a file in a newer storage format than analysts' DuckDB reads is converted once. A copy
+    # that cannot be made (a full disk) leaves the file as it was, which this program still reads and writes: the
+    # dashboard and the collector start anyway, and the next `init` tries again.
+    try:
+        file_format.convert_if_newer(Store(settings.db_path, lock_timeout_s=settings.lock_timeout_s))
+    except file_format.ConversionFailed as exc:
+        print(f"{exc}; it stays in use as it is (DuckDB 1.5 tools cannot open it until `init` converts it)",
+              file=sys.stderr)  # fmt: skip
     runtime = open_runtime(settings)
     print(f"Database {settings.db_path} is at schema version {schema_version(runtime.store)}.")
 

@@ -436,3 +436,28 @@ def test_existing_files_are_tightened_at_start_with_one_info_line(tmp_path: Path
     for path in lax:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         assert str(path) in said[0]
+
+
+# --- converting the file format on a full disk -------------------------------------------------------------------
+
+
+def test_a_conversion_the_disk_cannot_hold_leaves_the_file_in_use_and_is_tried_again(tmpfs: Path) -> None:
+    from tests.test_file_format import backups, digest, rewrite_in_newer_format
+
+    db, key = tmpfs / "dataconn.duckdb", tmpfs / "secret.key"
+    env = env_for(db, key)
+    assert run_module("jobs.cli", "init", env=env).returncode == 0
+    rewrite_in_newer_format(db)  # as DuckDB 2.0 wrote files before
+    before = digest(db)
+    filler = fill(tmpfs)
+    os.truncate(filler, filler.stat().st_size - 64 * 1024)  # room to open the file, not for a copy of it
+
+    full = run_module("jobs.cli", "init", env=env)
+
+    assert full.returncode == 0, full.stderr  # the dashboard and the collector still start on it
+    assert "could not convert the file (the disk is full); it is unchanged; it stays in use" in full.stderr
+    assert "Traceback" not in full.stderr and digest(db) == before and backups(db) == []
+    assert sorted(p.name for p in tmpfs.iterdir() if "converting" in p.name) == []
+    filler.unlink()
+    again = run_module("jobs.cli", "init", env=env)
+    assert again.returncode == 0 and len(backups(db)) == 1  # converted once there is room
