@@ -42,6 +42,9 @@ def _list_sites() -> None:
     try:
         if st.session_state.get("isites_provider") == Provider.ENPHASE.value:
             source_id = st.session_state.get("isites_enphase_source")
+            if source_id is None:  # clicked before the choice was drawn: the one the box shows first
+                authorised = ai.enphase_sources(cat.load_catalog(runtime.store))
+                source_id = authorised[0][0] if authorised else None
             if source_id is None:
                 raise ai.AccountImportError("Choose an authorised Enphase source.")
             account = ai.enphase_account(runtime.store, runtime.box, int(source_id))

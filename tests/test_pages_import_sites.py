@@ -124,6 +124,27 @@ def test_checked_meters_are_shown_and_decide_each_sites_channels(at: AppTest) ->
     assert any("Imported 2 site(s) with 5 meter(s) and 7 source(s)" in s.value for s in at.success)
 
 
+def test_list_clicked_before_the_enphase_choice_is_drawn_uses_the_application_shown_first(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.config import load_settings
+    from core.runtime import open_runtime
+    from tests.fakes import enphase
+    from tests.test_account_import import enphase_source
+
+    fake = enphase.FakeState()
+    with serve(enphase.create_app(fake)) as url:
+        monkeypatch.setenv("DATACONN_ENPHASE_BASE_URL", f"{url}/api/v4")
+        monkeypatch.setenv("DATACONN_ENPHASE_AUTH_URL", f"{url}/oauth")
+        at = open_page(PAGE)
+        runtime = open_runtime(load_settings(), prepare=False)
+        enphase_source(runtime.store, runtime.box, authorised=True, settings=runtime.settings, fake=fake)
+        at.radio(key="isites_provider").set_value("enphase")
+        at.button(key="isites_list").click().run()  # a fast click: the page still showed the SolarEdge fields
+        assert not at.error, [e.value for e in at.error]
+        assert any(h.value == "2 site(s) in this account" for h in at.subheader)
+
+
 def test_an_authorised_enphase_application_lists_and_imports_its_systems(
     app_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -379,6 +379,7 @@ def test_enphase_source_connects_through_the_full_oauth_flow(page: Page, app_ser
     consent.goto(f"{app_server}/import-sites")
     _idle(consent)
     consent.get_by_text("Enphase (authorised app)", exact=True).click()
+    expect(consent.get_by_role("combobox", name="Authorised Enphase application", exact=True)).to_be_visible()
     _idle(consent)
     consent.get_by_role("button", name="List sites", exact=True).click()
     expect(consent.get_by_role("heading", name="2 site(s) in this account")).to_be_visible()
