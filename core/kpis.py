@@ -357,11 +357,6 @@ def _fetch(con: duckdb.DuckDBPyConnection, site_id: int, period: Period, now: da
     return _Raw(site_id, site_name, timezone, period, sources, spans, energy, judged)
 
 
-def read_site_kpis(con: duckdb.DuckDBPyConnection, site_id: int, period: Period, now: datetime) -> KpiReport:
-    """The site's KPIs over the period up to `now`, read through an open (read-only) connection."""
-    return _report(_fetch(con, site_id, period, now))
-
-
 def _report(raw: _Raw) -> KpiReport:
     """Shape and compute, with no connection: up to 1,827 days of Polars work need not hold the file."""
     site_id, site_name, timezone, period = raw.site_id, raw.site_name, raw.timezone, raw.period
@@ -462,7 +457,8 @@ def _daily_table(
 
 
 def site_kpis(store: Store, site_id: int, period: Period, now: datetime) -> KpiReport:
-    """`read_site_kpis`, reading in one short read-only connection and computing after it is closed."""
+    """The site's KPIs over the period up to `now`, read in one short read-only connection and computed after it is
+    closed."""
     with store.connect(read_only=True) as con:
         raw = _fetch(con, site_id, period, now)
     return _report(raw)

@@ -1,17 +1,17 @@
 """Enphase v4 OAuth 2.0 (authorization code grant): the consent URL, the token endpoint, and where tokens live.
 
-The flow (reference §2.1, from Enphase's quickstart):
+The flow (Enphase's developer quickstart; docs/enphase-v4.md, "Authorization"):
 
 1. The system owner opens `authorize_url(...)`, signs in to Enlighten and approves; Enphase sends
    `?code=...&state=...` to the redirect URI (or shows the code on its own redirect page).
 2. `exchange_code(...)` swaps the code for tokens: `POST {auth}/token?grant_type=authorization_code&...` with
    `Authorization: Basic base64(client_id:client_secret)`; the parameters go in the query string, as in the
    official sample. A code works once.
-3. `refresh_tokens(...)` renews them: `POST {auth}/token?grant_type=refresh_token&refresh_token=...`. Enphase
+3. `EnphaseClient` renews them: `POST {auth}/token?grant_type=refresh_token&refresh_token=...`. Enphase
    issues a NEW refresh token every time and the old one stops working, so the new pair must be saved before it is
    used (see `EnphaseClient`): losing it means the owner has to approve again.
 
-Token endpoint error bodies are not documented by Enphase (reference §2.1, "[?]"); we follow RFC 6749 §5.2 as the
+Token endpoint error bodies are not documented by Enphase (docs/enphase-v4.md); we follow RFC 6749 §5.2 as the
 Spring OAuth server behind it answers: 400 `{"error":"invalid_grant",...}` for a used/unknown code or refresh token,
 401 for bad client credentials or an expired refresh token. Both mean the grant is unusable:
 `NeedsReauthorization`. Such servers echo the rejected token in `error_description`, so that text is never shown.
@@ -276,23 +276,6 @@ def exchange_code(
     if not raw:
         raise NeedsReauthorization(f"No Enphase authorization code was given: {REAUTHORIZE_HINT}.")
     params = {"grant_type": "authorization_code", "redirect_uri": redirect_uri, "code": raw}
-    return _token_call(params, client_id, client_secret, now, auth_url, timeout_s, http_client, refresh_ttl)
-
-
-def refresh_tokens(
-    refresh_token: SecretStr,
-    *,
-    client_id: str,
-    client_secret: SecretStr,
-    now: datetime,
-    auth_url: str = DEFAULT_AUTH_URL,
-    timeout_s: float = 20.0,
-    http_client: httpx.Client | None = None,
-    refresh_ttl: timedelta = DEFAULT_REFRESH_TTL,
-) -> Tokens:
-    """One refresh outside a client (e.g. a "renew now" button). The old refresh token is dead afterwards:
-    save the result before doing anything else with it."""
-    params = {"grant_type": "refresh_token", "refresh_token": refresh_token.get_secret_value()}
     return _token_call(params, client_id, client_secret, now, auth_url, timeout_s, http_client, refresh_ttl)
 
 

@@ -2,7 +2,7 @@
 
 SolarEdge retired V1 on 2026-11-03 and now answers 410 Gone; this client stays for servers and accounts that
 still speak V1, and turns a 410 into `ApiRetired` (switch the source to "SolarEdge", i.e. V2) instead of retrying.
-Facts from provider-apis.md section 1:
+The facts it relies on, as SolarEdge documented V1 and users observed it:
 
 - The key travels as the `api_key` query parameter, so no URL or body text reaches a message unredacted (the
   key's literal value is also scrubbed, in case a server echoes it).

@@ -1,7 +1,7 @@
 """Pure parsers for SolarEdge Monitoring API V1 answers: vendor JSON in, our types out.
 
-Kept apart from the client so every quirk is tested from JSON fixtures without a server (reference:
-provider-apis.md section 1.5):
+Kept apart from the client so every quirk is tested from JSON fixtures without a server (where each fixture's shape
+was observed: tests/fixtures/solaredge_v1/PROVENANCE.md). The V1 quirks this relies on:
 
 - Every date-time is a naive *site-local* string ("2026-10-25 02:15:00", sometimes date-only "2018-11-14"). The
   site's IANA zone comes from `details.location.timeZone`. Local labels repeat in the autumn hour (fold) and skip

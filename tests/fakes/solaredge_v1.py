@@ -1,4 +1,4 @@
-"""A behavioural fake of the SolarEdge Monitoring API V1 (provider-apis.md sections 1.7, 1.8 and 5).
+"""A behavioural fake of the SolarEdge Monitoring API V1, as SolarEdge documented it and users observed it.
 
 What it does like the vendor:
 - `api_key` query parameter. A bad key answers 401 `application/problem+json` (2026 behaviour) or, in legacy
