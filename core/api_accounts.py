@@ -16,7 +16,6 @@ each budget is used.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from core.providers import enphase_oauth, solaredge_v1_parse, solaredge_v2
 from core.providers.channels import provider_site_key
 from core.providers.enphase_oauth import Tokens, scrub
 from core.providers.http import REDACTED
-from core.providers.quota import period_bounds
+from core.providers.quota import account_scope, period_bounds
 from core.store import ts_literal
 
 # Our provider -> the vendor name its client counts calls under in `quota_usage.provider`.
@@ -82,10 +81,7 @@ def ledger_scope(provider: Provider, secrets: Mapping[str, SecretStr]) -> str | 
     value = secrets.get(name)
     if provider not in VENDORS or value is None or not value.get_secret_value():
         return None
-    text = value.get_secret_value()
-    if provider is Provider.SOLAREDGE:
-        text = text.strip()
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return account_scope(value.get_secret_value())
 
 
 def accounts_of(

@@ -50,7 +50,6 @@ The rule, per budget scope:
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from core.models import Provider, UpdateFrequency
 from core.pass_inputs import poll_span
 from core.providers.base import QuotaRule
 from core.providers.enphase import DEFAULT_ENDPOINTS, ENDPOINT_CHANNELS, ENDPOINTS, PLANS
+from core.providers.quota import account_scope
 from core.providers.solaredge_v1 import DEFAULT_DAILY_ACCOUNT_LIMIT, DEFAULT_DAILY_SITE_LIMIT
 from core.providers.solaredge_v1 import DEFAULT_MAX_WINDOW as V1_MAX_WINDOW
 from core.providers.solaredge_v2 import CREDITS_PER_MONTH, TELEMETRY_CHANNELS
@@ -127,7 +127,7 @@ def budget_rules(provider: Provider, enphase_plan: str = DEFAULT_ENPHASE_PLAN) -
 
 def account_fingerprint(credential: str) -> str:
     """A non-reversible name for a credential: equal credentials, equal names; the credential never leaves."""
-    return hashlib.sha256(credential.strip().encode()).hexdigest()[:16]
+    return account_scope(credential)
 
 
 def provider_label(provider: Provider, enphase_plan: str = DEFAULT_ENPHASE_PLAN) -> str:

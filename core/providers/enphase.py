@@ -18,7 +18,6 @@ Errors (what the caller does next):
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,7 +64,7 @@ from core.providers.enphase_parse import (
 )
 from core.providers.exchange import Exchange, quota_position
 from core.providers.http import HttpFunnel
-from core.providers.quota import QuotaLedger
+from core.providers.quota import QuotaLedger, account_scope
 
 DEFAULT_BASE_URL = "https://api.enphaseenergy.com/api/v4"
 # Plan limits per application (calls per minute, calls per month), developer-v4.enphase.com/developer-plans via
@@ -195,7 +194,7 @@ class EnphaseClient:
         self._refresh_ttl = refresh_ttl
         self._ledger = ledger or QuotaLedger()
         # Plan limits count per application, and the API key names the application.
-        account = hashlib.sha256(api_key.get_secret_value().encode()).hexdigest()[:16]
+        account = account_scope(api_key.get_secret_value())
         self._scope = {"account": account, "site": self.system_id}
         self._funnel = HttpFunnel(base_url, vendor=VENDOR, timeout_s=timeout_s, client=http_client)
         self._token_lock = token_store.lock  # shared by every client of the same grant (see TokenStore)

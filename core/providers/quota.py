@@ -7,12 +7,20 @@ period bucket) in UTC. This in-memory ledger serves one process; the collector p
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from core.providers.base import QuotaRule, RateLimited
+
+
+def account_scope(credential: str) -> str:
+    """The ledger's name for the vendor account a credential belongs to (a SolarEdge API key, an Enphase
+    application API key): non-reversible, so ledgers and pages may show it; surrounding spaces do not count, as
+    the pages strip what is typed. The one rule every client, the planner and API Health use."""
+    return hashlib.sha256(credential.strip().encode()).hexdigest()[:16]
 
 
 def period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:

@@ -16,7 +16,6 @@ The facts it relies on, as SolarEdge documented V1 and users observed it:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -45,7 +44,7 @@ from core.providers.base import (
 )
 from core.providers.exchange import Exchange, quota_position
 from core.providers.http import REDACTED, HttpFunnel, redact
-from core.providers.quota import QuotaLedger
+from core.providers.quota import QuotaLedger, account_scope
 from core.providers.solaredge_v1_parse import (
     REQUEST_METERS,
     VENDOR,
@@ -122,7 +121,7 @@ ENDPOINTS: dict[str, Endpoint] = {
 
 def account_key(api_key: SecretStr) -> str:
     """The quota scope of a key: never the key itself (ledgers may be persisted and shown)."""
-    return hashlib.sha256(api_key.get_secret_value().encode()).hexdigest()[:16]
+    return account_scope(api_key.get_secret_value())
 
 
 class SolarEdgeV1Client:

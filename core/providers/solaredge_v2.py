@@ -26,7 +26,6 @@ unreadable -> BadResponse with a redacted excerpt.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -55,7 +54,7 @@ from core.providers.base import (
 )
 from core.providers.exchange import Exchange, quota_position
 from core.providers.http import HttpFunnel, redact
-from core.providers.quota import QuotaLedger, period_bounds
+from core.providers.quota import QuotaLedger, account_scope, period_bounds
 from core.providers.solaredge_v2_parse import (
     Series,
     SiteDetails,
@@ -158,7 +157,7 @@ class SolarEdgeV2Client:
         )
         self._key = api_key.get_secret_value().strip()
         self._secrets = [self._key] + ([account_key.get_secret_value()] if account_key else [])
-        self._account = hashlib.sha256(self._key.encode()).hexdigest()[:16]
+        self._account = account_scope(self._key)
         self._scope = {"account": self._account, "site": self.site_id or "-"}  # what the quota ledger counts
         self._ledger = ledger or QuotaLedger()
         self._billing_cycle_day = billing_cycle_day
