@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,17 @@ from core.schema import migrate
 from core.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def fresh_page_caches() -> Iterator[None]:
+    """Pages cache their reads by site id for up to a minute (`st.cache_data`), in the process. Each test makes its
+    own database, where the same ids name other sites: a report cached by an earlier test must not answer."""
+    if "streamlit" in sys.modules:
+        import streamlit as st
+
+        st.cache_data.clear()
+    yield
 
 
 @pytest.fixture
