@@ -26,7 +26,7 @@ import polars as pl
 from core.field_labels import METER_LABELS, SITE_LABELS, labelled
 from core.models import TOKEN_SECRETS, ApiSettings, Category, Meter, MeterIn, Site, SiteIn, Source, SourceIn, name_key
 from core.schema import SOURCE_DATA_TABLES
-from core.secret_store import SOURCE_CREDENTIALS
+from core.secret_store import SOURCE_CREDENTIALS, credentials_source_of
 from core.store import Store
 
 
@@ -434,7 +434,7 @@ def readings_count(
         )
 
 
-_CREDENTIALS_OF = "TRY_CAST(json_extract_string(metadata, '$.credentialsSourceId') AS BIGINT)"
+_CREDENTIALS_OF = credentials_source_of("metadata")
 
 
 def credentials_holder(con: duckdb.DuckDBPyConnection, source_id: int) -> int:

@@ -35,7 +35,7 @@ def export_config(store: Store) -> dict[str, Any]:
         meters_of[meter.site_id].append(meter)
     for source in catalog.sources:
         sources_of[source.meter_id].append(source)
-    # the sources whose authorisation others share, by their names
+    # the sources whose credentials others share, by their names
     shared = {s.api.credentials_source_id for s in catalog.sources if s.api.credentials_source_id is not None}
     paths = {s.id: catalog.names_of(s.id) for s in catalog.sources if s.id in shared}
     sites = []
@@ -47,7 +47,7 @@ def export_config(store: Store) -> dict[str, Any]:
                 api: dict[str, Any] = {"enabled": s.api.use_api, "provider": s.api.api_provider.value}
                 api |= {"system_id": s.api.system_id, "client_id": s.api.client_id}
                 api |= {"update_frequency": s.api.update_frequency.value}
-                if s.api.credentials_source_id in paths:  # a shared Enphase authorisation, by its holder's names
+                if s.api.credentials_source_id in paths:  # shared credentials, by their holder's names
                     api["credentials_from"] = paths[s.api.credentials_source_id]
                 sources.append({k: getattr(s, k) for k in _SOURCE_FIELDS} | {"api": api})
             meters.append({"name": meter.name, "category": meter.category.value, "sources": sources})

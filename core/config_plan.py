@@ -82,8 +82,8 @@ class Plan:
     meters: list[_Row] = field(default_factory=list)
     sources: list[_Row] = field(default_factory=list)
     credentials: list[Credentials] = field(default_factory=list)  # one per source, in the order of `sources`
-    # (source, holder) indexes in `sources`: sources authorised through a source the import creates, whose id is
-    # known only once it is written
+    # (source, holder) indexes in `sources`: sources sharing the credentials of a source the import creates, whose
+    # id is known only once it is written
     credentials_to_link: list[tuple[int, int]] = field(default_factory=list)
     # (stored source id, names): sources that stop sharing keep a copy of the shared credentials the file omits
     credentials_to_copy: list[tuple[int, list[str]]] = field(default_factory=list)
@@ -142,7 +142,7 @@ class _Planner:
         self.box, self.secrets = box, snapshot.secrets
         self.plan = Plan(ImportReport(dry_run=dry_run))
         self.positions: dict[tuple[str, str, str], int] = {}  # the file's sources by names, to their row index
-        self.unlinked: list[tuple[int, tuple[str, str, str]]] = []  # authorised through a source not yet stored
+        self.unlinked: list[tuple[int, tuple[str, str, str]]] = []  # sharing a source not yet stored
 
     def apply(self, config: ConfigFile) -> Plan:
         plan, report = self.plan, self.plan.report
@@ -165,7 +165,7 @@ class _Planner:
         return plan
 
     def shared_source(self, source: SourceFile) -> int | None:
-        """The stored id of the source whose authorisation `source` uses; None when it has its own, or when that
+        """The stored id of the source whose credentials `source` uses; None when it has its own, or when that
         source is new in the file (linked once written: `Plan.credentials_to_link`). Validation found it."""
         through = source.api.credentials_from
         if through is None:
@@ -201,7 +201,7 @@ class _Planner:
         api = source.api.settings().model_copy(update={"credentials_source_id": self.shared_source(source)})
         shared = stored.api.credentials_source_id if stored else None
         if stored and shared is not None and source.api.credentials_from is None:  # it stops sharing
-            same = api.api_provider is stored.api.api_provider and api.client_id == stored.api.client_id
+            same = m.credentials_still_apply(api.api_provider, api.client_id, stored.api)
             names = sorted({name for name, _ in m.PROVIDER_SECRETS[api.api_provider]} - set(to_set)) if same else []
             if names:
                 self.plan.credentials_to_copy.append((stored.id, names))

@@ -19,7 +19,7 @@ from collections.abc import Collection
 
 import polars as pl
 
-from core.roles import ABSENT_FLOW, Role
+from core.roles import ABSENT_FLOW, BALANCE, Role
 
 BALANCE_ROLES = tuple(role.value for role in Role if role.is_energy)
 
@@ -59,8 +59,8 @@ def energy_balance(buckets: pl.DataFrame, role_rows: pl.DataFrame, present_roles
     production, exported = pl.col(Role.PRODUCTION.value), pl.col(Role.GRID_EXPORT.value)
     imported, net = pl.col(Role.GRID_IMPORT.value), pl.col(Role.BATTERY.value)
     metered_load = Role.LOAD.value in present_roles
-    signed = {Role.PRODUCTION: production, Role.GRID_IMPORT: imported, Role.GRID_EXPORT: -exported, Role.BATTERY: net}
-    load = pl.col(Role.LOAD.value) if metered_load else pl.sum_horizontal(*signed.values(), ignore_nulls=False)
+    balance = pl.sum_horizontal([pl.col(role.value) * sign for role, sign in BALANCE], ignore_nulls=False)
+    load = pl.col(Role.LOAD.value) if metered_load else balance
     # Null arithmetic propagates: a gap in any input leaves the derived value null instead of inventing it.
     frame = frame.with_columns(
         production.alias("production_kwh"),

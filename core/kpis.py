@@ -129,7 +129,11 @@ class DaySpan:
 
     @property
     def seconds(self) -> int:
-        return int((self.end - self.start).total_seconds())
+        return self.seconds_before(self.end)
+
+    def seconds_before(self, limit: datetime) -> int:
+        """Its seconds before `limit` (0 when the day starts after it)."""
+        return max(0, int((min(self.end, limit) - self.start).total_seconds()))
 
 
 def day_spans(period: Period, timezone: str, now: datetime) -> list[DaySpan]:
@@ -365,14 +369,13 @@ def _report(raw: _Raw) -> KpiReport:
         {
             "day_start": [s.start for s in spans],
             "day": [s.day for s in spans],
-            "expected_s": [s.seconds for s in spans],
         },
-        schema={"day_start": pl.Datetime("us", "UTC"), "day": pl.Date, "expected_s": pl.Int64},
+        schema={"day_start": pl.Datetime("us", "UTC"), "day": pl.Date},
     )
     # Each source is expected up to how far its data could have arrived (core.availability), day by day.
     expected_by = pl.DataFrame(
         [
-            (source_id, span.day, _seconds(span.start, min(span.end, raw.judged_until.get(source_id, span.end))))
+            (source_id, span.day, span.seconds_before(raw.judged_until.get(source_id, span.end)))
             for source_id in sources["source_id"]
             for span in spans
         ],
@@ -424,10 +427,6 @@ def _report(raw: _Raw) -> KpiReport:
         daily=_daily_table(site_name, days, rows, configured, expected_by),
         judged_until=judged if judged is not None and end is not None and judged < end else None,
     )
-
-
-def _seconds(start: datetime, end: datetime) -> int:
-    return max(0, int((end - start).total_seconds()))
 
 
 def _daily_table(

@@ -39,7 +39,7 @@ import polars as pl
 
 from core.catalog import Catalog, read_catalog
 from core.models import Category, Meter, Site, Source
-from core.roles import ABSENT_FLOW, BALANCE, ROLE_LABELS, Role, balance_load, role_of
+from core.roles import BALANCE, ROLE_LABELS, Role, balance_load, role_of, unmetered_terms
 from core.store import Store, ts_literal
 
 STALE_FACTOR = 2  # a source is stale once its newest reading is older than this many expected cadences
@@ -245,7 +245,7 @@ _BALANCE_TEXT = "computed as production + grid import - grid export + battery"
 def _computed_load(flow: dict[Role, FlowValue], by_kind: dict[Role, list[SourceLive]]) -> FlowValue:
     """The balance's load (`core.roles.balance_load`): unknown when a term is, an absent grid meter included."""
     prefix = f"{flow[Role.LOAD].note}; "  # why the measured load is missing: there is none, or it is not current
-    unmetered = [_NO_SOURCE[kind] for kind, _ in BALANCE if not by_kind.get(kind) and ABSENT_FLOW[kind] is None]
+    unmetered = [_NO_SOURCE[kind] for kind in unmetered_terms({kind for kind, members in by_kind.items() if members})]
     if unmetered:
         return FlowValue(Role.LOAD, None, f"{prefix}cannot be computed: {'; '.join(unmetered)}")
     present = [kind for kind, _ in BALANCE if by_kind.get(kind)]
@@ -323,8 +323,7 @@ def shape_recent(plan: RecentPlan, buckets: pl.DataFrame) -> tuple[pl.DataFrame,
         column = sums.filter(pl.col("kind") == kind).select("bucket", pl.col("w").alias(f"{kind}_w"))
         frame = frame.join(column, on="bucket", how="left")
     # Without a load source, load follows the balance, where every term the rule does not count as 0 is metered.
-    computable = all(kind.value in present or ABSENT_FLOW[kind] is not None for kind, _ in BALANCE)
-    computed = Role.LOAD.value not in present and computable
+    computed = Role.LOAD.value not in present and not unmetered_terms({Role(kind) for kind in present})
     if computed:
         terms = [pl.col(f"{kind.value}_w") * sign for kind, sign in BALANCE if kind.value in present]
         frame = frame.with_columns(pl.sum_horizontal(terms, ignore_nulls=False).alias("load_w"))

@@ -344,6 +344,12 @@ def secret_problem(value: str) -> str | None:
     return None
 
 
+def credentials_still_apply(provider: Provider, client_id: str, stored: ApiSettings) -> bool:
+    """Whether credentials stored for `stored` still serve a source changed to `provider` (and Client ID): the same
+    provider and, for Enphase, whose account is an application, the same Client ID."""
+    return provider is stored.api_provider and (provider is not Provider.ENPHASE or client_id == stored.client_id)
+
+
 def missing_credentials(api: ApiSettings, secret_names: set[str]) -> dict[str, str]:
     """Fields a provider needs but that are empty, as {field: "is required for <provider>"}. Only checked when the
     API is enabled."""

@@ -65,9 +65,8 @@ class StoredTokens:
         return _grant_lock(self.store, self.holder())
 
     def load(self) -> Tokens | None:
-        holder = self.holder()  # its own short read first: one connection at a time
-        with self.store.connect(read_only=True) as con:
-            secret = read_secrets(con, self.box, holder).get(TOKENS_SECRET)
+        with self.store.connect(read_only=True) as con:  # read_secrets follows a shared grant to its holder
+            secret = read_secrets(con, self.box, self.source_id).get(TOKENS_SECRET)
         return decode_tokens(secret.get_secret_value()) if secret else None
 
     def save(self, tokens: Tokens) -> None:

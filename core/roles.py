@@ -10,6 +10,7 @@ with an override next to its code, so the differences stay visible.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from enum import StrEnum
 
 import polars as pl
@@ -55,6 +56,12 @@ BALANCE: tuple[tuple[Role, int], ...] = (
     (Role.GRID_EXPORT, -1),
     (Role.BATTERY, 1),
 )
+
+
+def unmetered_terms(present: Collection[Role]) -> list[Role]:
+    """The balance's terms a site without a source for them leaves unknown (`ABSENT_FLOW`): while any is missing
+    from `present`, the load cannot be computed."""
+    return [role for role, _ in BALANCE if role not in present and ABSENT_FLOW[role] is None]
 
 
 def balance_load(flows: dict[Role, float | None]) -> float | None:

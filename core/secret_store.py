@@ -21,13 +21,19 @@ from core.store import Store, StoreError
 log = logging.getLogger(__name__)
 STORED_CHECK_WAIT_S = 2.0
 
+
 # The credentials each source uses, as a table expression (source_id, name, ciphertext, updated_at): its own rows,
 # or, for a source that shares another's (`ApiSettings.credentials_source_id`, metadata key credentialsSourceId:
 # an account's key stored once for all its sites), that source's rows while it exists. Every read of a source's
 # credentials goes through it; writes go to the row's owner (`core.oauth_tokens` for renewed tokens).
+def credentials_source_of(metadata: str) -> str:
+    """SQL: the `credentialsSourceId` a source's `metadata` column (named `metadata`) gives, or NULL."""
+    return f"TRY_CAST(json_extract_string({metadata}, '$.credentialsSourceId') AS BIGINT)"
+
+
 SOURCE_CREDENTIALS = (
     "(SELECT s.id AS source_id, x.name, x.ciphertext, x.updated_at FROM energy_sources s"
-    " LEFT JOIN energy_sources h ON h.id = TRY_CAST(json_extract_string(s.metadata, '$.credentialsSourceId') AS BIGINT)"
+    f" LEFT JOIN energy_sources h ON h.id = {credentials_source_of('s.metadata')}"
     " JOIN source_secrets x ON x.source_id = coalesce(h.id, s.id))"
 )
 

@@ -28,6 +28,7 @@ from core.models import (
     Source,
     SourceIn,
     check_source_type,
+    credentials_still_apply,
     missing_credentials,
     secret_problem,
 )
@@ -199,9 +200,7 @@ def validate_draft(
     stored_names = stored.secret_names if stored else frozenset()  # shared ones included
     to_set, to_delete = secret_changes(draft, stored_names, provider)
     shared = stored.api.credentials_source_id if stored is not None else None
-    same_account = stored is not None and provider is stored.api.api_provider
-    if stored is not None and provider is Provider.ENPHASE:  # an Enphase account is one application
-        same_account = same_account and api_values["client_id"] == stored.api.client_id
+    same_account = stored is not None and credentials_still_apply(provider, str(api_values["client_id"]), stored.api)
     # Shared credentials (an account's, set up by Import Sites) stay shared while the source keeps that account and
     # no credential is typed; otherwise the source gets its own: what was typed, plus a copy of the rest.
     keeps_shared = shared is not None and same_account and not to_set and not to_delete
