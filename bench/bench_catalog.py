@@ -12,12 +12,12 @@ import tempfile
 from pathlib import Path
 
 from bench.timing import measure
-from core import catalog as cat
-from core.connections import draft_from_source, save_connections
-from core.crypto import SecretBox, generate_key
+from core.catalog import catalog as cat
+from core.catalog.connections import draft_from_source, save_connections
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn
-from core.schema import migrate
-from core.store import Store
+from core.store.crypto import SecretBox, generate_key
+from core.store.schema import migrate
+from core.store.store import Store
 
 SITES = 100
 TYPES = {Category.PROD: "solar", Category.CONS: "load", Category.STOR: "battery", Category.INJ: "grid"}

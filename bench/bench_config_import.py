@@ -30,11 +30,11 @@ from typing import Any
 
 import duckdb
 
+from core.catalog.config_io import ConfigFileError, dump, import_config, parse
 from core.config import Settings
-from core.config_io import ConfigFileError, dump, import_config, parse
-from core.crypto import SecretBox, generate_key
-from core.schema import migrate
-from core.store import Store
+from core.store.crypto import SecretBox, generate_key
+from core.store.schema import migrate
+from core.store.store import Store
 
 SITES = 1000
 LIMIT_SITES = Settings.model_fields["config_import_max_sites"].default

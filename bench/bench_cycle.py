@@ -1,4 +1,5 @@
-"""One collector cycle over 1,000 simulator sources: `core.collection.collect_once`, one pass over every vendor site.
+"""One collector cycle over 1,000 simulator sources: `core.collect.collection.collect_once`, one pass over every vendor
+site.
 
 Setup: a temporary store (migrated, no demo seed) with 250 sites spread over eight time zones, each with a PROD,
 CONS, STOR and INJ meter holding one simulator source (1,000 sources, 250 vendor sites: the sources of a site
@@ -32,13 +33,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from core import catalog as cat
-from core.collection import PassReport, collect_once
+from core.catalog import catalog as cat
+from core.collect.collection import PassReport, collect_once
 from core.config import Settings
-from core.crypto import generate_key
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn
-from core.providers import simulator
+from core.providers.simulator import client as simulator
 from core.runtime import Runtime, open_runtime
+from core.store.crypto import generate_key
 
 SOURCES = 1_000
 STEADY_CYCLES = 7

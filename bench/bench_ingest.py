@@ -1,4 +1,4 @@
-"""How fast readings go into a big `readings` table through `core.readings_store.ingest` (idempotent, no PK).
+"""How fast readings go into a big `readings` table through `core.store.readings_store.ingest` (idempotent, no PK).
 
 Setup: 50M readings (500 sources x 100k 15-minute intervals, ~2.9 years) generated in DuckDB, in time order as the
 collector writes them. Then:
@@ -11,7 +11,7 @@ collector writes them. Then:
     replacing its non-final version, and the open one), each inside its own store transaction (lock, connect,
     BEGIN, ingest, COMMIT, close). Target: the cycle batch's write, the `ingest` call, p95 < 10 ms. The whole store
     operation is printed too: it adds DuckDB's fixed cost of opening and closing the file (~13 ms to open even an
-    empty file here, plus the checkpoint on close), which the store pays by design (core/store.py: no process
+    empty file here, plus the checkpoint on close), which the store pays by design (core/store/store.py: no process
     keeps the file open, so the dashboard and analysts can use it); an empty transaction is printed as its baseline.
 
 `BENCH_SCALE` (default 1.0) scales the table and the bulk batch (0.02 gives a run of a few seconds).
@@ -31,9 +31,9 @@ import duckdb
 import polars as pl
 
 from bench.timing import percentiles
-from core.readings_store import INGEST_SCHEMA, ingest
-from core.schema import migrate
-from core.store import Store
+from core.store.readings_store import INGEST_SCHEMA, ingest
+from core.store.schema import migrate
+from core.store.store import Store
 
 SOURCES = 500
 CYCLE_BATCHES = 200

@@ -28,14 +28,15 @@ from pathlib import Path
 
 from bench.bench_catalog import populate
 from bench.timing import measure, percentiles
-from core import alerts, api_health, coverage, history, kpis, live, rollups
-from core import catalog as cat
-from core.alert_rules import Thresholds
+from core.analytics import alerts, api_health, coverage, history, kpis, live
+from core.analytics.alert_rules import Thresholds
+from core.catalog import catalog as cat
 from core.config import Settings
-from core.crypto import SecretBox, generate_key
 from core.models import Site
-from core.schema import migrate
-from core.store import Store
+from core.store import rollups
+from core.store.crypto import SecretBox, generate_key
+from core.store.schema import migrate
+from core.store.store import Store
 
 DAYS = 365
 DATA_TARGET_MS = 300.0

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.bench_cycle import NOW, STEP, open_fleet
-from core.providers import simulator
+from core.providers.simulator import client as simulator
 from jobs.collector import WORKERS, collection_for
 
 SOURCES = 10

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8501",
         description="Address users open the dashboard at; OAuth providers redirect back to it.",
     )
-    # CSV import of readings (core.readings_import): bounds that keep impossible times and oversized files out.
+    # CSV import of readings (core.collect.readings_import): bounds that keep impossible times and oversized files out.
     readings_import_earliest: date = Field(
         date(1990, 1, 1),
         ge=date(1900, 1, 1),
@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     readings_import_max_mb: int = Field(
         50, ge=1, le=2000, description="Import readings: a CSV file larger than this many MB is refused unread."
     )
-    # `config import` (core.config_file): a 10,000-site fleet exports to ~10 MB of YAML (~17 MB of JSON) with 2
+    # `config import` (core.catalog.config_file): a 10,000-site fleet exports to ~10 MB of YAML (~17 MB of JSON) with 2
     # meters and 3 sources per site; the defaults leave twice that room, and keep a file's parse in seconds.
     config_import_max_mb: int = Field(
         32, ge=1, le=1000, description="Config import: a file larger than this many MB is refused unread."
@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     config_import_max_sources: int = Field(
         100_000, ge=1, description="Config import: a file with more sources than this is refused before validation."
     )
-    # Alert thresholds (core.alert_rules; the README's alerts section gives each rule's formula).
+    # Alert thresholds (core.analytics.alert_rules; the README's alerts section gives each rule's formula).
     alert_no_data_factor: float = Field(
         2.0,
         gt=0,

@@ -77,7 +77,7 @@ PROVIDER_LABELS = {
 class UpdateFrequency(StrEnum):
     """How often the collector polls a source. The seed's four come first (the order of every list shown); the
     slower ones read the same 5/15-minute interval history in longer windows, for plans too small for hourly polls
-    (fresher data is the only thing they give up: `core.quota_plan` counts their calls)."""
+    (fresher data is the only thing they give up: `core.catalog.quota_plan` counts their calls)."""
 
     MIN5 = "5min"
     MIN15 = "15min"
@@ -285,7 +285,8 @@ class ApiSettings(_Model):
     last_power_w: float | None = Field(None, alias="lastPowerW")
     # The source whose credentials this one uses, stored once for an account's sources (Import Sites sets it): a
     # SolarEdge key, or an Enphase application with its owner's authorisation; None: its own. Read through
-    # `core.secret_store.SOURCE_CREDENTIALS`; renewed Enphase tokens are written to the holder (`core.oauth_tokens`).
+    # `core.store.secret_store.SOURCE_CREDENTIALS`; renewed Enphase tokens are written to the holder
+    # (`core.store.oauth_tokens`).
     credentials_source_id: int | None = Field(None, alias="credentialsSourceId")
 
     def to_metadata(self) -> dict[str, Any]:

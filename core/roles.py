@@ -2,7 +2,7 @@
 
 One mapping for every module that sums or shows a site's flows (History, KPIs, Live, Alerts), so they cannot
 disagree about which source is production, load, grid import or export, battery or state of charge. The SQL view
-`v_kpi_daily` (migration 7 in core.schema) spells the same mapping in SQL; a test keeps it equal to the KPIs.
+`v_kpi_daily` (migration 7 in core.store.schema) spells the same mapping in SQL; a test keeps it equal to the KPIs.
 
 `ROLE_LABELS` names the roles for people; a page that words one differently (Live says "PV production") says so
 with an override next to its code, so the differences stay visible.

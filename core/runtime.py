@@ -5,18 +5,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from core.catalog.demo import seed_demo
 from core.config import Settings
-from core.crypto import ConfiguredBox, SecretBox
-from core.demo import seed_demo
-from core.oauth_tokens import StoredTokens
-from core.private_files import tighten
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
-from core.quota_store import StoredQuotaLedger
-from core.schema import migrate
-from core.secret_store import credentials_stored
-from core.spool import Spool
-from core.store import Store
+from core.store.crypto import ConfiguredBox, SecretBox
+from core.store.oauth_tokens import StoredTokens
+from core.store.private_files import tighten
+from core.store.quota_store import StoredQuotaLedger
+from core.store.schema import migrate
+from core.store.secret_store import credentials_stored
+from core.store.spool import Spool
+from core.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def open_runtime(settings: Settings, *, prepare: bool = True) -> Runtime:
     if prepare:  # files an older version (or a copy) left readable by others: one INFO line names them
         tighten([*store.private_files(), settings.key_file, *spool.private_paths()])
     # The key file is created only while no credential is stored; missing or damaged keys leave a box that refuses
-    # (and says why) rather than a process that fails or a new key that strands stored credentials (core.crypto).
+    # (and says why) rather than a process that fails or a new key that strands stored credentials (core.store.crypto).
     box = ConfiguredBox(settings.secret_keys, settings.key_file, lambda: credentials_stored(store))
     if prepare:
         applied = migrate(store)
@@ -51,6 +51,6 @@ def open_runtime(settings: Settings, *, prepare: bool = True) -> Runtime:
         if settings.seed_demo and seed_demo(store):
             log.info("seeded the Demo Rooftop site")
     # Vendor budgets are counted in the database: the dashboard's tests and the collector spend the same quota.
-    # While an outside program holds the file, calls are counted in a journal beside the spool (core.quota_store).
+    # While an outside program holds the file, calls are counted in a journal beside the spool (core.store.quota_store).
     journal = spool.directory / "quota-journal.jsonl"
     return Runtime(settings=settings, store=store, box=box, ledger=StoredQuotaLedger(store, journal=journal))

@@ -17,17 +17,19 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from core import catalog as cat
-from core import config_io, file_format, readings_csv, readings_import
-from core.account_import import AccountImportError
-from core.catalog import InvalidInput
+from core.catalog import catalog as cat
+from core.catalog import config_io
+from core.catalog.account_import import AccountImportError
+from core.catalog.catalog import InvalidInput
+from core.collect import readings_csv, readings_import
 from core.config import Settings, load_settings
-from core.crypto import SecretBox, SecretsError, generate_key, parse_keys, read_key_file, write_key_file
-from core.private_files import NotAFile, TooLarge, private_umask, read_bounded, unreadable_input
 from core.runtime import Runtime, open_runtime
-from core.schema import LATEST_VERSION, schema_version
-from core.secret_store import LostCredential, forget_undecryptable, rotate_all
-from core.store import Store, StoreError
+from core.store import file_format
+from core.store.crypto import SecretBox, SecretsError, generate_key, parse_keys, read_key_file, write_key_file
+from core.store.private_files import NotAFile, TooLarge, private_umask, read_bounded, unreadable_input
+from core.store.schema import LATEST_VERSION, schema_version
+from core.store.secret_store import LostCredential, forget_undecryptable, rotate_all
+from core.store.store import Store, StoreError
 from core.validation import capped, field_errors
 from jobs import discover
 

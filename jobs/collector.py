@@ -24,25 +24,25 @@ from zoneinfo import ZoneInfo
 
 import schedule
 
-from core import catalog as cat
-from core.alert_rules import Thresholds
-from core.alerts import evaluate as evaluate_alerts
-from core.collection import Collection, backfill
+from core.analytics.alert_rules import Thresholds
+from core.analytics.alerts import evaluate as evaluate_alerts
+from core.catalog import catalog as cat
+from core.collect.channels import group_by_provider_site
+from core.collect.collection import Collection, backfill
+from core.collect.pass_inputs import READ_WAIT_S, jitter_minutes
+from core.collect.poll_result import GroupResult
+from core.collect.source_health import EARLY_RETRY_SLOWER_THAN, RETRIED_EARLY, GroupKey, early_retry, read_states
 from core.config import Settings
-from core.crypto import SecretsError
-from core.held_passes import MEMORY_CAPACITY
 from core.models import UpdateFrequency
-from core.pass_inputs import READ_WAIT_S, jitter_minutes
-from core.poll_result import GroupResult
-from core.private_files import private_umask
 from core.providers.base import ProviderError
-from core.providers.channels import group_by_provider_site
-from core.quarantine import report_lines
-from core.retention import apply_retention
 from core.runtime import Runtime, open_runtime
-from core.source_health import EARLY_RETRY_SLOWER_THAN, RETRIED_EARLY, GroupKey, early_retry, read_states
-from core.spool import Spool
-from core.store import StoreBusy, StoreError, StoreFault, StoreUnavailable
+from core.store.crypto import SecretsError
+from core.store.held_passes import MEMORY_CAPACITY
+from core.store.private_files import private_umask
+from core.store.quarantine import report_lines
+from core.store.retention import apply_retention
+from core.store.spool import Spool
+from core.store.store import StoreBusy, StoreError, StoreFault, StoreUnavailable
 from jobs.cli import DEBUG_HINT, CliError, settings_from_env
 
 log = logging.getLogger("dataconn.collector")
@@ -74,7 +74,7 @@ class Collector:
         # within a minute, instead of at their next slot.
         self.retry_soon: set[GroupKey] = set()
         # Slow groups whose poll just failed for a passing reason: polled again at that time, ahead of their slot
-        # (core.source_health.early_retry).
+        # (core.collect.source_health.early_retry).
         self.retry_at: dict[GroupKey, datetime] = {}
         self.stop = stop or threading.Event()
         # Alert evaluations: a poll marks one due (`evaluate_alerts`), which runs at once if the last one started

@@ -1,6 +1,6 @@
 """`python -m jobs.cli discover`: list a vendor account's sites and write the configuration file that imports them.
 
-The file is `core.account_import.import_document`, the same the Import Sites page imports, in the format
+The file is `core.catalog.account_import.import_document`, the same the Import Sites page imports, in the format
 `config import` takes. It names the credential by environment variable (`SOLAREDGE_API_KEY`; for Enphase
 `ENPHASE_CLIENT_SECRET` and `ENPHASE_APP_API_KEY`) and never holds it, the rule of configuration files. The
 SolarEdge key is read from that variable too, never from the command line (which other users can see). The
@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core import account_import as ai
-from core import catalog as cat
-from core import quota_plan
-from core.config_io import dump
+from core.catalog import account_import as ai
+from core.catalog import catalog as cat
+from core.catalog import quota_plan
+from core.catalog.config_io import dump
 from core.models import Provider, UpdateFrequency
 from core.providers.base import ProviderSite
 from core.runtime import Runtime

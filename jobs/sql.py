@@ -1,6 +1,6 @@
 """`python -m jobs.sql` (`make sql`): a read-only SQL session on the database, safe beside the collector.
 
-Beside the `duckdb` CLI (which reads the file: `core.file_format`): a CLI session holds the file for as long as it
+Beside the `duckdb` CLI (which reads the file: `core.store.file_format`): a CLI session holds the file for as long as it
 stays open, so the collector spools meanwhile. Here every statement opens the file read-only through the store
 (waiting its turn like any other reader) and closes it again. Floats are printed to three decimals (three
 significant digits below 1), integers and decimals as they are; numbers are aligned right.
@@ -18,8 +18,8 @@ from decimal import Decimal
 
 import duckdb
 
-from core.private_files import private_umask
-from core.store import Store, StoreError
+from core.store.private_files import private_umask
+from core.store.store import Store, StoreError
 from jobs.cli import CliError, settings_from_env
 
 TABLES = "SELECT table_name, table_type FROM information_schema.tables ORDER BY table_type, table_name"

@@ -1,7 +1,7 @@
 """Alerts: what the collector's rules found, filtered by site, status, rule and time; acknowledged from here.
 
-The rules and their lifecycle live in `core.alert_rules` and `core.alerts`; the collector evaluates them after each
-poll. Downloads carry the rows of the `v_alerts` view (UTC and site-local times), not the text shown.
+The rules and their lifecycle live in `core.analytics.alert_rules` and `core.analytics.alerts`; the collector evaluates
+them after each poll. Downloads carry the rows of the `v_alerts` view (UTC and site-local times), not the text shown.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import streamlit as st
 
-from core import alerts as al
-from core.alert_rules import Rule, Thresholds, rule_explanations
+from core.analytics import alerts as al
+from core.analytics.alert_rules import Rule, Thresholds, rule_explanations
 from ui.context import flash, get_runtime, page_guard, run_safely, show_flashes
 from ui.widgets import choose_site, download_buttons
 

@@ -1,8 +1,9 @@
 """API Health: how polling goes per provider account and per source, and a coverage heatmap that shows gaps.
 
-The figures and their definitions live in `core.api_health`, `core.api_accounts` and `core.coverage`; their display
-rules in `core.api_health_display`. A warning at the top lists what the collector put in quarantine
-(`core.quarantine`). Downloads carry the typed figures (UTC instants, numbers), not the text shown.
+The figures and their definitions live in `core.analytics.api_health`, `core.analytics.api_accounts` and
+`core.analytics.coverage`; their display rules in `core.analytics.api_health_display`. A warning at the top lists what
+the collector put in quarantine (`core.store.quarantine`). Downloads carry the typed figures (UTC instants, numbers),
+not the text shown.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from core.api_health import LOOKBACK, NEEDS_ATTENTION, STATUS_LABELS, STATUS_MARKS, Health, load_health
-from core.api_health_display import (
+from core.analytics.api_health import LOOKBACK, NEEDS_ATTENTION, STATUS_LABELS, STATUS_MARKS, Health, load_health
+from core.analytics.api_health_display import (
     account_table,
     quarantine_table,
     quarantine_warning,
     source_table,
     status_counts,
 )
-from core.coverage import DEFAULT_DAYS, heatmap, load_coverage
+from core.analytics.coverage import DEFAULT_DAYS, heatmap, load_coverage
 from core.models import Site
 from ui.context import get_runtime, page_guard
 from ui.widgets import choose_site, download_buttons

@@ -14,7 +14,7 @@ from __future__ import annotations
 import streamlit as st
 from pydantic import ValidationError
 
-from core import catalog as cat
+from core.catalog import catalog as cat
 from core.models import CATEGORY_LABELS, Category, MeterIn, SiteIn, known_timezones
 from core.validation import field_errors
 from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes

@@ -10,10 +10,12 @@ from zoneinfo import ZoneInfo
 
 import streamlit as st
 
-from core import catalog as cat
-from core import connections as conn
-from core import enphase_auth
-from core.enphase_auth import paste_url, redirect_uri, start_url
+from core.analytics.poll_status import PollStatus, describe, newer_than_test, poll_statuses, unreported
+from core.catalog import catalog as cat
+from core.catalog import connections as conn
+from core.catalog import enphase_auth
+from core.catalog.enphase_auth import paste_url, redirect_uri, start_url
+from core.catalog.quota_plan import ScopeCheck
 from core.field_labels import SOURCE_LABELS, labelled, source_label
 from core.models import (
     PROVIDER_NEEDS_SYSTEM_ID,
@@ -24,9 +26,7 @@ from core.models import (
     Provider,
     UpdateFrequency,
 )
-from core.poll_status import PollStatus, describe, newer_than_test, poll_statuses, unreported
 from core.providers.base import ProviderError
-from core.quota_plan import ScopeCheck
 from core.roles import ROLE_LABELS, role_of
 from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes
 from ui.markdown import escape_markdown

@@ -13,8 +13,7 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from core import catalog as cat
-from core.history import (
+from core.analytics.history import (
     MAX_COMPARISON_YEARS,
     ROLE_NAMES,
     History,
@@ -27,9 +26,10 @@ from core.history import (
     series_groups,
     shift_back,
 )
-from core.kpis import site_today
+from core.analytics.kpis import site_today
+from core.analytics.power_units import power_scale
+from core.catalog import catalog as cat
 from core.models import Site
-from core.power_units import power_scale
 from core.roles import Role
 from ui.context import get_runtime, page_guard
 from ui.typed_dates import commit_typed_dates
@@ -193,8 +193,8 @@ def _series_chart(
     now: datetime,
     divisor: float = 1.0,
 ) -> go.Figure:
-    """Lines or bars per series; values divided by `divisor` (a power chart's unit, `core.power_units`); a bar whose
-    bucket is still running is hatched and says "so far"."""
+    """Lines or bars per series; values divided by `divisor` (a power chart's unit, `core.analytics.power_units`); a
+    bar whose bucket is still running is hatched and says "so far"."""
     figure = go.Figure()
     names = frame["series"].unique(maintain_order=True).to_list()
     for name in names:

@@ -7,10 +7,24 @@ from datetime import UTC, datetime
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from core import catalog as cat
+from core.catalog import catalog as cat
+from core.collect.readings_csv import (
+    DECIMAL_MARKS,
+    DELIMITERS,
+    detect_delimiter,
+    first_line,
+    guess_columns,
+    header_columns,
+)
+from core.collect.readings_import import (
+    UNITS,
+    ImportOptions,
+    ImportRefused,
+    ReadingsFileLimits,
+    decode_csv,
+    import_readings,
+)
 from core.models import CATEGORY_LABELS, known_timezones
-from core.readings_csv import DECIMAL_MARKS, DELIMITERS, detect_delimiter, first_line, guess_columns, header_columns
-from core.readings_import import UNITS, ImportOptions, ImportRefused, ReadingsFileLimits, decode_csv, import_readings
 from ui.context import get_runtime, page_guard
 from ui.widgets import choose_site
 

@@ -1,4 +1,4 @@
-"""Import Sites: onboard a whole vendor account in one step (the work is `core.account_import`'s).
+"""Import Sites: onboard a whole vendor account in one step (the work is `core.catalog.account_import`'s).
 
 Choose the account (a SolarEdge V2 API key, or the application of an authorised Enphase source), list its sites,
 tick the ones to import, choose the channels and an update frequency the account's budget carries, and import:
@@ -12,14 +12,14 @@ from typing import Any
 
 import streamlit as st
 
-from core import account_import as ai
-from core import catalog as cat
-from core import quota_plan
-from core.config_io import ConfigImportError
-from core.crypto import SecretsError
+from core.catalog import account_import as ai
+from core.catalog import catalog as cat
+from core.catalog import quota_plan
+from core.catalog.config_io import ConfigImportError
 from core.models import Provider, UpdateFrequency
 from core.providers.base import ProviderSite
-from core.store import StoreError
+from core.store.crypto import SecretsError
+from core.store.store import StoreError
 from ui.context import get_runtime, page_guard
 from ui.markdown import escape_markdown
 

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import streamlit as st
 
-from core import kpis
-from core.kpi_formulas import SHARE, Kpi, format_number, format_value, unit_label
+from core.analytics import kpis
+from core.analytics.kpi_formulas import SHARE, Kpi, format_number, format_value, unit_label
 from core.models import Site
 from ui.context import get_runtime, page_guard
 from ui.markdown import escape_markdown

@@ -1,7 +1,7 @@
 """Live: a site's power flow now, the newest reading of every source with its age, and the last hours of power.
 
 Everything under the site picker is a fragment that reruns itself every `DATACONN_LIVE_REFRESH_S` seconds: only
-the fragment reloads, not the page. Definitions (as of, age, stale) live in `core.live`.
+the fragment reloads, not the page. Definitions (as of, age, stale) live in `core.analytics.live`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import polars as pl
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from core import live
-from core.live import FLOW_LABELS, LiveSnapshot, SourceLive, Status
-from core.power_units import power_scale
+from core.analytics import live
+from core.analytics.live import FLOW_LABELS, LiveSnapshot, SourceLive, Status
+from core.analytics.power_units import power_scale
 from core.roles import Role
 from ui.context import get_runtime, page_guard
 from ui.markdown import escape_markdown

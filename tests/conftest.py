@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.crypto import SecretBox, generate_key
-from core.schema import migrate
-from core.store import Store
+from core.store.crypto import SecretBox, generate_key
+from core.store.schema import migrate
+from core.store.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,8 @@
 and a page of the app opened in AppTest on the database the test environment points at.
 
 Every test that needs hand-made data builds it here, through the same code paths the app uses
-(core.catalog inserts, core.readings_store.ingest, core.rollups.refresh), so the tests differ only in their data.
+(core.catalog.catalog inserts, core.store.readings_store.ingest, core.store.rollups.refresh), so the tests differ only
+in their data.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from core import catalog as cat
-from core import rollups
+from core.catalog import catalog as cat
 from core.config import load_settings
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
-from core.readings_store import ingest
 from core.runtime import open_runtime
-from core.store import Store
+from core.store import rollups
+from core.store.readings_store import ingest
+from core.store.store import Store
 
 if TYPE_CHECKING:
     from streamlit.testing.v1 import AppTest

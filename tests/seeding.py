@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from core.collection import collect_once
+from core.collect.collection import collect_once
 from core.config import load_settings
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger

@@ -8,19 +8,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core import account_import as ai
-from core import catalog as cat
-from core import enphase_auth, quota_plan
+from core.catalog import account_import as ai
+from core.catalog import catalog as cat
+from core.catalog import enphase_auth, quota_plan
+from core.catalog.config_io import ConfigImportError
+from core.catalog.connections import new_draft, save_connections
 from core.config import Settings
-from core.config_io import ConfigImportError
-from core.connections import new_draft, save_connections
-from core.crypto import SecretBox
 from core.models import Category, MeterIn, SiteIn, UpdateFrequency
-from core.oauth_tokens import TOKENS_SECRET, StoredTokens
 from core.providers.base import ProviderSite
-from core.quota_store import StoredQuotaLedger
 from core.runtime import Runtime
-from core.store import Store
+from core.store.crypto import SecretBox
+from core.store.oauth_tokens import TOKENS_SECRET, StoredTokens
+from core.store.quota_store import StoredQuotaLedger
+from core.store.store import Store
 from jobs.collector import Collector
 from tests.fakes import enphase
 from tests.fakes import solaredge_v2 as se

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from core.api_accounts import ledger_scope
+from core.analytics.api_accounts import ledger_scope
+from core.catalog.quota_plan import account_fingerprint
 from core.models import Provider
 from core.providers.quota import account_scope
-from core.providers.solaredge_v1 import account_key
-from core.providers.solaredge_v2 import SolarEdgeV2Client
-from core.quota_plan import account_fingerprint
+from core.providers.solaredge_v1.client import account_key
+from core.providers.solaredge_v2.client import SolarEdgeV2Client
 
 KEY = "L4QLVQ1LOKCQX2193VSEICXW61NP6B1O"
 

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from pvlib.location import Location
 
-from core.alert_rules import (
+from core.analytics.alert_rules import (
     DAILY_SCHEMA,
     LATEST_SCHEMA,
     READING_SCHEMA,

@@ -13,15 +13,23 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 
-from core import catalog as cat
-from core.alert_rules import Finding, Rule, State, Thresholds, evaluate_rules
-from core.alerts import Evaluation, acknowledge, apply_findings, evaluate, last_evaluated, load_alerts, read_inputs
+from core.analytics.alert_rules import Finding, Rule, State, Thresholds, evaluate_rules
+from core.analytics.alerts import (
+    Evaluation,
+    acknowledge,
+    apply_findings,
+    evaluate,
+    last_evaluated,
+    load_alerts,
+    read_inputs,
+)
+from core.catalog import catalog as cat
+from core.catalog.demo import DEMO_SITE, outage_days_by_site
+from core.collect.channels import group_by_provider_site
 from core.config import Settings, load_settings
-from core.demo import DEMO_SITE, outage_days_by_site
 from core.models import Category, MeterIn, SourceIn
-from core.providers.channels import group_by_provider_site
 from core.runtime import open_runtime
-from core.store import Store
+from core.store.store import Store
 from jobs import collector as collector_module
 from jobs.collector import Collector, run_alerts
 from tests.crafting import SourceSpec, craft_site, simulator_api, write_readings
@@ -173,8 +181,8 @@ def test_the_demo_month_raises_no_false_alarm(app_env: Path, now: datetime) -> N
     """Every hour of the simulator's month (long summer days, long winter nights with the battery resting at its
     minimum): PV in sun, bounds, SoC and data freshness stay quiet. Only low yield may speak on overcast days.
 
-    Exempt: the demo's recorded fault (core.demo), a day with the inverter tripped, on the day before the demo was
-    seeded (by the clock, so inside this month only when the month ends soon after today). PV zero in sun is a true
+    Exempt: the demo's recorded fault (core.catalog.demo), a day with the inverter tripped, on the day before the demo
+    was seeded (by the clock, so inside this month only when the month ends soon after today). PV zero in sun is a true
     alarm on that day; outside it, nothing may fire."""
     runtime = seed_history(now)
     with runtime.store.connect(read_only=True) as con:

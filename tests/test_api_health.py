@@ -9,25 +9,25 @@ import polars as pl
 import pytest
 from pydantic import SecretStr
 
-from core import rollups
-from core.api_accounts import Member, ledger_scope
-from core.api_health import Health, load_health, next_poll
-from core.api_health_display import account_table, quota_text, source_table, span, status_counts
-from core.catalog import insert_meter, insert_site, insert_source
-from core.coverage import heatmap, hover_text, load_coverage
-from core.crypto import SecretBox
-from core.export import to_bytes
+from core.analytics.api_accounts import Member, ledger_scope
+from core.analytics.api_health import Health, load_health, next_poll
+from core.analytics.api_health_display import account_table, quota_text, source_table, span, status_counts
+from core.analytics.coverage import heatmap, hover_text, load_coverage
+from core.analytics.export import to_bytes
+from core.catalog.catalog import insert_meter, insert_site, insert_source
+from core.collect.source_health import SourceState
 from core.models import ApiSettings, Category, MeterIn, Provider, Site, SiteIn, SourceIn, UpdateFrequency
-from core.oauth_tokens import TOKENS_SECRET, encode_tokens
-from core.providers.enphase import EnphaseClient
-from core.providers.enphase_oauth import InMemoryTokenStore, Tokens
-from core.providers.solaredge_v1 import SolarEdgeV1Client
-from core.providers.solaredge_v2 import SolarEdgeV2Client
-from core.quota_store import StoredQuotaLedger
-from core.readings_store import INGEST_SCHEMA, ingest
-from core.secret_store import put_secret
-from core.source_health import SourceState
-from core.store import Store
+from core.providers.enphase.client import EnphaseClient
+from core.providers.enphase.oauth import InMemoryTokenStore, Tokens
+from core.providers.solaredge_v1.client import SolarEdgeV1Client
+from core.providers.solaredge_v2.client import SolarEdgeV2Client
+from core.store import rollups
+from core.store.crypto import SecretBox
+from core.store.oauth_tokens import TOKENS_SECRET, encode_tokens
+from core.store.quota_store import StoredQuotaLedger
+from core.store.readings_store import INGEST_SCHEMA, ingest
+from core.store.secret_store import put_secret
+from core.store.store import Store
 
 NOW = datetime(2026, 10, 27, 12, 0, tzinfo=UTC)  # 13:00 in Brussels, two days after the 25-hour DST day
 KEY_V2 = "v2-secret-key-AAAA"
@@ -80,7 +80,7 @@ def fleet(store: Store, box: SecretBox) -> dict[str, int]:
             SecretStr(ACCESS_TOKEN), SecretStr(REFRESH_TOKEN), NOW + timedelta(hours=20), NOW + timedelta(days=6)
         )
         put_secret(con, box, ids["F"], TOKENS_SECRET, encode_tokens(grant))
-        # Settings and credentials last changed a month ago: a stop recorded since holds (core.source_health).
+        # Settings and credentials last changed a month ago: a stop recorded since holds (core.collect.source_health).
         con.execute("UPDATE energy_sources SET updated_at = ?", [ago(days=30)])
         con.execute("UPDATE source_secrets SET updated_at = ?", [ago(days=30)])
 

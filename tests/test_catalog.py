@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from core import catalog as cat
-from core.connections import new_draft, save_connections
-from core.crypto import SecretBox
-from core.demo import seed_demo
+from core.catalog import catalog as cat
+from core.catalog.connections import new_draft, save_connections
+from core.catalog.demo import seed_demo
 from core.models import Category, MeterIn, SiteIn
-from core.store import Store
+from core.store.crypto import SecretBox
+from core.store.store import Store
 
 SITE = SiteIn(name="Plant A", latitude=50.85, longitude=4.35, timezone="Europe/Brussels")
 

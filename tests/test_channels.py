@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from core import catalog as cat
-from core.connections import new_draft, save_connections
-from core.crypto import SecretBox
+from core.catalog import catalog as cat
+from core.catalog.connections import new_draft, save_connections
+from core.collect.channels import group_by_provider_site, readings_for
 from core.models import Category, MeterIn, SiteIn
 from core.providers.base import normalise_readings
-from core.providers.channels import group_by_provider_site, readings_for
-from core.store import Store
+from core.store.crypto import SecretBox
+from core.store.store import Store
 
 
 def add(store: Store, box: SecretBox, site: cat.Site, meter: cat.Meter, name: str, kind: str, **api: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.power_units import power_scale
+from core.analytics.power_units import power_scale
 from tests.crafting import open_page
 
 

@@ -11,12 +11,12 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from core import catalog as cat
-from core.crypto import SecretBox, SecretsError, generate_key, read_key_file
+from core.catalog import catalog as cat
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn
-from core.schema import LATEST_VERSION
-from core.secret_store import put_secret
-from core.store import Store
+from core.store.crypto import SecretBox, SecretsError, generate_key, read_key_file
+from core.store.schema import LATEST_VERSION
+from core.store.secret_store import put_secret
+from core.store.store import Store
 from tests.processes import operator_env, run_module
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core import catalog as cat
-from core.store import Store
+from core.catalog import catalog as cat
+from core.store.store import Store
 from tests.fakes import solaredge_v2 as se
 from tests.fakes.server import free_port, serve
 from tests.processes import operator_env, run_module

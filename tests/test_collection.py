@@ -9,18 +9,18 @@ from types import SimpleNamespace
 
 import pytest
 
-from core import catalog as cat
-from core.collection import backfill, collect_once
+from core.catalog import catalog as cat
+from core.catalog.connections import draft_from_source, new_draft, save_connections
+from core.catalog.demo import seed_demo
+from core.collect.collection import backfill, collect_once
+from core.collect.pass_inputs import UNMETERED_BACKFILL, window_for
+from core.collect.source_health import next_health
 from core.config import Settings
-from core.connections import draft_from_source, new_draft, save_connections
-from core.crypto import SecretBox
-from core.demo import seed_demo
 from core.models import Category, MeterIn, SiteIn
-from core.pass_inputs import UNMETERED_BACKFILL, window_for
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
-from core.source_health import next_health
-from core.store import Store
+from core.store.crypto import SecretBox
+from core.store.store import Store
 from tests.fakes import solaredge_v2
 from tests.fakes.server import serve
 
@@ -111,7 +111,7 @@ def test_a_vendor_site_is_collected_from_its_fake(
 def test_a_wrong_key_stops_the_source_with_the_reason(
     store: Store, box: SecretBox, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="core.collection")
+    caplog.set_level(logging.INFO, logger="core.collect.collection")
     site = london_roof(store, box, "sk-wrong-999")
     with serve(solaredge_v2.create_app(solaredge_v2.FakeState())) as url:
         context = ProviderContext(Settings(solaredge_base_url=f"{url}/v2"), QuotaLedger())
@@ -172,7 +172,7 @@ def test_a_vendor_backfill_archives_every_answer(store: Store, box: SecretBox) -
 def test_a_channel_the_vendor_site_lacks_does_not_hold_the_window_open_and_says_so(
     store: Store, box: SecretBox
 ) -> None:
-    from core.poll_status import describe, poll_statuses, unreported
+    from core.analytics.poll_status import describe, poll_statuses, unreported
 
     site = cat.create_site(store, SiteIn(name="Fleet 2", latitude=51.5, longitude=-0.12, timezone="Europe/London"))
     drafts = []

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from core import catalog as cat
+from core.catalog import catalog as cat
+from core.catalog.connections import draft_from_source, new_draft, save_connections
 from core.config import load_settings
-from core.connections import draft_from_source, new_draft, save_connections
 from core.models import Category, MeterIn, SiteIn
 from core.runtime import open_runtime
 from jobs.collector import Collector

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from core import catalog as cat
-from core.config_io import ConfigFileError, ConfigImportError, dump, export_config, import_config, parse
-from core.crypto import SecretBox, SecretsError, generate_key
-from core.demo import seed_demo
+from core.catalog import catalog as cat
+from core.catalog.config_io import ConfigFileError, ConfigImportError, dump, export_config, import_config, parse
+from core.catalog.demo import seed_demo
 from core.models import ApiSettings, Category, ConnectionStatus, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
-from core.schema import migrate
-from core.secret_store import put_secret, read_secrets
-from core.store import Store
+from core.store.crypto import SecretBox, SecretsError, generate_key
+from core.store.schema import migrate
+from core.store.secret_store import put_secret, read_secrets
+from core.store.store import Store
 
 SECRET = "sEcReT-ApiKey-7f3a9c1e5b"
 TABLES = ("sites", "meters", "energy_sources", "source_secrets")

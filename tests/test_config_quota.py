@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import yaml
 
-from core import catalog as cat
-from core.config_io import ConfigImportError, ImportReport, export_config, import_config
-from core.crypto import SecretBox
+from core.catalog import catalog as cat
+from core.catalog.config_io import ConfigImportError, ImportReport, export_config, import_config
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
-from core.secret_store import put_secret
-from core.store import Store
+from core.store.crypto import SecretBox
+from core.store.secret_store import put_secret
+from core.store.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 KEY, OTHER_KEY = "se-shared-key-0001", "se-other-key-0002"

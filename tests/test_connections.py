@@ -7,16 +7,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core import catalog as cat
-from core import connections
+from core.catalog import catalog as cat
+from core.catalog import connections
+from core.catalog.connections import MASKED, SaveRejected, draft_from_source, new_draft, save_connections
 from core.config import Settings
-from core.connections import MASKED, SaveRejected, draft_from_source, new_draft, save_connections
-from core.crypto import SecretBox
 from core.models import ApiSettings, Category, ConnectionStatus, MeterIn, Provider, SiteIn, UpdateFrequency
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
-from core.secret_store import load_secrets
-from core.store import Store
+from core.store.crypto import SecretBox
+from core.store.secret_store import load_secrets
+from core.store.store import Store
 from tests.fakes import solaredge_v2
 from tests.fakes.server import serve
 
@@ -39,7 +39,7 @@ def solar_draft(meter: cat.Meter, key: str = "new-a", **values: object):  # type
     draft = new_draft(key, meter.id, meter.category)
     draft.values |= {"name": "Main Solar Array", "capacity_kw": "500", "carbon_intensity_g_per_kwh": "0"}
     if values.get("api_provider") in {"solaredge", "enphase"}:
-        draft.values["update_frequency"] = "1hour"  # what their free budgets allow (core.quota_plan)
+        draft.values["update_frequency"] = "1hour"  # what their free budgets allow (core.catalog.quota_plan)
     draft.values |= values
     return draft
 

@@ -1,5 +1,5 @@
-"""Coverage is judged against what could have arrived (`core.availability`): a source polled every 15 minutes is not
-short of the quarter hour its next poll will bring, and a vendor's delay is allowed for; a late source is still
+"""Coverage is judged against what could have arrived (`core.analytics.availability`): a source polled every 15 minutes
+is not short of the quarter hour its next poll will bring, and a vendor's delay is allowed for; a late source is still
 short, and the KPIs page says up to when the data was judged.
 
 Real DuckDB files with crafted readings; the KPIs page through AppTest.
@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from core import kpis
-from core.availability import available_until
+from core.analytics import kpis
+from core.analytics.availability import available_until
 from core.models import ApiSettings, Category, Provider, UpdateFrequency
-from core.store import Store
+from core.store.store import Store
 from tests.crafting import SourceSpec, craft_site, write_readings
 
 TZ = "Europe/Brussels"
@@ -74,7 +74,7 @@ def test_newer_data_than_the_schedule_promises_counts_in_full() -> None:
 
 
 def test_the_kpis_page_says_up_to_when_a_late_source_is_judged(app_env: Path) -> None:
-    from core import catalog as cat
+    from core.catalog import catalog as cat
     from tests.crafting import app_store, open_page
 
     at = open_page("pages/kpis.py")  # the first run prepares the database
@@ -96,7 +96,7 @@ def test_the_kpis_page_says_up_to_when_a_late_source_is_judged(app_env: Path) ->
 
 
 def test_a_healthy_demo_is_complete_today_whenever_it_is_looked_at(seeded_env: Path) -> None:
-    from core import catalog as cat
+    from core.catalog import catalog as cat
     from tests.crafting import app_store
 
     store = app_store()

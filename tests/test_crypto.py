@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from core import catalog as cat
-from core.connections import SourceDraft, draft_from_source, save_connections
-from core.crypto import ConfiguredBox, SecretBox, SecretsError, generate_key, read_key_file
+from core.catalog import catalog as cat
+from core.catalog.connections import SourceDraft, draft_from_source, save_connections
 from core.models import Category, MeterIn, SiteIn
-from core.secret_store import load_secrets, rotate_all
-from core.store import Store
+from core.store.crypto import ConfiguredBox, SecretBox, SecretsError, generate_key, read_key_file
+from core.store.secret_store import load_secrets, rotate_all
+from core.store.store import Store
 
 
 def test_round_trip_and_secretstr_hides_the_value(box: SecretBox) -> None:

@@ -1,5 +1,5 @@
 """Deleting a site, a meter or a source takes everything of theirs along, in the same transaction: no row is left
-referring to a source that no longer exists (`core.schema.SOURCE_DATA_TABLES`), and the confirmations say how many
+referring to a source that no longer exists (`core.store.schema.SOURCE_DATA_TABLES`), and the confirmations say how many
 readings go.
 
 On a real DuckDB file after a real collection pass of the demo (readings, rollups, runs, state, cached answers),
@@ -13,11 +13,11 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from core import catalog as cat
-from core.connections import draft_from_source, save_connections
+from core.catalog import catalog as cat
+from core.catalog.connections import draft_from_source, save_connections
 from core.runtime import Runtime
-from core.schema import SOURCE_DATA_TABLES
-from core.store import Store
+from core.store.schema import SOURCE_DATA_TABLES
+from core.store.store import Store
 from tests.seeding import seed_history
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")

@@ -1,5 +1,5 @@
 """The demo's recorded fault: a fresh install's Alerts page shows one real alert, for the day the demo's inverter
-tripped, which resolves the next day and stays in the history (core/demo.py)."""
+tripped, which resolves the next day and stays in the history (core/catalog/demo.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from core import catalog as cat
-from core.alert_rules import Thresholds, yesterday_bounds
-from core.alerts import evaluate
-from core.collection import collect_once
+from core.analytics.alert_rules import Thresholds, yesterday_bounds
+from core.analytics.alerts import evaluate
+from core.catalog import catalog as cat
+from core.catalog.demo import DEMO_SITE, FAULT_KEY, FAULT_KIND, outage_days_by_site, seed_demo
+from core.collect.collection import collect_once
 from core.config import Settings
-from core.crypto import SecretBox
-from core.demo import DEMO_SITE, FAULT_KEY, FAULT_KIND, outage_days_by_site, seed_demo
 from core.models import Category, SiteIn
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
-from core.store import Store
+from core.store.crypto import SecretBox
+from core.store.store import Store
 
 # pvlib 0.16 still calls a pandas accessor that pandas 3 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:DatetimeIndex.dayofyear is deprecated")

@@ -11,17 +11,17 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from core import catalog as cat
-from core import connections, enphase_auth
+from core.catalog import catalog as cat
+from core.catalog import connections, enphase_auth
+from core.catalog.connections import draft_from_source, new_draft, save_connections
 from core.config import Settings
-from core.connections import draft_from_source, new_draft, save_connections
-from core.crypto import SecretBox, generate_key
 from core.models import Category, ConnectionStatus, MeterIn, SiteIn
-from core.oauth_tokens import StoredTokens
 from core.providers.base import NeedsReauthorization, ProviderError
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
-from core.store import Store
+from core.store.crypto import SecretBox, generate_key
+from core.store.oauth_tokens import StoredTokens
+from core.store.store import Store
 from tests.fakes import enphase
 from tests.fakes.server import serve
 

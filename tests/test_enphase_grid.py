@@ -17,13 +17,13 @@ import polars as pl
 import pytest
 from pydantic import SecretStr
 
-from core.account_import import LAYOUT
+from core.catalog.account_import import LAYOUT
+from core.catalog.quota_plan import calls_per_poll, polls_per_day, windows_per_poll
 from core.models import Category, Provider, UpdateFrequency
 from core.providers.base import CHANNELS, READINGS_SCHEMA, BadResponse
-from core.providers.enphase import EnphaseClient
-from core.providers.enphase_oauth import InMemoryTokenStore
-from core.providers.enphase_parse import parse_energy_export, parse_energy_import
-from core.quota_plan import calls_per_poll, polls_per_day, windows_per_poll
+from core.providers.enphase.client import EnphaseClient
+from core.providers.enphase.oauth import InMemoryTokenStore
+from core.providers.enphase.parse import parse_energy_export, parse_energy_import
 from tests.fakes.enphase import (
     SANDBOX_API_KEY,
     SANDBOX_CLIENT_ID,

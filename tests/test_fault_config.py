@@ -17,8 +17,8 @@ import duckdb
 import pytest
 import yaml
 
-from core import catalog as cat
-from core.config_io import (
+from core.catalog import catalog as cat
+from core.catalog.config_io import (
     MAX_ATTEMPTS,
     ConfigFileError,
     ConfigFileLimits,
@@ -28,11 +28,11 @@ from core.config_io import (
     import_config,
     parse,
 )
-from core.connections import SaveRejected, new_draft, save_connections
-from core.crypto import SecretBox, read_key_file
+from core.catalog.connections import SaveRejected, new_draft, save_connections
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
-from core.secret_store import put_secret
-from core.store import Store
+from core.store.crypto import SecretBox, read_key_file
+from core.store.secret_store import put_secret
+from core.store.store import Store
 from tests.holder import held
 from tests.processes import operator_env
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import catalog as cat
-from core.models import Category
-from core.readings_import import (
+from core.catalog import catalog as cat
+from core.collect.readings_import import (
     DEFAULT_LIMITS,
     MAX_ABS_W,
     ImportOptions,
@@ -26,8 +25,9 @@ from core.readings_import import (
     import_readings,
     parse_readings,
 )
-from core.rollups import ROLLUPS
-from core.store import Store
+from core.models import Category
+from core.store.rollups import ROLLUPS
+from core.store.store import Store
 from tests.crafting import SourceSpec, app_store, craft_site, open_page
 from tests.processes import operator_env, run_module
 

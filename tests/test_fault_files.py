@@ -24,14 +24,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from core import catalog as cat
-from core.collection import Collection
+from core.catalog import catalog as cat
+from core.collect.collection import Collection
 from core.config import Settings
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn
 from core.runtime import Runtime, open_runtime
-from core.secret_store import put_secret
-from core.spool import Spool
-from core.store import Store, StoreFault
+from core.store.secret_store import put_secret
+from core.store.spool import Spool
+from core.store.store import Store, StoreFault
 from jobs.collector import Collector, collection_for, open_waiting
 from tests.fakes import solaredge_v1
 from tests.fakes.server import serve

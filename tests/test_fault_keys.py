@@ -22,16 +22,16 @@ from pathlib import Path
 
 import pytest
 
-from core import catalog as cat
-from core import schema
+from core.catalog import catalog as cat
+from core.catalog.connections import new_draft, save_connections
+from core.collect.source_health import SourceState, read_states
 from core.config import load_settings
-from core.connections import new_draft, save_connections
-from core.crypto import SecretBox, SecretsError, generate_key, read_key_file
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn
 from core.runtime import Runtime, open_runtime
-from core.secret_store import KeyNoticeCache, key_notice, put_secret
-from core.source_health import SourceState, read_states
-from core.store import Store, StoreBusy
+from core.store import schema
+from core.store.crypto import SecretBox, SecretsError, generate_key, read_key_file
+from core.store.secret_store import KeyNoticeCache, key_notice, put_secret
+from core.store.store import Store, StoreBusy
 from jobs.cli import main as cli_main
 from jobs.collector import collection_for
 from tests.fakes import solaredge_v1
@@ -164,7 +164,7 @@ def test_a_running_collector_notices_the_restored_key_and_says_it_once(
     saved = path.read_bytes()
     path.unlink()
     collection = collection_for(open_runtime(load_settings(), prepare=False))  # started with the key missing
-    caplog.set_level(logging.INFO, logger="core.collection")
+    caplog.set_level(logging.INFO, logger="core.collect.collection")
 
     for _ in range(3):
         report = collection.run(datetime.now(UTC))
@@ -480,8 +480,8 @@ def test_a_database_that_cannot_be_opened_is_said_once_on_the_dashboard(app_env:
 # --- stops that older versions recorded -------------------------------------------------------------------------
 
 KEY_STOPS_CLEARED = 8  # the schema migration that clears them
-# What versions before it recorded for a source whose credentials our keys could not decrypt (core.collection's
-# prefix, then the decryption error of core.crypto), stopping it until its settings changed.
+# What versions before it recorded for a source whose credentials our keys could not decrypt (core.collect.collection's
+# prefix, then the decryption error of core.store.crypto), stopping it until its settings changed.
 OLD_KEY_STOP = (
     "The stored credentials A stored credential cannot be decrypted with the configured keys: was a key removed"
     " before rotation finished? Re-enter the credential or restore the key."

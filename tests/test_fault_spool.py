@@ -25,24 +25,24 @@ import duckdb
 import polars as pl
 import pytest
 
-from core.api_health import load_health
-from core.api_health_display import quarantine_table, quarantine_warning
-from core.collection import Collection
+from core.analytics.api_health import load_health
+from core.analytics.api_health_display import quarantine_table, quarantine_warning
+from core.collect.collection import Collection
+from core.collect.pass_write import apply_entry
+from core.collect.poll_result import GroupResult
 from core.config import Settings, load_settings
-from core.crypto import SecretBox
 from core.models import Category
-from core.pass_write import apply_entry
-from core.poll_result import GroupResult
-from core.private_files import tighten
 from core.providers.base import QuotaRule
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
-from core.quarantine import NOTE
-from core.quota_store import JOURNAL_MAX_BYTES, StoredQuotaLedger
 from core.runtime import open_runtime
-from core.schema import migrate
-from core.spool import ENTRY_FILE_MAX_BYTES, Spool, SpoolEntry
-from core.store import Store, StoreBusy, StoreFault
+from core.store.crypto import SecretBox
+from core.store.private_files import tighten
+from core.store.quarantine import NOTE
+from core.store.quota_store import JOURNAL_MAX_BYTES, StoredQuotaLedger
+from core.store.schema import migrate
+from core.store.spool import ENTRY_FILE_MAX_BYTES, Spool, SpoolEntry
+from core.store.store import Store, StoreBusy, StoreFault
 from tests.crafting import SourceSpec, craft_site, open_page, readings_frame
 from tests.holder import held
 from tests.processes import run_module

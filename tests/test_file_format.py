@@ -21,9 +21,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from core.file_format import converting_path, file_storage_version
 from core.models import Category
-from core.store import STORAGE_COMPATIBILITY, Store
+from core.store.file_format import converting_path, file_storage_version
+from core.store.store import STORAGE_COMPATIBILITY, Store
 from tests.crafting import SourceSpec, craft_site, write_readings
 from tests.holder import held
 from tests.processes import operator_env, run_module
@@ -112,7 +112,7 @@ def backups(db: Path) -> list[Path]:
 
 
 def conversion_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if "core.file_format" in line]
+    return [line for line in stderr.splitlines() if "core.store.file_format" in line]
 
 
 def test_a_new_file_is_in_the_format_of_the_duckdb_1_5_line(store: Store) -> None:

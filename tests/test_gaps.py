@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from core import rollups
-from core.collection import collect_once
+from core.catalog.demo import seed_demo
+from core.collect.collection import collect_once
+from core.collect.gaps import oldest_gaps
 from core.config import Settings
-from core.crypto import SecretBox
-from core.demo import seed_demo
-from core.gaps import oldest_gaps
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
-from core.store import Store
+from core.store import rollups
+from core.store.crypto import SecretBox
+from core.store.store import Store
 
 NOW = datetime(2026, 6, 21, 12, 2, tzinfo=UTC)
 HOUR = NOW.replace(minute=0)  # holes on the 15-minute grid

@@ -19,8 +19,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.config import load_settings
-from core.store import Store, StoreBusy, reads_wait_at_most
-from core.store_wait import HeldSince, still_held
+from core.store.store import Store, StoreBusy, reads_wait_at_most
+from core.store.store_wait import HeldSince, still_held
 from tests.crafting import APP, app_store, open_page
 from tests.holder import held
 

@@ -10,8 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 import pytest
 
-from core import catalog as cat
-from core.history import (
+from core.analytics.history import (
     Level,
     Resolution,
     check_range,
@@ -19,9 +18,10 @@ from core.history import (
     load_year_comparison,
     shift_back,
 )
-from core.history_balance import COMPUTED, METERED
+from core.analytics.history_balance import COMPUTED, METERED
+from core.catalog import catalog as cat
 from core.models import Category
-from core.store import Store
+from core.store.store import Store
 from tests.crafting import BRUSSELS, SourceSpec, craft_site, write_readings
 
 NOW = datetime(2029, 1, 1, tzinfo=UTC)  # after every crafted reading: nothing is cut off as "future"

@@ -20,15 +20,15 @@ import polars as pl
 import pytest
 from pydantic import SecretStr
 
-from core import catalog as cat
+from core.catalog import catalog as cat
+from core.catalog.connections import new_draft, save_connections
 from core.config import load_settings
-from core.connections import new_draft, save_connections
 from core.models import Category, MeterIn, SiteIn
 from core.providers.quota import QuotaLedger
-from core.providers.solaredge_v1 import SolarEdgeV1Client
+from core.providers.solaredge_v1.client import SolarEdgeV1Client
 from core.runtime import open_runtime
-from core.spool import Spool
-from core.store import Store
+from core.store.spool import Spool
+from core.store.store import Store
 from tests.fakes import solaredge_v1
 from tests.fakes.server import serve
 from tests.holder import held

@@ -13,11 +13,12 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 
-from core import catalog as cat
-from core import kpis, rollups
-from core.kpi_formulas import KPI_KEYS, Flow, Quantity, SiteFlows, compute_kpis, format_value
+from core.analytics import kpis
+from core.analytics.kpi_formulas import KPI_KEYS, Flow, Quantity, SiteFlows, compute_kpis, format_value
+from core.catalog import catalog as cat
 from core.models import Category
-from core.store import Store
+from core.store import rollups
+from core.store.store import Store
 from tests.crafting import SourceSpec, craft_site, write_readings
 
 TZ = "Europe/Brussels"
@@ -425,8 +426,8 @@ def test_an_hourly_reading_in_the_open_hour_does_not_hide_a_gap_elsewhere(store:
     # counts at most its own length. (12 h + 10.25 h) / (24 h + 10.25 h) = 80,100 / 123,300
     assert report.coverage == pytest.approx(80_100 / 123_300)
     assert report.daily["coverage_pct"].to_list() == [50.0, 100.0]
-    # The documented rule (core.kpis docstring, README "KPI formulas"): a reading that starts before the cut counts
-    # whole, so the 10:00 reading adds its full hour although the cut is at 10:15 (not pro-rated to 0.25 kWh):
+    # The documented rule (core.analytics.kpis docstring, README "KPI formulas"): a reading that starts before the cut
+    # counts whole, so the 10:00 reading adds its full hour although the cut is at 10:15 (not pro-rated to 0.25 kWh):
     # 12 + 11 hourly readings of 1 kW = 23 kWh.
     assert report.kpis["e_prod_kwh"].value == pytest.approx(23.0)
 

@@ -8,11 +8,11 @@ from functools import partial
 import polars as pl
 import pytest
 
-from core import live
-from core.live import Status
+from core.analytics import live
+from core.analytics.live import Status
 from core.models import ApiSettings, Category, UpdateFrequency
 from core.roles import Role
-from core.store import Store
+from core.store.store import Store
 from tests.crafting import SourceSpec, craft_site, simulator_api, write_readings
 
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)  # Brussels summer time: 12:00 local
@@ -281,7 +281,7 @@ def test_age_and_value_formats() -> None:
 
 
 def test_a_deleted_site_is_reported(store: Store) -> None:
-    from core.catalog import NotFound
+    from core.catalog.catalog import NotFound
 
     with pytest.raises(NotFound, match="site 99 no longer exists"):
         live.live_snapshot(store, 99, T0)

@@ -16,17 +16,17 @@ from pydantic import BaseModel, ValidationError
 from streamlit.commands.page_config import _get_favicon_string
 from streamlit.testing.v1 import AppTest
 
-from core import catalog as cat
-from core import connections
+from core.catalog import catalog as cat
+from core.catalog import connections
+from core.catalog.config_io import ConfigImportError, import_config
 from core.config import Settings, load_settings
-from core.config_io import ConfigImportError, import_config
-from core.crypto import SecretBox
 from core.field_labels import SOURCE_LABELS, file_label, labelled, source_label
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, missing_credentials, secret_problem
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
 from core.runtime import open_runtime
-from core.store import Store
+from core.store.crypto import SecretBox
+from core.store.store import Store
 from core.validation import field_errors, readable_number
 
 REPO = Path(__file__).resolve().parents[1]

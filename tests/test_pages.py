@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import catalog as cat
+from core.catalog import catalog as cat
+from core.catalog.connections import MASKED
 from core.config import load_settings
-from core.connections import MASKED
 from core.runtime import open_runtime
 from tests.fakes import solaredge_v2
 from tests.fakes.server import serve

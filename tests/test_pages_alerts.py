@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import catalog as cat
-from core.alert_rules import Finding, Rule, State
-from core.alerts import apply_findings, load_alerts
+from core.analytics.alert_rules import Finding, Rule, State
+from core.analytics.alerts import apply_findings, load_alerts
+from core.catalog import catalog as cat
 from core.config import load_settings
 from core.runtime import open_runtime
 from tests.crafting import app_store, open_page

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import catalog as cat
+from core.catalog import catalog as cat
 from core.config import load_settings
 from core.models import ApiSettings, Category, MeterIn, Provider, SourceIn, UpdateFrequency
 from core.runtime import open_runtime
-from core.secret_store import put_secret
+from core.store.secret_store import put_secret
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 V2_KEY = "page-v2-key-7Hq2ZpX9"

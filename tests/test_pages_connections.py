@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import catalog as cat
+from core.catalog import catalog as cat
 from core.config import load_settings
-from core.oauth_tokens import StoredTokens
 from core.runtime import Runtime, open_runtime
+from core.store.oauth_tokens import StoredTokens
 from tests.fakes import enphase
 from tests.fakes.server import serve
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import catalog as cat
+from core.catalog import catalog as cat
 from tests.crafting import app_store, open_page
 
 PAGE = "pages/import_readings.py"

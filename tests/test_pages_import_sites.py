@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import catalog as cat
+from core.catalog import catalog as cat
 from core.models import UpdateFrequency
 from tests.crafting import app_store, open_page
 from tests.fakes import solaredge_v2 as se

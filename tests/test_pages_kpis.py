@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import kpis
+from core.analytics import kpis
 from core.models import Category
 from tests.crafting import SourceSpec, app_store, craft_site, open_page
 

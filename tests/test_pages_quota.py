@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import catalog as cat
+from core.catalog import catalog as cat
 from core.config import load_settings
 from core.models import Category, Provider
 from core.runtime import open_runtime

@@ -10,16 +10,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from core import catalog as cat
-from core.collection import collect_once
+from core.analytics.poll_status import describe, newer_than_test, poll_statuses
+from core.catalog import catalog as cat
+from core.catalog.demo import seed_demo
+from core.collect.collection import collect_once
 from core.config import Settings, load_settings
-from core.crypto import SecretBox
-from core.demo import seed_demo
-from core.poll_status import describe, newer_than_test, poll_statuses
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
 from core.runtime import open_runtime
-from core.store import Store
+from core.store.crypto import SecretBox
+from core.store.store import Store
 from tests.fakes import solaredge_v2
 from tests.fakes.server import serve
 from tests.test_collection import london_roof

@@ -14,14 +14,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from core.config import Settings
-from core.models import Provider, Site, UpdateFrequency
-from core.providers.base import CHANNELS
-from core.providers.context import ProviderContext
-from core.providers.enphase_oauth import InMemoryTokenStore, Tokens
-from core.providers.quota import QuotaLedger
-from core.providers.registry import ConnectionRequest, build_client
-from core.quota_plan import (
+from core.catalog.quota_plan import (
     PlannedSource,
     ScopeCheck,
     account_fingerprint,
@@ -32,6 +25,13 @@ from core.quota_plan import (
     polls_per_day,
     refusals,
 )
+from core.config import Settings
+from core.models import Provider, Site, UpdateFrequency
+from core.providers.base import CHANNELS
+from core.providers.context import ProviderContext
+from core.providers.enphase.oauth import InMemoryTokenStore, Tokens
+from core.providers.quota import QuotaLedger
+from core.providers.registry import ConnectionRequest, build_client
 from tests.fakes import enphase, solaredge_v1, solaredge_v2
 from tests.fakes.server import serve
 

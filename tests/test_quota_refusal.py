@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from core import catalog as cat
-from core.connections import SaveRejected, SourceDraft, draft_from_source, new_draft, quota_checks, save_connections
-from core.crypto import SecretBox
+from core.catalog import catalog as cat
+from core.catalog.connections import (
+    SaveRejected,
+    SourceDraft,
+    draft_from_source,
+    new_draft,
+    quota_checks,
+    save_connections,
+)
 from core.models import Category, MeterIn, SiteIn, SourceIn, UpdateFrequency
-from core.secret_store import load_secrets
-from core.store import Store
+from core.store.crypto import SecretBox
+from core.store.secret_store import load_secrets
+from core.store.store import Store
 
 V2_15_MIN = (
     "SolarEdge (V2) allows 2,000 calls a month for this API key; every 15 min needs 2,976; "

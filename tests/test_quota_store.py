@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from core.providers.base import QuotaRule, RateLimited
-from core.quota_store import StoredQuotaLedger
-from core.store import Store
+from core.store.quota_store import StoredQuotaLedger
+from core.store.store import Store
 
 NOW = datetime(2026, 11, 27, 10, 30, tzinfo=UTC)
 DAILY = (QuotaRule("site", "day", 5), QuotaRule("account", "day", 300))

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from core import catalog as cat
+from core.catalog import catalog as cat
+from core.collect.readings_import import ImportOptions, ImportRefused, import_readings, parse_readings
 from core.config import load_settings
 from core.models import Category, MeterIn, SiteIn
-from core.readings_import import ImportOptions, ImportRefused, import_readings, parse_readings
 from core.runtime import open_runtime
-from core.store import Store
+from core.store.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 1, tzinfo=UTC)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from core.collect.readings_csv import detect_decimal, detect_delimiter, guess_columns
+from core.collect.readings_import import ImportOptions, ImportRefused, decode_csv, import_readings
 from core.models import Category
-from core.readings_csv import detect_decimal, detect_delimiter, guess_columns
-from core.readings_import import ImportOptions, ImportRefused, decode_csv, import_readings
-from core.store import Store
+from core.store.store import Store
 from tests.crafting import SourceSpec, craft_site
 from tests.processes import operator_env, run_module
 

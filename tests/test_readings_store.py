@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from core import readings_store
 from core.providers.base import READINGS_SCHEMA
-from core.readings_store import INGEST_SCHEMA, ingest, to_batch
-from core.store import Store
+from core.store import readings_store
+from core.store.readings_store import INGEST_SCHEMA, ingest, to_batch
+from core.store.store import Store
 
 T0 = datetime(2026, 3, 29, 0, 0, tzinfo=UTC)  # a DST night in Europe: nothing may shift in UTC
 NOW = datetime(2026, 3, 30, 12, 0, tzinfo=UTC)

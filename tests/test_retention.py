@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from core.readings_store import ingest
-from core.retention import apply_retention
-from core.store import Store
+from core.store.readings_store import ingest
+from core.store.retention import apply_retention
+from core.store.store import Store
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from core import catalog as cat
-from core.connections import new_draft, save_connections
-from core.crypto import SecretBox
+from core.catalog import catalog as cat
+from core.catalog.connections import new_draft, save_connections
 from core.models import Category, MeterIn, SiteIn
-from core.store import Store
+from core.store.crypto import SecretBox
+from core.store.store import Store
 from tests.crafting import write_readings
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from core import catalog as cat
-from core import schema
+from core.catalog import catalog as cat
 from core.models import SiteIn
-from core.schema import migrate, schema_version
-from core.store import Store
+from core.store import schema
+from core.store.schema import migrate, schema_version
+from core.store.store import Store
 
 V2_TABLES = {"readings", "collector_runs", "source_state", "api_data_cache", "quota_usage"}
 

@@ -12,16 +12,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core import catalog as cat
-from core.config_export import export_config
-from core.config_io import ConfigImportError, import_config
-from core.connections import draft_from_source, save_connections
-from core.crypto import SecretBox
+from core.catalog import catalog as cat
+from core.catalog.config_export import export_config
+from core.catalog.config_io import ConfigImportError, import_config
+from core.catalog.connections import draft_from_source, save_connections
+from core.catalog.source_drafts import SourceDraft
 from core.models import Category, MeterIn, SiteIn, SourceIn
-from core.oauth_tokens import StoredTokens
-from core.secret_store import load_secrets, put_secret
-from core.source_drafts import SourceDraft
-from core.store import Store
+from core.store.crypto import SecretBox
+from core.store.oauth_tokens import StoredTokens
+from core.store.secret_store import load_secrets, put_secret
+from core.store.store import Store
 from tests.fakes import enphase
 
 

@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from core.providers import simulator
 from core.providers.base import READINGS_SCHEMA, ConnectionInfo
-from core.providers.simulator import COLUMNS, SimulatedSite, SimulatorProvider, simulate
+from core.providers.simulator import client as simulator
+from core.providers.simulator.client import COLUMNS, SimulatedSite, SimulatorProvider, simulate
 
 # pvlib 0.16 still calls a pandas accessor that pandas 3 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:DatetimeIndex.dayofyear is deprecated")

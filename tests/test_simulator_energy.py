@@ -12,10 +12,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from core.demo import DEMO_SITE
-from core.providers import simulator
+from core.catalog.demo import DEMO_SITE
 from core.providers.registry import simulator_seed
-from core.providers.simulator import (
+from core.providers.simulator import client as simulator
+from core.providers.simulator.client import (
     CHARGE_EFFICIENCY,
     DISCHARGE_EFFICIENCY,
     ROUND_TRIP_EFFICIENCY,
@@ -181,8 +181,8 @@ def test_bounds_no_grid_charging_and_no_discharging_into_an_export(site: Simulat
 
 
 def test_an_outage_day_has_no_pv_all_day_and_still_balances() -> None:
-    # The demo's fault (core.demo): the inverter tripped for one local day. PV is 0 from local midnight to midnight,
-    # the building still runs on the battery and the grid, and every watt-hour is still accounted for.
+    # The demo's fault (core.catalog.demo): the inverter tripped for one local day. PV is 0 from local midnight to
+    # midnight, the building still runs on the battery and the grid, and every watt-hour is still accounted for.
     day = datetime(2026, 11, 19).date()  # a Thursday: the office draws its weekday load
     tripped = SimulatedSite(
         DEMO.latitude, DEMO.longitude, DEMO.timezone, DEMO.pv_capacity_kw, seed=DEMO.seed, outage_days=frozenset({day})

@@ -1,4 +1,4 @@
-"""The site the dashboard works on (issue 11, point 6): `core.site_choice` on real DuckDB files, then the pages
+"""The site the dashboard works on (issue 11, point 6): `core.catalog.site_choice` on real DuckDB files, then the pages
 through AppTest: the shared picker, `?site=` links, the last site used across sessions, and Control Room keeping
 the site you act on open with what you just added in it."""
 
@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import catalog as cat
-from core import site_choice
+from core.catalog import catalog as cat
+from core.catalog import site_choice
 from core.config import load_settings
 from core.models import Category, SiteIn
 from core.runtime import open_runtime
-from core.store import Store, StoreBusy
+from core.store.store import Store, StoreBusy
 from tests.crafting import APP, SourceSpec, app_store, craft_site, write_readings
 from tests.holder import held
 
@@ -90,7 +90,7 @@ def test_find_site_by_id_or_by_name(store: Store) -> None:
 
 def test_remembering_on_a_held_database_says_busy_and_changes_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path / "held.duckdb", lock_timeout_s=0.5)
-    from core.schema import migrate
+    from core.store.schema import migrate
 
     migrate(store)
     site = _site(store, "Alpha")

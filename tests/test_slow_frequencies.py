@@ -16,28 +16,28 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import catalog as cat
-from core import quota_plan
-from core.alert_rules import Thresholds
-from core.alerts import evaluate
-from core.api_health import load_health
-from core.api_health_display import source_table
-from core.collection import collect_once
+from core.analytics.alert_rules import Thresholds
+from core.analytics.alerts import evaluate
+from core.analytics.api_health import load_health
+from core.analytics.api_health_display import source_table
+from core.catalog import catalog as cat
+from core.catalog import quota_plan
+from core.catalog.config_io import ConfigImportError, import_config
+from core.catalog.connections import SaveRejected, SourceDraft, new_draft, save_connections
+from core.catalog.quota_plan import PlannedSource, check, fastest_fitting, windows_per_poll
+from core.collect.collection import collect_once
+from core.collect.pass_inputs import poll_span
+from core.collect.poll_result import GroupResult
+from core.collect.source_health import GroupKey, SourceState, early_retry
 from core.config import Settings, load_settings
-from core.config_io import ConfigImportError, import_config
-from core.connections import SaveRejected, SourceDraft, new_draft, save_connections
-from core.crypto import SecretBox
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
-from core.pass_inputs import poll_span
-from core.poll_result import GroupResult
 from core.providers.context import ProviderContext
-from core.providers.enphase import DEFAULT_ENDPOINTS
+from core.providers.enphase.client import DEFAULT_ENDPOINTS
 from core.providers.quota import QuotaLedger
-from core.quota_plan import PlannedSource, check, fastest_fitting, windows_per_poll
 from core.runtime import open_runtime
-from core.secret_store import put_secret
-from core.source_health import GroupKey, SourceState, early_retry
-from core.store import Store
+from core.store.crypto import SecretBox
+from core.store.secret_store import put_secret
+from core.store.store import Store
 from jobs.collector import Collector
 from tests.fakes import enphase, solaredge_v2
 from tests.fakes.server import serve

@@ -19,9 +19,9 @@ import pytest
 from pydantic import SecretStr
 
 from core.providers.base import BadResponse
-from core.providers.simulator import simulate
-from core.providers.solaredge_v2 import SolarEdgeV2Client
-from core.providers.solaredge_v2_parse import parse_storage, read_storage, soc_factor
+from core.providers.simulator.client import simulate
+from core.providers.solaredge_v2.client import SolarEdgeV2Client
+from core.providers.solaredge_v2.parse import parse_storage, read_storage, soc_factor
 from tests.fakes.server import serve
 from tests.fakes.solaredge_v2 import SANDBOX_API_KEY, FakeState, create_app
 
@@ -189,8 +189,8 @@ def test_every_fixture_names_where_its_shape_was_observed() -> None:
 
 def test_the_v2_code_cites_our_own_documentation_which_states_the_rules() -> None:
     for path in (
-        "core/providers/solaredge_v2.py",
-        "core/providers/solaredge_v2_parse.py",
+        "core/providers/solaredge_v2/client.py",
+        "core/providers/solaredge_v2/parse.py",
         "tests/fakes/solaredge_v2.py",
     ):
         text = (ROOT / path).read_text()

@@ -10,19 +10,19 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from core import spool as spool_module
-from core.collection import Collection
+from core.catalog.demo import seed_demo
+from core.collect.collection import Collection
+from core.collect.pass_write import apply_entry
 from core.config import Settings
-from core.crypto import SecretBox
-from core.demo import seed_demo
-from core.pass_write import apply_entry
 from core.providers.base import QuotaRule, RateLimited
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
-from core.quota_store import StoredQuotaLedger
-from core.schema import migrate
-from core.spool import Spool
-from core.store import Store
+from core.store import spool as spool_module
+from core.store.crypto import SecretBox
+from core.store.quota_store import StoredQuotaLedger
+from core.store.schema import migrate
+from core.store.spool import Spool
+from core.store.store import Store
 from tests.holder import held
 
 NOW = datetime(2026, 6, 21, 12, 2, tzinfo=UTC)
@@ -155,7 +155,7 @@ def test_calls_are_counted_in_a_journal_while_the_file_is_held(store: Store) -> 
 
 
 def test_a_poll_result_survives_the_spool_unchanged() -> None:
-    from core.poll_result import GroupResult
+    from core.collect.poll_result import GroupResult
     from core.providers.exchange import Exchange
 
     batch = pl.DataFrame(

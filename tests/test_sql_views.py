@@ -8,13 +8,13 @@ from pathlib import Path
 
 import duckdb
 
-from core.collection import collect_once
+from core.catalog.demo import seed_demo
+from core.collect.collection import collect_once
 from core.config import Settings
-from core.crypto import SecretBox
-from core.demo import seed_demo
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
-from core.store import Store
+from core.store.crypto import SecretBox
+from core.store.store import Store
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from core import catalog as cat
+from core.catalog import catalog as cat
 from core.models import SiteIn
-from core.schema import LATEST_VERSION, migrate, schema_version
-from core.store import Store, StoreBusy
+from core.store.schema import LATEST_VERSION, migrate, schema_version
+from core.store.store import Store, StoreBusy
 
 
 def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:

@@ -12,14 +12,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from core import kpis, live
-from core.alert_rules import Thresholds
-from core.alerts import evaluate
+from core.analytics import kpis, live
+from core.analytics.alert_rules import Thresholds
+from core.analytics.alerts import evaluate
+from core.analytics.history import Level, Resolution, load_history
 from core.config import Settings
-from core.history import Level, Resolution, load_history
 from core.models import Category
 from core.roles import Role
-from core.store import Store
+from core.store.store import Store
 from tests.crafting import SourceSpec, craft_site, write_readings
 
 TZ = "Europe/Brussels"

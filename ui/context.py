@@ -11,13 +11,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 
-from core.catalog import InvalidInput, NotFound
+from core.catalog.catalog import InvalidInput, NotFound
 from core.config import Settings, load_settings
-from core.crypto import SecretsError
 from core.runtime import Runtime, open_runtime
-from core.secret_store import KeyNoticeCache
-from core.store import StoreBusy, StoreError, reads_wait_at_most
-from core.store_wait import HeldSince, still_held
+from core.store.crypto import SecretsError
+from core.store.secret_store import KeyNoticeCache
+from core.store.store import StoreBusy, StoreError, reads_wait_at_most
+from core.store.store_wait import HeldSince, still_held
 from ui.markdown import escape_markdown
 
 log = logging.getLogger("dataconn.ui")
@@ -31,7 +31,7 @@ def _runtime_for(settings_json: str) -> Runtime:
 def get_runtime() -> Runtime:
     """Settings, store and secret box, built once per distinct configuration. Holds no database connection.
 
-    The box re-reads the key file when it changes (core.crypto): a key rewritten by `rotate-keys`, or restored
+    The box re-reads the key file when it changes (core.store.crypto): a key rewritten by `rotate-keys`, or restored
     after it went missing, is used from the next page run without a restart.
     """
     return _runtime_for(load_settings().model_dump_json())
@@ -61,8 +61,9 @@ def _key_notices(settings_json: str, _runtime: Runtime) -> KeyNoticeCache:
 
 def key_banner(runtime: Runtime) -> None:
     """Above every page: the one line saying that stored credentials cannot be decrypted (or that there is no
-    usable key), and what to do (core.crypto). Kept between page runs (core.secret_store.KeyNoticeCache): a click
-    does not decrypt every stored credential again, while a restored key file clears the banner at the next run."""
+    usable key), and what to do (core.store.crypto). Kept between page runs (core.store.secret_store.KeyNoticeCache): a
+    click does not decrypt every stored credential again, while a restored key file clears the banner at the next
+    run."""
     try:
         notice = _key_notices(runtime.settings.model_dump_json(), runtime).notice(timeout_s=KEY_NOTICE_WAIT_S)
     except StoreError:  # the page itself says what is wrong with the database
@@ -76,12 +77,12 @@ def key_banner(runtime: Runtime) -> None:
 # - A page's reads give the file PAGE_READ_WAIT_S, not the store's lock wait (15 s by default, made for the CLI and
 #   for writes): long enough to ride over our own processes' short writes (the collector's, other sessions'),
 #   short enough that the page says "held" before the user wonders why it is grey. Writes keep the full wait: a
-#   click on Save or Import asked for them, and giving up early would drop them (core.store.reads_wait_at_most).
+#   click on Save or Import asked for them, and giving up early would drop them (core.store.store.reads_wait_at_most).
 # - Then a fragment with `run_every` looks at the file every HELD_RETRY_S (one open attempt, no query) and reruns
 #   the whole page once it is free: nothing to click, and the look runs in the timer's own short script run rather
 #   than a script sleeping in a loop, so a waiting page costs the server one file open every few seconds. Inside a
 #   fragment (Live's panel) the same: the waiting fragment is nested in it and reruns the whole page too.
-# - "Since HH:MM" is the first time any page of this dashboard saw the file held (core.store_wait.HeldSince, one
+# - "Since HH:MM" is the first time any page of this dashboard saw the file held (core.store.store_wait.HeldSince, one
 #   per database), so reruns, tabs and pages agree on it.
 PAGE_READ_WAIT_S = 1.0
 HELD_RETRY_S = 3.0

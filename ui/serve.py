@@ -14,7 +14,7 @@ from pathlib import Path
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.web import cli
 
-from core.private_files import private_umask
+from core.store.private_files import private_umask
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 

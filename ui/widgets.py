@@ -5,7 +5,8 @@ The site the analyst works on is one choice for the whole dashboard, kept in thr
   a site shows it next (`show_site`);
 - the address bar (`?site=<id>`): a reload or a copied link opens the same site; a link may name the site by id
   or by name, and a value that names no site is ignored (the default is used and replaces it);
-- the database (`core.site_choice`): a new tab or a new session starts on the last site used, else the first site
+- the database (`core.catalog.site_choice`): a new tab or a new session starts on the last site used, else the first
+site
   with data. A write that cannot happen now (database held, read-only) is skipped: the choice still holds for the
   session and is stored on a later run.
 """
@@ -18,11 +19,11 @@ import re
 import polars as pl
 import streamlit as st
 
-from core import catalog as cat
-from core import site_choice
-from core.export import FORMATS, to_bytes
+from core.analytics.export import FORMATS, to_bytes
+from core.catalog import catalog as cat
+from core.catalog import site_choice
 from core.models import Site
-from core.store import StoreError
+from core.store.store import StoreError
 from ui.context import get_runtime
 
 log = logging.getLogger("dataconn.ui")
@@ -44,7 +45,7 @@ def show_site(site_id: int) -> None:
 
 def current_site(catalog: cat.Catalog) -> Site | None:
     """The site the analyst works on: this session's choice, else the one the address bar names (a link), else the
-    database's default (`core.site_choice.default_site`); None when there is no site."""
+    database's default (`core.catalog.site_choice.default_site`); None when there is no site."""
     if not catalog.sites:
         return None
     by_id = {site.id: site for site in catalog.sites}

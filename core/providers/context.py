@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.config import Settings
-from core.providers.enphase_oauth import TokenStore
+from core.providers.enphase.oauth import TokenStore
 from core.providers.quota import QuotaLedger
 
 

@@ -11,10 +11,10 @@ from pydantic import SecretStr
 from core.models import Provider, Site
 from core.providers.base import AuthError, MonitoringProvider, NeedsReauthorization
 from core.providers.context import ProviderContext
-from core.providers.enphase import EnphaseClient
-from core.providers.simulator import SimulatedSite, SimulatorProvider
-from core.providers.solaredge_v1 import SolarEdgeV1Client
-from core.providers.solaredge_v2 import SolarEdgeV2Client
+from core.providers.enphase.client import EnphaseClient
+from core.providers.simulator.client import SimulatedSite, SimulatorProvider
+from core.providers.solaredge_v1.client import SolarEdgeV1Client
+from core.providers.solaredge_v2.client import SolarEdgeV2Client
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,10 @@ class ConnectionRequest:
     client_id: str = ""
     secrets: dict[str, SecretStr] = field(default_factory=dict)
     source_id: int | None = None
-    # The channels the caller's sources read (core.providers.channels.channel_for); None reads everything. Clients
+    # The channels the caller's sources read (core.collect.channels.channel_for); None reads everything. Clients
     # whose cost depends on it (SolarEdge V2 telemetry, Enphase endpoints) skip calls nobody reads.
     channels: frozenset[str] | None = None
-    # Local dates the simulator shows as an inverter trip (PV 0 all day): the demo's recorded fault (core.demo).
+    # Local dates the simulator shows as an inverter trip (PV 0 all day): the demo's recorded fault (core.catalog.demo).
     # Real vendors report their own faults; only the simulator reads this.
     outage_days: frozenset[date] = frozenset()
 

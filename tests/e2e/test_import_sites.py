@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from core import catalog as cat
-from core.store import Store
+from core.catalog import catalog as cat
+from core.store.store import Store
 
 pytestmark = pytest.mark.browser
 

@@ -11,9 +11,9 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from core import catalog as cat
+from core.catalog import catalog as cat
 from core.models import SiteIn
-from core.store import Store
+from core.store.store import Store
 from tests.e2e.test_connection_flow import _choose, _idle, _open
 
 pytestmark = pytest.mark.browser

@@ -48,10 +48,10 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from core.providers.base import QuotaRule
-from core.providers.enphase import EnphaseClient
-from core.providers.enphase_oauth import InMemoryTokenStore, Tokens, authorize_url, exchange_code
+from core.providers.enphase.client import EnphaseClient
+from core.providers.enphase.oauth import InMemoryTokenStore, Tokens, authorize_url, exchange_code
 from core.providers.quota import QuotaLedger
-from core.providers.simulator import SimulatedSite, simulate
+from core.providers.simulator.client import SimulatedSite, simulate
 from tests.fakes.server import FailureSwitch
 
 SANDBOX_CLIENT_ID = "sandbox-enphase-client-id"

@@ -11,7 +11,7 @@ What it does like the vendor:
   standard phrase, so the client test checks that case against a raw socket server instead.)
 - Range limits from the doc table (1 calendar month for power/powerDetails/energyDetails at 15 min or hourly):
   403 with a text description, as an HTML page (clambin/solaredge saw HTML) or `{"String": ...}`.
-- Data for any range from `core.providers.simulator`, labelled with naive site-local slot starts: the autumn
+- Data for any range from `core.providers.simulator.client`, labelled with naive site-local slot starts: the autumn
   repeated hour appears twice, the spring gap not at all. The current and future slots have no value,
   `*Details` omit the `value` key where there is no data (also Production at night), `power` uses null.
 - `currentPowerFlow` in "kW" with mixed-case connection names; `{}` for a site without a flow meter.
@@ -44,8 +44,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from core.providers.quota import QuotaLedger
-from core.providers.simulator import SimulatedSite, simulate
-from core.providers.solaredge_v1 import DEFAULT_DAILY_SITE_LIMIT, DEFAULT_MAX_WINDOW, SolarEdgeV1Client
+from core.providers.simulator.client import SimulatedSite, simulate
+from core.providers.solaredge_v1.client import DEFAULT_DAILY_SITE_LIMIT, DEFAULT_MAX_WINDOW, SolarEdgeV1Client
 from tests.fakes.server import FailureSwitch
 
 SANDBOX_API_KEY = "SANDBOXV1ACCOUNTKEY0000000000000"  # 32 characters, like real keys; reads every sandbox site

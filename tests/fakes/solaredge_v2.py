@@ -52,8 +52,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.providers.quota import QuotaLedger
-from core.providers.simulator import SimulatedSite, simulate
-from core.providers.solaredge_v2 import SolarEdgeV2Client
+from core.providers.simulator.client import SimulatedSite, simulate
+from core.providers.solaredge_v2.client import SolarEdgeV2Client
 from tests.fakes.server import FailureSwitch
 
 SANDBOX_API_KEY = "sandbox-solaredge-key"

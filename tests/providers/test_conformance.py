@@ -146,7 +146,7 @@ def test_quota_is_never_exceeded_as_the_fake_counts(vendor: tuple[Any, str]) -> 
 
 def test_the_simulator_speaks_the_same_shape() -> None:
     """The built-in provider has no server to fake; it must still return the common readings shape."""
-    from core.providers.simulator import SimulatedSite, SimulatorProvider
+    from core.providers.simulator.client import SimulatedSite, SimulatorProvider
 
     provider = SimulatorProvider(SimulatedSite(50.85, 4.35, "Europe/Brussels", 100.0))
     start = datetime(2026, 6, 1, tzinfo=UTC)

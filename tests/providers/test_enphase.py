@@ -29,8 +29,8 @@ from core.providers.base import (
     ProviderError,
     RateLimited,
 )
-from core.providers.enphase import EnphaseClient
-from core.providers.enphase_oauth import (
+from core.providers.enphase.client import EnphaseClient
+from core.providers.enphase.oauth import (
     InMemoryTokenStore,
     Tokens,
     authorize_url,
@@ -38,7 +38,7 @@ from core.providers.enphase_oauth import (
     parse_token_response,
     token_error,
 )
-from core.providers.enphase_parse import (
+from core.providers.enphase.parse import (
     RangeRejected,
     error_for,
     parse_battery,
@@ -49,7 +49,7 @@ from core.providers.enphase_parse import (
     parse_system,
     parse_systems_page,
 )
-from core.providers.simulator import simulate
+from core.providers.simulator.client import simulate
 from tests.fakes.enphase import (
     HARNESS_REDIRECT_URI,
     SANDBOX_API_KEY,

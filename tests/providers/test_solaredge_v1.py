@@ -29,9 +29,9 @@ from core.providers.base import (
     RateLimited,
 )
 from core.providers.quota import QuotaLedger
-from core.providers.simulator import simulate
-from core.providers.solaredge_v1 import DEFAULT_MAX_WINDOW, DST_PADDING, SolarEdgeV1Client
-from core.providers.solaredge_v1_parse import (
+from core.providers.simulator.client import simulate
+from core.providers.solaredge_v1.client import DEFAULT_MAX_WINDOW, DST_PADDING, SolarEdgeV1Client
+from core.providers.solaredge_v1.parse import (
     error_text,
     is_range_error,
     local_series_to_utc,

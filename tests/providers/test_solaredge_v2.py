@@ -28,9 +28,9 @@ from core.providers.base import (
     RateLimited,
 )
 from core.providers.quota import QuotaLedger
-from core.providers.simulator import simulate
-from core.providers.solaredge_v2 import SolarEdgeV2Client
-from core.providers.solaredge_v2_parse import (
+from core.providers.simulator.client import simulate
+from core.providers.solaredge_v2.client import SolarEdgeV2Client
+from core.providers.solaredge_v2.parse import (
     combine_channels,
     next_cycle_start,
     parse_energy,
@@ -509,7 +509,7 @@ def test_fake_site_access_grants(fake: tuple[FakeState, str]) -> None:
 
 
 def test_overview_totals_apply_each_blocks_unit_and_keep_nulls() -> None:
-    from core.providers.solaredge_v2_parse import parse_overview
+    from core.providers.solaredge_v2.parse import parse_overview
 
     body = json.loads((FIXTURES / "overview.json").read_text())
     totals = parse_overview(body)

@@ -1,0 +1,206 @@
+"""Who pays for each poll: provider accounts as the collector and the vendors' budgets see them, and how much of
+each budget is used.
+
+- An account is what a vendor budget is counted against (`core.catalog.quota_plan`): the SolarEdge API key or the
+Enphase
+  application. It is named by the same truncated SHA-256 the clients use as `quota_usage.scope_key` (never by the
+  key itself, which never leaves this module).
+- As in the collector (`core.collect.collection._client_for`), a vendor site is polled with its FIRST source's
+credentials,
+  so every source of that vendor site belongs to that source's account, and an Enphase site's OAuth grant is the
+  one stored with that source.
+- Usage comes from `quota_usage`, in the ledger's UTC buckets (`core.providers.quota.period_bounds`): "today" is the
+  UTC day and "this month" the UTC calendar month, as the ledger counts them. A provider without a day budget
+  (SolarEdge V2, Enphase) shows today's calls as the sum of its minute buckets; one without a month budget
+  (SolarEdge V1) shows the month's calls as the sum of its day buckets. Budgets are the clients' own rules
+  (`quota_plan.budget_rules`); the simulator has none.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+from pydantic import SecretStr
+
+from core.catalog import catalog as cat
+from core.catalog import quota_plan
+from core.collect.channels import provider_site_key
+from core.models import Provider, Site, Source
+from core.providers.enphase import oauth as enphase_oauth
+from core.providers.enphase.oauth import Tokens, scrub
+from core.providers.http import REDACTED
+from core.providers.quota import account_scope, period_bounds
+from core.providers.solaredge_v1 import parse as solaredge_v1_parse
+from core.providers.solaredge_v2 import client as solaredge_v2
+from core.store.oauth_tokens import TOKENS_SECRET, decode_tokens
+from core.store.store import ts_literal
+
+# Our provider -> the vendor name its client counts calls under in `quota_usage.provider`.
+VENDORS = {
+    Provider.SOLAREDGE: solaredge_v2.VENDOR,
+    Provider.SOLAREDGE_V1: solaredge_v1_parse.VENDOR,
+    Provider.ENPHASE: enphase_oauth.VENDOR,
+}
+SIMULATOR_ACCOUNT = "simulator"
+MIN_SECRET_LENGTH = 4  # shorter values would blank ordinary words out of messages
+
+Usage = dict[tuple[str, str, str], tuple[int, int]]  # (vendor, scope key, period) -> (calls today, calls this month)
+
+
+@dataclass
+class Account:
+    """One budget scope: a provider account, all simulated sites, or a vendor site whose credentials are missing."""
+
+    id: str
+    provider: Provider
+    scope_key: str | None  # `quota_usage.scope_key`; None when unknown (no or unreadable credentials)
+    problem: str | None = None
+    vendor_sites: list[str] = field(default_factory=list)
+    client_ids: list[str] = field(default_factory=list)
+    grants: dict[str, Tokens | None] = field(default_factory=dict)  # Enphase: the OAuth grant of each vendor site
+
+    @property
+    def metered(self) -> bool:
+        return self.provider in VENDORS
+
+
+@dataclass(frozen=True)
+class Member:
+    """An enabled source as the collector polls it."""
+
+    site: Site
+    group: str  # its vendor site, "provider/system id" (`provider_site_key`)
+    account: str  # `Account.id`
+    frequency_min: int  # the vendor site's polling period: its sources' fastest Update Frequency
+
+
+def ledger_scope(provider: Provider, secrets: Mapping[str, SecretStr]) -> str | None:
+    """The `quota_usage.scope_key` of the account these credentials belong to, computed as the provider's client
+    does: the SolarEdge API key (stripped by V2) or the Enphase application API key, hashed. None without a key."""
+    name = "app_api_key" if provider is Provider.ENPHASE else "api_key"
+    value = secrets.get(name)
+    if provider not in VENDORS or value is None or not value.get_secret_value():
+        return None
+    return account_scope(value.get_secret_value())
+
+
+def accounts_of(
+    catalog: cat.Catalog, secrets: Mapping[int, Mapping[str, SecretStr]], unreadable: Mapping[int, str]
+) -> tuple[dict[int, Member], dict[str, Account]]:
+    """Each enabled source's vendor site and account (by source id), and the accounts (by id, in catalog order)."""
+    groups: dict[str, list[Source]] = {}
+    sites: dict[int, Site] = {}
+    for source in catalog.sources:
+        if source.api.use_api:
+            sites[source.id] = catalog.site(catalog.meter(source.meter_id).site_id)
+            groups.setdefault("/".join(provider_site_key(source, sites[source.id].id)), []).append(source)
+    members: dict[int, Member] = {}
+    accounts: dict[str, Account] = {}
+    for group, sources in groups.items():
+        first = sources[0]  # whose credentials the collector polls with
+        found = _account_of(group, first, secrets.get(first.id, {}), unreadable.get(first.id))
+        account = accounts.setdefault(found.id, found)
+        account.vendor_sites.append(first.api.system_id or "-")
+        if first.api.client_id and first.api.client_id not in account.client_ids:
+            account.client_ids.append(first.api.client_id)
+        if first.api.api_provider is Provider.ENPHASE:
+            account.grants[group] = stored_grant(secrets.get(first.id, {}))  # its own or the one it shares
+        minutes = min(s.api.update_frequency.minutes for s in sources)
+        for source in sources:
+            members[source.id] = Member(sites[source.id], group, account.id, minutes)
+    return members, accounts
+
+
+def _account_of(group: str, first: Source, secrets: Mapping[str, SecretStr], unreadable: str | None) -> Account:
+    provider = first.api.api_provider
+    if provider not in VENDORS:
+        return Account(SIMULATOR_ACCOUNT, provider, None)
+    if unreadable is not None:
+        return Account(f"?{group}", provider, None, "stored credentials cannot be decrypted")
+    scope = ledger_scope(provider, secrets)
+    if scope is None:
+        return Account(f"?{group}", provider, None, "no API key stored")
+    return Account(f"{provider.value}:{scope}", provider, scope)
+
+
+def stored_grant(secrets: Mapping[str, SecretStr]) -> Tokens | None:
+    """The Enphase OAuth grant stored with a source, or None (not authorised, or a row the client cannot use)."""
+    stored = secrets.get(TOKENS_SECRET)
+    if stored is None:
+        return None
+    try:
+        return decode_tokens(stored.get_secret_value())
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def account_labels(accounts: Mapping[str, Account], enphase_plan: str) -> dict[str, str]:
+    """Account id -> "SolarEdge (V2) account 2", "Enphase (Watt plan) app <Client ID>": never a key or its
+    fingerprint. SolarEdge accounts are numbered per provider in catalog order."""
+    numbers: dict[Provider, int] = {}
+    labels = {}
+    for account in accounts.values():
+        numbers[account.provider] = numbers.get(account.provider, 0) + 1
+        if not account.metered:
+            labels[account.id] = "Simulator (built-in)"
+            continue
+        name = quota_plan.provider_label(account.provider, enphase_plan)
+        if account.problem:
+            labels[account.id] = f"{name}: {account.problem} (site {', '.join(account.vendor_sites)})"
+        elif account.provider is Provider.ENPHASE and account.client_ids:
+            labels[account.id] = f"{name} app {', '.join(account.client_ids)}"
+        else:
+            labels[account.id] = f"{name} account {numbers[account.provider]}"
+    return labels
+
+
+def read_usage(con: duckdb.DuckDBPyConnection, now: datetime) -> Usage:
+    """(vendor, scope key, period) -> (calls today, calls this month), in the ledger's UTC buckets."""
+    day_start, _ = period_bounds("day", now)
+    month_start, month_end = period_bounds("month", now)
+    rows = con.sql(
+        "SELECT provider, scope_key, period, coalesce(sum(calls) FILTER (WHERE bucket_start >= "
+        f"{ts_literal(day_start)}), 0), sum(calls) FROM quota_usage WHERE bucket_start >= {ts_literal(month_start)}"
+        f" AND bucket_start < {ts_literal(month_end)} GROUP BY ALL"
+    ).fetchall()
+    return {(str(p), str(s), str(period)): (int(today), int(month)) for p, s, period, today, month in rows}
+
+
+def quota(
+    account: Account | None, usage: Usage, enphase_plan: str
+) -> tuple[int | None, int | None, int | None, int | None]:
+    """(calls today, budget today, calls this month, budget this month) of an account. Calls are None when the
+    account is unknown or has no budget (simulator); a budget is None where the provider has no rule for the
+    period (V2 and Enphase count months, V1 days)."""
+    if account is None or account.scope_key is None:
+        return None, None, None, None
+    budget = {
+        r.period: r.limit for r in quota_plan.budget_rules(account.provider, enphase_plan) if r.scope == "account"
+    }
+    vendor = VENDORS[account.provider]
+
+    def calls(period: str) -> tuple[int, int]:
+        return usage.get((vendor, account.scope_key or "", period), (0, 0))
+
+    today = calls("day")[0] if "day" in budget else calls("minute")[0]
+    month = calls("month")[1] if "month" in budget else calls("day")[1]
+    return today, budget.get("day"), month, budget.get("month")
+
+
+def scrubber(secrets: Mapping[int, Mapping[str, SecretStr]]) -> Callable[[str], str]:
+    """A function that blanks every decrypted value (and the tokens inside a stored grant) out of a message, then
+    applies the providers' redaction (URL credentials, Authorization values, JSON tokens). One regular expression
+    for all values, longest first, so hundreds of keys cost one pass per message."""
+    found: set[str] = set()
+    for values in secrets.values():
+        for name, value in values.items():
+            found.add(value.get_secret_value())
+            if name == TOKENS_SECRET and (grant := stored_grant(values)) is not None:
+                found |= {grant.access_token.get_secret_value(), grant.refresh_token.get_secret_value()}
+    literals = sorted((t for t in found if len(t) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(t) for t in literals)) if literals else None
+    return lambda text: scrub(pattern.sub(REDACTED, text) if pattern else text)

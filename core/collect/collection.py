@@ -1,0 +1,385 @@
+"""One collection pass: poll each vendor site once, fan its answer out to the sources it feeds, write everything
+in one transaction. The scheduling around it (which groups are due, workers, signals) lives in `jobs.collector`.
+
+Rules, each for a reason:
+- One call per vendor site per pass, whatever the number of sources it feeds (quotas are per site and key).
+- Windows, re-reads and gap fills: `core.collect.pass_inputs`.
+- A pass that cannot be written because an outside program holds the file, or the file system refuses it (disk
+  full, read-only), is held (`core.store.held_passes`: the spool, else memory) and written, in order, once the file can
+  be written. A vendor call whose budget cannot be counted (the same faults) is not made: the group waits.
+- Failures are sorted by the provider error tree (`core.collect.source_health`): auth errors and retired APIs stop the
+  group until its configuration changes; rate limits wait until `retry_at`; others count towards the circuit.
+  Credentials our own keys cannot decrypt stop nothing: the key, once restored, is the cure (`core.store.crypto`).
+
+What a pass writes is in `core.collect.pass_write`; what one poll produced in `core.collect.poll_result`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from core.catalog import catalog as cat
+from core.collect.channels import channel_for, group_by_provider_site, provider_site_key
+from core.collect.pass_inputs import (
+    GAP_RESERVE,
+    READ_WAIT_S,
+    SETTLE,
+    PassInputs,
+    carry_bookmarks,
+    gap_window,
+    read_inputs,
+    window_for,
+)
+from core.collect.pass_write import apply_entry, apply_pass, pass_readings, refresh_rollups
+from core.collect.poll_result import GroupResult, PassReport, newest_finals
+from core.collect.source_health import GroupKey, SourceState, log_transition, sits_out
+from core.models import Category, Source
+from core.providers.base import (
+    ApiRetired,
+    AuthError,
+    BadResponse,
+    MonitoringProvider,
+    ProviderError,
+    RateLimited,
+    RecordsExchanges,
+    split_windows,
+)
+from core.providers.context import ProviderContext
+from core.providers.registry import ConnectionRequest, build_client
+from core.store.crypto import SecretBox
+from core.store.held_passes import MEMORY_CAPACITY, HeldPasses
+from core.store.readings_store import ingest, to_batches
+from core.store.response_cache import write_exchanges
+from core.store.spool import Spool
+from core.store.store import Store, StoreError, StoreUnavailable
+from core.store.store_episodes import StoreEpisodes
+
+log = logging.getLogger(__name__)
+PAUSED = "the passes held in memory must be written first"
+
+
+def _spare_budget(client: MonitoringProvider, now: datetime) -> bool:
+    """Gap fills use only budget the regular polls leave: none when less than GAP_RESERVE of it remains."""
+    if not isinstance(client, RecordsExchanges):
+        return True
+    try:
+        used, remaining = client.quota_snapshot(now)
+    except StoreError:
+        return False  # cannot tell: gaps can wait
+    if used is None or remaining is None:
+        return True
+    return remaining > GAP_RESERVE * (used + remaining)
+
+
+class CredentialsUnreadable(ProviderError):
+    """Our keys cannot decrypt the stored credentials (a key file lost or damaged): not the vendor's refusal, so
+    the source is not stopped; it fails each turn without a vendor call and resumes once the key is back."""
+
+
+def _client_for(inputs: PassInputs, context: ProviderContext, sources: list[Source]) -> MonitoringProvider:
+    """The client of the vendor site these sources read (their first source's credentials)."""
+    catalog = inputs.catalog
+    first = sources[0]
+    if first.id in inputs.unreadable:
+        raise CredentialsUnreadable(inputs.unreadable[first.id])
+    site = catalog.site(catalog.meter(first.meter_id).site_id)
+    prod_meters = catalog.meters_of(site.id, Category.PROD)
+    pv_capacity = sum(s.capacity_kw for m in prod_meters for s in catalog.sources_of(m.id))
+    request = ConnectionRequest(
+        provider=first.api.api_provider,
+        site=site,
+        pv_capacity_kw=pv_capacity or 10.0,
+        system_id=first.api.system_id,
+        client_id=first.api.client_id,
+        secrets=inputs.secrets.get(first.id, {}),
+        source_id=first.id,
+        # Only the endpoints these sources need: the quota planner (core.catalog.quota_plan) counts the same calls.
+        channels=frozenset(channel_for(catalog.meter(s.meter_id).category, s.source_type) for s in sources),
+        outage_days=inputs.outage_days.get(site.id, frozenset()),
+    )
+    return build_client(request, context)
+
+
+def _fan_out(catalog: cat.Catalog, sources: list[Source], answer: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    """One vendor answer split into each source's channel (one join, however many sources), as ingest batches."""
+    targets = pl.DataFrame(
+        {
+            "channel": [channel_for(catalog.meter(s.meter_id).category, s.source_type) for s in sources],
+            "source_id": [s.id for s in sources],
+        },
+        schema={"channel": answer.schema["channel"], "source_id": pl.Int64},
+    )
+    return to_batches(answer.join(targets, on="channel"), now, final_before=now - SETTLE)
+
+
+def _poll_group(inputs: PassInputs, context: ProviderContext, sources: list[Source], now: datetime) -> GroupResult:
+    result = GroupResult([s.id for s in sources], sources[0].api.api_provider.value, now)
+    bookmarks = {sid: st.bookmark for sid, st in inputs.states.items() if st.bookmark is not None}
+    started = time.perf_counter()
+    try:
+        client = _client_for(inputs, context, sources)
+        try:
+            start, end = window_for(sources, bookmarks, now, unmetered=not client.quota_rules)
+            answer = client.history(start, end)
+            result.gap_window = _fill_gap(client, sources, inputs.gaps, start, now)
+            if result.gap_window:
+                answer = pl.concat([client.history(*result.gap_window), answer])
+        finally:
+            _note_calls(client, result, now)
+            client.close()
+        result.batch = _fan_out(inputs.catalog, sources, answer, now)
+    except RateLimited as exc:
+        result.outcome, result.error, result.retry_at = "rate_limited", str(exc), exc.retry_at
+    except ApiRetired as exc:
+        result.outcome, result.error, result.stopped_reason = "retired", str(exc), str(exc)
+    except CredentialsUnreadable as exc:
+        result.outcome, result.error = "auth_error", str(exc)  # no stop: restoring the key is the cure
+    except AuthError as exc:
+        result.outcome, result.error, result.stopped_reason = "auth_error", str(exc), str(exc)
+    except BadResponse as exc:
+        result.outcome, result.error = "bad_response", str(exc)
+    except ProviderError as exc:
+        result.outcome, result.error = "connection_error", str(exc)
+    result.duration_ms = (time.perf_counter() - started) * 1000
+    return result
+
+
+def _note_calls(client: MonitoringProvider, result: GroupResult, now: datetime) -> None:
+    """The raw calls, the last HTTP status and the budget position, for `api_data_cache` and `collector_runs`.
+    (The simulator makes no vendor calls and has none of these.)"""
+    if not isinstance(client, RecordsExchanges):
+        return
+    result.exchanges = client.exchanges()
+    result.http_status = result.exchanges[-1].http_status if result.exchanges else None
+    with contextlib.suppress(StoreError):  # the position is informative; a held file must not fail the poll
+        result.quota_used, result.quota_remaining = client.quota_snapshot(now)
+
+
+def _fill_gap(
+    client: MonitoringProvider, sources: list[Source], gaps: dict[int, datetime], before: datetime, now: datetime
+) -> tuple[datetime, datetime] | None:
+    window = gap_window(sources, gaps, before, client.max_window)
+    if window is None or not _spare_budget(client, now):
+        return None
+    log.info("re-reading a gap for %s: %s to %s", [s.id for s in sources], *window)
+    return window
+
+
+class Collection:
+    """Collection passes of one process: polls, then one transaction per pass; what the database cannot take now
+    is held (`core.store.held_passes`) and written, in order, once it can.
+
+    The last inputs read are kept, so passes go on (against them) while an outside program holds the file.
+    `memory_capacity` bounds the passes held in memory when the spool cannot be written either (0: none, for a
+    one-shot process whose memory ends with it).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        box: SecretBox,
+        context: ProviderContext,
+        spool: Spool | None = None,
+        *,
+        memory_capacity: int = MEMORY_CAPACITY,
+    ) -> None:
+        self.store, self.box, self.context, self.spool = store, box, context, spool
+        self.episodes = StoreEpisodes(store, spool.directory if spool else None)
+        self.held = HeldPasses(spool, self.episodes, memory_capacity) if spool else None
+        self._inputs: PassInputs | None = None
+        self._drain_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._keys_notice: str | None = None  # the keys' one line (core.store.crypto), logged when it changes
+        self._keys_lock = threading.Lock()
+
+    def _note_keys(self, inputs: PassInputs) -> None:
+        """Stored credentials that cannot be decrypted (or no usable key): one WARNING when this starts or its line
+        changes, one INFO when it is over; never once per pass."""
+        notice = self.box.notice(len(inputs.unreadable))
+        with self._keys_lock:
+            if notice == self._keys_notice:
+                return
+            before, self._keys_notice = self._keys_notice, notice
+        if notice is not None:
+            log.warning("%s Sources without stored credentials go on being collected.", notice)
+        elif before is not None:
+            log.info("the stored credentials can be decrypted again: their sources are polled at their next turn")
+
+    def inputs(self, now: datetime, only: set[GroupKey] | None = None) -> PassInputs:
+        self.box.refresh()  # a key file restored (or, with no credential stored, created) since the last pass
+        try:
+            fresh = read_inputs(self.store, self.box, now, timeout_s=READ_WAIT_S if self.spool else None, only=only)
+        except StoreUnavailable as exc:
+            if self.spool is None or self._inputs is None:
+                raise
+            self.episodes.unavailable(exc)
+            return self._inputs
+        if self._inputs is not None and self.held is not None and self.held.waiting():
+            carry_bookmarks(fresh, self._inputs)
+        self._inputs = fresh
+        return fresh
+
+    def run(self, now: datetime, only: set[GroupKey] | None = None) -> PassReport:
+        """Poll every enabled vendor site (or those in `only`) once and store what came back, in one transaction.
+        Groups that cannot be polled now (memory full of held passes, a vendor budget that cannot be counted)
+        are in the report's `deferred`: the collector tries them again within a minute."""
+        self.drain()
+        inputs = self.inputs(now, only)
+        self._note_keys(inputs)
+        report = PassReport()
+        paused = self.held is not None and self.held.full()
+        for key, sources in group_by_provider_site(inputs.catalog).items():
+            if only is not None and key not in only:
+                continue
+            reason = (
+                "the passes held in memory must be written first" if paused else sits_out(sources, inputs.states, now)
+            )
+            if reason:
+                log.debug("%s/%s sits this pass out: %s", *key, reason)
+                report.skipped += 1
+                if paused:
+                    report.deferred.append(key)
+                continue
+            try:
+                result = _poll_group(inputs, self.context, sources, now)
+            except StoreUnavailable as exc:  # its vendor budget cannot be counted: no call is made until it can
+                self.episodes.unavailable(exc)
+                report.skipped += 1
+                report.deferred.append(key)
+                continue
+            if sources[0].id not in inputs.unreadable:  # those are said once by `_note_keys`, not once per site
+                log_transition(key, result, [inputs.states.get(s.id) for s in sources])
+            report.results.append(result)
+        if report.results:
+            self._write(report, inputs, now)
+        log.log(logging.INFO if report.results else logging.DEBUG, "collection pass: %s", report.summary())
+        return report
+
+    def _write(self, report: PassReport, inputs: PassInputs, now: datetime) -> None:
+        readings = pass_readings(report.results)
+        newest = newest_finals(readings, report.results)
+        with self._write_lock:  # so a pass cannot overtake an older one on its way into the spool
+            if self.held is not None and self.held.waiting():
+                self._hold(report, readings, now)
+            else:
+                try:
+                    with self.store.transaction() as con:
+                        report.rows_written = apply_pass(con, report.results, readings, newest, now)
+                    self.episodes.free()
+                except StoreUnavailable as exc:
+                    if self.held is None:
+                        raise
+                    self.episodes.unavailable(exc)
+                    self._hold(report, readings, now)
+        # The kept inputs move on too, so a pass that must fall back on them starts where this one ended.
+        _advance(inputs, report.results, newest)
+
+    def _hold(self, report: PassReport, readings: pl.DataFrame, now: datetime) -> None:
+        assert self.held is not None
+        held = self.held.hold(_spool_meta(report.results, now), readings)
+        fault = self.episodes.fault
+        report.spooled, report.in_memory = held.name, held.in_memory
+        report.why_held = fault.cause if fault else "database held"
+
+    def drain(self) -> int:
+        """Write what is held, if the database can take it; returns the readings written."""
+        if self.held is None or not self.held.waiting() or not self._drain_lock.acquire(blocking=False):
+            return 0
+        try:
+            with self._write_lock:
+                rows = self.held.drain(self.store, apply_entry, timeout_s=READ_WAIT_S)
+            self.episodes.free()
+            self.episodes.free(self.held.spool.directory)
+            return rows
+        except StoreUnavailable as exc:
+            self.episodes.unavailable(exc)
+            return 0
+        finally:
+            self._drain_lock.release()
+
+
+def _spool_meta(results: list[GroupResult], now: datetime) -> dict[str, Any]:
+    """Everything of a pass but its readings, for a spool entry (`core.collect.pass_write.apply_entry` reads it
+    back)."""
+    return {"now": now.isoformat(), "results": [r.to_json() for r in results]}
+
+
+def _advance(inputs: PassInputs, results: list[GroupResult], newest: dict[int, datetime]) -> None:
+    """Move the kept inputs on as if the pass had been written (`newest`: its `newest_finals`): the next pass
+    starts where it ended."""
+    for result in results:
+        for source_id in result.source_ids:
+            before = inputs.states.get(source_id, SourceState(None, None, False))
+            mine = newest.get(source_id)
+            bookmark = max((t for t in (before.bookmark, mine) if t is not None), default=None)
+            inputs.states[source_id] = replace(
+                before,
+                bookmark=bookmark,  # type: ignore[arg-type]
+                retry_at=result.retry_at,
+                stopped=before.stopped or result.stopped_reason is not None,
+            )
+        if result.gap_window:
+            for source_id in result.source_ids:
+                inputs.gaps.pop(source_id, None)
+
+
+def collect_once(
+    store: Store,
+    box: SecretBox,
+    context: ProviderContext,
+    now: datetime,
+    only: set[GroupKey] | None = None,
+    spool: Spool | None = None,
+) -> PassReport:
+    """One pass by a short-lived `Collection` (the CLI's `--once`, tests)."""
+    return Collection(store, box, context, spool).run(now, only)
+
+
+def backfill(
+    store: Store,
+    box: SecretBox,
+    context: ProviderContext,
+    source_id: int,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> int:
+    """Fill [start, end) for a source, window by window (the vendor's longest), oldest first.
+
+    Every source reading the same vendor site is filled too: the calls are the same. Each window is written in
+    its own transaction, with the vendor's answers archived in `api_data_cache` as a poll's are, so an interrupted
+    backfill keeps what it fetched; re-running it duplicates nothing.
+    `progress(done, total, rows)` is called after each window. Returns the readings written.
+    """
+    inputs = read_inputs(store, box, now)
+    catalog = inputs.catalog
+    source = catalog.source(source_id)
+    site_id = catalog.meter(source.meter_id).site_id
+    sources = next(g for k, g in group_by_provider_site(catalog).items() if k == provider_site_key(source, site_id))
+    client = _client_for(inputs, context, sources)
+    written = 0
+    try:
+        windows = split_windows(start, min(end, now), client.max_window)
+        recorded = client if isinstance(client, RecordsExchanges) else None  # the simulator makes no calls
+        for done, (lower, upper) in enumerate(windows, start=1):
+            batch = _fan_out(catalog, sources, client.history(lower, upper), now)
+            with store.transaction() as con:
+                written += ingest(con, batch, now) if batch.height else 0
+                refresh_rollups(con, batch)
+                if recorded is not None:  # every vendor answer is archived, a backfill's too
+                    write_exchanges(con, sources[0].id, recorded.exchanges())
+            if progress:
+                progress(done, len(windows), written)
+    finally:
+        client.close()
+    return written

@@ -1,0 +1,415 @@
+"""Enphase Enlighten API v4 client: OAuth 2.0 bearer token + application `key`, plan limits enforced client-side.
+
+Every monitoring call carries `Authorization: Bearer <access token>` AND `?key=<application API key>` (see
+docs/enphase-v4.md), so URLs hold a credential: they only ever reach messages through `redact`. Tokens come from a
+`TokenStore` (the app keeps them encrypted); the client renews them itself, before expiry and after a 401, and saves
+the rotated pair before using it (see `EnphaseClient._refresh_locked`).
+
+Errors (what the caller does next):
+    401 on the API (after one renewal)      AuthError: key of another application, or authorisation revoked
+    400/401 on the token endpoint           NeedsReauthorization: the owner must approve again in Data Connections
+    403 / 404                               AuthError: the account cannot see that system / no such system
+    410                                     ApiRetired
+    422 (future date, invalid range)        RangeRejected (a BadResponse); history treats it as "no data yet"
+    429 {"period","period_end",...}         RateLimited(retry_at=period_end); "month" means stop until next month
+    500 {"errorCode":7,...} and other 5xx   ProviderConnectionError: retry later
+    HTML / invalid JSON / odd shapes        BadResponse with a redacted excerpt
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import polars as pl
+from pydantic import SecretStr
+
+from core.providers.base import (
+    BadResponse,
+    ConnectionInfo,
+    NeedsReauthorization,
+    ProviderConnectionError,
+    ProviderSite,
+    QuotaRule,
+    empty_readings,
+    normalise_readings,
+    split_windows,
+)
+from core.providers.enphase.oauth import (
+    DEFAULT_AUTH_URL,
+    DEFAULT_REFRESH_TTL,
+    REAUTHORIZE_HINT,
+    VENDOR,
+    Tokens,
+    TokenStore,
+    request_tokens,
+    scrub,
+    token_url,
+)
+from core.providers.enphase.parse import (
+    EXCERPT_CHARS,
+    METER_INTERVAL,
+    MICRO_INTERVAL,
+    TELEMETRY_PARSERS,
+    RangeRejected,
+    SystemInfo,
+    error_for,
+    parse_summary,
+    parse_system,
+    parse_systems_page,
+)
+from core.providers.exchange import Exchange, quota_position
+from core.providers.http import HttpFunnel
+from core.providers.quota import QuotaLedger, account_scope
+
+DEFAULT_BASE_URL = "https://api.enphaseenergy.com/api/v4"
+# Plan limits per application (calls per minute, calls per month), developer-v4.enphase.com/developer-plans via
+# api-evangelist/enphase:plans/enphase-plans.yml (docs/enphase-v4.md); Watt's 1,000/month confirmed by
+# DiedB/Homey-SolarPanels #235. Overridable per client because plans change and partner plans differ.
+PLANS: dict[str, tuple[int, int]] = {"watt": (10, 1_000), "kilowatt": (50, 50_000), "megawatt": (100, 300_000)}
+SYSTEMS_PAGE_SIZE = 100  # the documented maximum of GET /systems
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A telemetry endpoint as data: its path, native interval and the `granularity` values it accepts.
+
+    `end_at = min(now, start + granularity)` (spec), so a granularity's span is the longest window one call covers.
+    """
+
+    path: str
+    interval: timedelta
+    granularities: tuple[tuple[str, timedelta], ...]
+
+    @property
+    def max_window(self) -> timedelta:
+        return max(span for _, span in self.granularities)
+
+    def granularity_for(self, window: timedelta) -> str:
+        """The smallest granularity that covers `window` (fewer wasted intervals, same single call)."""
+        return next((name for name, span in self.granularities if span >= window), self.granularities[-1][0])
+
+
+_QUARTER, _DAY, _WEEK = timedelta(minutes=15), timedelta(days=1), timedelta(days=7)
+ENDPOINTS: dict[str, Endpoint] = {
+    # 15mins -> at most 3 five-minute intervals, day -> at most 288 (docs/enphase-v4.md)
+    "production_micro": Endpoint("telemetry/production_micro", MICRO_INTERVAL, (("15mins", _QUARTER), ("day", _DAY))),
+    # 15mins -> 1, day -> 96, week -> 672 fifteen-minute intervals
+    "production_meter": Endpoint(
+        "telemetry/production_meter", METER_INTERVAL, (("15mins", _QUARTER), ("day", _DAY), ("week", _WEEK))
+    ),
+    "consumption_meter": Endpoint(
+        "telemetry/consumption_meter", METER_INTERVAL, (("15mins", _QUARTER), ("day", _DAY), ("week", _WEEK))
+    ),
+    "battery": Endpoint("telemetry/battery", METER_INTERVAL, (("15mins", _QUARTER), ("day", _DAY), ("week", _WEEK))),
+    # Grid import/export (docs/enphase-v4.md): the spec documents 15mins -> 1 and day -> 96 intervals only, so
+    # no `week` here; their 1-day span equals production_micro's, so windows stay as they were.
+    "energy_import": Endpoint("energy_import_telemetry", METER_INTERVAL, (("15mins", _QUARTER), ("day", _DAY))),
+    "energy_export": Endpoint("energy_export_telemetry", METER_INTERVAL, (("15mins", _QUARTER), ("day", _DAY))),
+}
+# PV from the microinverters works on every system; a production meter is optional hardware. Grid import/export
+# need a consumption meter (CT): without one they answer empty intervals, which is "no data", not an error.
+DEFAULT_ENDPOINTS = ("production_micro", "consumption_meter", "battery", "energy_import", "energy_export")
+# The channels each endpoint's parser yields (enphase_parse.TELEMETRY_PARSERS): a client given `channels` calls only
+# the endpoints that serve one of them, so grid endpoints cost nothing unless a source reads a grid channel.
+ENDPOINT_CHANNELS: dict[str, frozenset[str]] = {
+    "production_micro": frozenset({"pv_w"}),
+    "production_meter": frozenset({"pv_w"}),
+    "consumption_meter": frozenset({"load_w"}),
+    "battery": frozenset({"battery_w", "soc_pct"}),
+    "energy_import": frozenset({"grid_import_w"}),
+    "energy_export": frozenset({"grid_export_w"}),
+}
+
+
+def _floor(instant: datetime, step: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + ((instant - epoch) // step) * step
+
+
+class EnphaseClient:
+    """One Enphase system through the v4 Monitoring API, for one OAuth grant (implements `MonitoringProvider`).
+
+    `history` costs one call per endpoint per window (up to 5 per day with the default endpoints, fewer when
+    `channels` leaves some out): on the Watt plan (1,000 calls/month) poll sparingly. Token calls are not counted:
+    plan limits apply to `/api/v4` hits.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: SecretStr,
+        api_key: SecretStr,
+        system_id: str,
+        token_store: TokenStore,
+        base_url: str = DEFAULT_BASE_URL,
+        auth_url: str = DEFAULT_AUTH_URL,
+        timeout_s: float = 20.0,
+        http_client: httpx.Client | None = None,
+        ledger: QuotaLedger | None = None,
+        plan: str = "watt",
+        calls_per_minute: int | None = None,
+        calls_per_month: int | None = None,
+        endpoints: Sequence[str] = DEFAULT_ENDPOINTS,
+        refresh_margin: timedelta = timedelta(minutes=5),
+        refresh_ttl: timedelta = DEFAULT_REFRESH_TTL,
+        channels: frozenset[str] | None = None,
+    ) -> None:
+        """`channels` (None: all) keeps only the `endpoints` that serve one of them (see `ENDPOINT_CHANNELS`), so each
+        history window costs one call per endpoint actually read; none left means `history` calls nobody."""
+        plan_key = plan.strip().lower()
+        if plan_key not in PLANS:
+            raise ValueError(f"unknown Enphase plan {plan!r}: use one of {', '.join(PLANS)}")
+        if not _SAFE_ID.match(system_id.strip()):
+            raise ValueError("system_id must be the numeric Enphase System ID")
+        unknown = [name for name in endpoints if name not in ENDPOINTS]
+        if unknown or not endpoints:
+            raise ValueError(f"endpoints must be a non-empty selection of {', '.join(ENDPOINTS)}; got {unknown}")
+        if not client_id.strip() or not client_secret.get_secret_value() or not api_key.get_secret_value():
+            raise ValueError("client_id, client_secret and api_key are all required for Enphase")
+        per_minute, per_month = PLANS[plan_key]
+        self.plan = plan_key
+        self.system_id = system_id.strip()
+        self.endpoints = tuple(name for name in endpoints if channels is None or ENDPOINT_CHANNELS[name] & channels)
+        chosen = [ENDPOINTS[name] for name in self.endpoints or endpoints]  # windows as if all were read
+        self.resolution = min(ep.interval for ep in chosen)
+        self.max_window = min(ep.max_window for ep in chosen)
+        self._grid = max(ep.interval for ep in chosen)  # windows start on it so every endpoint's intervals align
+        self.quota_rules: tuple[QuotaRule, ...] = (
+            QuotaRule("account", "minute", calls_per_minute or per_minute),
+            QuotaRule("account", "month", calls_per_month or per_month),
+        )
+        self._client_id = client_id.strip()
+        self._client_secret = client_secret
+        self._api_key = api_key
+        self._token_store = token_store
+        self._token_url = token_url(auth_url)
+        self._refresh_margin = refresh_margin
+        self._refresh_ttl = refresh_ttl
+        self._ledger = ledger or QuotaLedger()
+        # Plan limits count per application, and the API key names the application.
+        account = account_scope(api_key.get_secret_value())
+        self._scope = {"account": account, "site": self.system_id}
+        self._funnel = HttpFunnel(base_url, vendor=VENDOR, timeout_s=timeout_s, client=http_client)
+        self._token_lock = token_store.lock  # shared by every client of the same grant (see TokenStore)
+        self._tokens: Tokens | None = None
+        self._unsaved: Tokens | None = None
+        self._system: SystemInfo | None = None
+
+    # --- MonitoringProvider -----------------------------------------------------------------------------------
+
+    def test_connection(self, now: datetime) -> ConnectionInfo:
+        """System name and zone (first time only: they are cached) plus the summary: 2 calls, then 1.
+
+        The summary alone has no name or time zone, and no single v4 endpoint has both them and current power.
+        """
+        system = self._system_info(now)
+        summary = parse_summary(self._request(f"systems/{self.system_id}/summary", {}, now))
+        last = summary.last_report_at or summary.last_interval_end_at or system.last_report_at
+        if last is None:
+            raise BadResponse(f"{VENDOR} did not say when system {self.system_id} last reported.")
+        return ConnectionInfo(
+            site_name=system.name,
+            capacity_kw=summary.size_w / 1000.0 if summary.size_w is not None else None,
+            timezone=system.timezone or "UTC",
+            current_power_w=summary.current_power_w,
+            last_update=last,
+        )
+
+    def current_power(self, now: datetime) -> dict[str, float]:
+        """PV power from the summary only (one call): load and battery would cost a call each on a tight plan."""
+        summary = parse_summary(self._request(f"systems/{self.system_id}/summary", {}, now))
+        return {} if summary.current_power_w is None else {"pv_w": summary.current_power_w}
+
+    def list_sites(self) -> list[ProviderSite]:
+        """Every system the grant can see, 100 per page (one call per page)."""
+        sites: list[ProviderSite] = []
+        page = 1
+        while True:
+            found, total = parse_systems_page(self._request("systems", {"page": page, "size": SYSTEMS_PAGE_SIZE}))
+            sites.extend(found)
+            if not found or len(sites) >= total:
+                return sites
+            page += 1
+
+    def history(self, start: datetime, end: datetime) -> pl.DataFrame:
+        """Readings whose interval starts in [start, end), one call per endpoint per `max_window`.
+
+        Windows start on the coarsest endpoint grid (15 min) so no interval is cut; a 422 (future or
+        out-of-range start) means "no data" for that window, and the first future window ends the walk.
+        """
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("start and end must be timezone-aware")
+        frames: list[pl.DataFrame] = []
+        for window_start, window_end in split_windows(_floor(start, self._grid), end, self.max_window):
+            for name in self.endpoints:
+                endpoint = ENDPOINTS[name]
+                params = {
+                    "start_at": int(window_start.timestamp()),
+                    "granularity": endpoint.granularity_for(window_end - window_start),
+                }
+                try:
+                    body = self._request(f"systems/{self.system_id}/{endpoint.path}", params)
+                except RangeRejected as exc:
+                    if exc.future:  # this window and every later one: nothing to ask for yet
+                        return self._readings(frames, start, end)
+                    continue
+                frames.append(TELEMETRY_PARSERS[name](body))
+        return self._readings(frames, start, end)
+
+    @staticmethod
+    def _readings(frames: list[pl.DataFrame], start: datetime, end: datetime) -> pl.DataFrame:
+        if not frames:
+            return empty_readings()
+        frame = pl.concat(frames).filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+        return normalise_readings(frame)
+
+    def close(self) -> None:
+        self._funnel.close()
+
+    # --- the funnel -----------------------------------------------------------------------------------------
+
+    def _system_info(self, now: datetime) -> SystemInfo:
+        if self._system is None:
+            self._system = parse_system(self._request(f"systems/{self.system_id}", {}, now))
+        return self._system
+
+    def _request(self, path: str, params: dict[str, Any], now: datetime | None = None) -> Any:
+        """One API call: valid token, quota, `key` + Bearer, one renewal on 401, status -> error, JSON decode.
+
+        `now` defaults to the clock for `list_sites`/`history` (quota buckets and token expiry only).
+        """
+        now = now or datetime.now(UTC)
+        tokens = self._valid_tokens(now)
+        response = self._send(path, params, tokens, now)
+        if response.status_code == 401:
+            tokens = self._renew_after_401(now, tokens)
+            response = self._send(path, params, tokens, now)
+        if response.status_code != 200:
+            raise error_for(response.status_code, self._scrub(response.text), system_id=self.system_id, now=now)
+        return self._decode(response)
+
+    def _send(self, path: str, params: dict[str, Any], tokens: Tokens, now: datetime) -> httpx.Response:
+        self._ledger.reserve(VENDOR, self._scope, self.quota_rules, now)
+        with self._ledger.in_flight(VENDOR, self._scope, self.quota_rules):
+            return self._funnel.request(
+                "GET",
+                path,
+                params={**params, "key": self._api_key.get_secret_value()},
+                headers={
+                    "Authorization": f"Bearer {tokens.access_token.get_secret_value()}",
+                    "Accept": "application/json",
+                },
+            )
+
+    def _decode(self, response: httpx.Response) -> Any:
+        text = response.text
+        if "html" in response.headers.get("content-type", "").lower() or text.lstrip().startswith("<"):
+            raise BadResponse(
+                f"{VENDOR} answered with an HTML page instead of data (maintenance or a proxy error).",
+                excerpt=self._scrub(text[:EXCERPT_CHARS]),
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise BadResponse(
+                f"{VENDOR} answered something that is not valid JSON.", excerpt=self._scrub(text[:EXCERPT_CHARS])
+            ) from None
+
+    def _scrub(self, text: str) -> str:
+        secrets = [self._api_key.get_secret_value(), self._client_secret.get_secret_value()]
+        if self._tokens is not None:
+            secrets += [self._tokens.access_token.get_secret_value(), self._tokens.refresh_token.get_secret_value()]
+        return scrub(text, tuple(secrets))
+
+    # --- tokens ---------------------------------------------------------------------------------------------
+
+    def _valid_tokens(self, now: datetime) -> Tokens:
+        """The access token to use now, renewed first if it expires within `refresh_margin`."""
+        with self._token_lock:
+            self._save_unsaved()
+            if self._tokens is None:
+                self._tokens = self._token_store.load()
+            if self._tokens is None:
+                raise NeedsReauthorization(
+                    f"{VENDOR} has not been authorised for system {self.system_id} yet: {REAUTHORIZE_HINT}."
+                )
+            if self._tokens.access_expires_at - self._refresh_margin <= now:
+                return self._refresh_locked(now, self._tokens)
+            return self._tokens
+
+    def _renew_after_401(self, now: datetime, rejected: Tokens) -> Tokens:
+        with self._token_lock:
+            self._save_unsaved()
+            current = self._tokens
+            if current is not None and _secret(current.access_token) != _secret(rejected.access_token):
+                return current  # another thread renewed them while this call was in flight
+            return self._refresh_locked(now, rejected, trust_expiry=False)
+
+    def _refresh_locked(self, now: datetime, stale: Tokens, *, trust_expiry: bool = True) -> Tokens:
+        """Rotate the tokens; the caller holds `_token_lock`.
+
+        Order matters because Enphase rotates the refresh token: once the refresh call returns, the old refresh
+        token is dead and the new one exists only in this process. So the new pair is SAVED FIRST and only then
+        used: if the process dies after the save, the store holds a working grant; if the save fails, the new pair
+        is kept in memory as "unsaved", nothing is fetched with it, and the save is retried before the next call.
+        Using it first and saving after would let a crash in between lose the only valid refresh token, and with
+        it the owner's consent.
+
+        Another process (the collector next to the page) may have rotated the grant already: the store is read
+        again first, and its tokens are adopted instead of refreshing with a refresh token that is now dead.
+        """
+        stored = self._token_store.load()
+        newer = stored is not None and _secret(stored.access_token) != _secret(stale.access_token)
+        if stored is not None and newer and (not trust_expiry or stored.access_expires_at - self._refresh_margin > now):
+            self._tokens = stored
+            return stored
+        source = stored if stored is not None else stale
+        fresh = request_tokens(
+            self._funnel,
+            self._token_url,
+            {"grant_type": "refresh_token", "refresh_token": _secret(source.refresh_token)},
+            client_id=self._client_id,
+            client_secret=self._client_secret,
+            now=now,
+            refresh_ttl=self._refresh_ttl,
+        )
+        self._unsaved = fresh
+        self._save_unsaved()
+        return fresh
+
+    def _save_unsaved(self) -> None:
+        """Persist renewed tokens before anything uses them (see `_refresh_locked`)."""
+        if self._unsaved is None:
+            return
+        try:
+            self._token_store.save(self._unsaved)
+        except Exception as exc:  # the store is the app's; any failure must keep the new grant in memory
+            raise ProviderConnectionError(
+                f"{VENDOR} renewed this source's authorisation but it could not be saved ({type(exc).__name__}); "
+                "nothing was fetched with it and saving is retried on the next call."
+            ) from exc
+        self._tokens, self._unsaved = self._unsaved, None
+
+    # --- what the collector records (core.providers.exchange) ---------------------------------------------------
+
+    def exchanges(self) -> list[Exchange]:
+        """The API exchanges made since the last call, oldest first (for `api_data_cache`); then forgotten.
+
+        Token endpoint calls are never among them: their answers are the OAuth tokens (see `request_tokens`).
+        """
+        return self._funnel.drain()
+
+    def quota_snapshot(self, now: datetime) -> tuple[int | None, int | None]:
+        """(calls used, calls remaining) this month on the application's plan (token calls are not counted)."""
+        return quota_position(self._ledger, VENDOR, self._scope, self.quota_rules, now.astimezone(UTC))
+
+
+def _secret(value: SecretStr) -> str:
+    return value.get_secret_value()
