@@ -33,7 +33,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy core jobs
+	$(BIN)/mypy core jobs pages ui app.py
 
 format: install
 	$(BIN)/ruff format .

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from bench.bench_catalog import populate
 from bench.timing import measure, percentiles
+from core import localtime
 from core.analytics import alerts, api_health, coverage, history, kpis, live
 from core.analytics.alert_rules import Thresholds
 from core.catalog import catalog as cat
@@ -95,7 +96,7 @@ def generate(store: Store, days: int, end: datetime) -> int:
 def page_data_calls(store: Store, site: Site, now: datetime) -> dict[str, Callable[[], object]]:
     """What each analytics page loads on its first run, by page file (the pages' default choices)."""
     box = SecretBox([generate_key()])
-    today = kpis.site_today(now, site.timezone)
+    today = localtime.site_today(now, site.timezone)
     week = (today - timedelta(days=6), today)
     catalog = cat.load_catalog(store)
     first_series = history.series_groups(catalog, site.id, history.Level.SITE)[0].key

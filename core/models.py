@@ -2,7 +2,7 @@
 
 Validation lives here so the page, the config import and any future API share the same rules and messages.
 Messages are phrased to stand next to the field they concern, without naming it ("must be at least 0");
-`core.field_labels` names the field where a message stands elsewhere.
+`core.catalog.field_labels` names the field where a message stands elsewhere.
 """
 
 from __future__ import annotations
@@ -56,22 +56,13 @@ SOURCE_TYPES: dict[Category, dict[str, str]] = {
 
 
 class Provider(StrEnum):
+    """The id a source's settings store for its provider. What each provider is and needs (label, ids,
+    credentials, budgets, client) is its spec's: `core.providers.registry.spec_of`."""
+
     SOLAREDGE = "solaredge"  # Monitoring API V2, the live one
     SOLAREDGE_V1 = "solaredge_v1"  # retired by SolarEdge on 2026-11-03; kept for tools that still speak it
     ENPHASE = "enphase"
     SIMULATOR = "simulator"
-
-    @property
-    def label(self) -> str:
-        return PROVIDER_LABELS[self.value]
-
-
-PROVIDER_LABELS = {
-    "solaredge": "SolarEdge",
-    "solaredge_v1": "SolarEdge V1 (legacy)",
-    "enphase": "Enphase",
-    "simulator": "Simulator",
-}
 
 
 class UpdateFrequency(StrEnum):
@@ -126,22 +117,6 @@ class ConnectionStatus(StrEnum):
     CONNECTED = "connected"
     FAILED = "failed"
     REAUTHORIZE = "reauthorize"  # the OAuth grant is missing or dead: the owner must authorise again
-
-
-# Which secrets each provider needs, as (stored name, label). Stored names key the `source_secrets` table.
-PROVIDER_SECRETS: dict[Provider, tuple[tuple[str, str], ...]] = {
-    Provider.SOLAREDGE: (("api_key", "API Key"),),
-    Provider.SOLAREDGE_V1: (("api_key", "API Key"),),
-    Provider.ENPHASE: (("client_secret", "Client Secret"), ("app_api_key", "Application API Key")),
-    Provider.SIMULATOR: (),
-}
-# Secrets a provider obtains itself (OAuth tokens); never typed by the user, kept encrypted like the others.
-TOKEN_SECRETS = ("oauth_tokens",)
-PROVIDER_NEEDS_SYSTEM_ID = {
-    Provider.SOLAREDGE: "Site ID",
-    Provider.SOLAREDGE_V1: "Site ID",
-    Provider.ENPHASE: "System ID",
-}
 
 
 @cache
@@ -343,26 +318,3 @@ def secret_problem(value: str) -> str | None:
     if any(ch.isspace() for ch in value):
         return "must not contain spaces or line breaks"
     return None
-
-
-def credentials_still_apply(provider: Provider, client_id: str, stored: ApiSettings) -> bool:
-    """Whether credentials stored for `stored` still serve a source changed to `provider` (and Client ID): the same
-    provider and, for Enphase, whose account is an application, the same Client ID."""
-    return provider is stored.api_provider and (provider is not Provider.ENPHASE or client_id == stored.client_id)
-
-
-def missing_credentials(api: ApiSettings, secret_names: set[str]) -> dict[str, str]:
-    """Fields a provider needs but that are empty, as {field: "is required for <provider>"}. Only checked when the
-    API is enabled."""
-    if not api.use_api:
-        return {}
-    required = f"is required for {api.api_provider.label}"
-    errors: dict[str, str] = {}
-    if api.api_provider in PROVIDER_NEEDS_SYSTEM_ID and not api.system_id:
-        errors["system_id"] = required
-    if api.api_provider is Provider.ENPHASE and not api.client_id:
-        errors["client_id"] = required
-    for name, _label in PROVIDER_SECRETS[api.api_provider]:
-        if name not in secret_names:
-            errors[name] = required
-    return errors

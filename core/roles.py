@@ -1,8 +1,12 @@
-"""What a source means to its site: its role, from the meter category and source type (README "KPI formulas").
+"""What a source means to its site: its role, from the meter category and source type (README "KPI formulas"), and
+the channel of a vendor's answer that feeds it.
 
-One mapping for every module that sums or shows a site's flows (History, KPIs, Live, Alerts), so they cannot
-disagree about which source is production, load, grid import or export, battery or state of charge. The SQL view
-`v_kpi_daily` (migration 7 in core.store.schema) spells the same mapping in SQL; a test keeps it equal to the KPIs.
+One mapping (`role_of`) for every module that sums, shows or collects a site's flows (History, KPIs, Live, Alerts,
+the collector, connection tests, the quota planner), so they cannot disagree about which source is production,
+load, grid import or export, battery or state of charge: the channel is a property of the role (`Role.channel`),
+and a type no role covers has neither. The energy balance that computes a load is written once too, for values
+(`balance_load`) and for frames (`balance_load_expr`). The SQL view `v_kpi_daily` (migrations 7 and 9 in
+core.store.schema) spells the same mapping and balance in SQL; tests/test_source_meaning.py keeps them equal.
 
 `ROLE_LABELS` names the roles for people; a page that words one differently (Live says "PV production") says so
 with an override next to its code, so the differences stay visible.
@@ -10,7 +14,7 @@ with an override next to its code, so the differences stay visible.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from enum import StrEnum
 
 import polars as pl
@@ -38,6 +42,23 @@ class Role(StrEnum):
         """The unit of its readings' values."""
         return "W" if self.is_energy else "%"
 
+    @property
+    def channel(self) -> str:
+        """The channel of a vendor's answer (core.providers.base) whose readings this role's sources store."""
+        return _CHANNELS[self]
+
+
+# Vendors' answers name production "pv_w" whatever its kind: the simulator models a PV array, and a wind or hydro
+# source polled from a vendor reads that vendor's production. Battery power is positive while discharging.
+_CHANNELS: dict[Role, str] = {
+    Role.PRODUCTION: "pv_w",
+    Role.LOAD: "load_w",
+    Role.GRID_IMPORT: "grid_import_w",
+    Role.GRID_EXPORT: "grid_export_w",
+    Role.BATTERY: "battery_w",
+    Role.SOC: "soc_pct",
+}
+
 
 # What a flow counts as in the site's energy balance when the site has no source for it, the one rule Live, History,
 # KPIs and `v_kpi_daily` follow: production and the battery are 0 (a site without a PV array or a battery has none),
@@ -64,7 +85,7 @@ def unmetered_terms(present: Collection[Role]) -> list[Role]:
     return [role for role, _ in BALANCE if role not in present and ABSENT_FLOW[role] is None]
 
 
-def balance_load(flows: dict[Role, float | None]) -> float | None:
+def balance_load(flows: Mapping[Role, float | None]) -> float | None:
     """The load the balance gives from each term's value (absent roles taken from `ABSENT_FLOW`); None when any term
     is unknown."""
     total = 0.0
@@ -76,6 +97,16 @@ def balance_load(flows: dict[Role, float | None]) -> float | None:
     return total
 
 
+def balance_load_expr(columns: Mapping[Role, str]) -> pl.Expr:
+    """`balance_load` row by row as a Polars expression: each term from its column in `columns` (absent roles taken
+    from `ABSENT_FLOW`); null where any term is null."""
+    terms = [
+        (pl.col(columns[role]) if role in columns else pl.lit(ABSENT_FLOW[role], dtype=pl.Float64)) * sign
+        for role, sign in BALANCE
+    ]
+    return pl.sum_horizontal(terms, ignore_nulls=False)
+
+
 ROLE_LABELS = {
     Role.PRODUCTION: "Production",
     Role.LOAD: "Load",
@@ -85,11 +116,16 @@ ROLE_LABELS = {
     Role.SOC: "State of charge",
 }
 
-# Every PROD type (core.models.SOURCE_TYPES) is production; the other categories go by their type.
+# The one mapping. A category that injects or produces means one role whatever the type (every PROD type of
+# core.models.SOURCE_TYPES is production; INJ has only "grid"), as `v_kpi_daily` has it; consumption and storage go
+# by their type.
+_BY_CATEGORY: dict[Category, Role] = {
+    Category.PROD: Role.PRODUCTION,
+    Category.INJ: Role.GRID_EXPORT,
+}
 _BY_TYPE: dict[tuple[Category, str], Role] = {
     (Category.CONS, "load"): Role.LOAD,
     (Category.CONS, "grid"): Role.GRID_IMPORT,
-    (Category.INJ, "grid"): Role.GRID_EXPORT,
     (Category.STOR, "battery"): Role.BATTERY,
     (Category.STOR, "soc"): Role.SOC,
 }
@@ -98,17 +134,25 @@ _BY_TYPE: dict[tuple[Category, str], Role] = {
 def role_of(category: Category | str, source_type: str) -> Role | None:
     """The role of a source; None for a type no role covers."""
     category = Category(category)
-    if category is Category.PROD:
-        return Role.PRODUCTION
+    if category in _BY_CATEGORY:
+        return _BY_CATEGORY[category]
     return _BY_TYPE.get((category, source_type))
+
+
+def channel_for(category: Category | str, source_type: str) -> str | None:
+    """The channel a source reads (its role's); None for a type no role covers, which reads nothing. Saved sources
+    and validated drafts never have such a type (core.models.check_source_type)."""
+    role = role_of(category, source_type)
+    return None if role is None else role.channel
 
 
 def role_expr(category: str = "category", source_type: str = "source_type") -> pl.Expr:
     """`role_of` as a Polars expression over the two columns: the role's value, null where no role applies."""
     categories, types = pl.col(category), pl.col(source_type)
-    production = categories == Category.PROD.value
-    expr = pl.when(production).then(pl.lit(Role.PRODUCTION.value)).otherwise(pl.lit(None, dtype=pl.String))
-    # The (category, type) pairs exclude each other, so nesting them in any order gives the same answer.
+    expr = pl.lit(None, dtype=pl.String)
+    # The conditions exclude each other, so nesting them in any order gives the same answer.
+    for of_category, role in _BY_CATEGORY.items():
+        expr = pl.when(categories == of_category.value).then(pl.lit(role.value)).otherwise(expr)
     for (of_category, of_type), role in _BY_TYPE.items():
         expr = pl.when((categories == of_category.value) & (types == of_type)).then(pl.lit(role.value)).otherwise(expr)
     return expr

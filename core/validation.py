@@ -2,7 +2,7 @@
 long lists of problems cut to what a person reads.
 
 A field's message is phrased to stand right under the field, so it does not name it ("must be at most 10,000,000");
-`core.field_labels` puts the field's label in front where the message stands elsewhere. Numbers are written as
+`core.catalog.field_labels` puts the field's label in front where the message stands elsewhere. Numbers are written as
 people read them (`readable_number`), and comparisons in words: the pages show messages as Markdown, and
 Streamlit's Markdown turns a spaced "<=", ">=" or "--" into typographic signs.
 """

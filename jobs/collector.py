@@ -26,21 +26,23 @@ import schedule
 
 from core.analytics.alert_rules import Thresholds
 from core.analytics.alerts import evaluate as evaluate_alerts
+from core.cadence import jitter_minutes
 from core.catalog import catalog as cat
-from core.collect.channels import group_by_provider_site
+from core.catalog.vendor_sites import group_by_provider_site
 from core.collect.collection import Collection, backfill
-from core.collect.pass_inputs import READ_WAIT_S, jitter_minutes
+from core.collect.pass_inputs import READ_WAIT_S
 from core.collect.poll_result import GroupResult
-from core.collect.source_health import EARLY_RETRY_SLOWER_THAN, RETRIED_EARLY, GroupKey, early_retry, read_states
+from core.collect.source_health import EARLY_RETRY_SLOWER_THAN, RETRIED_EARLY, GroupKey, early_retry
 from core.config import Settings
 from core.models import UpdateFrequency
-from core.providers.base import ProviderError
+from core.providers.base import JournalledLedger, ProviderError
 from core.runtime import Runtime, open_runtime
 from core.store.crypto import SecretsError
 from core.store.held_passes import MEMORY_CAPACITY
 from core.store.private_files import private_umask
 from core.store.quarantine import report_lines
 from core.store.retention import apply_retention
+from core.store.source_state import read_states
 from core.store.spool import Spool
 from core.store.store import StoreBusy, StoreError, StoreFault, StoreUnavailable
 from jobs.cli import DEBUG_HINT, CliError, settings_from_env
@@ -222,14 +224,13 @@ class Collector:
     def _flush_journal(self) -> None:
         """Add the calls counted while the file was held to the database's counts; on its own, so a journal that
         cannot be flushed never keeps the schedule from being updated."""
-        flush = getattr(self.runtime.ledger, "flush_journal", None)
-        if flush is None:
+        ledger = self.runtime.ledger
+        if not isinstance(ledger, JournalledLedger):
             return
         try:
-            flush()
-            journal = getattr(self.runtime.ledger, "journal", None)
-            if journal is not None:
-                self.collection.episodes.free(journal)
+            ledger.flush_journal()
+            if ledger.journal is not None:
+                self.collection.episodes.free(ledger.journal)
         except StoreUnavailable as exc:  # the ledger says any fault of the journal's file as a StoreFault too
             self.collection.episodes.unavailable(exc)
 

@@ -11,8 +11,10 @@ bar's `?site=`, else the last site used, else the first with data).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import streamlit as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from core.catalog import catalog as cat
 from core.models import CATEGORY_LABELS, Category, MeterIn, SiteIn, known_timezones
@@ -59,7 +61,10 @@ def _toggled(site_id: int) -> None:
         _open_sites().discard(site_id)
 
 
-def _site_form_values(prefix: str) -> dict:
+Form = TypeVar("Form", bound=BaseModel)  # the model a form's values are validated into
+
+
+def _site_form_values(prefix: str) -> dict[str, object]:
     return {
         "name": st.session_state.get(f"{prefix}_name", ""),
         "latitude": st.session_state.get(f"{prefix}_lat", ""),
@@ -68,7 +73,7 @@ def _site_form_values(prefix: str) -> dict:
     }
 
 
-def _validated(model: type, values: dict, errors_key: str):  # type: ignore[no-untyped-def]
+def _validated(model: type[Form], values: dict[str, object], errors_key: str) -> Form | None:
     try:
         return model.model_validate(values)
     except ValidationError as exc:

@@ -15,11 +15,9 @@ from core.catalog import catalog as cat
 from core.catalog import connections as conn
 from core.catalog import enphase_auth
 from core.catalog.enphase_auth import paste_url, redirect_uri, start_url
+from core.catalog.field_labels import SOURCE_LABELS, labelled, source_label
 from core.catalog.quota_plan import ScopeCheck
-from core.field_labels import SOURCE_LABELS, labelled, source_label
 from core.models import (
-    PROVIDER_NEEDS_SYSTEM_ID,
-    PROVIDER_SECRETS,
     SOURCE_TYPES,
     Category,
     ConnectionStatus,
@@ -27,6 +25,7 @@ from core.models import (
     UpdateFrequency,
 )
 from core.providers.base import ProviderError
+from core.providers.registry import CREDENTIAL_LABELS, SPECS, credential_names, spec_of
 from core.roles import ROLE_LABELS, role_of
 from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes
 from ui.markdown import escape_markdown
@@ -105,7 +104,7 @@ def _with_edits(base: conn.SourceDraft, stored_provider: str) -> conn.SourceDraf
         default = values[field] if same_provider else ""
         values[field] = state.get(_provider_field(base.key, provider, field), default)
     secrets = {}
-    for name, _label in PROVIDER_SECRETS[Provider(provider)]:
+    for name in credential_names(provider):
         default = base.secrets.get(name, "") if same_provider else ""
         secrets[name] = state.get(_provider_field(base.key, provider, name), default)
     draft = conn.SourceDraft(base.key, base.meter_id, base.source_id, values, secrets)
@@ -254,7 +253,7 @@ def _status(
 
 def _poll_line(poll: PollStatus, stored: cat.Source, tz: ZoneInfo, category: Category) -> None:
     role = role_of(category, stored.source_type)
-    missing = unreported(stored.api.api_provider.label, ROLE_LABELS[role]) if role else ""
+    missing = unreported(spec_of(stored.api.api_provider).label, ROLE_LABELS[role]) if role else ""
     line = describe(poll, datetime.now(UTC), tz, role.unit if role else "W", missing)
     text = f"**{line.headline}** · {escape_markdown(line.text)}"
     if line.kind == "ok":
@@ -311,24 +310,28 @@ def _credentials(
     shared_from: str | None = None,
 ) -> None:
     same = provider.value == stored_provider
-    id_label = PROVIDER_NEEDS_SYSTEM_ID.get(provider)
-    if provider is Provider.SIMULATOR:
-        st.caption("The simulator models this site from its location and capacity: no credentials needed.")
+    spec = spec_of(provider)
+    id_label = spec.system_id_label
+    if spec.setup_note:
+        st.caption(spec.setup_note)
         return
     cols = st.columns(2)
     with cols[0]:
-        if provider is Provider.ENPHASE:
+        if spec.client_id_label:
             key = _provider_field(draft.key, provider.value, "client_id")
-            _text_field("Client ID", key, draft.values["client_id"] if same else "", max_chars=200)
+            _text_field(spec.client_id_label, key, draft.values["client_id"] if same else "", max_chars=200)
             field_error(errors, "client_id")
         if id_label:
             key = _provider_field(draft.key, provider.value, "system_id")
             _text_field(id_label, key, draft.values["system_id"] if same else "", max_chars=200)
             field_error(errors, "system_id")
     with cols[1]:
-        for name, label in PROVIDER_SECRETS[provider]:
+        for credential in spec.credentials:
+            name = credential.name
             key = _provider_field(draft.key, provider.value, name)
-            _text_field(label, key, draft.secrets.get(name, "") if same else "", type="password", max_chars=600)
+            _text_field(
+                credential.label, key, draft.secrets.get(name, "") if same else "", type="password", max_chars=600
+            )
             # A caption, not `help`: the help icon sits inside the widget, and Shift+Tab onto it would keep the
             # typed value uncommitted (see ui/page.css).
             masked = draft.secrets.get(name) == conn.MASKED  # stored, not retyped
@@ -474,7 +477,7 @@ def render_source(
             field_error(errors, "name")
         with type_col:
             types = SOURCE_TYPES[category]
-            st.selectbox("Source Type", list(types), key=_wkey(draft.key, "source_type"), format_func=types.get)
+            st.selectbox("Source Type", list(types), key=_wkey(draft.key, "source_type"), format_func=types.__getitem__)
             field_error(errors, "source_type")
         for column, (field, label) in zip(st.columns(3), NUMBER_FIELDS, strict=True):
             with column:
@@ -486,9 +489,9 @@ def render_source(
             with provider_col:
                 st.selectbox(
                     "API Provider",
-                    [p.value for p in Provider],
+                    [p.value for p in SPECS],
                     key=_wkey(draft.key, "api_provider"),
-                    format_func=lambda code: Provider(code).label,
+                    format_func=lambda code: spec_of(code).label,
                 )
                 field_error(errors, "api_provider")
             with frequency_col:
@@ -513,7 +516,7 @@ def render_source(
         for field, message in errors.items():
             if field not in {"name", "source_type", "api_provider", "update_frequency", "system_id", "client_id"} | {
                 f for f, _ in NUMBER_FIELDS
-            } | {n for p in PROVIDER_SECRETS.values() for n, _ in p}:
+            } | set(CREDENTIAL_LABELS):
                 st.error(labelled(message, source_label(field)))
 
 

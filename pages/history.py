@@ -26,9 +26,9 @@ from core.analytics.history import (
     series_groups,
     shift_back,
 )
-from core.analytics.kpis import site_today
 from core.analytics.power_units import power_scale
 from core.catalog import catalog as cat
+from core.localtime import site_today
 from core.models import Site
 from core.roles import Role
 from ui.context import get_runtime, page_guard

@@ -201,9 +201,11 @@ with page_guard():
                 counter=counter,
                 **layout,
             )
-            if check.button("Check file", icon=":material/fact_check:", disabled=upload is None, key="import_check"):
-                _run_import(source_id, upload.getvalue(), options, dry_run=True)
-            if write.button(
+            checking = check.button(
+                "Check file", icon=":material/fact_check:", disabled=upload is None, key="import_check"
+            )
+            importing = write.button(
                 "Import", type="primary", icon=":material/upload:", disabled=upload is None, key="import_write"
-            ):
-                _run_import(source_id, upload.getvalue(), options, dry_run=False)
+            )
+            if upload is not None and (checking or importing):  # both are disabled until a file is chosen
+                _run_import(source_id, upload.getvalue(), options, dry_run=checking)

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import streamlit as st
 
+from core import localtime
 from core.analytics import kpis
 from core.analytics.kpi_formulas import SHARE, Kpi, format_number, format_value, unit_label
 from core.models import Site
@@ -97,10 +98,10 @@ def _caption(report: kpis.KpiReport) -> str:
 
 def _render(site: Site) -> None:
     now = datetime.now(UTC)
-    period = _choose_period(kpis.site_today(now, site.timezone))
+    period = _choose_period(localtime.site_today(now, site.timezone))
     if period is None:
         return
-    report = _report(site.id, period.first_day, period.last_day, kpis.data_cut(now))
+    report = _report(site.id, period.first_day, period.last_day, localtime.data_cut(now))
     st.caption(_caption(report))
     _coverage(report)
     for title, keys in GROUPS:

@@ -11,6 +11,7 @@ import pytest
 from core.store.crypto import SecretBox, generate_key
 from core.store.schema import migrate
 from core.store.store import Store
+from tests.processes import operator_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,6 +47,13 @@ def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("DATACONN_SECRET_KEYS", raising=False)
     monkeypatch.setenv("DATACONN_SEED_DEMO", "true")
     return tmp_path
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """An operator's environment for our commands in processes of their own (`tests.processes.cli`): a database
+    and a key file not created yet, no demo, and no other `DATACONN_*` setting of the test run."""
+    return operator_env(tmp_path / "db" / "dataconn.duckdb", tmp_path / "keys" / "secret.key")
 
 
 @pytest.fixture

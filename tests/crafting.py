@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from core.catalog import catalog as cat
+from core.catalog.connections import new_draft, save_connections
 from core.config import load_settings
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
 from core.runtime import open_runtime
 from core.store import rollups
+from core.store.crypto import SecretBox
 from core.store.readings_store import ingest
+from core.store.secret_store import put_secret
 from core.store.store import Store
 
 if TYPE_CHECKING:
@@ -83,6 +86,49 @@ def craft_site(
             )
             ids[spec.label] = cat.insert_source(con, meters[spec.category], source)
     return site_id, ids
+
+
+def saved_solaredge_source(
+    store: Store,
+    box: SecretBox,
+    site_name: str,
+    api_key: str,
+    *,
+    system_id: str = "1",
+    every: UpdateFrequency = UpdateFrequency.MIN15,
+) -> int:
+    """A site with one SolarEdge (V2) PV source, "Roof" on the meter "PV", polled `every`, whose API key is stored
+    encrypted with `box` as Save stores it; returns the source id."""
+    api = ApiSettings(use_api=True, api_provider=Provider.SOLAREDGE, system_id=system_id, update_frequency=every)
+    roof = SourceSpec(Category.PROD, "solar", "Roof", capacity_kw=5, api=api)
+    _, ids = craft_site(store, [roof], name=site_name, meter_names={Category.PROD: "PV"})
+    with store.transaction() as con:
+        put_secret(con, box, ids["Roof"], "api_key", api_key)
+    return ids["Roof"]
+
+
+def saved_enphase_source(store: Store, box: SecretBox) -> cat.Source:
+    """A site in Los Angeles with one Enphase PV source, "Enphase Roof", on the fake Enphase's sandbox application
+    and system, polled hourly (within the Watt plan's 1,000 calls a month), saved as Data Connections saves it and
+    not authorised yet."""
+    from tests.fakes import enphase  # here, so tests that need no Enphase do not load the fake server
+
+    site = cat.create_site(store, SiteIn(name="LA", latitude=34.05, longitude=-118.24, timezone="America/Los_Angeles"))
+    meter = cat.create_meter(store, site.id, MeterIn(name="PV", category=Category.PROD))
+    draft = new_draft("new-e", meter.id, Category.PROD)
+    draft.values |= {
+        "name": "Enphase Roof",
+        "capacity_kw": "7",
+        "use_api": True,
+        "api_provider": "enphase",
+        "client_id": enphase.SANDBOX_CLIENT_ID,
+        "system_id": str(enphase.SANDBOX_SYSTEM_ID),
+        "update_frequency": "1hour",
+    }
+    draft.secrets = {"client_secret": enphase.SANDBOX_CLIENT_SECRET, "app_api_key": enphase.SANDBOX_API_KEY}
+    save_connections(store, box, site.id, [draft], set())
+    catalog = cat.load_catalog(store)
+    return next(s for s in catalog.sources if catalog.meter(s.meter_id).site_id == site.id)
 
 
 def readings_frame(

@@ -38,3 +38,8 @@ def run_module(
         timeout=timeout,
         preexec_fn=preexec_fn,
     )
+
+
+def cli(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m jobs.cli args` with the environment `env` (an operator's, see `operator_env`)."""
+    return run_module("jobs.cli", *args, env=env)

@@ -12,9 +12,8 @@ from core.catalog import account_import as ai
 from core.catalog import catalog as cat
 from core.catalog import enphase_auth, quota_plan
 from core.catalog.config_io import ConfigImportError
-from core.catalog.connections import new_draft, save_connections
 from core.config import Settings
-from core.models import Category, MeterIn, SiteIn, UpdateFrequency
+from core.models import SiteIn, UpdateFrequency
 from core.providers.base import ProviderSite
 from core.runtime import Runtime
 from core.store.crypto import SecretBox
@@ -22,6 +21,7 @@ from core.store.oauth_tokens import TOKENS_SECRET, StoredTokens
 from core.store.quota_store import StoredQuotaLedger
 from core.store.store import Store
 from jobs.collector import Collector
+from tests.crafting import saved_enphase_source
 from tests.fakes import enphase
 from tests.fakes import solaredge_v2 as se
 from tests.fakes.server import free_port, serve
@@ -223,21 +223,7 @@ def enphase_fleet() -> Iterator[tuple[enphase.FakeState, Settings]]:
 def enphase_source(
     store: Store, box: SecretBox, *, authorised: bool, settings: Settings, fake: enphase.FakeState
 ) -> int:
-    site = cat.create_site(store, SiteIn(name="LA", latitude=34.05, longitude=-118.24, timezone="America/Los_Angeles"))
-    meter = cat.create_meter(store, site.id, MeterIn(name="PV", category=Category.PROD))
-    draft = new_draft("new-e", meter.id, Category.PROD)
-    draft.values |= {
-        "name": "Enphase Roof",
-        "capacity_kw": "7",
-        "use_api": True,
-        "api_provider": "enphase",
-        "client_id": enphase.SANDBOX_CLIENT_ID,
-        "system_id": str(enphase.SANDBOX_SYSTEM_ID),
-        "update_frequency": "1hour",
-    }
-    draft.secrets = {"client_secret": enphase.SANDBOX_CLIENT_SECRET, "app_api_key": enphase.SANDBOX_API_KEY}
-    save_connections(store, box, site.id, [draft], set())
-    source_id = next(s.id for s in cat.load_catalog(store).sources if s.name == "Enphase Roof")
+    source_id = saved_enphase_source(store, box).id
     if authorised:
         code = fake.issue_code(enphase_auth.redirect_uri(settings))
         enphase_auth.complete(store, box, settings, source_id, code, datetime.now(UTC))

@@ -25,12 +25,11 @@ from core.analytics.alerts import (
 )
 from core.catalog import catalog as cat
 from core.catalog.demo import DEMO_SITE, outage_days_by_site
-from core.collect.channels import group_by_provider_site
+from core.catalog.vendor_sites import group_by_provider_site
 from core.config import Settings, load_settings
 from core.models import Category, MeterIn, SourceIn
 from core.runtime import open_runtime
 from core.store.store import Store
-from jobs import collector as collector_module
 from jobs.collector import Collector, run_alerts
 from tests.crafting import SourceSpec, craft_site, simulator_api, write_readings
 from tests.holder import held
@@ -372,32 +371,40 @@ def test_last_seen_is_rewritten_every_few_minutes_or_when_the_alert_changes(stor
 # --- the collector's throttle ----------------------------------------------------------------------------------------
 
 
-def test_the_collector_evaluates_at_most_once_a_minute_and_at_least_every_15(
-    app_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    runs: list[datetime] = []
+def test_the_collector_evaluates_at_most_once_a_minute_and_at_least_every_15(app_env: Path) -> None:
+    # The throttle follows the collector's clock (set here); each evaluation it lets through is a real one, which
+    # stores the wall-clock time it ran at in the file: a new stored time is an evaluation, the same time none.
     clock = [NOON]
-    monkeypatch.setattr(collector_module, "run_alerts", lambda runtime, **_: runs.append(clock[0]) or True)
-    collector = Collector(open_runtime(load_settings()), clock=lambda: clock[0])
+    runtime = open_runtime(load_settings())
+    collector = Collector(runtime, clock=lambda: clock[0])
+    evaluations: list[datetime | None] = [last_evaluated(runtime.store)]
 
     def after(seconds: int) -> datetime:
         clock[0] = NOON + timedelta(seconds=seconds)
         return clock[0]
 
+    def ran(tick: bool) -> bool:
+        """Whether an evaluation was stored since the last look, checked against what the tick said."""
+        stored = last_evaluated(runtime.store)
+        new = stored != evaluations[-1]
+        evaluations.append(stored)
+        assert new == tick, (tick, evaluations)
+        return new
+
     try:
-        assert collector.evaluate_alerts()  # the first poll: at once
+        assert ran(collector.evaluate_alerts())  # the first poll: at once
         after(10)
-        assert not collector.evaluate_alerts()  # a poll 10 s later: due, not run
+        assert not ran(collector.evaluate_alerts())  # a poll 10 s later: due, not run
         after(59)
-        assert not collector.alerts_due(clock[0]) and not collector.alerts_tick()
+        assert not collector.alerts_due(clock[0]) and not ran(collector.alerts_tick())
         after(60)
-        assert collector.alerts_due(clock[0]) and collector.alerts_tick()  # the next tick after the gap runs it
+        assert collector.alerts_due(clock[0]) and ran(collector.alerts_tick())  # the next tick after the gap runs it
         after(150)
-        assert not collector.alerts_tick()  # nothing polled since: not due
+        assert not ran(collector.alerts_tick())  # nothing polled since: not due
         after(60 + 15 * 60 - 1)
-        assert not collector.alerts_tick()
+        assert not ran(collector.alerts_tick())
         after(60 + 15 * 60)
-        assert collector.alerts_tick()  # the floor
+        assert ran(collector.alerts_tick())  # the floor
     finally:
         collector.executor.shutdown(wait=True)
-    assert runs == [NOON, NOON + timedelta(seconds=60), NOON + timedelta(seconds=960)]
+    assert evaluations[0] is None and len({moment for moment in evaluations if moment is not None}) == 3

@@ -15,10 +15,9 @@ from core.analytics.api_health_display import account_table, quota_text, source_
 from core.analytics.coverage import heatmap, hover_text, load_coverage
 from core.analytics.export import to_bytes
 from core.catalog.catalog import insert_meter, insert_site, insert_source
-from core.collect.source_health import SourceState
 from core.models import ApiSettings, Category, MeterIn, Provider, Site, SiteIn, SourceIn, UpdateFrequency
 from core.providers.enphase.client import EnphaseClient
-from core.providers.enphase.oauth import InMemoryTokenStore, Tokens
+from core.providers.enphase.oauth import Tokens
 from core.providers.solaredge_v1.client import SolarEdgeV1Client
 from core.providers.solaredge_v2.client import SolarEdgeV2Client
 from core.store import rollups
@@ -27,7 +26,9 @@ from core.store.oauth_tokens import TOKENS_SECRET, encode_tokens
 from core.store.quota_store import StoredQuotaLedger
 from core.store.readings_store import INGEST_SCHEMA, ingest
 from core.store.secret_store import put_secret
+from core.store.source_state import SourceState
 from core.store.store import Store
+from tests.providers.token_stores import InMemoryTokenStore
 
 NOW = datetime(2026, 10, 27, 12, 0, tzinfo=UTC)  # 13:00 in Brussels, two days after the 25-hour DST day
 KEY_V2 = "v2-secret-key-AAAA"

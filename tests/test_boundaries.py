@@ -62,3 +62,103 @@ def test_readme_starts_with_the_two_setup_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     first_block = readme.split("```", 2)[1]
     assert "make run" in first_block and "make test" in first_block
+
+
+# The layers of core/, lowest first, and what each may import (see each package's __init__ docstring). A module at
+# core/'s top level is a shared leaf (config, models, roles, localtime, cadence, ...), except `core.runtime`, the
+# wiring, which may import any layer.
+LAYER_MAY_IMPORT: dict[str, set[str]] = {
+    "leaf": {"leaf"},
+    "providers": {"leaf", "providers"},
+    "store": {"leaf", "providers", "store"},
+    "catalog": {"leaf", "providers", "store", "catalog"},
+    "collect": {"leaf", "providers", "store", "catalog", "collect"},
+    "analytics": {"leaf", "providers", "store", "catalog", "analytics"},  # never collect
+    "runtime": {"leaf", "providers", "store", "catalog", "collect", "analytics"},
+}
+LAYER_PACKAGES = {"providers", "store", "catalog", "collect", "analytics"}
+NEVER_IMPORTED_BY_CORE = {"pages", "ui", "jobs", "bench", "tests", "app"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_module(dotted: str) -> bool:
+    path = ROOT / Path(*dotted.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def imported_names(source: str, package: str) -> set[str]:
+    """Every module `source` (a module of `package`) imports, anywhere in it (inside functions and TYPE_CHECKING
+    blocks too), as dotted names; `from package import name` yields `package.name` when that is a module."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the package, one level up per extra dot
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                names.add(f"{base}.{alias.name}" if is_module(f"{base}.{alias.name}") else base)
+    return names
+
+
+def layer_of(module: str) -> str | None:
+    """The core layer of a dotted module name, or None outside core."""
+    parts = module.split(".")
+    if parts[0] != "core":
+        return None
+    if parts[1:2] == ["runtime"]:
+        return "runtime"
+    return parts[1] if parts[1:2] and parts[1] in LAYER_PACKAGES else "leaf"
+
+
+def layer_violations(modules: dict[str, tuple[str, str]]) -> list[str]:
+    """`importer -> imported` for each import against the layers; `modules` maps a module to (its package, source)."""
+    offenders = []
+    for importer, (package, source) in sorted(modules.items()):
+        allowed = LAYER_MAY_IMPORT[layer_of(importer) or "leaf"]
+        for imported in sorted(imported_names(source, package)):
+            layer = layer_of(imported)
+            if imported.split(".")[0] in NEVER_IMPORTED_BY_CORE or (layer is not None and layer not in allowed):
+                offenders.append(f"{importer} -> {imported}")
+    return offenders
+
+
+def core_modules() -> dict[str, tuple[str, str]]:
+    modules = {}
+    for path in (ROOT / "core").rglob("*.py"):
+        name = module_name(path)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        modules[name] = (package, path.read_text())
+    return modules
+
+
+def test_core_imports_follow_the_layers() -> None:
+    offenders = layer_violations(core_modules())
+    assert offenders == [], "imports against the layers:\n" + "\n".join(offenders)
+
+
+def test_the_layer_check_sees_imports_inside_functions_and_relative_ones() -> None:
+    leaky = {
+        "core.analytics.leaky": (
+            "core.analytics",
+            "from ..collect import gaps\nfrom core.store import store\n\n"
+            "def f():\n    from core.collect.pass_inputs import window_for\n    import jobs.cli\n",
+        ),
+        "core.store.leaky": ("core.store", "from core.catalog import catalog as cat\n"),
+        "core.localtime_leaky": ("core", "from .analytics import kpis\n"),
+        "core.runtime": ("core", "from core.collect import collection\nfrom ui import context\n"),
+    }
+    assert layer_violations(leaky) == [
+        "core.analytics.leaky -> core.collect.gaps",
+        "core.analytics.leaky -> core.collect.pass_inputs",
+        "core.analytics.leaky -> jobs.cli",
+        "core.localtime_leaky -> core.analytics.kpis",
+        "core.runtime -> ui.context",
+        "core.store.leaky -> core.catalog.catalog",
+    ]

@@ -4,51 +4,29 @@ from __future__ import annotations
 
 import json
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from core.catalog import catalog as cat
-from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn
 from core.store.crypto import SecretBox, SecretsError, generate_key, read_key_file
 from core.store.schema import LATEST_VERSION
-from core.store.secret_store import put_secret
 from core.store.store import Store
-from tests.processes import operator_env, run_module
+from tests.crafting import saved_solaredge_source
+from tests.processes import cli
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "cli-secret-Value-0042"
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return operator_env(tmp_path / "db" / "dataconn.duckdb", tmp_path / "keys" / "secret.key")
-
-
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return run_module("jobs.cli", *args, env=env)
-
-
 def init(env: dict[str, str]) -> None:
-    result = run(env, "init")
+    result = cli(env, "init")
     assert result.returncode == 0, result.stderr
 
 
-def add_secret_source(env: dict[str, str], box: SecretBox, name: str = "Plant", secret: str = SECRET) -> int:
-    store = Store(env["DATACONN_DB_PATH"])
-    site = cat.create_site(store, SiteIn(name=name, latitude=45, longitude=5, timezone="Europe/Paris"))
-    meter = cat.create_meter(store, site.id, MeterIn(name="PV", category=Category.PROD))
-    api = ApiSettings(use_api=True, api_provider=Provider.SOLAREDGE, system_id="1")
-    source = SourceIn(
-        name="Array", source_type="solar", capacity_kw=5, carbon_intensity_g_per_kwh=0, cost_per_mwh=0, api=api
-    )
-    with store.transaction() as con:
-        source_id = cat.insert_source(con, meter.id, source)
-        put_secret(con, box, source_id, "api_key", secret)
-    return source_id
+def add_secret_source(env: dict[str, str], box: SecretBox, name: str = "Plant") -> int:
+    return saved_solaredge_source(Store(env["DATACONN_DB_PATH"]), box, name, SECRET)
 
 
 def ciphertexts(env: dict[str, str]) -> list[str]:
@@ -58,26 +36,26 @@ def ciphertexts(env: dict[str, str]) -> list[str]:
 
 def test_init_then_export_yaml_and_json(tmp_path: Path, env: dict[str, str]) -> None:
     env["DATACONN_SEED_DEMO"] = "true"
-    result = run(env, "init")
+    result = cli(env, "init")
     assert result.returncode == 0, result.stderr
     assert f"schema version {LATEST_VERSION}" in result.stdout and env["DATACONN_DB_PATH"] in result.stdout
 
-    as_yaml = run(env, "config", "export")
+    as_yaml = cli(env, "config", "export")
     assert as_yaml.returncode == 0, as_yaml.stderr
     data = yaml.safe_load(as_yaml.stdout)
     assert data["version"] == 1 and [s["name"] for s in data["sites"]] == ["Demo Rooftop"]
 
-    assert json.loads(run(env, "config", "export", "--format", "json").stdout) == data
+    assert json.loads(cli(env, "config", "export", "--format", "json").stdout) == data
     target = tmp_path / "out" / "fleet.json"
     target.parent.mkdir()
-    written = run(env, "config", "export", "--output", str(target))
+    written = cli(env, "config", "export", "--output", str(target))
     assert written.returncode == 0 and written.stdout == ""
     assert json.loads(target.read_text()) == data
-    assert run(env, "config", "export", "--output", str(tmp_path / "fleet.txt")).returncode == 2
+    assert cli(env, "config", "export", "--output", str(tmp_path / "fleet.txt")).returncode == 2
 
 
 def test_commands_refuse_an_uninitialised_database(env: dict[str, str]) -> None:
-    result = run(env, "config", "export")
+    result = cli(env, "config", "export")
     assert result.returncode == 1
     assert "run `python -m jobs.cli init` first" in result.stderr and "Traceback" not in result.stderr
     assert not Path(env["DATACONN_DB_PATH"]).exists()
@@ -98,15 +76,15 @@ def test_import_reports_changes_and_dry_run(tmp_path: Path, env: dict[str, str])
     )
     env["FLEET_SE_KEY"] = SECRET
 
-    dry = run(env, "config", "import", str(file), "--dry-run")
+    dry = cli(env, "config", "import", str(file), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "Dry run" in dry.stdout and "sources: 1 created" in dry.stdout
     assert ciphertexts(env) == []
-    done = run(env, "config", "import", str(file))
+    done = cli(env, "config", "import", str(file))
     assert done.returncode == 0, done.stderr
     assert "sites:   1 created" in done.stdout and "secrets: 1 set" in done.stdout
     assert SECRET not in done.stdout + done.stderr
-    again = run(env, "config", "import", str(file))
+    again = cli(env, "config", "import", str(file))
     assert "sources: 0 created, 0 updated, 1 unchanged" in again.stdout and "secrets: 0 set" in again.stdout
 
 
@@ -117,22 +95,22 @@ def test_import_with_errors_prints_paths_and_imports_nothing(tmp_path: Path, env
         "version: 1\nsites:\n  - name: Good\n    latitude: 1\n    longitude: 1\n    timezone: UTC\n"
         "  - name: Bad\n    latitude: 1\n    longitude: 1\n    timezone: Mars/Olympus\n"
     )
-    result = run(env, "config", "import", str(file))
+    result = cli(env, "config", "import", str(file))
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "sites[1].timezone: Time Zone must be an IANA name such as Europe/Brussels, not 'Mars/Olympus'",
         "Nothing was imported.",
     ]
     assert "Traceback" not in result.stderr
-    assert yaml.safe_load(run(env, "config", "export").stdout)["sites"] == []
+    assert yaml.safe_load(cli(env, "config", "export").stdout)["sites"] == []
 
     file.write_text("version: 1\nsites: [\n")
-    broken = run(env, "config", "import", str(file))
+    broken = cli(env, "config", "import", str(file))
     assert broken.returncode == 1 and "Traceback" not in broken.stderr
     assert broken.stderr.strip().startswith(f"{file}: invalid YAML at line 3")
-    missing = run(env, "config", "import", str(tmp_path / "nowhere.json"))
+    missing = cli(env, "config", "import", str(tmp_path / "nowhere.json"))
     assert (missing.returncode, missing.stderr) == (1, f"{tmp_path / 'nowhere.json'}: no such file\n")
-    assert run(env, "config", "import", str(tmp_path / "fleet.toml")).returncode == 2
+    assert cli(env, "config", "import", str(tmp_path / "fleet.toml")).returncode == 2
 
 
 def test_rotate_keys_with_a_key_file(env: dict[str, str]) -> None:
@@ -142,7 +120,7 @@ def test_rotate_keys_with_a_key_file(env: dict[str, str]) -> None:
     add_secret_source(env, SecretBox([old_key]))
     (before,) = ciphertexts(env)
 
-    result = run(env, "rotate-keys")
+    result = cli(env, "rotate-keys")
     assert result.returncode == 0, result.stderr
     assert "Re-encrypted 1 secret(s)" in result.stdout
     (after,) = ciphertexts(env)
@@ -153,7 +131,7 @@ def test_rotate_keys_with_a_key_file(env: dict[str, str]) -> None:
     with pytest.raises(SecretsError):
         SecretBox([old_key]).decrypt(after)
 
-    kept = run(env, "rotate-keys", "--keep-old")
+    kept = cli(env, "rotate-keys", "--keep-old")
     assert kept.returncode == 0, kept.stderr
     newest, previous = read_key_file(key_file)
     assert previous == keys[0]
@@ -168,7 +146,7 @@ def test_failed_rotation_keeps_the_old_keys(env: dict[str, str]) -> None:
     add_secret_source(env, SecretBox([generate_key()]), name="Orphan")  # no configured key can read this one
     before = ciphertexts(env)
 
-    result = run(env, "rotate-keys")
+    result = cli(env, "rotate-keys")
     assert result.returncode == 1
     assert "cannot be decrypted" in result.stderr and "keeps the old keys" in result.stderr
     assert "Traceback" not in result.stderr
@@ -186,7 +164,7 @@ def test_rotate_keys_with_environment_keys(env: dict[str, str]) -> None:
     (before,) = ciphertexts(env)
 
     env["DATACONN_SECRET_KEYS"] = f"{new_key},{old_key}"
-    result = run(env, "rotate-keys")
+    result = cli(env, "rotate-keys")
     assert result.returncode == 0, result.stderr
     assert "Re-encrypted 1 secret(s)" in result.stdout and "remove the other keys" in result.stdout
     (after,) = ciphertexts(env)
@@ -198,23 +176,23 @@ def test_rotate_keys_with_environment_keys(env: dict[str, str]) -> None:
 
 
 def test_generate_key_and_usage_errors(env: dict[str, str]) -> None:
-    result = run(env, "generate-key")
+    result = cli(env, "generate-key")
     assert result.returncode == 0
     Fernet(result.stdout.strip())
-    assert run(env).returncode == 2
-    assert run(env, "config").returncode == 2
-    assert run(env, "frobnicate").returncode == 2
+    assert cli(env).returncode == 2
+    assert cli(env, "config").returncode == 2
+    assert cli(env, "frobnicate").returncode == 2
     for command in ("init", "config", "rotate-keys", "generate-key"):
-        assert command in run(env, "--help").stdout
+        assert command in cli(env, "--help").stdout
 
 
 def test_invalid_settings_are_one_line_errors(env: dict[str, str]) -> None:
     env["DATACONN_LOCK_TIMEOUT_S"] = "0"
-    result = run(env, "init")
+    result = cli(env, "init")
     assert result.returncode == 1
     assert result.stderr.strip() == "invalid setting DATACONN_LOCK_TIMEOUT_S: must be more than 0"
     env["DATACONN_LOCK_TIMEOUT_S"] = "5"
     env["DATACONN_SECRET_KEYS"] = "not-a-key"
-    bad_key = run(env, "init")
+    bad_key = cli(env, "init")
     assert bad_key.returncode == 1 and "not a valid Fernet key" in bad_key.stderr
     assert "Traceback" not in bad_key.stderr

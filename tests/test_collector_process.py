@@ -51,7 +51,10 @@ def test_jobs_follow_the_configuration(app_env: Path) -> None:
 
 
 def test_process_polls_then_stops_cleanly_on_sigterm(app_env: Path) -> None:
-    open_runtime(load_settings())  # migrate and seed first, as `make run` does with `jobs.cli init`
+    runtime = open_runtime(load_settings())  # migrate and seed first, as `make run` does with `jobs.cli init`
+    with runtime.store.connect(read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM collector_runs").fetchall() == [(0,)]
+        readings_before = con.sql("SELECT count(*) FROM readings").fetchall()[0][0]
     process = subprocess.Popen(
         [sys.executable, "-m", "jobs.collector"],
         cwd=ROOT,
@@ -60,17 +63,22 @@ def test_process_polls_then_stops_cleanly_on_sigterm(app_env: Path) -> None:
         text=True,
     )
     try:
-        runtime = open_runtime(load_settings(), prepare=False)
+        # The first poll of each site runs as soon as the process starts: stop once its runs are in the file.
+        polls: list[tuple[str, int]] = []
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while not polls and time.monotonic() < deadline and process.poll() is None:
             with runtime.store.connect(read_only=True) as con:
-                if con.sql("SELECT count(*) FROM collector_runs").fetchall()[0][0]:
-                    break
+                polls = con.sql("SELECT outcome, rows_written FROM collector_runs").fetchall()
             time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     finally:
         process.kill()
+    assert polls and all(outcome == "ok" for outcome, _ in polls), (polls, stderr)
+    with runtime.store.connect(read_only=True) as con:
+        written = con.sql("SELECT coalesce(sum(rows_written), 0) FROM collector_runs").fetchall()[0][0]
+        readings_after = con.sql("SELECT count(*) FROM readings").fetchall()[0][0]
+    assert written > 0 and readings_after > readings_before, (written, readings_before, readings_after)
     assert process.returncode == 0
     assert "stopping: finishing the polls in hand" in stderr
     assert "Traceback" not in stderr

@@ -5,9 +5,6 @@ cannot carry is refused on the source's update frequency, counting the configura
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +13,12 @@ import yaml
 
 from core.catalog import catalog as cat
 from core.catalog.config_io import ConfigImportError, ImportReport, export_config, import_config
-from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
+from core.models import UpdateFrequency
 from core.store.crypto import SecretBox
-from core.store.secret_store import put_secret
 from core.store.store import Store
+from tests.crafting import saved_solaredge_source
+from tests.processes import cli
 
-REPO = Path(__file__).resolve().parents[1]
 KEY, OTHER_KEY = "se-shared-key-0001", "se-other-key-0002"
 V2_15_MIN = (
     "SolarEdge (V2) allows 2,000 calls a month for this API key; every 15 min needs 2,976; "
@@ -63,17 +60,8 @@ def config(*sites: dict[str, Any]) -> dict[str, Any]:
 def stored_source(
     store: Store, box: SecretBox, site_name: str, *, system_id: str, frequency: UpdateFrequency, key: str = KEY
 ) -> int:
-    """A saved SolarEdge V2 PV source with its API key stored encrypted."""
-    created = cat.create_site(store, SiteIn(name=site_name, latitude=50.85, longitude=4.35, timezone="Europe/Brussels"))
-    meter = cat.create_meter(store, created.id, MeterIn(name="PV", category=Category.PROD))
-    api = ApiSettings(use_api=True, api_provider=Provider.SOLAREDGE, system_id=system_id, update_frequency=frequency)
-    row = SourceIn(
-        name="Roof", source_type="solar", capacity_kw=5, carbon_intensity_g_per_kwh=0, cost_per_mwh=0, api=api
-    )
-    with store.transaction() as con:
-        source_id = cat.insert_source(con, meter.id, row)
-        put_secret(con, box, source_id, "api_key", key)
-    return source_id
+    """A saved SolarEdge V2 PV source, "Roof" on the meter "PV", with its API key stored encrypted."""
+    return saved_solaredge_source(store, box, site_name, key, system_id=system_id, every=frequency)
 
 
 def refused(store: Store, box: SecretBox, data: dict[str, Any], **kwargs: Any) -> list[str]:
@@ -180,51 +168,35 @@ def test_the_enphase_budget_follows_the_plan_setting(store: Store, box: SecretBo
 # --- through the command line ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DATACONN_")}
-    return clean | {
-        "DATACONN_DB_PATH": str(tmp_path / "db" / "dataconn.duckdb"),
-        "DATACONN_KEY_FILE": str(tmp_path / "keys" / "secret.key"),
-        "DATACONN_SEED_DEMO": "false",
-    }
-
-
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-
-
 def test_the_cli_prints_the_refusal_and_imports_nothing(tmp_path: Path, env: dict[str, str]) -> None:
-    assert run(env, "init").returncode == 0
+    assert cli(env, "init").returncode == 0
     file = tmp_path / "fleet.yaml"
     roof = source("Roof", "15min", credentials={"api_key": {"env": "FLEET_KEY"}})
     file.write_text(yaml.safe_dump(config(site("North", simulated("Sim"), roof))))
     env["FLEET_KEY"] = KEY
-    result = run(env, "config", "import", str(file))
+    result = cli(env, "config", "import", str(file))
     assert result.returncode == 1, result.stdout
     assert result.stderr.splitlines() == [
         f"sites[0].meters[0].sources[1].api.update_frequency: {V2_15_MIN}",
         "Nothing was imported.",
     ]
     assert KEY not in result.stdout + result.stderr
-    assert yaml.safe_load(run(env, "config", "export").stdout)["sites"] == []
+    assert yaml.safe_load(cli(env, "config", "export").stdout)["sites"] == []
 
     roof["api"]["update_frequency"] = "1hour"
     file.write_text(yaml.safe_dump(config(site("North", simulated("Sim"), roof))))
-    done = run(env, "config", "import", str(file))
+    done = cli(env, "config", "import", str(file))
     assert done.returncode == 0, done.stderr
     assert "sources: 2 created" in done.stdout
 
 
 def test_the_cli_follows_the_enphase_plan_setting(tmp_path: Path, env: dict[str, str]) -> None:
-    assert run(env, "init").returncode == 0
+    assert cli(env, "init").returncode == 0
     file = tmp_path / "fleet.json"
     file.write_text(json.dumps(enphase_site()))
-    watt = run(env, "config", "import", str(file))  # the default plan: 1,488 > 1,000
+    watt = cli(env, "config", "import", str(file))  # the default plan: 1,488 > 1,000
     assert watt.returncode == 1 and "Enphase (Watt plan) allows 1,000 calls a month" in watt.stderr
     env["DATACONN_ENPHASE_PLAN"] = "kilowatt"
-    kilowatt = run(env, "config", "import", str(file))
+    kilowatt = cli(env, "config", "import", str(file))
     assert kilowatt.returncode == 0, kilowatt.stderr
     assert "sources: 2 created" in kilowatt.stdout

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from core import localtime
 from core.analytics import kpis
 from core.analytics.availability import available_until
 from core.models import ApiSettings, Category, Provider, UpdateFrequency
@@ -102,7 +103,7 @@ def test_a_healthy_demo_is_complete_today_whenever_it_is_looked_at(seeded_env: P
     store = app_store()
     site = cat.load_catalog(store).sites[0]
     now = datetime.now(UTC)
-    today = kpis.site_today(now, site.timezone)
+    today = localtime.site_today(now, site.timezone)
     for minutes in (0, 4, 9, 14):  # until the next poll, 15 minutes later
         report = kpis.site_kpis(store, site.id, kpis.Period(today, today), now + timedelta(minutes=minutes))
         assert report.coverage == 1.0, (minutes, report.incomplete_sources)

@@ -13,15 +13,16 @@ import pytest
 
 from core.catalog import catalog as cat
 from core.catalog import connections, enphase_auth
-from core.catalog.connections import draft_from_source, new_draft, save_connections
+from core.catalog.connections import draft_from_source
 from core.config import Settings
-from core.models import Category, ConnectionStatus, MeterIn, SiteIn
+from core.models import ConnectionStatus
 from core.providers.base import NeedsReauthorization, ProviderError
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
 from core.store.crypto import SecretBox, generate_key
 from core.store.oauth_tokens import StoredTokens
 from core.store.store import Store
+from tests.crafting import saved_enphase_source
 from tests.fakes import enphase
 from tests.fakes.server import serve
 
@@ -35,21 +36,7 @@ def fake() -> Iterator[tuple[enphase.FakeState, Settings]]:
 
 @pytest.fixture
 def source(store: Store, box: SecretBox) -> cat.Source:
-    site = cat.create_site(store, SiteIn(name="LA", latitude=34.05, longitude=-118.24, timezone="America/Los_Angeles"))
-    meter = cat.create_meter(store, site.id, MeterIn(name="PV", category=Category.PROD))
-    draft = new_draft("new-e", meter.id, Category.PROD)
-    draft.values |= {
-        "name": "Enphase Roof",
-        "capacity_kw": "7",
-        "use_api": True,
-        "api_provider": "enphase",
-        "client_id": enphase.SANDBOX_CLIENT_ID,
-        "system_id": str(enphase.SANDBOX_SYSTEM_ID),
-        "update_frequency": "1hour",  # within the Watt plan's 1,000 calls a month
-    }
-    draft.secrets = {"client_secret": enphase.SANDBOX_CLIENT_SECRET, "app_api_key": enphase.SANDBOX_API_KEY}
-    save_connections(store, box, site.id, [draft], set())
-    return cat.load_catalog(store).sources[0]
+    return saved_enphase_source(store, box)
 
 
 def check_connection(

@@ -18,11 +18,10 @@ import pytest
 from pydantic import SecretStr
 
 from core.catalog.account_import import LAYOUT
-from core.catalog.quota_plan import calls_per_poll, polls_per_day, windows_per_poll
+from core.catalog.quota_plan import MINUTES_PER_DAY, calls_per_poll, windows_per_poll
 from core.models import Category, Provider, UpdateFrequency
 from core.providers.base import CHANNELS, READINGS_SCHEMA, BadResponse
 from core.providers.enphase.client import EnphaseClient
-from core.providers.enphase.oauth import InMemoryTokenStore
 from core.providers.enphase.parse import parse_energy_export, parse_energy_import
 from tests.fakes.enphase import (
     SANDBOX_API_KEY,
@@ -35,6 +34,7 @@ from tests.fakes.enphase import (
     seeded_tokens,
 )
 from tests.fakes.server import serve
+from tests.providers.token_stores import InMemoryTokenStore
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "enphase"
 GRID = frozenset({"grid_import_w", "grid_export_w"})
@@ -199,7 +199,7 @@ def test_one_poll_window_costs_what_the_planner_counts(
 def test_the_planner_charges_grid_reading_sources_two_calls_more() -> None:
     assert calls_per_poll(Provider.ENPHASE, GRID) == 2
     assert calls_per_poll(Provider.ENPHASE, CHANNELS) == 5
-    hourly = polls_per_day(UpdateFrequency.HOUR1) * windows_per_poll(Provider.ENPHASE, UpdateFrequency.HOUR1) * 31
+    hourly = MINUTES_PER_DAY // 60 * windows_per_poll(Provider.ENPHASE, UpdateFrequency.HOUR1) * 31
     assert hourly * calls_per_poll(Provider.ENPHASE, {"pv_w", *GRID}) == 2_232  # > Watt's 1,000: the planner says so
 
 

@@ -24,13 +24,13 @@ import pytest
 
 from core.catalog import catalog as cat
 from core.catalog.connections import new_draft, save_connections
-from core.collect.source_health import SourceState, read_states
 from core.config import load_settings
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn
 from core.runtime import Runtime, open_runtime
 from core.store import schema
 from core.store.crypto import SecretBox, SecretsError, generate_key, read_key_file
 from core.store.secret_store import KeyNoticeCache, key_notice, put_secret
+from core.store.source_state import SourceState, read_states
 from core.store.store import Store, StoreBusy
 from jobs.cli import main as cli_main
 from jobs.collector import collection_for

@@ -19,11 +19,12 @@ from streamlit.testing.v1 import AppTest
 from core.catalog import catalog as cat
 from core.catalog import connections
 from core.catalog.config_io import ConfigImportError, import_config
+from core.catalog.field_labels import SOURCE_LABELS, file_label, labelled, source_label
 from core.config import Settings, load_settings
-from core.field_labels import SOURCE_LABELS, file_label, labelled, source_label
-from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, missing_credentials, secret_problem
+from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, secret_problem
 from core.providers.context import ProviderContext
 from core.providers.quota import QuotaLedger
+from core.providers.registry import missing_credentials
 from core.runtime import open_runtime
 from core.store.crypto import SecretBox
 from core.store.store import Store

@@ -7,7 +7,8 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, missing_credentials
+from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn
+from core.providers.registry import missing_credentials
 from core.validation import field_errors
 
 GOOD_SITE = {"name": "Plant A", "latitude": 50.85, "longitude": 4.35, "timezone": "Europe/Brussels"}

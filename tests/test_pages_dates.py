@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.analytics.kpis import site_today
+from core.localtime import site_today
 from tests.crafting import open_page
 
 ZONE = "Europe/Brussels"  # the demo site's

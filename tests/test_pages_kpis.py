@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.analytics import kpis
+from core import localtime
 from core.models import Category
 from tests.crafting import SourceSpec, app_store, craft_site, open_page
 
@@ -37,7 +37,7 @@ def test_tiles_and_their_formulas_for_the_demo_site(page: AppTest) -> None:
     assert page.title[0].value == "KPIs"
     # The last seven whole days, all inside the seeded month: the default "This month" has no full quarter hour
     # yet in the first minutes of a month, so the test does not depend on the clock.
-    today = kpis.site_today(datetime.now(UTC), "Europe/Brussels")
+    today = localtime.site_today(datetime.now(UTC), "Europe/Brussels")
     first, last = today - timedelta(days=7), today - timedelta(days=1)
     page.radio(key="kpi_period").set_value("Custom").run()
     page.date_input(key="kpi_from").set_value(first)
@@ -61,7 +61,7 @@ def test_tiles_and_their_formulas_for_the_demo_site(page: AppTest) -> None:
 
 
 def test_a_custom_range_ending_before_it_starts_shows_why_and_no_kpis(page: AppTest) -> None:
-    today = kpis.site_today(datetime.now(UTC), "Europe/Brussels")
+    today = localtime.site_today(datetime.now(UTC), "Europe/Brussels")
     page.radio(key="kpi_period").set_value("Custom").run()
     page.date_input(key="kpi_from").set_value(today)
     page.date_input(key="kpi_to").set_value(today - timedelta(days=3)).run()

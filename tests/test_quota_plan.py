@@ -17,27 +17,27 @@ from pydantic import SecretStr
 from core.catalog.quota_plan import (
     PlannedSource,
     ScopeCheck,
-    account_fingerprint,
     budget_rules,
     by_member,
     calls_per_poll,
     check,
-    polls_per_day,
     refusals,
 )
 from core.config import Settings
 from core.models import Provider, Site, UpdateFrequency
 from core.providers.base import CHANNELS
 from core.providers.context import ProviderContext
-from core.providers.enphase.oauth import InMemoryTokenStore, Tokens
-from core.providers.quota import QuotaLedger
-from core.providers.registry import ConnectionRequest, build_client
+from core.providers.enphase.oauth import Tokens
+from core.providers.quota import QuotaLedger, account_scope
+from core.providers.registry import build_client
+from core.providers.spec import ConnectionRequest
 from tests.fakes import enphase, solaredge_v1, solaredge_v2
 from tests.fakes.server import serve
+from tests.providers.token_stores import InMemoryTokenStore
 
 SE, V1, ENPHASE = Provider.SOLAREDGE, Provider.SOLAREDGE_V1, Provider.ENPHASE
 MIN5, MIN15, MIN30, HOUR = UpdateFrequency.MIN5, UpdateFrequency.MIN15, UpdateFrequency.MIN30, UpdateFrequency.HOUR1
-KEY_A, KEY_B = account_fingerprint("key-a"), account_fingerprint("key-b")
+KEY_A, KEY_B = account_scope("key-a"), account_scope("key-b")
 
 
 def source(
@@ -60,10 +60,6 @@ def only(checks: list[ScopeCheck], scope: str = "account") -> ScopeCheck:
 # --- counting --------------------------------------------------------------------------------------------------
 
 
-def test_polls_per_day_per_frequency() -> None:
-    assert [polls_per_day(f) for f in (MIN5, MIN15, MIN30, HOUR)] == [288, 96, 48, 24]
-
-
 def test_calls_per_poll_follow_the_channels_read() -> None:
     assert calls_per_poll(SE, {"pv_w"}) == 1  # power
     assert calls_per_poll(SE, {"pv_w", "load_w"}) == 2  # + meters
@@ -80,7 +76,7 @@ def test_calls_per_poll_follow_the_channels_read() -> None:
 
 
 def test_fingerprints_name_equal_credentials_alike_and_hide_them() -> None:
-    assert account_fingerprint(" key-a ") == KEY_A != KEY_B
+    assert account_scope(" key-a ") == KEY_A != KEY_B
     assert "key-a" not in KEY_A and len(KEY_A) == 16
 
 

@@ -164,11 +164,13 @@ def test_to_batch_output_ingests(store: Store) -> None:
     ]
 
 
-def test_big_batches_take_the_counted_path_and_still_replace_open_rows(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(readings_store, "_SMALL_BATCH", 0)
-    assert write(store, batch([(1, 0, 1.0, True), (1, 1, 2.0, False)])) == 2
-    assert write(store, batch([(1, 0, 9.0, True), (1, 1, 3.0, True), (1, 2, 4.0, False)])) == 2
-    assert write(store, batch([(1, 0, 9.0, True), (1, 1, 9.0, True)])) == 0
-    assert stored(store).select("value", "is_final").rows() == [(1.0, True), (3.0, True), (4.0, False)]
+def test_big_batches_take_the_counted_path_and_still_replace_open_rows(store: Store) -> None:
+    # Past its small-batch size, `ingest` counts the open rows in range before deleting: every batch here carries
+    # that many final rows of a second source, so each one takes that path.
+    padding = [(2, slot, 0.5, True) for slot in range(readings_store._SMALL_BATCH + 1)]
+    assert write(store, batch([(1, 0, 1.0, True), (1, 1, 2.0, False), *padding])) == 2 + len(padding)
+    assert write(store, batch([(1, 0, 9.0, True), (1, 1, 3.0, True), (1, 2, 4.0, False), *padding])) == 2
+    assert write(store, batch([(1, 0, 9.0, True), (1, 1, 9.0, True), *padding])) == 0
+    first = stored(store).filter(pl.col("source_id") == 1)
+    assert first.select("value", "is_final").rows() == [(1.0, True), (3.0, True), (4.0, False)]
+    assert stored(store).height == 3 + len(padding)

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from core.catalog import catalog as cat
 from core.catalog import connections
+from core.catalog.connection_test_cache import TEST_ENDPOINT, cached_test, store_test
 from core.catalog.connections import draft_from_source, new_draft, save_connections
 from core.catalog.source_drafts import TestOutcome as Outcome  # aliased: pytest would try to collect a Test* class
 from core.config import Settings
@@ -25,20 +26,20 @@ from core.models import Category, ConnectionStatus, MeterIn, SiteIn
 from core.providers.base import AuthError, ProviderConnectionError
 from core.providers.context import ProviderContext
 from core.providers.enphase.client import EnphaseClient
-from core.providers.enphase.oauth import InMemoryTokenStore
 from core.providers.exchange import MAX_BODY_BYTES, MAX_EXCHANGES, Exchange
 from core.providers.http import HttpFunnel
 from core.providers.quota import QuotaLedger
 from core.providers.solaredge_v1.client import SolarEdgeV1Client
 from core.providers.solaredge_v2.client import SolarEdgeV2Client
 from core.store.crypto import SecretBox, generate_key
+from core.store.exchange_archive import write_exchanges
 from core.store.oauth_tokens import StoredTokens
-from core.store.response_cache import TEST_ENDPOINT, cached_test, store_test, write_exchanges
 from core.store.store import Store
 from tests.fakes import enphase as fake_enphase
 from tests.fakes import solaredge_v1 as fake_v1
 from tests.fakes import solaredge_v2 as fake_v2
 from tests.fakes.server import serve
+from tests.providers.token_stores import InMemoryTokenStore
 
 OFFICE, HOME = "1234567", "3066774"  # V2 sandbox sites: meter + battery in Chicago; PV only in London
 WRONG_KEY = "wrong-solaredge-key-0123456789"

@@ -20,7 +20,7 @@ from core.catalog.source_drafts import SourceDraft
 from core.models import Category, MeterIn, SiteIn, SourceIn
 from core.store.crypto import SecretBox
 from core.store.oauth_tokens import StoredTokens
-from core.store.secret_store import load_secrets, put_secret
+from core.store.secret_store import credentials_holder, load_secrets, put_secret
 from core.store.store import Store
 from tests.fakes import enphase
 
@@ -66,10 +66,7 @@ def test_a_borrowing_source_reads_and_writes_the_holders_grant(store: Store, box
     holder, borrower = _enphase_sources(store, 2)
     assert borrower.api.credentials_source_id == holder.id
     with store.connect(read_only=True) as con:
-        assert (
-            cat.credentials_holder(con, borrower.id) == holder.id
-            and cat.credentials_holder(con, holder.id) == holder.id
-        )
+        assert credentials_holder(con, borrower.id) == holder.id and credentials_holder(con, holder.id) == holder.id
     StoredTokens(store, box, holder.id).save(_tokens(1))
     shared = StoredTokens(store, box, borrower.id)
     loaded = shared.load()

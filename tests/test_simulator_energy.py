@@ -13,7 +13,6 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from core.catalog.demo import DEMO_SITE
-from core.providers.registry import simulator_seed
 from core.providers.simulator import client as simulator
 from core.providers.simulator.client import (
     CHARGE_EFFICIENCY,
@@ -23,6 +22,7 @@ from core.providers.simulator.client import (
     SimulatedSite,
     simulate,
 )
+from core.providers.simulator.spec import simulator_seed
 
 # pvlib 0.16 still calls a pandas accessor that pandas 3 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:DatetimeIndex.dayofyear is deprecated")

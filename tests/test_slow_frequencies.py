@@ -20,23 +20,25 @@ from core.analytics.alert_rules import Thresholds
 from core.analytics.alerts import evaluate
 from core.analytics.api_health import load_health
 from core.analytics.api_health_display import source_table
+from core.cadence import poll_span
 from core.catalog import catalog as cat
 from core.catalog import quota_plan
 from core.catalog.config_io import ConfigImportError, import_config
 from core.catalog.connections import SaveRejected, SourceDraft, new_draft, save_connections
 from core.catalog.quota_plan import PlannedSource, check, fastest_fitting, windows_per_poll
 from core.collect.collection import collect_once
-from core.collect.pass_inputs import poll_span
 from core.collect.poll_result import GroupResult
-from core.collect.source_health import GroupKey, SourceState, early_retry
+from core.collect.source_health import GroupKey, early_retry
 from core.config import Settings, load_settings
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
 from core.providers.context import ProviderContext
 from core.providers.enphase.client import DEFAULT_ENDPOINTS
 from core.providers.quota import QuotaLedger
+from core.providers.registry import SPECS
 from core.runtime import open_runtime
 from core.store.crypto import SecretBox
 from core.store.secret_store import put_secret
+from core.store.source_state import SourceState
 from core.store.store import Store
 from jobs.collector import Collector
 from tests.fakes import enphase, solaredge_v2
@@ -130,11 +132,11 @@ def test_calls_never_grow_as_polling_slows(provider: Provider) -> None:
 
 
 def test_a_poll_window_fits_the_requests_the_planner_counts() -> None:
-    limits = quota_plan.MAX_WINDOW
+    limits = {p: spec.max_window for p, spec in SPECS.items() if spec.max_window is not None}
     assert limits[Provider.SOLAREDGE] == timedelta(hours=12) and limits[Provider.ENPHASE] == timedelta(days=1)
     for frequency in F:
         for provider, longest in limits.items():
-            span = poll_span(frequency.minutes) + quota_plan.ALIGNMENT.get(provider, timedelta(0))
+            span = poll_span(frequency.minutes) + SPECS[provider].window_alignment
             requests = windows_per_poll(provider, frequency)
             assert (requests - 1) * longest < span <= requests * longest, (provider, frequency)
 

@@ -5,16 +5,16 @@ The site the analyst works on is one choice for the whole dashboard, kept in thr
   a site shows it next (`show_site`);
 - the address bar (`?site=<id>`): a reload or a copied link opens the same site; a link may name the site by id
   or by name, and a value that names no site is ignored (the default is used and replaces it);
-- the database (`core.catalog.site_choice`): a new tab or a new session starts on the last site used, else the first
-site
-  with data. A write that cannot happen now (database held, read-only) is skipped: the choice still holds for the
-  session and is stored on a later run.
+- the database (`core.catalog.site_choice`): a new tab or a new session starts on the last site used, else the
+  first site with data. A write that cannot happen now (database held, read-only) is skipped: the choice still
+  holds for the session and is stored on a later run.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from functools import partial
 
 import polars as pl
 import streamlit as st
@@ -107,7 +107,7 @@ def download_buttons(frame: pl.DataFrame, name: str, key: str) -> None:
     for column, (file_format, mime) in zip(columns, FORMATS.items(), strict=False):
         column.download_button(
             f"Download {file_format.upper()}",
-            data=lambda file_format=file_format: to_bytes(frame, file_format),
+            data=partial(to_bytes, frame, file_format),
             file_name=f"{stem}.{file_format}",
             mime=mime,
             key=f"{key}_{file_format}",

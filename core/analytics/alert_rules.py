@@ -31,7 +31,7 @@ import polars as pl
 from pvlib import solarposition
 from pvlib.location import Location
 
-from core.analytics.kpis import local_midnight
+from core.localtime import local_midnight
 from core.models import UpdateFrequency, every_label
 from core.roles import Role, role_expr
 

@@ -2,18 +2,17 @@
 each budget is used.
 
 - An account is what a vendor budget is counted against (`core.catalog.quota_plan`): the SolarEdge API key or the
-Enphase
-  application. It is named by the same truncated SHA-256 the clients use as `quota_usage.scope_key` (never by the
-  key itself, which never leaves this module).
+  Enphase application. It is named by its provider spec's account fingerprint (`ProviderSpec.account_of`), which
+  the clients use as `quota_usage.scope_key` and the planner as its account name (never by the key itself, which
+  never leaves this module).
 - As in the collector (`core.collect.collection._client_for`), a vendor site is polled with its FIRST source's
-credentials,
-  so every source of that vendor site belongs to that source's account, and an Enphase site's OAuth grant is the
-  one stored with that source.
+  credentials, so every source of that vendor site belongs to that source's account, and an Enphase site's OAuth
+  grant is the one stored with that source.
 - Usage comes from `quota_usage`, in the ledger's UTC buckets (`core.providers.quota.period_bounds`): "today" is the
   UTC day and "this month" the UTC calendar month, as the ledger counts them. A provider without a day budget
   (SolarEdge V2, Enphase) shows today's calls as the sum of its minute buckets; one without a month budget
-  (SolarEdge V1) shows the month's calls as the sum of its day buckets. Budgets are the clients' own rules
-  (`quota_plan.budget_rules`); the simulator has none.
+  (SolarEdge V1) shows the month's calls as the sum of its day buckets. Budgets are the specs' (`ProviderSpec.
+  budgets`, through `quota_plan.budget_rules`); the simulator has none.
 """
 
 from __future__ import annotations
@@ -28,23 +27,16 @@ from pydantic import SecretStr
 
 from core.catalog import catalog as cat
 from core.catalog import quota_plan
-from core.collect.channels import provider_site_key
+from core.catalog.vendor_sites import provider_site_key
 from core.models import Provider, Site, Source
-from core.providers.enphase import oauth as enphase_oauth
-from core.providers.enphase.oauth import Tokens, scrub
+from core.providers.answers import scrub
+from core.providers.enphase.oauth import Tokens
 from core.providers.http import REDACTED
-from core.providers.quota import account_scope, period_bounds
-from core.providers.solaredge_v1 import parse as solaredge_v1_parse
-from core.providers.solaredge_v2 import client as solaredge_v2
+from core.providers.quota import period_bounds
+from core.providers.registry import spec_of
 from core.store.oauth_tokens import TOKENS_SECRET, decode_tokens
 from core.store.store import ts_literal
 
-# Our provider -> the vendor name its client counts calls under in `quota_usage.provider`.
-VENDORS = {
-    Provider.SOLAREDGE: solaredge_v2.VENDOR,
-    Provider.SOLAREDGE_V1: solaredge_v1_parse.VENDOR,
-    Provider.ENPHASE: enphase_oauth.VENDOR,
-}
 SIMULATOR_ACCOUNT = "simulator"
 MIN_SECRET_LENGTH = 4  # shorter values would blank ordinary words out of messages
 
@@ -65,7 +57,7 @@ class Account:
 
     @property
     def metered(self) -> bool:
-        return self.provider in VENDORS
+        return spec_of(self.provider).metered
 
 
 @dataclass(frozen=True)
@@ -79,13 +71,9 @@ class Member:
 
 
 def ledger_scope(provider: Provider, secrets: Mapping[str, SecretStr]) -> str | None:
-    """The `quota_usage.scope_key` of the account these credentials belong to, computed as the provider's client
-    does: the SolarEdge API key (stripped by V2) or the Enphase application API key, hashed. None without a key."""
-    name = "app_api_key" if provider is Provider.ENPHASE else "api_key"
-    value = secrets.get(name)
-    if provider not in VENDORS or value is None or not value.get_secret_value():
-        return None
-    return account_scope(value.get_secret_value())
+    """The `quota_usage.scope_key` of the account these credentials belong to: the spec's account fingerprint, as
+    the provider's client computes it. None without the account credential or for a provider without budgets."""
+    return spec_of(provider).account_of(secrets)
 
 
 def accounts_of(
@@ -107,7 +95,7 @@ def accounts_of(
         account.vendor_sites.append(first.api.system_id or "-")
         if first.api.client_id and first.api.client_id not in account.client_ids:
             account.client_ids.append(first.api.client_id)
-        if first.api.api_provider is Provider.ENPHASE:
+        if spec_of(first.api.api_provider).obtained_secrets:
             account.grants[group] = stored_grant(secrets.get(first.id, {}))  # its own or the one it shares
         minutes = min(s.api.update_frequency.minutes for s in sources)
         for source in sources:
@@ -117,7 +105,7 @@ def accounts_of(
 
 def _account_of(group: str, first: Source, secrets: Mapping[str, SecretStr], unreadable: str | None) -> Account:
     provider = first.api.api_provider
-    if provider not in VENDORS:
+    if not spec_of(provider).metered:
         return Account(SIMULATOR_ACCOUNT, provider, None)
     if unreadable is not None:
         return Account(f"?{group}", provider, None, "stored credentials cannot be decrypted")
@@ -151,7 +139,7 @@ def account_labels(accounts: Mapping[str, Account], enphase_plan: str) -> dict[s
         name = quota_plan.provider_label(account.provider, enphase_plan)
         if account.problem:
             labels[account.id] = f"{name}: {account.problem} (site {', '.join(account.vendor_sites)})"
-        elif account.provider is Provider.ENPHASE and account.client_ids:
+        elif spec_of(account.provider).shares_by_application and account.client_ids:
             labels[account.id] = f"{name} app {', '.join(account.client_ids)}"
         else:
             labels[account.id] = f"{name} account {numbers[account.provider]}"
@@ -181,7 +169,7 @@ def quota(
     budget = {
         r.period: r.limit for r in quota_plan.budget_rules(account.provider, enphase_plan) if r.scope == "account"
     }
-    vendor = VENDORS[account.provider]
+    vendor = spec_of(account.provider).vendor or ""
 
     def calls(period: str) -> tuple[int, int]:
         return usage.get((vendor, account.scope_key or "", period), (0, 0))

@@ -13,15 +13,15 @@ Where each figure comes from, and why it is computed that way:
   ones show as "none in 7 days". Errors are looked up among failed runs only; successes beyond the last 24 h only
   for the sources that had none in it.
 - Accounts and quota: `core.analytics.api_accounts`. An account's poll figures count each poll of a vendor site once,
-however
-  many sources it feeds (the collector writes one run row per source, all with the poll's start and outcome).
-- Circuit, status and next poll: `source_state` (`core.collect.source_health`: backoff, circuit, rate-limit waits, stops
-  that hold until the source's settings change) and the collector's schedule (`jobs.collector`: a vendor site every
-  m to m + max(1, m // 10) minutes, m its sources' fastest Update Frequency,
-  `core.collect.pass_inputs.jitter_minutes`). A source is overdue only once that whole period and `OVERDUE_GRACE` have
-  passed since its last poll, so one polled every 6 h is on time for 6 h 36 min, and one polled daily for 26 h 24 min.
+  however many sources it feeds (the collector writes one run row per source, all with the poll's start and outcome).
+- Circuit, status and next poll: `source_state` (`core.store.source_state`, written by the rules of
+  `core.collect.source_health`: backoff, circuit, rate-limit waits, stops that hold until the source's settings
+  change) and the collector's schedule (`jobs.collector`: a vendor site every m to m + max(1, m // 10) minutes, m its
+  sources' fastest Update Frequency, `core.cadence.jitter_minutes`). A source is overdue only once that whole period
+  and `OVERDUE_GRACE` have passed since its last poll, so one polled every 6 h is on time for 6 h 36 min, and one
+  polled daily for 26 h 24 min.
 - Token expiry: the Enphase OAuth grant of the vendor site (only the two expiry instants leave
-`core.analytics.api_accounts`).
+  `core.analytics.api_accounts`).
 
 - Quarantine: what the collector moved aside because it could not use it (a damaged spool entry, garbled quota
   journal lines), read from `<database file>.spool/quarantine/` (`core.store.quarantine`) until the operator removes it.
@@ -40,14 +40,15 @@ import duckdb
 import polars as pl
 
 from core.analytics.api_accounts import Account, Member, Usage, account_labels, accounts_of, quota, read_usage, scrubber
+from core.cadence import jitter_minutes
 from core.catalog import catalog as cat
 from core.catalog import quota_plan
-from core.collect.pass_inputs import jitter_minutes
-from core.collect.source_health import SourceState, read_states
-from core.models import Provider, every_label
+from core.models import every_label
+from core.providers.registry import spec_of
 from core.store.crypto import SecretBox
 from core.store.quarantine import QuarantineReport
 from core.store.secret_store import read_all_secrets
+from core.store.source_state import SourceState, read_states
 from core.store.spool import Spool
 from core.store.store import Store, ts_literal
 
@@ -252,7 +253,7 @@ def _source_rows(
                 "timezone": site.timezone,
                 "source_id": source.id,
                 "source": source.name,
-                "provider": source.api.api_provider.label,
+                "provider": spec_of(source.api.api_provider).label,
                 "account": labels[account.id] if account else None,
                 "status": status,
                 "metered": account.metered if account else None,
@@ -260,7 +261,7 @@ def _source_rows(
                 "quota_today_budget": today_budget,
                 "quota_month_used": month,
                 "quota_month_budget": month_budget,
-                "enphase": source.api.api_provider is Provider.ENPHASE,
+                "authorised": bool(spec_of(source.api.api_provider).obtained_secrets),
                 "token_expires_at": grant.access_expires_at if grant else None,
                 "refresh_expires_at": grant.refresh_expires_at if grant else None,
                 "circuit": state.circuit if state else None,
@@ -310,11 +311,11 @@ def _account_rows(
         rows.append(
             {
                 "account_id": account.id,
-                "provider": account.provider.label,
+                "provider": spec_of(account.provider).label,
                 "account": labels[account.id],
                 "vendor_sites": len(account.vendor_sites),
                 "metered": account.metered,
-                "enphase": account.provider is Provider.ENPHASE,
+                "authorised": bool(spec_of(account.provider).obtained_secrets),
                 "token_expires_at": min((g.access_expires_at for g in grants), default=None),
                 "refresh_expires_at": min((g.refresh_expires_at for g in grants if g.refresh_expires_at), default=None),
             }
@@ -344,7 +345,7 @@ _SOURCE_BASE = pl.Schema(
         "quota_today_budget": pl.Int64(),
         "quota_month_used": pl.Int64(),
         "quota_month_budget": pl.Int64(),
-        "enphase": pl.Boolean(),
+        "authorised": pl.Boolean(),
         "token_expires_at": _UTC,
         "refresh_expires_at": _UTC,
         "circuit": pl.String(),
@@ -361,14 +362,14 @@ _ACCOUNT_BASE = pl.Schema(
         "account": pl.String(),
         "vendor_sites": pl.Int64(),
         "metered": pl.Boolean(),
-        "enphase": pl.Boolean(),
+        "authorised": pl.Boolean(),
         "token_expires_at": _UTC,
         "refresh_expires_at": _UTC,
     }
 )
 _POLLS = ["polls_24h", "ok_24h", "success_pct", "p50_ms", "p95_ms", "rate_limited_24h"]
 _QUOTA = ["metered", "quota_today_used", "quota_today_budget", "quota_month_used", "quota_month_budget"]
-_TOKENS = ["enphase", "token_expires_at", "refresh_expires_at"]
+_TOKENS = ["authorised", "token_expires_at", "refresh_expires_at"]
 SOURCE_COLUMNS = [
     *("site_id", "site", "timezone", "source_id", "source", "provider", "account", "status"),
     *("last_success_at", "last_error_at", "last_error", "last_error_outcome", "last_error_http_status"),

@@ -82,7 +82,7 @@ def _cut(text: str) -> str:
 
 
 def token_text(row: dict[str, Any], name: str, now: datetime, zone: str | None) -> str:
-    if not row["enphase"]:
+    if not row["authorised"]:  # a provider whose owner grants access with tokens that expire (Enphase)
         return "n/a"
     moment = row[name]
     if moment is None:

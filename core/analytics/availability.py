@@ -5,8 +5,9 @@ an interval only some time after it ends (an Enphase gateway uploads about every
 a quarter hour about 15 minutes after it closes, clients are advised to ask about 15 min 10 s later). Judged
 against the clock, a healthy source would read a few percent short most of the time ("Data incomplete: 99.5 %" at
 07:45, nothing at 07:20). So each source is judged up to `available_until`: the end of its newest interval that
-its update frequency and its vendor's delay make available, or its newest stored reading when that is later. A
-source without API (imported or manual data) has no schedule: it is judged up to the clock, as before.
+its update frequency and its vendor's delay (`ProviderSpec.data_delay`) make available, or its newest stored
+reading when that is later. A source without API (imported or manual data) has no schedule: it is judged up to
+the clock, as before.
 """
 
 from __future__ import annotations
@@ -16,14 +17,8 @@ from datetime import datetime, timedelta
 import duckdb
 
 from core.models import ApiSettings, Provider, UpdateFrequency
+from core.providers.registry import spec_of
 
-# How long after an interval ends the vendor serves it (see the module docstring); the simulator answers at once.
-VENDOR_DELAY = {
-    Provider.SOLAREDGE: timedelta(minutes=20),
-    Provider.SOLAREDGE_V1: timedelta(minutes=20),
-    Provider.ENPHASE: timedelta(minutes=20),
-    Provider.SIMULATOR: timedelta(0),
-}
 STEP = timedelta(minutes=15)  # judged in whole quarter hours, as the KPIs cut their data
 
 
@@ -37,7 +32,7 @@ def available_until(
     """The instant up to which a source's data could be stored by `cut`, at most `cut`."""
     if not use_api:
         return cut
-    reachable = cut - timedelta(minutes=frequency.minutes) - VENDOR_DELAY[provider]
+    reachable = cut - timedelta(minutes=frequency.minutes) - spec_of(provider).data_delay
     reachable -= timedelta(seconds=reachable.timestamp() % STEP.total_seconds())  # floored to the quarter hour
     if newest_end is not None and newest_end > reachable:
         reachable = newest_end

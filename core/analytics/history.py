@@ -29,8 +29,8 @@ import duckdb
 import polars as pl
 
 from core.analytics.history_balance import energy_balance
-from core.analytics.kpis import local_midnight, site_today
 from core.catalog.catalog import Catalog, NotFound, read_catalog
+from core.localtime import local_midnight, site_today
 from core.models import Site, known_timezones
 from core.roles import ROLE_LABELS, Role, role_of
 from core.store.store import Store, ts_literal

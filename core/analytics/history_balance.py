@@ -20,7 +20,7 @@ from collections.abc import Collection
 
 import polars as pl
 
-from core.roles import ABSENT_FLOW, BALANCE, Role
+from core.roles import ABSENT_FLOW, BALANCE, Role, balance_load_expr
 
 BALANCE_ROLES = tuple(role.value for role in Role if role.is_energy)
 
@@ -60,7 +60,7 @@ def energy_balance(buckets: pl.DataFrame, role_rows: pl.DataFrame, present_roles
     production, exported = pl.col(Role.PRODUCTION.value), pl.col(Role.GRID_EXPORT.value)
     imported, net = pl.col(Role.GRID_IMPORT.value), pl.col(Role.BATTERY.value)
     metered_load = Role.LOAD.value in present_roles
-    balance = pl.sum_horizontal([pl.col(role.value) * sign for role, sign in BALANCE], ignore_nulls=False)
+    balance = balance_load_expr({role: role.value for role, _ in BALANCE})
     load = pl.col(Role.LOAD.value) if metered_load else balance
     # Null arithmetic propagates: a gap in any input leaves the derived value null instead of inventing it.
     frame = frame.with_columns(

@@ -19,7 +19,7 @@ Coverage: per source and day, the seconds with data (`covered_s`) over the secon
 for (`core.analytics.availability`: the day up to the cut, less what its update frequency and vendor delay keep back);
 the period's coverage is over all energy sources of the site. Below 100 % the page says the data is incomplete, and up
 to when it was judged.
-The formulas themselves are in core.analytics.kpi_formulas.
+The formulas themselves are in core.analytics.kpi_formulas; local days and the cut in core.localtime.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, datetime, timedelta
 
 import duckdb
 import polars as pl
@@ -49,6 +48,7 @@ from core.analytics.kpi_formulas import (
     unit_label,
 )
 from core.catalog.catalog import NotFound
+from core.localtime import data_cut, local_midnight
 from core.models import ApiSettings
 from core.roles import Role, role_of
 from core.store.store import Store, ts_literal
@@ -68,10 +68,6 @@ class Period:
     @property
     def days(self) -> int:
         return (self.last_day - self.first_day).days + 1
-
-
-def site_today(now: datetime, timezone: str) -> date:
-    return now.astimezone(ZoneInfo(timezone)).date()
 
 
 def preset_period(preset: str, today: date) -> Period:
@@ -104,18 +100,6 @@ def period_problem(first_day: date, last_day: date, today: date) -> str | None:
     if days > MAX_PERIOD_DAYS:
         return f"The range spans {days:,} days: choose at most 5 years ({MAX_PERIOD_DAYS:,} days)."
     return None
-
-
-def local_midnight(day: date, timezone: str) -> datetime:
-    """The UTC instant the site's local `day` starts."""
-    return datetime.combine(day, time(0), tzinfo=ZoneInfo(timezone)).astimezone(UTC)
-
-
-def data_cut(now: datetime) -> datetime:
-    """`now` floored to the quarter hour (UTC; site zones are offset by whole quarter hours)."""
-    now = now.astimezone(UTC)
-    floored = now - timedelta(minutes=now.minute % 15, seconds=now.second, microseconds=now.microsecond)
-    return floored
 
 
 @dataclass(frozen=True)

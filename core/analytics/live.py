@@ -39,7 +39,7 @@ import polars as pl
 
 from core.catalog.catalog import Catalog, read_catalog
 from core.models import Category, Meter, Site, Source
-from core.roles import BALANCE, ROLE_LABELS, Role, balance_load, role_of, unmetered_terms
+from core.roles import BALANCE, ROLE_LABELS, Role, balance_load, balance_load_expr, role_of, unmetered_terms
 from core.store.store import Store, ts_literal
 
 STALE_FACTOR = 2  # a source is stale once its newest reading is older than this many expected cadences
@@ -325,8 +325,8 @@ def shape_recent(plan: RecentPlan, buckets: pl.DataFrame) -> tuple[pl.DataFrame,
     # Without a load source, load follows the balance, where every term the rule does not count as 0 is metered.
     computed = Role.LOAD.value not in present and not unmetered_terms({Role(kind) for kind in present})
     if computed:
-        terms = [pl.col(f"{kind.value}_w") * sign for kind, sign in BALANCE if kind.value in present]
-        frame = frame.with_columns(pl.sum_horizontal(terms, ignore_nulls=False).alias("load_w"))
+        columns = {kind: f"{kind.value}_w" for kind, _ in BALANCE if kind.value in present}
+        frame = frame.with_columns(balance_load_expr(columns).alias("load_w"))
         ordered = [f"{k.value}_w" for k in Role if f"{k.value}_w" in frame.columns]
         frame = frame.select("bucket", *ordered)
     return frame, computed

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, tzinfo
 
 from core.analytics.api_health import LOOKBACK, NOT_POLLS
 from core.analytics.live import Reading, format_age, format_value, newest_readings
-from core.providers.enphase.oauth import scrub
+from core.providers.answers import scrub
 from core.store.store import Store, ts_literal
 
 VALUE_LOOKBACK = timedelta(days=3)  # longer than the slowest poll (daily) plus its re-read

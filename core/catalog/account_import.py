@@ -47,6 +47,7 @@ from core.models import Category, Provider, UpdateFrequency, name_key, secret_pr
 from core.providers.base import MonitoringProvider, ProviderError, ProviderSite, RateLimited
 from core.providers.enphase.client import EnphaseClient
 from core.providers.quota import QuotaLedger
+from core.providers.registry import spec_of
 from core.providers.solaredge_v2.client import SolarEdgeV2Client
 from core.store.crypto import SecretBox
 from core.store.oauth_tokens import TOKENS_SECRET, StoredTokens
@@ -306,7 +307,8 @@ def _usable(candidate: str) -> str | None:
 
 
 def _edited(account: Account, document: Mapping[str, object]) -> list[Edited]:
-    typed = account.secrets["api_key"].get_secret_value() if account.provider is Provider.SOLAREDGE else None
+    name = spec_of(account.provider).account_credential  # the planner names the account by it, as the ledger does
+    typed = account.secrets[name].get_secret_value() if name and name in account.secrets else None
     edited = []
     for site in document["sites"]:  # type: ignore[attr-defined]
         for meter in site["meters"]:

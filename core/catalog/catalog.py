@@ -23,16 +23,17 @@ from functools import cached_property
 import duckdb
 import polars as pl
 
-from core.field_labels import METER_LABELS, SITE_LABELS, labelled
-from core.models import TOKEN_SECRETS, ApiSettings, Category, Meter, MeterIn, Site, SiteIn, Source, SourceIn, name_key
+from core.catalog.field_labels import METER_LABELS, SITE_LABELS, labelled
+from core.models import ApiSettings, Category, Meter, MeterIn, Site, SiteIn, Source, SourceIn, name_key
+from core.providers.registry import OBTAINED_SECRETS
 from core.store.schema import SOURCE_DATA_TABLES
-from core.store.secret_store import SOURCE_CREDENTIALS, credentials_source_of
+from core.store.secret_store import SOURCE_CREDENTIALS, credentials_holder, credentials_source_of
 from core.store.store import Store
 
 
 class InvalidInput(Exception):
     """Input that must not be saved, with messages keyed by field path. Each message stands under its field; the
-    exception's text names the fields by their `labels` (`core.field_labels`)."""
+    exception's text names the fields by their `labels` (`core.catalog.field_labels`)."""
 
     def __init__(self, errors: dict[str, str], labels: Mapping[str, str] | None = None) -> None:
         super().__init__("; ".join(labelled(v, (labels or {}).get(k)) for k, v in errors.items()))
@@ -380,7 +381,7 @@ def insert_source(con: duckdb.DuckDBPyConnection, meter_id: int, source: SourceI
 
 # The value of OAuth tokens is left out: the collector refreshes them all the time, and only whether a source has
 # them matters to a change of its configuration (typed credentials are compared by value).
-_TOKENS = ", ".join(f"'{name}'" for name in TOKEN_SECRETS)
+_TOKENS = ", ".join(f"'{name}'" for name in OBTAINED_SECRETS)
 _FINGERPRINT_SQL = "SELECT " + ", ".join(
     f"(SELECT count(*) FROM {table}), (SELECT sum(hash({columns})) FROM {table})"
     for table, columns in (
@@ -435,16 +436,6 @@ def readings_count(
 
 
 _CREDENTIALS_OF = credentials_source_of("metadata")
-
-
-def credentials_holder(con: duckdb.DuckDBPyConnection, source_id: int) -> int:
-    """The source whose rows hold `source_id`'s credentials: its `credentialsSourceId` when that source exists, else
-    itself (`core.store.secret_store.SOURCE_CREDENTIALS` reads by the same rule)."""
-    rows = con.execute(
-        f"SELECT id FROM energy_sources WHERE id = (SELECT {_CREDENTIALS_OF} FROM energy_sources WHERE id = ?)",
-        [source_id],
-    ).fetchall()
-    return int(rows[0][0]) if rows else source_id
 
 
 def _hand_over_credentials(con: duckdb.DuckDBPyConnection, doomed_sql: str, params: list[object]) -> None:

@@ -23,6 +23,7 @@ from core import models as m
 from core.catalog import catalog as cat
 from core.catalog.config_file import ConfigFile, SourceFile
 from core.catalog.config_snapshot import Snapshot, StoredNames
+from core.providers.registry import credential_names, credentials_still_apply, kept_secrets
 from core.store.crypto import SecretBox, SecretsError
 from core.store.secret_store import delete_secrets, put_secrets
 
@@ -193,16 +194,15 @@ class _Planner:
             for name, given in source.credentials.items()
             if given.value and not (stored and self.same_secret(stored.id, name, given.value))
         }
-        keep = {name for name, _ in m.PROVIDER_SECRETS[source.api.provider]}
-        keep |= set(m.TOKEN_SECRETS) if source.api.provider is m.Provider.ENPHASE else set()
+        keep = kept_secrets(source.api.provider)
         to_delete = {name for name in (stored.secret_names if stored else ()) if name not in keep}
         if stored and stored.api.credentials_source_id is None and source.api.credentials_from is not None:
             to_delete = set(stored.secret_names)  # it starts sharing another's: its own go (stored once)
         api = source.api.settings().model_copy(update={"credentials_source_id": self.shared_source(source)})
         shared = stored.api.credentials_source_id if stored else None
         if stored and shared is not None and source.api.credentials_from is None:  # it stops sharing
-            same = m.credentials_still_apply(api.api_provider, api.client_id, stored.api)
-            names = sorted({name for name, _ in m.PROVIDER_SECRETS[api.api_provider]} - set(to_set)) if same else []
+            same = credentials_still_apply(api.api_provider, api.client_id, stored.api)
+            names = sorted(set(credential_names(api.api_provider)) - set(to_set)) if same else []
             if names:
                 self.plan.credentials_to_copy.append((stored.id, names))
         if stored:

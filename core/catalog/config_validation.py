@@ -6,7 +6,7 @@ tell: a row's stored counterpart, matched by name as people read them (`core.cat
 category that cannot change while it has sources; credentials already stored, which count as given; and the quota plan
 of the configuration as the import will leave it (`core.catalog.connection_quota`), the rule of Save All Connections.
 Every problem is reported by its path in the file, naming the field by the label the pages show ("sites[0].latitude:
-Latitude must be at most 90", `core.field_labels`); the list shown is capped (`ConfigImportError`).
+Latitude must be at most 90", `core.catalog.field_labels`); the list shown is capped (`ConfigImportError`).
 """
 
 from __future__ import annotations
@@ -33,15 +33,23 @@ from core.catalog.config_file import (
     SourcePath,
 )
 from core.catalog.config_snapshot import AmbiguousName, Snapshot, Stored, StoredNames
-from core.catalog.connection_quota import Edited, key_accounts, keys_to_compare, planned_sources, refusals
-from core.field_labels import file_label, labelled
+from core.catalog.connection_quota import (
+    Edited,
+    account_credential,
+    key_accounts,
+    keys_to_compare,
+    planned_sources,
+    refusals,
+)
+from core.catalog.field_labels import file_label, labelled
 from core.models import name_key
+from core.providers.registry import CREDENTIAL_LABELS, credential_names, missing_credentials, spec_of
 from core.store.crypto import SecretBox
 from core.validation import capped, format_path, located_errors
 
 PLAN_VARIABLE = "DATACONN_ENPHASE_PLAN"  # the setting `Settings.enphase_plan`, named in the plan's message
 MAX_SHOWN = 100  # problems listed; the rest are counted ("and N more")
-CREDENTIAL_NAMES = tuple(dict.fromkeys(name for names in m.PROVIDER_SECRETS.values() for name, _ in names))
+CREDENTIAL_NAMES = tuple(CREDENTIAL_LABELS)
 Loc = list[str | int]
 
 
@@ -76,7 +84,7 @@ def quota_errors(snapshot: Snapshot, box: SecretBox, edited: list[Edited], enpha
     """
     catalog = snapshot.catalog
     to_compare = keys_to_compare(catalog, edited, set())
-    accounts = key_accounts(box, {s.id: snapshot.secrets[(s.id, "api_key")] for s in to_compare})
+    accounts = key_accounts(box, {s.id: snapshot.secrets[(s.id, str(account_credential(s)))] for s in to_compare})
     replaced = {one.source_id for one in edited if one.source_id is not None}
     try:
         refused = refusals(planned_sources(catalog, edited, replaced, accounts), enphase_plan=enphase_plan)
@@ -217,14 +225,16 @@ class _Validator:
             holder_file = in_file.get(through.key())
             present = set(holder_file.credentials if holder_file else ()) | set(stored.secret_names if stored else ())
             provider = source.api.provider
-            for key, message in m.missing_credentials(source.api.settings(), present).items():
+            for key, message in missing_credentials(source.api.settings(), present).items():
                 where = "api" if key in ("system_id", "client_id") else "credentials"
                 self.error([*loc, where, key], f"{message} on {through}, whose credentials this source uses", provider)
-            self.key_from(format_path(loc), holder_file, stored)
+            self.key_from(format_path(loc), provider, holder_file, stored)
 
-    def key_from(self, key: str, holder_file: SourceFile | None, stored: m.Source | None) -> None:
-        """The quota plan counts a sharing source under its holder's SolarEdge key: given in the file, or stored."""
-        given = holder_file.credentials.get("api_key") if holder_file else None
+    def key_from(self, key: str, provider: m.Provider, holder_file: SourceFile | None, stored: m.Source | None) -> None:
+        """The quota plan counts a sharing source under its holder's account credential: given in the file, or
+        stored."""
+        name = spec_of(provider).account_credential
+        given = holder_file.credentials.get(name) if holder_file and name else None
         typed = given.value.get_secret_value() if given and given.value else None
         for index, one in enumerate(self.edited):
             if one.key == key:
@@ -271,14 +281,16 @@ class _Validator:
         if meter and (problem := m.check_source_type(meter.category, source.source_type)):
             self.error([*loc, "source_type"], problem)
         provider = source.api.provider
-        needed = [name for name, _ in m.PROVIDER_SECRETS[provider]]
+        needed = credential_names(provider)
         resolved: dict[str, Credential] = {}
         for name, given in source.credentials.items():
             where: Loc = [*loc, "credentials", name]
             if name not in CREDENTIAL_NAMES:
                 self.error(where, f"is not a known credential (use {', '.join(CREDENTIAL_NAMES)})")
             elif name not in needed:
-                self.error(where, f"is not used by {provider.label} (needs {', '.join(needed) or 'no credentials'})")
+                self.error(
+                    where, f"is not used by {spec_of(provider).label} (needs {', '.join(needed) or 'no credentials'})"
+                )
             elif isinstance(value := self.resolve(given), SecretStr):
                 resolved[name] = Credential(value=value, env=given.env)
             else:
@@ -293,11 +305,12 @@ class _Validator:
                 )
         else:
             present = set(source.credentials) | set(stored.secret_names if stored else ())  # a stored one counts
-            for key, message in m.missing_credentials(source.api.settings(), present).items():
+            for key, message in missing_credentials(source.api.settings(), present).items():
                 part = "api" if key in ("system_id", "client_id") else "credentials"
                 self.error([*loc, part, key], message, provider)
         if meter and len(self.errors) == problems:
-            typed = resolved["api_key"].value if "api_key" in resolved else None
+            account_name = spec_of(provider).account_credential
+            typed = resolved[account_name].value if account_name in resolved else None
             self.edited.append(
                 Edited(
                     key=format_path(loc),
@@ -328,17 +341,19 @@ class _Validator:
 def _sharing_problem(source: SourceFile, holder: SourceFile | m.Source | None, through: SourcePath) -> str | None:
     """Why `source` cannot use the credentials of `holder` (named `through`), or None."""
     provider = source.api.provider
-    if provider not in m.PROVIDER_NEEDS_SYSTEM_ID:
-        return f"is only for vendor sources: {provider.label} has no credentials to share"
+    spec = spec_of(provider)
+    if not spec.credentials:
+        return f"is only for vendor sources: {spec.label} has no credentials to share"
     if holder is None:
         return f"names {through}, which is neither in the file nor stored"
     if holder is source:
         return "names this source itself: leave it out for a source with its own credentials"
     if _provider_of(holder) is not provider:
-        return f"names {through}, which uses {_provider_of(holder).label}: name a {provider.label} source"
-    if provider is m.Provider.ENPHASE and _client_of(holder) != source.api.client_id:
+        return f"names {through}, which uses {spec_of(_provider_of(holder)).label}: name a {spec.label} source"
+    if spec.shares_by_application and _client_of(holder) != source.api.client_id:
         return (
-            f"names {through}, which uses another Enphase application: name one with Client ID {source.api.client_id}"
+            f"names {through}, which uses another {spec.label} application: name one with "
+            f"{spec.client_id_label} {source.api.client_id}"
         )
     if _shares(holder):
         return f"names {through}, which uses another source's credentials itself: name that one"

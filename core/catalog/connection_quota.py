@@ -3,8 +3,9 @@
 Save All Connections (`core.catalog.connections`) and the config import (`core.catalog.config_io`) refuse a schedule
 the vendors' budgets cannot carry, and the Data Connections page shows the figures (`quota_checks`). All of them
 describe the configuration as it will be: the sources being changed (`Edited`: the page's drafts, or a file's sources)
-and every saved source they do not replace, counted as it is. A source's account is the fingerprint of its SolarEdge
-API key (typed, else stored) or its Enphase Client ID (`account`).
+and every saved source they do not replace, counted as it is. A source's account is its provider spec's account
+fingerprint (`ProviderSpec.account_of`) of its account credential, typed, else stored: a SolarEdge API key, an
+Enphase application API key (`account`), as the quota ledger and API Health name it.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import duckdb
 from core.catalog import catalog as cat
 from core.catalog import quota_plan
 from core.catalog.source_drafts import SourceDraft
-from core.collect.channels import channel_for
 from core.models import Category, Provider, Source, UpdateFrequency
+from core.providers.quota import account_scope
+from core.providers.registry import spec_of
+from core.providers.spec import ProviderSpec
+from core.roles import channel_for
 from core.store.crypto import SecretBox, SecretsError
 from core.store.secret_store import SOURCE_CREDENTIALS
 from core.store.store import Store
-
-_KEYED = frozenset({Provider.SOLAREDGE.value, Provider.SOLAREDGE_V1.value})
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class Edited:
 
     `key` names it in the planner's answers; `source_id` is the saved source it replaces (None: a new one); `api`
     its API settings as a mapping (`ApiSettings` field names; raw page values are tolerated); `typed_key` the
-    SolarEdge API key given with it, "" when cleared, None when the stored key stays.
+    account credential given with it (its spec's `account_credential`), "" when cleared, None when the stored one
+    stays.
     """
 
     key: str
@@ -75,70 +78,92 @@ def planned_sources(
 def planned_source(
     key: str, api: Mapping[str, Any], source_type: str, category: Category, account: str | None, *, editable: bool
 ) -> quota_plan.PlannedSource | None:
-    """One source for the planner; None when it costs no vendor calls (API off, simulator) or is unreadable."""
+    """One source for the planner; None when it costs no vendor calls (API off, simulator, a type that reads no
+    channel) or is unreadable."""
     try:
         provider = Provider(str(api.get("api_provider")))
         frequency = UpdateFrequency(str(api.get("update_frequency")))
     except ValueError:
         return None
-    if not api.get("use_api") or provider not in quota_plan.BUDGETED:
+    if not api.get("use_api") or not quota_plan.is_budgeted(provider):
+        return None
+    channel = channel_for(category, source_type)
+    if channel is None:
         return None
     vendor_site = str(api.get("system_id") or "").strip() or f"?{key}"  # no id yet: a vendor site of its own
-    channel = channel_for(category, source_type)
     return quota_plan.PlannedSource(key, provider, vendor_site, account or f"?{key}", channel, frequency, editable)
 
 
 def account(api: Mapping[str, Any], typed_key: str | None, stored: str | None) -> str | None:
-    """The fingerprint naming the source's account: its SolarEdge API key (typed, else stored) or Enphase Client ID.
+    """The fingerprint naming the source's account: its spec's account credential as typed, else as stored.
 
-    None (an account of its own) when there is none: no Client ID, a cleared key, or no stored key.
+    None (an account of its own) when there is none: a cleared credential, or none stored.
     """
-    if str(api.get("api_provider")) == Provider.ENPHASE.value:
-        client_id = str(api.get("client_id") or "").strip()
-        return quota_plan.account_fingerprint(client_id) if client_id else None
     if typed_key is None:
         return stored
-    return quota_plan.account_fingerprint(typed_key) if typed_key.strip() else None
+    spec = _spec(api)
+    if spec is None or spec.account_credential is None:
+        return None
+    return spec.account_of({spec.account_credential: typed_key})
+
+
+def _spec(api: Mapping[str, Any]) -> ProviderSpec | None:
+    try:
+        return spec_of(str(api.get("api_provider")))
+    except ValueError:
+        return None
+
+
+def account_credential(source: Source) -> str | None:
+    """The stored name of the credential that names a saved source's account (None: its provider has none)."""
+    return spec_of(source.api.api_provider).account_credential
 
 
 def keys_to_compare(catalog: cat.Catalog, edited: Sequence[Edited], removed_ids: set[int]) -> list[Source]:
-    """Saved sources whose stored SolarEdge key matters to the plan: none unless an edited source uses SolarEdge.
+    """Saved sources whose stored account credential matters to the plan: none unless an edited source uses a
+    provider with budgets.
 
-    Those the edit replaces (their key stays unless one is typed) and the enabled ones of the same providers.
+    Those the edit replaces (their credential stays unless one is typed) and the enabled ones of the same providers.
     """
-    providers = {str(e.api.get("api_provider")) for e in edited if e.api.get("use_api")} & _KEYED
+    providers = {
+        str(e.api.get("api_provider"))
+        for e in edited
+        if e.api.get("use_api") and (spec := _spec(e.api)) is not None and spec.account_credential is not None
+    }
     if not providers:
         return []
     edited_ids = {e.source_id for e in edited} | {e.key_of for e in edited}
     return [
         s
         for s in catalog.sources
-        if "api_key" in s.secret_names
+        if account_credential(s) in s.secret_names
         and s.id not in removed_ids
         and (s.id in edited_ids or (s.api.use_api and s.api.api_provider.value in providers))
     ]
 
 
 def stored_accounts(con: duckdb.DuckDBPyConnection, box: SecretBox, sources: Iterable[Source]) -> dict[int, str]:
-    """Fingerprints of these sources' stored API keys, by source id. The keys are decrypted here and dropped."""
-    ids = [source.id for source in sources]
-    if not ids:
+    """Fingerprints of these sources' stored account credentials, by source id. They are decrypted here and
+    dropped."""
+    wanted = {source.id: name for source in sources if (name := account_credential(source)) is not None}
+    if not wanted:
         return {}
-    sql = f"SELECT source_id, ciphertext FROM {SOURCE_CREDENTIALS} WHERE name = 'api_key'"
-    sql += " AND source_id IN (SELECT UNNEST(?))"
-    return key_accounts(box, {int(r[0]): str(r[1]) for r in con.execute(sql, [ids]).fetchall()})
+    sql = f"SELECT source_id, name, ciphertext FROM {SOURCE_CREDENTIALS} WHERE source_id IN (SELECT UNNEST(?))"
+    rows = con.execute(sql, [list(wanted)]).fetchall()
+    return key_accounts(box, {int(sid): str(token) for sid, name, token in rows if wanted[int(sid)] == name})
 
 
 def key_accounts(box: SecretBox, api_keys: Mapping[int, str]) -> dict[int, str]:
-    """Fingerprints of stored API keys given as ciphertext by source id (decrypted here and dropped). A key that
-    cannot be decrypted is left out: the collector cannot use it either, so it counts as an account of its own."""
+    """Fingerprints of stored account credentials given as ciphertext by source id (decrypted here and dropped). One
+    that cannot be decrypted is left out: the collector cannot use it either, so it counts as an account of its
+    own."""
     found: dict[int, str] = {}
     for source_id, token in api_keys.items():
         try:
             key = box.decrypt(token)
         except SecretsError:
             continue
-        found[source_id] = quota_plan.account_fingerprint(key.get_secret_value())
+        found[source_id] = account_scope(key.get_secret_value())
     return found
 
 

@@ -2,7 +2,7 @@
 
 The test asks only for the endpoints of the channel the source reads (`channel_for`), as the collector does. For a
 saved vendor source, a repeat within `settings.test_cache_ttl_s` with the same settings and credentials returns the
-stored outcome and calls nobody (`core.store.response_cache`).
+stored outcome and calls nobody (`core.catalog.connection_test_cache`).
 """
 
 from __future__ import annotations
@@ -16,16 +16,18 @@ import duckdb
 from pydantic import SecretStr
 
 from core.catalog import catalog as cat
+from core.catalog.connection_test_cache import cached_test, store_test
+from core.catalog.field_labels import labelled, source_label
 from core.catalog.source_drafts import SourceDraft, TestOutcome, validate_draft
-from core.collect.channels import channel_for
-from core.field_labels import labelled, source_label
-from core.models import Category, ConnectionStatus, Provider
+from core.models import Category, ConnectionStatus
 from core.providers.base import NeedsReauthorization, ProviderError, RecordsExchanges
 from core.providers.context import ProviderContext
 from core.providers.exchange import Exchange
-from core.providers.registry import ConnectionRequest, build_client
+from core.providers.registry import build_client, spec_of
+from core.providers.spec import ConnectionRequest
+from core.roles import channel_for
 from core.store.crypto import SecretBox
-from core.store.response_cache import cached_test, store_test, write_exchanges
+from core.store.exchange_archive import write_exchanges
 from core.store.secret_store import load_secrets
 from core.store.store import Store, StoreError
 
@@ -71,6 +73,7 @@ def test_connection(
         secrets = load_secrets(store, box, draft.source_id)
     secrets |= {name: SecretStr(value) for name, value in valid.secrets_to_set.items()}
     channel = channel_for(meter.category, valid.source.source_type)
+    assert channel is not None  # validate_draft refused a type no role covers (core.models.check_source_type)
     request = ConnectionRequest(
         provider=valid.source.api.api_provider,
         site=site,
@@ -82,7 +85,7 @@ def test_connection(
         channels=frozenset({channel}),
     )
     fingerprint = None
-    if draft.source_id is not None and request.provider is not Provider.SIMULATOR:  # the simulator costs no quota
+    if draft.source_id is not None and spec_of(request.provider).metered:  # one without budgets costs nothing
         fingerprint = _settings_fingerprint(box, request, context)
         reused = _reuse(store, draft.source_id, fingerprint, now, context.settings.test_cache_ttl_s, site.timezone)
         if reused is not None:
@@ -117,7 +120,7 @@ def _call_vendor(
 def _settings_fingerprint(box: SecretBox, request: ConnectionRequest, context: ProviderContext) -> str:
     """What a test result depends on, as an HMAC: provider, ids, every credential, the channels asked for (they
     decide which endpoints are called), the site's time zone (the clients read the vendors' local times with it)
-    and the vendor URLs."""
+    and the provider's vendor URLs (its spec's `base_url_settings`)."""
     settings = context.settings
     text = json.dumps(
         {
@@ -127,12 +130,7 @@ def _settings_fingerprint(box: SecretBox, request: ConnectionRequest, context: P
             "channels": sorted(request.channels or ()),
             "timezone": request.site.timezone,
             "secrets": {name: value.get_secret_value() for name, value in request.secrets.items()},
-            "urls": [
-                settings.solaredge_base_url,
-                settings.solaredge_v1_base_url,
-                settings.enphase_base_url,
-                settings.enphase_auth_url,
-            ],
+            "urls": [getattr(settings, name) for name in spec_of(request.provider).base_url_settings],
         },
         sort_keys=True,
     )

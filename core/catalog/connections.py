@@ -39,7 +39,7 @@ from core.catalog.source_drafts import (
 )
 from core.models import SourceIn
 from core.store.crypto import SecretBox
-from core.store.secret_store import delete_secret, put_secret
+from core.store.secret_store import credentials_holder, delete_secret, put_secret
 from core.store.store import Store
 
 __all__ = [
@@ -196,7 +196,7 @@ def _apply(
         cat.delete_source(con, source_id)
     for one in valid:
         if one.draft.source_id is not None and one.source.api.credentials_source_id in removed_ids:
-            holder = cat.credentials_holder(con, one.draft.source_id)  # after the hand-over just made
+            holder = credentials_holder(con, one.draft.source_id)  # after the hand-over just made
             shared = holder if holder != one.draft.source_id else None  # None: it is the new holder
             api = one.source.api.model_copy(update={"credentials_source_id": shared})
             one.source = one.source.model_copy(update={"api": api})

@@ -6,39 +6,32 @@ refuse a schedule that does not fit; `core.catalog.connection_quota` builds what
 
 How calls are counted (the collector, `jobs/collector.py` and `core/collect/collection.py`, and the clients):
 
-- The collector polls each *vendor site* (provider + Site/System ID, `core.collect.channels.provider_site_key`)
+- The collector polls each *vendor site* (provider + Site/System ID, `core.catalog.vendor_sites.provider_site_key`)
   once per period of the fastest Update Frequency among its enabled sources, so sources sharing a vendor site are
   counted once, at that fastest frequency. The scheduler's jitter only lengthens a period, so a day holds at most
   1,440 / minutes polls (288, 96, 48, 24, 12, 8, 4, 2, 1); a month is counted as 31 days, so a plan that fits fits
   every month.
-- One poll is one `history()` over the regular window (`core.collect.pass_inputs.poll_span`: the period, with its
-jitter,
+- One poll is one `history()` over the regular window (`core.cadence.poll_span`: the period, with its jitter,
   plus up to 3 h 30 min re-read). A client cuts it into requests of at most its `max_window` (`split_windows`), so
   a poll makes `windows_per_poll` requests per endpoint: one at every frequency up to 6 h; at 12 h two for
   SolarEdge V2 (12 h a request); daily three for V2 and two for Enphase (1 day a request); always one for V1 (25
   days). So 12 h saves nothing over 6 h on V2 and is never proposed ahead of it. Each request's calls depend on
-  the channels the group's sources read (`channel_for`): see `calls_per_poll`.
-  - SolarEdge V2 (`SolarEdgeV2Client._series`): `power` always, plus `meters/telemetry` when a load or grid channel
-    is read and `storage/telemetry` when battery power or state of charge is (`TELEMETRY_CHANNELS`): 1 to 3.
-  - SolarEdge V1 (`SolarEdgeV1Client.history`): one `energyDetails` call, whatever the channels (the site's time
-    zone comes from the site, so no `details` call).
-  - Enphase (`EnphaseClient.history`): one call per telemetry endpoint that serves a read channel
-    (`ENDPOINT_CHANNELS` over `DEFAULT_ENDPOINTS`): PV, load and battery one each, grid import and grid export one
-    each (`energy_import_telemetry`, `energy_export_telemetry`): 1 to 5.
-    Token renewals are not API hits for Enphase's plans.
-  - The simulator calls nobody and has no budget.
+  the channels the group's sources read (`core.roles.channel_for`): each provider's spec counts them
+  (`ProviderSpec.calls_per_window`, beside its client: SolarEdge V2 1 to 3, V1 1, Enphase 1 to 5, the simulator 0).
 
-Budgets (the clients' `quota_rules`, imported here so they cannot drift): SolarEdge V2 2,000 credits a month per
-API key; SolarEdge V1 300 calls a day per site and 300 a day per API key; Enphase per application (Client ID) and
-month: Watt 1,000, Kilowatt 50,000, Megawatt 300,000 (`DATACONN_ENPHASE_PLAN`).
+Budgets are the providers' specs' (`ProviderSpec.budgets`, which the clients' `quota_rules` read too, so they
+cannot drift): SolarEdge V2 2,000 credits a month per API key; SolarEdge V1 300 calls a day per site and 300 a day
+per API key; Enphase per application and month: Watt 1,000, Kilowatt 50,000, Megawatt 300,000
+(`DATACONN_ENPHASE_PLAN`).
 
 The rule, per budget scope:
 - "site" rules (V1) count the vendor site's own polls.
 - "account" rules add up every vendor site polled with the same credential. The caller names that credential
-  by a fingerprint (`account_fingerprint`: a truncated SHA-256, never the secret): for SolarEdge (V2 and V1) the
-  API key, so sources whose stored or typed keys are equal share an account whichever site they belong to; for
-  Enphase the Client ID, which names the application the plan belongs to and is not a secret. A vendor site is
-  charged to its first source's credential, as the collector builds its client from that source.
+  by its account fingerprint (`ProviderSpec.account_of`: a truncated SHA-256 of the spec's account credential,
+  never the secret), the name the quota ledger and API Health use too: the SolarEdge API key (V2 and V1), the
+  Enphase application API key. So sources whose stored or typed credentials are equal share an account whichever
+  site they belong to. A vendor site is charged to its first source's credential, as the collector builds its
+  client from that source.
 - Per-minute limits (SolarEdge V2 10, Enphase 10/50/100) are met by pacing, not planned: a poll costs at most 5
   calls, polls of one key that meet in the same minute are spread by the scheduler's jitter, and a call beyond
   the minute's limit is refused by the ledger with a `retry_at` in the next minute and made then. That moves
@@ -54,94 +47,48 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Literal
 
-from core.collect.pass_inputs import poll_span
+from core.cadence import poll_span
 from core.models import Provider, UpdateFrequency
 from core.providers.base import QuotaRule
-from core.providers.enphase.client import DEFAULT_ENDPOINTS, ENDPOINT_CHANNELS, ENDPOINTS, PLANS
-from core.providers.quota import account_scope
-from core.providers.solaredge_v1.client import DEFAULT_DAILY_ACCOUNT_LIMIT, DEFAULT_DAILY_SITE_LIMIT
-from core.providers.solaredge_v1.client import DEFAULT_MAX_WINDOW as V1_MAX_WINDOW
-from core.providers.solaredge_v2.client import CREDITS_PER_MONTH, TELEMETRY_CHANNELS
-from core.providers.solaredge_v2.client import MAX_WINDOW as V2_MAX_WINDOW
+from core.providers.registry import spec_of
 
 MONTH_DAYS = 31  # the longest month: a plan that fits it fits every month
 DEFAULT_ENPHASE_PLAN = "watt"  # the `DATACONN_ENPHASE_PLAN` default, and the smallest plan
 MINUTES_PER_DAY = 1_440
-BUDGETED = (Provider.SOLAREDGE, Provider.SOLAREDGE_V1, Provider.ENPHASE)
 FASTEST_FIRST = tuple(sorted(UpdateFrequency, key=lambda f: f.minutes))
 SLOWEST = FASTEST_FIRST[-1]
-# The longest window one request of each client asks for (its default `max_window`). Enphase's client cuts its
-# windows as if every default endpoint were read, so the shortest of theirs; and it starts them on its 15-minute
-# grid, which can lengthen a window by up to one interval (`ALIGNMENT`).
-MAX_WINDOW: dict[Provider, timedelta] = {
-    Provider.SOLAREDGE: V2_MAX_WINDOW,
-    Provider.SOLAREDGE_V1: V1_MAX_WINDOW,
-    Provider.ENPHASE: min(ENDPOINTS[name].max_window for name in DEFAULT_ENDPOINTS),
-}
-ALIGNMENT: dict[Provider, timedelta] = {Provider.ENPHASE: max(ENDPOINTS[name].interval for name in DEFAULT_ENDPOINTS)}
 
 
-def polls_per_day(frequency: UpdateFrequency) -> int:
-    """At most this many polls a day (the scheduler's jitter only ever lengthens the period)."""
-    return MINUTES_PER_DAY // frequency.minutes
+def is_budgeted(provider: Provider) -> bool:
+    """Whether the provider's calls count against vendor budgets (its spec names a vendor)."""
+    return spec_of(provider).metered
 
 
 def windows_per_poll(provider: Provider, frequency: UpdateFrequency | int) -> int:
     """Requests per endpoint of one regular poll: its window (`poll_span`) cut at the client's `max_window`."""
     minutes = frequency if isinstance(frequency, int) else frequency.minutes
-    longest = MAX_WINDOW.get(provider)
-    if longest is None:
+    spec = spec_of(provider)
+    if spec.max_window is None:
         return 1
-    span = poll_span(minutes) + ALIGNMENT.get(provider, timedelta(0))
-    return math.ceil(span / longest)
+    return math.ceil((poll_span(minutes) + spec.window_alignment) / spec.max_window)
 
 
 def calls_per_poll(provider: Provider, channels: Iterable[str]) -> int:
     """Vendor calls of one request window of a poll (`windows_per_poll` of them) of a vendor site whose sources read
-    `channels`."""
-    wanted = frozenset(channels)
-    if provider is Provider.SOLAREDGE:  # power, then the telemetry a channel needs (SolarEdgeV2Client._series)
-        return 1 + sum(1 for served in TELEMETRY_CHANNELS.values() if served & wanted)
-    if provider is Provider.SOLAREDGE_V1:  # one energyDetails call carries every meter (SolarEdgeV1Client.history)
-        return 1
-    if provider is Provider.ENPHASE:  # one call per endpoint read (EnphaseClient.history)
-        return sum(1 for name in DEFAULT_ENDPOINTS if ENDPOINT_CHANNELS[name] & wanted)
-    return 0
+    `channels` (the spec's `calls_per_window`)."""
+    return spec_of(provider).calls_per_window(frozenset(channels))
 
 
 def budget_rules(provider: Provider, enphase_plan: str = DEFAULT_ENPHASE_PLAN) -> tuple[QuotaRule, ...]:
-    """The day and month budgets of a provider, as its client declares them (minute and concurrency left out)."""
-    if provider is Provider.SOLAREDGE:
-        return (QuotaRule("account", "month", CREDITS_PER_MONTH),)
-    if provider is Provider.SOLAREDGE_V1:
-        return (
-            QuotaRule("site", "day", DEFAULT_DAILY_SITE_LIMIT),
-            QuotaRule("account", "day", DEFAULT_DAILY_ACCOUNT_LIMIT),
-        )
-    if provider is Provider.ENPHASE:
-        return (QuotaRule("account", "month", PLANS[_plan(enphase_plan)][1]),)
-    return ()
-
-
-def account_fingerprint(credential: str) -> str:
-    """A non-reversible name for a credential: equal credentials, equal names; the credential never leaves."""
-    return account_scope(credential)
+    """The day and month budgets of a provider, as its spec declares them (minute and concurrency left out)."""
+    return spec_of(provider).budgets(enphase_plan)
 
 
 def provider_label(provider: Provider, enphase_plan: str = DEFAULT_ENPHASE_PLAN) -> str:
-    if provider is Provider.ENPHASE:
-        return f"Enphase ({_plan(enphase_plan).title()} plan)"
-    return {Provider.SOLAREDGE: "SolarEdge (V2)", Provider.SOLAREDGE_V1: "SolarEdge V1"}.get(provider, provider.label)
-
-
-def _plan(enphase_plan: str) -> str:
-    plan = enphase_plan.strip().lower()
-    if plan not in PLANS:
-        raise ValueError(f"unknown Enphase plan {enphase_plan!r}: use one of {', '.join(PLANS)}")
-    return plan
+    """ "SolarEdge (V2)", "Enphase (Watt plan)": the name quota figures use."""
+    return spec_of(provider).budget_label(enphase_plan)
 
 
 # --- the plan ------------------------------------------------------------------------------------------------
@@ -264,7 +211,7 @@ class ScopeCheck:
         if self.scope == "site":
             whose = f"for site {self.scope_id}"
         else:
-            whose = "for this application" if self.provider is Provider.ENPHASE else "for this API key"
+            whose = f"for this {spec_of(self.provider).account_noun}"
             whose += f", shared by {self.vendor_sites} sites" if self.vendor_sites > 1 else ""
         schedule = f"every {self.frequencies[0].label}" if len(set(self.frequencies)) == 1 else "this schedule"
         text = f"{name} allows {budget:,} calls a {period} {whose}; {schedule} needs {calls:,}"
@@ -273,13 +220,12 @@ class ScopeCheck:
             return f"{text}; {proposal}."
         if self.at_slowest != (self.calls_per_day, self.calls_per_month):
             period, calls, budget = self._binding(*self.at_slowest)
-            unit = "credits" if self.provider is Provider.SOLAREDGE else "calls"
+            unit = spec_of(self.provider).budget_unit
             text += f". Even {SLOWEST.label} needs {calls:,} calls a {period} against {budget:,} {unit}"
         if self.others_per_day:
             others = self.others_per_day * (MONTH_DAYS if period == "month" else 1)
             text += f", {others:,} of them for sources of other sites"
-        remedy = "a larger Enphase plan" if self.provider is Provider.ENPHASE else "another API key"
-        return f"{text}: read fewer channels, use {remedy}, or disable a source."
+        return f"{text}: read fewer channels, use {spec_of(self.provider).budget_remedy}, or disable a source."
 
 
 def check(sources: Sequence[PlannedSource], *, enphase_plan: str = DEFAULT_ENPHASE_PLAN) -> list[ScopeCheck]:
@@ -289,7 +235,7 @@ def check(sources: Sequence[PlannedSource], *, enphase_plan: str = DEFAULT_ENPHA
     """
     groups: dict[tuple[Provider, str], _Group] = {}
     for source in sources:
-        if source.provider in BUDGETED:
+        if is_budgeted(source.provider):
             groups.setdefault((source.provider, source.vendor_site), _Group()).members.append(source)
     scopes: dict[tuple[Provider, Literal["account", "site"], str], list[_Group]] = {}
     for (provider, vendor_site), group in groups.items():
@@ -323,7 +269,7 @@ def _check_scope(
         provider=provider,
         scope=scope,
         scope_id=scope_id,
-        enphase_plan=_plan(enphase_plan),
+        enphase_plan=enphase_plan.strip().lower(),
         members=tuple(m.key for m in members),
         editable=tuple(m.key for m in members if m.editable),
         vendor_sites=len(groups),

@@ -20,17 +20,20 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.models import (
-    PROVIDER_SECRETS,
-    TOKEN_SECRETS,
     Category,
     ConnectionStatus,
     Provider,
     Source,
     SourceIn,
     check_source_type,
-    credentials_still_apply,
-    missing_credentials,
     secret_problem,
+)
+from core.providers.registry import (
+    credential_names,
+    credentials_still_apply,
+    kept_secrets,
+    missing_credentials,
+    spec_of,
 )
 from core.validation import field_errors
 
@@ -59,8 +62,13 @@ class SourceDraft:
     test: TestOutcome | None = None
 
     def typed_key(self) -> str | None:
-        """The SolarEdge API key as typed, "" when cleared; None when the stored one stays (masked or absent)."""
-        typed = self.secrets.get("api_key", MASKED)
+        """The credential naming the provider's account (its spec's `account_credential`: a SolarEdge API key, an
+        Enphase application API key) as typed, "" when cleared; None when the stored one stays (masked or absent)."""
+        try:
+            name = spec_of(str(self.values.get("api_provider"))).account_credential
+        except ValueError:
+            return None
+        typed = self.secrets.get(name, MASKED) if name else MASKED
         return None if typed == MASKED else typed
 
 
@@ -75,7 +83,7 @@ def tested_settings(draft: SourceDraft) -> str:
     equal fingerprints would be tested alike; the name, numbers and update frequency do not count."""
     values = draft.values
     try:
-        names = [name for name, _ in PROVIDER_SECRETS[Provider(str(values.get("api_provider")))]]
+        names = credential_names(str(values.get("api_provider")))
     except ValueError:
         names = []
     text = json.dumps(
@@ -150,7 +158,7 @@ class ValidDraft:
 
 
 def secret_changes(draft: SourceDraft, stored: frozenset[str], provider: Provider) -> tuple[dict[str, str], set[str]]:
-    wanted = {name for name, _ in PROVIDER_SECRETS[provider]}
+    wanted = set(credential_names(provider))
     to_set: dict[str, str] = {}
     to_delete: set[str] = set()
     for name in wanted:
@@ -162,8 +170,9 @@ def secret_changes(draft: SourceDraft, stored: frozenset[str], provider: Provide
             to_set[name] = typed
         elif name in stored:
             to_delete.add(name)
-    # Credentials of a provider no longer selected are dropped; OAuth tokens stay with Enphase only.
-    keep = wanted | (set(TOKEN_SECRETS) if provider is Provider.ENPHASE else set())
+    # Credentials of a provider no longer selected are dropped; what a provider obtained (Enphase's OAuth tokens)
+    # stays only with that provider.
+    keep = kept_secrets(provider)
     to_delete |= {name for name in stored if name not in keep}
     return to_set, to_delete
 
@@ -207,7 +216,7 @@ def validate_draft(
     api_values["credentials_source_id"] = shared if keeps_shared else None
     to_copy = set()
     if shared is not None and not keeps_shared and same_account:
-        to_copy = {name for name, _ in PROVIDER_SECRETS[provider]} & set(stored_names) - set(to_set) - to_delete
+        to_copy = set(credential_names(provider)) & set(stored_names) - set(to_set) - to_delete
     for name, value in to_set.items():
         problem = secret_problem(value)
         if problem:

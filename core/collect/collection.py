@@ -27,12 +27,12 @@ from typing import Any
 
 import polars as pl
 
+from core.cadence import SETTLE
 from core.catalog import catalog as cat
-from core.collect.channels import channel_for, group_by_provider_site, provider_site_key
+from core.catalog.vendor_sites import group_by_provider_site, provider_site_key
 from core.collect.pass_inputs import (
     GAP_RESERVE,
     READ_WAIT_S,
-    SETTLE,
     PassInputs,
     carry_bookmarks,
     gap_window,
@@ -41,7 +41,7 @@ from core.collect.pass_inputs import (
 )
 from core.collect.pass_write import apply_entry, apply_pass, pass_readings, refresh_rollups
 from core.collect.poll_result import GroupResult, PassReport, newest_finals
-from core.collect.source_health import GroupKey, SourceState, log_transition, sits_out
+from core.collect.source_health import GroupKey, log_transition, sits_out
 from core.models import Category, Source
 from core.providers.base import (
     ApiRetired,
@@ -54,11 +54,14 @@ from core.providers.base import (
     split_windows,
 )
 from core.providers.context import ProviderContext
-from core.providers.registry import ConnectionRequest, build_client
+from core.providers.registry import build_client
+from core.providers.spec import ConnectionRequest
+from core.roles import channel_for
 from core.store.crypto import SecretBox
+from core.store.exchange_archive import write_exchanges
 from core.store.held_passes import MEMORY_CAPACITY, HeldPasses
 from core.store.readings_store import ingest, to_batches
-from core.store.response_cache import write_exchanges
+from core.store.source_state import SourceState
 from core.store.spool import Spool
 from core.store.store import Store, StoreError, StoreUnavailable
 from core.store.store_episodes import StoreEpisodes
@@ -103,19 +106,23 @@ def _client_for(inputs: PassInputs, context: ProviderContext, sources: list[Sour
         secrets=inputs.secrets.get(first.id, {}),
         source_id=first.id,
         # Only the endpoints these sources need: the quota planner (core.catalog.quota_plan) counts the same calls.
-        channels=frozenset(channel_for(catalog.meter(s.meter_id).category, s.source_type) for s in sources),
+        channels=frozenset(_channels(catalog, sources).values()),
         outage_days=inputs.outage_days.get(site.id, frozenset()),
     )
     return build_client(request, context)
 
 
+def _channels(catalog: cat.Catalog, sources: list[Source]) -> dict[int, str]:
+    """Source id -> the channel it reads (`core.roles.channel_for`); a type no role covers reads none."""
+    found = {s.id: channel_for(catalog.meter(s.meter_id).category, s.source_type) for s in sources}
+    return {source_id: channel for source_id, channel in found.items() if channel is not None}
+
+
 def _fan_out(catalog: cat.Catalog, sources: list[Source], answer: pl.DataFrame, now: datetime) -> pl.DataFrame:
     """One vendor answer split into each source's channel (one join, however many sources), as ingest batches."""
+    channels = _channels(catalog, sources)
     targets = pl.DataFrame(
-        {
-            "channel": [channel_for(catalog.meter(s.meter_id).category, s.source_type) for s in sources],
-            "source_id": [s.id for s in sources],
-        },
+        {"channel": list(channels.values()), "source_id": list(channels)},
         schema={"channel": answer.schema["channel"], "source_id": pl.Int64},
     )
     return to_batches(answer.join(targets, on="channel"), now, final_before=now - SETTLE)

@@ -7,8 +7,9 @@ any row (a NULL row counts as present: the vendor said "no data") and hands the 
 re-reads one vendor window from there, after the regular poll and only with budget to spare. Oldest first, so a
 hole is filled before newer ones and the attempts walk forward through a long outage.
 
-Every re-read window is recorded in `gap_attempts`; buckets inside an attempted window are never asked for again
-(some vendors simply have nothing for a night or an outage), and attempts older than `LOOKBACK` are dropped.
+Every re-read window is recorded in `gap_attempts` (`core.store.gap_attempts`); buckets inside an attempted window are
+never asked for again (some vendors simply have nothing for a night or an outage), and attempts older than `LOOKBACK`
+are dropped.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-LOOKBACK = timedelta(days=31)
+from core.store.gap_attempts import LOOKBACK
+
 BUCKET = timedelta(minutes=15)
 
 
@@ -58,17 +60,3 @@ def oldest_gaps(
         [ids, uppers, since, since],
     ).fetchall()
     return {int(source_id): bucket for source_id, bucket in rows}
-
-
-def record_attempt(
-    con: duckdb.DuckDBPyConnection, source_ids: list[int], start: datetime, end: datetime, now: datetime
-) -> None:
-    con.executemany(
-        "INSERT INTO gap_attempts (source_id, window_start, window_end, attempted_at) VALUES (?, ?, ?, ?)",
-        [[source_id, start, end, now] for source_id in source_ids],
-    )
-
-
-def forget_old_attempts(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
-    rows = con.execute("DELETE FROM gap_attempts WHERE window_end < ?", [now - LOOKBACK]).fetchall()
-    return int(rows[0][0])

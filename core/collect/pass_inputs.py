@@ -1,16 +1,11 @@
 """What a collection pass reads before polling, and the time windows it asks the vendors for.
 
-- The window re-reads `RELOOK` before the newest stored final interval, because vendors correct recent data late;
-  intervals that end less than `SETTLE` ago are stored as not final and replaced when re-read.
+- The window re-reads `RELOOK` before the newest stored final interval; intervals that end less than `SETTLE` ago
+  are stored as not final and replaced when re-read (`core.cadence`, with the regular window's length, `poll_span`).
 - A source with no bookmark yet starts `FIRST_BACKFILL` back. After downtime the window runs from the bookmark,
   at most `MAX_WINDOW_PER_PASS` a pass, oldest first, so a long outage fills in order and never bursts the quota.
 - Holes before the bookmark (`core.collect.gaps`) are re-read one vendor window per pass, oldest first, and only while
   more than `GAP_RESERVE` of the budget remains.
-- A regular poll's window is therefore at most its period (with jitter) plus SETTLE, two intervals and RELOOK
-  long (`poll_span`): 3.5 to 4.5 hours at the seed's frequencies, about 17 hours at 12 h and 30 hours daily. The
-  clients cut a window longer than one request may ask for into several requests (`split_windows` under each
-  client's `max_window`: SolarEdge V2 12 h, Enphase 1 day, SolarEdge V1 25 days), and the quota planner counts
-  them (`core.catalog.quota_plan`).
 """
 
 from __future__ import annotations
@@ -20,18 +15,18 @@ from datetime import date, datetime, timedelta
 
 from pydantic import SecretStr
 
+from core.cadence import RELOOK
 from core.catalog import catalog as cat
 from core.catalog.demo import outage_days_by_site
-from core.collect.channels import group_by_provider_site
+from core.catalog.vendor_sites import group_by_provider_site
 from core.collect.gaps import oldest_gaps
-from core.collect.source_health import GroupKey, SourceState, read_states
+from core.collect.source_health import GroupKey
 from core.models import Source
 from core.store.crypto import SecretBox
 from core.store.secret_store import read_all_secrets
+from core.store.source_state import SourceState, read_states
 from core.store.store import Store
 
-RELOOK = timedelta(hours=2)
-SETTLE = timedelta(hours=1)
 FIRST_BACKFILL = timedelta(days=1)
 MAX_WINDOW_PER_PASS = timedelta(days=7)
 # A provider without a vendor quota (the simulator) costs nothing to read, so it starts a month back in one pass:
@@ -39,22 +34,6 @@ MAX_WINDOW_PER_PASS = timedelta(days=7)
 UNMETERED_BACKFILL = timedelta(days=31)
 GAP_RESERVE = 0.2  # gap fills leave this share of a vendor budget to the regular polls
 READ_WAIT_S = 2.0  # how long a collector pass waits to read before going on with the inputs it read last
-LONGEST_INTERVAL = timedelta(minutes=15)  # the coarsest interval a client stores (a bookmark is an interval's start)
-
-
-def jitter_minutes(period_min: int) -> int:
-    """The collector's spread (`jobs.collector`): a vendor site is polled every m to m + this many minutes, so sites
-    do not all poll at the start of the period."""
-    return max(1, period_min // 10)
-
-
-def poll_span(period_min: int) -> timedelta:
-    """The longest regular window of a vendor site polled every `period_min` minutes, when all goes well: the
-    previous poll, up to a jittered period ago, left the bookmark at the start of the newest interval that had ended
-    SETTLE before it (on the interval grid, so up to two intervals further back); the window starts RELOOK before
-    that bookmark and ends now (`window_for`)."""
-    period = timedelta(minutes=period_min + jitter_minutes(period_min))
-    return period + SETTLE + 2 * LONGEST_INTERVAL + RELOOK
 
 
 @dataclass

@@ -10,12 +10,13 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
-from core.collect.gaps import record_attempt
 from core.collect.poll_result import GroupResult, newest_finals
-from core.collect.source_health import SourceState, next_health, read_states
+from core.collect.source_health import next_health
 from core.store import rollups
+from core.store.exchange_archive import write_exchanges
+from core.store.gap_attempts import record_attempt
 from core.store.readings_store import INGEST_SCHEMA, ingest_per_source
-from core.store.response_cache import write_exchanges
+from core.store.source_state import SourceState, read_states
 from core.store.spool import SpoolEntry
 
 log = logging.getLogger("core.collect.collection")

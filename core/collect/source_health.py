@@ -1,5 +1,5 @@
 """A source's health between polls: whether it sits a pass out, its backoff and circuit breaker, and the log
-lines that mark a change of health.
+lines that mark a change of health. The state itself is kept in `source_state` (`core.store.source_state`).
 
 Rules, each for a reason:
 - auth errors and retired APIs stop the vendor site until its configuration changes (retrying cannot help); stored
@@ -13,42 +13,15 @@ Rules, each for a reason:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-import duckdb
 
 from core.collect.poll_result import GroupResult
 from core.models import Source
-from core.store.secret_store import SOURCE_CREDENTIALS
+from core.store.source_state import SourceState
 
 log = logging.getLogger("core.collect.collection")  # one logger name for everything a pass logs
 
-GroupKey = tuple[str, str]  # (provider, vendor site id): see core.collect.channels.provider_site_key
-
-
-@dataclass(frozen=True)
-class SourceState:
-    bookmark: datetime | None
-    retry_at: datetime | None
-    stopped: bool  # stopped for a reason (rejected key, retired API) that only a configuration change can cure
-    failures: int = 0
-    next_due_at: datetime | None = None  # backing off after transient failures, or the circuit is open
-    circuit: str = "closed"
-
-
-def read_states(con: duckdb.DuckDBPyConnection) -> dict[int, SourceState]:
-    """Per source: bookmark, and whether it must sit this pass out. A stop holds until the source's settings or
-    credentials change after it (their `updated_at` is newer than the state's)."""
-    rows = con.sql(  # a shared key saved anew on the source holding it lifts the stops of all its sources
-        "SELECT s.source_id, s.bookmark_ts, s.retry_at,"
-        " s.stopped_reason IS NOT NULL AND s.updated_at >= greatest(e.updated_at,"
-        f" coalesce((SELECT max(updated_at) FROM {SOURCE_CREDENTIALS} x WHERE x.source_id = s.source_id),"
-        " e.updated_at)),"
-        " s.consecutive_failures, s.next_due_at, s.circuit"
-        " FROM source_state s JOIN energy_sources e ON e.id = s.source_id"
-    ).fetchall()
-    return {int(r[0]): SourceState(r[1], r[2], bool(r[3]), int(r[4]), r[5], str(r[6])) for r in rows}
+GroupKey = tuple[str, str]  # (provider, vendor site id): see core.catalog.vendor_sites.provider_site_key
 
 
 def sits_out(sources: list[Source], states: dict[int, SourceState], now: datetime) -> str | None:

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 import polars as pl
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from core.providers.exchange import Exchange
 
 
@@ -172,6 +174,20 @@ class RecordsExchanges(Protocol):
     def exchanges(self) -> list[Exchange]: ...
 
     def quota_snapshot(self, now: datetime) -> tuple[int | None, int | None]: ...
+
+
+@runtime_checkable
+class JournalledLedger(Protocol):
+    """Optional extra of a quota ledger (the stored one, `core.store.quota_store.StoredQuotaLedger`): callers check
+    with `isinstance(ledger, JournalledLedger)`.
+
+    Calls counted while the database file was held by another process wait in the `journal` file (None: this
+    ledger keeps none); `flush_journal()` adds them to the stored counts.
+    """
+
+    journal: Path | None
+
+    def flush_journal(self) -> None: ...
 
 
 def split_windows(start: datetime, end: datetime, max_window: timedelta) -> list[tuple[datetime, datetime]]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from core.config import Settings
-from core.providers.enphase.oauth import TokenStore
 from core.providers.quota import QuotaLedger
+
+if TYPE_CHECKING:  # the Enphase client's modules are heavy; specs import this one
+    from core.providers.enphase.oauth import TokenStore
 
 
 @dataclass(frozen=True)

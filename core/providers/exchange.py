@@ -1,7 +1,7 @@
 """What a vendor client reports about its own calls: the exchanges its funnel recorded, and its quota position.
 
 `HttpFunnel` records one `Exchange` per vendor call (OAuth token calls excepted: their answers are credentials).
-The collector stores them in `api_data_cache` (see `core.store.response_cache`) and takes `collector_runs.http_status`
+The collector stores them in `api_data_cache` (see `core.store.exchange_archive`) and takes `collector_runs.http_status`
 from the last one; `quota_position` gives `collector_runs.quota_used` / `quota_remaining`.
 """
 

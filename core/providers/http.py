@@ -9,6 +9,10 @@ The funnel also records every exchange it makes (`HttpFunnel.drain`) for `api_da
 through `redact`, and the literal values of the credentials sent with the request (sensitive query parameters,
 Authorization and API-key headers) are blanked in the endpoint and the body, in case a server echoes them. Calls
 made with `record=False` (OAuth token endpoints, whose answers ARE credentials) are never recorded.
+
+What a client does with an answer (JSON or a web page, the excerpt for a message, scrubbing the request's
+credentials out of what it quotes) is done once for every vendor in `core.providers.answers`, which learns those
+credentials from here (`request_secrets`).
 """
 
 from __future__ import annotations
@@ -149,15 +153,15 @@ class HttpFunnel:
         response: httpx.Response | None,
     ) -> None:
         duration_ms = (time.monotonic() - clock) * 1000.0
-        secrets = _sent_secrets(params, headers)
+        secrets = sent_secrets((params or {}).items(), headers.items())
         status, body = None, ""
         if response is not None:
             status = response.status_code
             try:
-                body = _blank(truncate_body(response.text), secrets)
+                body = blank(truncate_body(response.text), secrets)
             except Exception:  # an undecodable body is still an exchange; its text is not worth a failure
                 body = ""
-        endpoint = _blank(self._endpoint(target, params), secrets)
+        endpoint = blank(self._endpoint(target, params), secrets)
         exchange = Exchange(endpoint, started, status, body, duration_ms)
         with self._exchanges_lock:
             self._exchanges.append(exchange)
@@ -179,24 +183,31 @@ class HttpFunnel:
 
 # Headers whose value is a credential (matched case-insensitively by substring).
 _SECRET_HEADER_WORDS = ("authorization", "key", "token", "secret")
-_MIN_SECRET_LEN = 4  # shorter values would blank ordinary text
+_MIN_SECRET_LEN = 4  # shorter values would blank ordinary text; no vendor issues credentials that short
 
 
-def _sent_secrets(params: Mapping[str, Any] | None, headers: Mapping[str, str]) -> list[str]:
-    """Literal credential values sent with a request: sensitive query parameters and credential headers."""
+def sent_secrets(params: Iterable[tuple[str, Any]], headers: Iterable[tuple[str, str]]) -> list[str]:
+    """Literal credential values sent with a request (sensitive query parameters and credential headers), longest
+    first so that a secret containing another is blanked whole."""
     found: list[str] = []
-    for name, value in (params or {}).items():
+    for name, value in params:
         if name.lower() in SENSITIVE_PARAMS and value is not None:
             found.append(str(value))
-    for name, value in headers.items():
+    for name, value in headers:
         if any(word in name.lower() for word in _SECRET_HEADER_WORDS):
             found.append(value)
             found.extend(value.split()[1:])  # "Bearer <token>", "Basic <credentials>": the token alone too
     return sorted({v for v in found if len(v) >= _MIN_SECRET_LEN}, key=len, reverse=True)
 
 
-def _blank(text: str, secrets: Iterable[str]) -> str:
+def request_secrets(request: httpx.Request) -> list[str]:
+    """`sent_secrets` of a request as it went out (its URL's query and its headers, the funnel's own included)."""
+    return sent_secrets(request.url.params.multi_items(), request.headers.items())
+
+
+def blank(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every literal occurrence of each secret replaced by `REDACTED`."""
     for secret in secrets:
-        if secret in text:
+        if secret and secret in text:
             text = text.replace(secret, REDACTED)
     return text

@@ -1,105 +1,77 @@
-"""Builds the client for a source's configured provider, from its settings and decrypted credentials."""
+"""The providers this program knows, by the id stored in a source's settings, and what follows from their specs.
+
+Adding a provider: write its package under `core/providers/` (a client and a `spec.py`), give it an id in
+`core.models.Provider`, and add its `SPEC` to `SPECS` below; the pages, the config file, the quota planner, API
+Health and the collector read everything else from the spec (docs/architecture.md, "The provider model").
+"""
 
 from __future__ import annotations
 
-import zlib
-from dataclasses import dataclass, field
-from datetime import date
+from collections.abc import Collection
 
-from pydantic import SecretStr
-
-from core.models import Provider, Site
-from core.providers.base import AuthError, MonitoringProvider, NeedsReauthorization
+from core.models import ApiSettings, Provider
+from core.providers.base import MonitoringProvider
 from core.providers.context import ProviderContext
-from core.providers.enphase.client import EnphaseClient
-from core.providers.simulator.client import SimulatedSite, SimulatorProvider
-from core.providers.solaredge_v1.client import SolarEdgeV1Client
-from core.providers.solaredge_v2.client import SolarEdgeV2Client
+from core.providers.enphase.spec import SPEC as ENPHASE
+from core.providers.simulator.spec import SPEC as SIMULATOR
+from core.providers.solaredge_v1.spec import SPEC as SOLAREDGE_V1
+from core.providers.solaredge_v2.spec import SPEC as SOLAREDGE_V2
+from core.providers.spec import ConnectionRequest, ProviderSpec
+
+# In the order lists show them.
+SPECS: dict[Provider, ProviderSpec] = {spec.provider: spec for spec in (SOLAREDGE_V2, SOLAREDGE_V1, ENPHASE, SIMULATOR)}
+# Every secret name any provider stores, typed or obtained, in a stable order.
+SECRET_NAMES: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        name for spec in SPECS.values() for name in (*(c.name for c in spec.credentials), *spec.obtained_secrets)
+    )
+)
+OBTAINED_SECRETS: tuple[str, ...] = tuple(dict.fromkeys(n for spec in SPECS.values() for n in spec.obtained_secrets))
+# Credentials by their stored names ("api_key" -> "API Key"), as the specs label them.
+CREDENTIAL_LABELS: dict[str, str] = {c.name: c.label for spec in SPECS.values() for c in spec.credentials}
 
 
-@dataclass(frozen=True)
-class ConnectionRequest:
-    """Everything a client needs to reach one provider site."""
-
-    provider: Provider
-    site: Site
-    pv_capacity_kw: float
-    system_id: str = ""
-    client_id: str = ""
-    secrets: dict[str, SecretStr] = field(default_factory=dict)
-    source_id: int | None = None
-    # The channels the caller's sources read (core.collect.channels.channel_for); None reads everything. Clients
-    # whose cost depends on it (SolarEdge V2 telemetry, Enphase endpoints) skip calls nobody reads.
-    channels: frozenset[str] | None = None
-    # Local dates the simulator shows as an inverter trip (PV 0 all day): the demo's recorded fault (core.catalog.demo).
-    # Real vendors report their own faults; only the simulator reads this.
-    outage_days: frozenset[date] = frozenset()
-
-
-def simulator_seed(site_name: str, system_id: str) -> int:
-    """Stable across restarts (unlike `hash`), so re-polls of the simulator give the same readings."""
-    return zlib.crc32(f"{site_name}/{system_id}".encode())
-
-
-def _secret(request: ConnectionRequest, name: str, label: str) -> SecretStr:
-    value = request.secrets.get(name)
-    if value is None or not value.get_secret_value():
-        raise AuthError(f"{label} is missing: enter it in Data Connections.")
-    return value
+def spec_of(provider: Provider | str) -> ProviderSpec:
+    """The spec of a provider id; `ValueError` for an id no provider has."""
+    return SPECS[Provider(provider)]
 
 
 def build_client(request: ConnectionRequest, context: ProviderContext) -> MonitoringProvider:
-    settings = context.settings
-    if request.provider is Provider.SIMULATOR:
-        site = SimulatedSite(
-            latitude=request.site.latitude,
-            longitude=request.site.longitude,
-            timezone=request.site.timezone,
-            pv_capacity_kw=request.pv_capacity_kw,
-            seed=simulator_seed(request.site.name, request.system_id),
-            outage_days=request.outage_days,
-        )
-        return SimulatorProvider(site, site_name=f"{request.site.name} (simulated)")
-    if request.provider is Provider.SOLAREDGE_V1:
-        return SolarEdgeV1Client(
-            _secret(request, "api_key", "The SolarEdge API key"),
-            request.system_id,
-            base_url=settings.solaredge_v1_base_url,
-            timeout_s=settings.http_timeout_s,
-            ledger=context.ledger,
-            timezone=request.site.timezone,
-        )
-    if request.provider is Provider.SOLAREDGE:
-        return SolarEdgeV2Client(
-            _secret(request, "api_key", "The SolarEdge API key"),
-            request.system_id,
-            base_url=settings.solaredge_base_url,
-            timeout_s=settings.http_timeout_s,
-            ledger=context.ledger,
-            site_timezone=request.site.timezone,
-            channels=request.channels,
-        )
-    if request.provider is Provider.ENPHASE:
-        if request.source_id is None or context.token_store_for is None:
-            raise NeedsReauthorization(
-                "Save this source, then use Authorize with Enphase: the system owner must grant access first."
-            )
-        token_store = context.token_store_for(request.source_id)
-        if token_store.load() is None:
-            raise NeedsReauthorization(
-                "Not authorised yet: use Authorize with Enphase (or paste the code) so the owner grants access."
-            )
-        return EnphaseClient(
-            client_id=request.client_id,
-            client_secret=_secret(request, "client_secret", "The Enphase client secret"),
-            api_key=_secret(request, "app_api_key", "The Enphase application API key"),
-            system_id=request.system_id,
-            token_store=token_store,
-            base_url=settings.enphase_base_url,
-            auth_url=settings.enphase_auth_url,
-            timeout_s=settings.http_timeout_s,
-            ledger=context.ledger,
-            plan=settings.enphase_plan,
-            channels=request.channels,
-        )
-    raise ValueError(f"unknown provider {request.provider!r}")
+    return spec_of(request.provider).build_client(request, context)
+
+
+def credential_names(provider: Provider | str) -> list[str]:
+    """The stored names of the credentials a provider's sources give, in the order its fields show."""
+    return [c.name for c in spec_of(provider).credentials]
+
+
+def kept_secrets(provider: Provider | str) -> set[str]:
+    """What a source of this provider keeps in `source_secrets`: its credentials and what the provider obtained."""
+    spec = spec_of(provider)
+    return {c.name for c in spec.credentials} | set(spec.obtained_secrets)
+
+
+def credentials_still_apply(provider: Provider, client_id: str, stored: ApiSettings) -> bool:
+    """Whether credentials stored for `stored` still serve a source changed to `provider` (and Client ID): the same
+    provider and, where credentials belong to an application (Enphase), the same Client ID."""
+    if provider is not stored.api_provider:
+        return False
+    return not spec_of(provider).shares_by_application or client_id == stored.client_id
+
+
+def missing_credentials(api: ApiSettings, secret_names: Collection[str]) -> dict[str, str]:
+    """Fields a provider needs but that are empty, as {field: "is required for <provider>"}. Only checked when the
+    API is enabled."""
+    if not api.use_api:
+        return {}
+    spec = spec_of(api.api_provider)
+    required = f"is required for {spec.label}"
+    errors: dict[str, str] = {}
+    if spec.needs_system_id and not api.system_id:
+        errors["system_id"] = required
+    if spec.shares_by_application and not api.client_id:
+        errors["client_id"] = required
+    for credential in spec.credentials:
+        if credential.name not in secret_names:
+            errors[credential.name] = required
+    return errors

@@ -13,14 +13,11 @@ from datetime import datetime
 
 from pydantic import SecretStr
 
-from core.catalog import catalog as cat
-from core.models import TOKEN_SECRETS
 from core.providers.enphase.oauth import Tokens
+from core.providers.enphase.spec import TOKENS_SECRET
 from core.store.crypto import SecretBox
-from core.store.secret_store import put_secret, read_secrets
+from core.store.secret_store import credentials_holder, put_secret, read_secrets
 from core.store.store import Store
-
-TOKENS_SECRET = TOKEN_SECRETS[0]
 
 
 def encode_tokens(tokens: Tokens) -> str:
@@ -57,7 +54,7 @@ class StoredTokens:
         """The source whose row holds the grant: the shared one when it still exists, else this source."""
         if self._holder is None:
             with self.store.connect(read_only=True) as con:
-                self._holder = cat.credentials_holder(con, self.source_id)
+                self._holder = credentials_holder(con, self.source_id)
         return self._holder
 
     @property

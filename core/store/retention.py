@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from core.collect.gaps import forget_old_attempts
 from core.store import rollups
+from core.store.gap_attempts import forget_old_attempts
 from core.store.store import Store
 
 SPOOL_MEMORY = timedelta(days=7)
@@ -34,8 +34,8 @@ def apply_retention(store: Store, now: datetime, raw_days: int, cache_days: int)
         cached = con.execute(
             "DELETE FROM api_data_cache WHERE fetched_at < ?", [now - timedelta(days=cache_days)]
         ).fetchall()[0][0]
-        # Bookkeeping that only matters for a while: re-read windows (core.collect.gaps) and written spool entries,
-        # whose names only guard against the few moments between a commit and the removal of the entry.
+        # Bookkeeping that only matters for a while: re-read windows (core.store.gap_attempts) and written spool
+        # entries, whose names only guard against the few moments between a commit and the removal of the entry.
         forget_old_attempts(con, now)
         con.execute("DELETE FROM spool_applied WHERE applied_at < ?", [now - SPOOL_MEMORY])
     return int(dropped), int(cached)

@@ -38,6 +38,17 @@ SOURCE_CREDENTIALS = (
 )
 
 
+def credentials_holder(con: duckdb.DuckDBPyConnection, source_id: int) -> int:
+    """The source whose rows hold `source_id`'s credentials: its `credentialsSourceId` when that source exists, else
+    itself (`SOURCE_CREDENTIALS` reads by the same rule)."""
+    rows = con.execute(
+        "SELECT id FROM energy_sources"
+        f" WHERE id = (SELECT {credentials_source_of('metadata')} FROM energy_sources WHERE id = ?)",
+        [source_id],
+    ).fetchall()
+    return int(rows[0][0]) if rows else source_id
+
+
 def put_secret(con: duckdb.DuckDBPyConnection, box: SecretBox, source_id: int, name: str, value: str) -> None:
     put_secrets(con, box, [(source_id, name, value)])
 

@@ -49,10 +49,11 @@ from starlette.routing import Route
 
 from core.providers.base import QuotaRule
 from core.providers.enphase.client import EnphaseClient
-from core.providers.enphase.oauth import InMemoryTokenStore, Tokens, authorize_url, exchange_code
+from core.providers.enphase.oauth import Tokens, authorize_url, exchange_code
 from core.providers.quota import QuotaLedger
 from core.providers.simulator.client import SimulatedSite, simulate
 from tests.fakes.server import FailureSwitch
+from tests.providers.token_stores import InMemoryTokenStore
 
 SANDBOX_CLIENT_ID = "sandbox-enphase-client-id"
 SANDBOX_CLIENT_SECRET = "sandbox-enphase-client-secret"

@@ -31,7 +31,6 @@ from core.providers.base import (
 )
 from core.providers.enphase.client import EnphaseClient
 from core.providers.enphase.oauth import (
-    InMemoryTokenStore,
     Tokens,
     authorize_url,
     exchange_code,
@@ -64,6 +63,7 @@ from tests.fakes.enphase import (
     seeded_tokens,
 )
 from tests.fakes.server import serve
+from tests.providers.token_stores import InMemoryTokenStore
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "enphase"
 T0 = datetime(2024, 6, 1, tzinfo=UTC)

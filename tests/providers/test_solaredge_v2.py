@@ -33,7 +33,6 @@ from core.providers.solaredge_v2.client import SolarEdgeV2Client
 from core.providers.solaredge_v2.parse import (
     combine_channels,
     next_cycle_start,
-    parse_energy,
     parse_meters,
     parse_power,
     parse_problem,
@@ -120,12 +119,9 @@ def test_power_keeps_nulls_and_labels_bucket_starts_in_utc() -> None:
     assert series[utc(2026, 8, 24, 16, 0)] is None  # the in-progress bucket
 
 
-def test_units_are_applied_case_insensitively_and_energy_becomes_average_power() -> None:
+def test_units_are_applied_case_insensitively() -> None:
     _, kw = parse_power(load("power_kw_mixed_case"))
     assert kw == {utc(2026, 8, 24, 12): 1500.0, utc(2026, 8, 24, 12, 15): None}
-    _, energy = parse_energy(load("energy"))
-    assert energy[utc(2026, 8, 24, 11)] == 792.0  # 198 Wh in 15 minutes
-    assert energy[utc(2026, 8, 24, 5)] == 28.0
     with pytest.raises(BadResponse) as info:
         parse_power({"unit": "HP", "values": []})
     assert "HP" in str(info.value) and info.value.excerpt
@@ -390,9 +386,9 @@ def test_the_client_refuses_before_the_vendor_has_to(fake: tuple[FakeState, str]
     state, url = fake
     subject = client(url, calls_per_minute=1, ledger=QuotaLedger())
     now = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)  # both calls in one minute, wherever the wall clock is
-    subject.today_totals(now)
+    subject.device_types(now)
     with pytest.raises(RateLimited) as info:
-        subject.today_totals(now + timedelta(seconds=20))
+        subject.device_types(now + timedelta(seconds=20))
     assert info.value.retry_at is not None and state.calls_total == 1
 
 
@@ -506,21 +502,3 @@ def test_fake_site_access_grants(fake: tuple[FakeState, str]) -> None:
     httpx.post(f"{url}/v2/oauth2/revoke-token", json={"token": rotated["refresh_token"]})
     dead = {"Authorization": f"Bearer {rotated['access_token']}"}
     assert httpx.get(f"{url}/v2/sites/{HOME}", headers=dead).status_code == 401
-
-
-def test_overview_totals_apply_each_blocks_unit_and_keep_nulls() -> None:
-    from core.providers.solaredge_v2.parse import parse_overview
-
-    body = json.loads((FIXTURES / "overview.json").read_text())
-    totals = parse_overview(body)
-    assert totals["production_total_wh"] == pytest.approx(26_290.0)
-    assert totals["production_to_grid_wh"] is None
-    assert totals["consumption_total_wh"] is None and totals["consumption_from_pv_wh"] is None
-
-
-def test_overview_against_the_fake_is_todays_running_total() -> None:
-    with serve(create_app(FakeState())) as url:
-        client = SolarEdgeV2Client(SecretStr(SANDBOX_API_KEY), "3066774", base_url=f"{url}/v2")
-        totals = client.today_totals(datetime.now(UTC))
-        client.close()
-    assert totals["production_total_wh"] is not None and totals["production_total_wh"] >= 0

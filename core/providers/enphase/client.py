@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +27,7 @@ import httpx
 import polars as pl
 from pydantic import SecretStr
 
+from core.providers.answers import decode_json, scrubbed_text
 from core.providers.base import (
     BadResponse,
     ConnectionInfo,
@@ -39,21 +39,17 @@ from core.providers.base import (
     normalise_readings,
     split_windows,
 )
+from core.providers.enphase.endpoints import DEFAULT_ENDPOINTS, ENDPOINT_CHANNELS, ENDPOINTS
 from core.providers.enphase.oauth import (
     DEFAULT_AUTH_URL,
     DEFAULT_REFRESH_TTL,
     REAUTHORIZE_HINT,
-    VENDOR,
     Tokens,
     TokenStore,
     request_tokens,
-    scrub,
     token_url,
 )
 from core.providers.enphase.parse import (
-    EXCERPT_CHARS,
-    METER_INTERVAL,
-    MICRO_INTERVAL,
     TELEMETRY_PARSERS,
     RangeRejected,
     SystemInfo,
@@ -62,69 +58,14 @@ from core.providers.enphase.parse import (
     parse_system,
     parse_systems_page,
 )
+from core.providers.enphase.spec import PLANS, VENDOR, plan_key
 from core.providers.exchange import Exchange, quota_position
 from core.providers.http import HttpFunnel
 from core.providers.quota import QuotaLedger, account_scope
 
 DEFAULT_BASE_URL = "https://api.enphaseenergy.com/api/v4"
-# Plan limits per application (calls per minute, calls per month), developer-v4.enphase.com/developer-plans via
-# api-evangelist/enphase:plans/enphase-plans.yml (docs/enphase-v4.md); Watt's 1,000/month confirmed by
-# DiedB/Homey-SolarPanels #235. Overridable per client because plans change and partner plans differ.
-PLANS: dict[str, tuple[int, int]] = {"watt": (10, 1_000), "kilowatt": (50, 50_000), "megawatt": (100, 300_000)}
 SYSTEMS_PAGE_SIZE = 100  # the documented maximum of GET /systems
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A telemetry endpoint as data: its path, native interval and the `granularity` values it accepts.
-
-    `end_at = min(now, start + granularity)` (spec), so a granularity's span is the longest window one call covers.
-    """
-
-    path: str
-    interval: timedelta
-    granularities: tuple[tuple[str, timedelta], ...]
-
-    @property
-    def max_window(self) -> timedelta:
-        return max(span for _, span in self.granularities)
-
-    def granularity_for(self, window: timedelta) -> str:
-        """The smallest granularity that covers `window` (fewer wasted intervals, same single call)."""
-        return next((name for name, span in self.granularities if span >= window), self.granularities[-1][0])
-
-
-_QUARTER, _DAY, _WEEK = timedelta(minutes=15), timedelta(days=1), timedelta(days=7)
-ENDPOINTS: dict[str, Endpoint] = {
-    # 15mins -> at most 3 five-minute intervals, day -> at most 288 (docs/enphase-v4.md)
-    "production_micro": Endpoint("telemetry/production_micro", MICRO_INTERVAL, (("15mins", _QUARTER), ("day", _DAY))),
-    # 15mins -> 1, day -> 96, week -> 672 fifteen-minute intervals
-    "production_meter": Endpoint(
-        "telemetry/production_meter", METER_INTERVAL, (("15mins", _QUARTER), ("day", _DAY), ("week", _WEEK))
-    ),
-    "consumption_meter": Endpoint(
-        "telemetry/consumption_meter", METER_INTERVAL, (("15mins", _QUARTER), ("day", _DAY), ("week", _WEEK))
-    ),
-    "battery": Endpoint("telemetry/battery", METER_INTERVAL, (("15mins", _QUARTER), ("day", _DAY), ("week", _WEEK))),
-    # Grid import/export (docs/enphase-v4.md): the spec documents 15mins -> 1 and day -> 96 intervals only, so
-    # no `week` here; their 1-day span equals production_micro's, so windows stay as they were.
-    "energy_import": Endpoint("energy_import_telemetry", METER_INTERVAL, (("15mins", _QUARTER), ("day", _DAY))),
-    "energy_export": Endpoint("energy_export_telemetry", METER_INTERVAL, (("15mins", _QUARTER), ("day", _DAY))),
-}
-# PV from the microinverters works on every system; a production meter is optional hardware. Grid import/export
-# need a consumption meter (CT): without one they answer empty intervals, which is "no data", not an error.
-DEFAULT_ENDPOINTS = ("production_micro", "consumption_meter", "battery", "energy_import", "energy_export")
-# The channels each endpoint's parser yields (enphase_parse.TELEMETRY_PARSERS): a client given `channels` calls only
-# the endpoints that serve one of them, so grid endpoints cost nothing unless a source reads a grid channel.
-ENDPOINT_CHANNELS: dict[str, frozenset[str]] = {
-    "production_micro": frozenset({"pv_w"}),
-    "production_meter": frozenset({"pv_w"}),
-    "consumption_meter": frozenset({"load_w"}),
-    "battery": frozenset({"battery_w", "soc_pct"}),
-    "energy_import": frozenset({"grid_import_w"}),
-    "energy_export": frozenset({"grid_export_w"}),
-}
 
 
 def _floor(instant: datetime, step: timedelta) -> datetime:
@@ -163,9 +104,7 @@ class EnphaseClient:
     ) -> None:
         """`channels` (None: all) keeps only the `endpoints` that serve one of them (see `ENDPOINT_CHANNELS`), so each
         history window costs one call per endpoint actually read; none left means `history` calls nobody."""
-        plan_key = plan.strip().lower()
-        if plan_key not in PLANS:
-            raise ValueError(f"unknown Enphase plan {plan!r}: use one of {', '.join(PLANS)}")
+        chosen_plan = plan_key(plan)
         if not _SAFE_ID.match(system_id.strip()):
             raise ValueError("system_id must be the numeric Enphase System ID")
         unknown = [name for name in endpoints if name not in ENDPOINTS]
@@ -173,8 +112,8 @@ class EnphaseClient:
             raise ValueError(f"endpoints must be a non-empty selection of {', '.join(ENDPOINTS)}; got {unknown}")
         if not client_id.strip() or not client_secret.get_secret_value() or not api_key.get_secret_value():
             raise ValueError("client_id, client_secret and api_key are all required for Enphase")
-        per_minute, per_month = PLANS[plan_key]
-        self.plan = plan_key
+        per_minute, per_month = PLANS[chosen_plan]
+        self.plan = chosen_plan
         self.system_id = system_id.strip()
         self.endpoints = tuple(name for name in endpoints if channels is None or ENDPOINT_CHANNELS[name] & channels)
         chosen = [ENDPOINTS[name] for name in self.endpoints or endpoints]  # windows as if all were read
@@ -292,7 +231,8 @@ class EnphaseClient:
             tokens = self._renew_after_401(now, tokens)
             response = self._send(path, params, tokens, now)
         if response.status_code != 200:
-            raise error_for(response.status_code, self._scrub(response.text), system_id=self.system_id, now=now)
+            text = scrubbed_text(response, self._known_secrets())
+            raise error_for(response.status_code, text, system_id=self.system_id, now=now)
         return self._decode(response)
 
     def _send(self, path: str, params: dict[str, Any], tokens: Tokens, now: datetime) -> httpx.Response:
@@ -309,24 +249,21 @@ class EnphaseClient:
             )
 
     def _decode(self, response: httpx.Response) -> Any:
-        text = response.text
-        if "html" in response.headers.get("content-type", "").lower() or text.lstrip().startswith("<"):
-            raise BadResponse(
-                f"{VENDOR} answered with an HTML page instead of data (maintenance or a proxy error).",
-                excerpt=self._scrub(text[:EXCERPT_CHARS]),
-            )
-        try:
-            return response.json()
-        except ValueError:
-            raise BadResponse(
-                f"{VENDOR} answered something that is not valid JSON.", excerpt=self._scrub(text[:EXCERPT_CHARS])
-            ) from None
+        return decode_json(
+            response,
+            html=f"{VENDOR} answered with an HTML page instead of data (maintenance or a proxy error).",
+            malformed=f"{VENDOR} answered something that is not valid JSON.",
+            extra_secrets=self._known_secrets(),
+        )
 
-    def _scrub(self, text: str) -> str:
-        secrets = [self._api_key.get_secret_value(), self._client_secret.get_secret_value()]
+    def _known_secrets(self) -> list[str]:
+        """Secrets a call may not have sent but a server might still echo: the client secret and the grant's current
+        tokens (after a renewal they differ from the Bearer that was sent). The `key` parameter and the Bearer token
+        sent are known from the request itself (`core.providers.answers.secrets_of`)."""
+        secrets = [self._client_secret.get_secret_value()]
         if self._tokens is not None:
             secrets += [self._tokens.access_token.get_secret_value(), self._tokens.refresh_token.get_secret_value()]
-        return scrub(text, tuple(secrets))
+        return secrets
 
     # --- tokens ---------------------------------------------------------------------------------------------
 

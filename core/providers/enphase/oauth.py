@@ -20,11 +20,10 @@ Spring OAuth server behind it answers: 400 `{"error":"invalid_grant",...}` for a
 from __future__ import annotations
 
 import base64
-import json
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlencode
@@ -32,6 +31,7 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import SecretStr
 
+from core.providers.answers import decode_json, excerpt, json_or_none, scrubbed_text
 from core.providers.base import (
     AuthError,
     BadResponse,
@@ -39,9 +39,9 @@ from core.providers.base import (
     ProviderConnectionError,
     RateLimited,
 )
-from core.providers.http import HttpFunnel, redact
+from core.providers.enphase.spec import VENDOR
+from core.providers.http import HttpFunnel
 
-VENDOR = "Enphase"
 DEFAULT_AUTH_URL = "https://api.enphaseenergy.com/oauth"  # the OAuth BASE: /authorize and /token live under it
 # Quickstart: refresh token valid 1 week on Watt/Kilowatt/Megawatt (api-evangelist says 1 month [?]; design for 1 week).
 # The token response does not say, so this is an estimate used for "authorisation expires on" hints only: the
@@ -50,7 +50,6 @@ DEFAULT_REFRESH_TTL = timedelta(days=7)
 REAUTHORIZE_HINT = "authorise again in Data Connections (Authorize with Enphase) and paste the new code"
 
 _OAUTH_ERROR = re.compile(r"^[a-z_]{1,40}$")
-_JSON_SECRET = re.compile(r'(?i)("(?:access_token|refresh_token|id_token|code|key)"\s*:\s*")[^"]*(")')
 
 
 @dataclass(frozen=True)
@@ -87,22 +86,6 @@ class TokenStore(Protocol):
     def load(self) -> Tokens | None: ...
 
     def save(self, tokens: Tokens) -> None: ...
-
-
-@dataclass
-class InMemoryTokenStore:
-    """A `TokenStore` for tests and one-off scripts; `saved` keeps every saved pair, oldest first."""
-
-    tokens: Tokens | None = None
-    saved: list[Tokens] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def load(self) -> Tokens | None:
-        return self.tokens
-
-    def save(self, tokens: Tokens) -> None:
-        self.tokens = tokens
-        self.saved.append(tokens)
 
 
 # --- pure functions ------------------------------------------------------------------------------------------
@@ -143,15 +126,6 @@ def basic_auth(client_id: str, client_secret: SecretStr) -> str:
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
-def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """`redact` plus JSON-embedded tokens and any known secret value: token bodies carry secrets outside URLs."""
-    text = _JSON_SECRET.sub(r"\1***\2", redact(text))
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 def parse_token_response(body: Any, now: datetime, refresh_ttl: timedelta = DEFAULT_REFRESH_TTL) -> Tokens:
     """The quickstart's token JSON -> `Tokens`; `expires_in` counts from `now` (when the answer arrived)."""
     if not isinstance(body, Mapping):
@@ -176,10 +150,7 @@ def token_error(
     status: int, text: str, grant_type: str, retry_after: str | None = None, now: datetime | None = None
 ) -> Exception:
     """Map a non-200 token endpoint answer to the error tree (message never quotes the body's description)."""
-    try:
-        body = json.loads(text)
-    except ValueError:
-        body = None
+    body = json_or_none(text)
     error = body.get("error") if isinstance(body, dict) else None
     code = f" ({error})" if isinstance(error, str) and _OAUTH_ERROR.match(error) else ""
     if status in (400, 401):
@@ -203,7 +174,7 @@ def token_error(
         return RateLimited(f"{VENDOR}'s token endpoint is rate limiting this application; try again later.", retry_at)
     if status >= 500:
         return ProviderConnectionError(f"{VENDOR}'s token endpoint failed (HTTP {status}); will retry later.")
-    return BadResponse(f"{VENDOR}'s token endpoint answered HTTP {status} unexpectedly.", excerpt=scrub(text[:200]))
+    return BadResponse(f"{VENDOR}'s token endpoint answered HTTP {status} unexpectedly.", excerpt=excerpt(text))
 
 
 # --- the token endpoint --------------------------------------------------------------------------------------
@@ -231,23 +202,20 @@ def request_tokens(
         headers={"Authorization": basic_auth(client_id, client_secret)},
         record=False,
     )
-    secrets = (params.get("code", ""), params.get("refresh_token", ""), client_secret.get_secret_value())
+    # The code and refresh token went in the query string (the funnel knows them); the client secret only inside
+    # the Basic header's base64, so it is named here in case a server echoes it in plain text.
+    secret = (client_secret.get_secret_value(),)
     if response.status_code != 200:
         error = token_error(
             response.status_code,
-            scrub(response.text, secrets),
+            scrubbed_text(response, secret),
             params.get("grant_type", ""),
             response.headers.get("Retry-After"),
             now,
         )
         raise error
-    try:
-        body = response.json()
-    except ValueError:
-        raise BadResponse(
-            f"{VENDOR}'s token endpoint answered something that is not JSON.",
-            excerpt=scrub(response.text[:200], secrets),
-        ) from None
+    not_json = f"{VENDOR}'s token endpoint answered something that is not JSON."
+    body = decode_json(response, html=not_json, malformed=not_json, extra_secrets=secret)
     return parse_token_response(body, now, refresh_ttl)
 
 

@@ -17,7 +17,6 @@ Conventions of the vendor that matter here:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from core.providers.answers import excerpt, json_or_none
 from core.providers.base import (
     ApiRetired,
     AuthError,
@@ -38,11 +38,9 @@ from core.providers.base import (
     empty_readings,
     normalise_readings,
 )
-from core.providers.enphase.oauth import REAUTHORIZE_HINT, VENDOR, scrub
-
-MICRO_INTERVAL = timedelta(minutes=5)
-METER_INTERVAL = timedelta(minutes=15)
-EXCERPT_CHARS = 200
+from core.providers.enphase.endpoints import METER_INTERVAL, MICRO_INTERVAL
+from core.providers.enphase.oauth import REAUTHORIZE_HINT
+from core.providers.enphase.spec import VENDOR
 
 Row = tuple[datetime, int, str, float | None]
 
@@ -100,16 +98,8 @@ def _epoch(value: Any) -> datetime | None:
 
 def _object(body: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(body, Mapping):
-        raise BadResponse(f"{VENDOR} answered {what} with something other than a JSON object.", excerpt=_short(body))
+        raise BadResponse(f"{VENDOR} answered {what} with something other than a JSON object.", excerpt=excerpt(body))
     return body
-
-
-def _short(body: Any) -> str:
-    try:
-        text = json.dumps(body)
-    except (TypeError, ValueError):
-        text = repr(body)
-    return scrub(text[:EXCERPT_CHARS])
 
 
 def _intervals(body: Any, what: str) -> list[Mapping[str, Any]]:
@@ -118,7 +108,7 @@ def _intervals(body: Any, what: str) -> list[Mapping[str, Any]]:
     if intervals is None:
         return []
     if not isinstance(intervals, list):
-        raise BadResponse(f"{VENDOR} {what}: 'intervals' is not a list.", excerpt=_short(body))
+        raise BadResponse(f"{VENDOR} {what}: 'intervals' is not a list.", excerpt=excerpt(body))
     flat: list[Any] = []
     for item in intervals:  # the import/export schema nests intervals in inner lists; its example does not
         flat.extend(item if isinstance(item, list) else [item])
@@ -128,7 +118,7 @@ def _intervals(body: Any, what: str) -> list[Mapping[str, Any]]:
 def _start_of(item: Mapping[str, Any], interval: timedelta, what: str) -> datetime:
     end = _epoch(item.get("end_at"))
     if end is None:
-        raise BadResponse(f"{VENDOR} {what}: an interval has no end_at.", excerpt=_short(dict(item)))
+        raise BadResponse(f"{VENDOR} {what}: an interval has no end_at.", excerpt=excerpt(dict(item)))
     return end - interval
 
 
@@ -222,7 +212,7 @@ TELEMETRY_PARSERS: dict[str, Callable[[Any], pl.DataFrame]] = {
 def _system(item: Mapping[str, Any]) -> SystemInfo:
     system_id = item.get("system_id")
     if isinstance(system_id, bool) or not isinstance(system_id, int | str) or str(system_id) == "":
-        raise BadResponse(f"{VENDOR} listed a system without a system_id.", excerpt=_short(dict(item)))
+        raise BadResponse(f"{VENDOR} listed a system without a system_id.", excerpt=excerpt(dict(item)))
     name = item.get("name")
     timezone = item.get("timezone")
     return SystemInfo(
@@ -244,7 +234,7 @@ def parse_systems_page(body: Any) -> tuple[list[ProviderSite], int]:
     obj = _object(body, "the system list")
     systems = obj.get("systems", [])
     if not isinstance(systems, list):
-        raise BadResponse(f"{VENDOR} system list: 'systems' is not a list.", excerpt=_short(body))
+        raise BadResponse(f"{VENDOR} system list: 'systems' is not a list.", excerpt=excerpt(body))
     sites = []
     for item in systems:
         if isinstance(item, Mapping):
@@ -271,20 +261,15 @@ def parse_summary(body: Any) -> Summary:
 # --- errors -------------------------------------------------------------------------------------------------
 
 
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
-
-
 def error_for(status: int, text: str, *, system_id: str, now: datetime) -> ProviderError:
-    """A non-200 API answer -> the error the caller acts on (bodies: docs/enphase-v4.md, spec `responses`)."""
-    body = _json(text)
+    """A non-200 API answer -> the error the caller acts on (bodies: docs/enphase-v4.md, spec `responses`).
+
+    `text` is the answer already scrubbed (`core.providers.answers.scrubbed_text`)."""
+    body = json_or_none(text)
     obj: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
     raw_details = obj.get("details")
     details = raw_details if isinstance(raw_details, str) else ""
-    excerpt = scrub(text[:EXCERPT_CHARS])
+    cut = excerpt(text)
     if status == 401:
         return AuthError(
             f"{VENDOR} rejected the call (401 Not Authorized): check that the Application API Key belongs to the same "
@@ -306,7 +291,7 @@ def error_for(status: int, text: str, *, system_id: str, now: datetime) -> Provi
         future = "future" in details.lower()
         reason = "the requested date is in the future" if future else "the date range is invalid"
         return RangeRejected(
-            f"{VENDOR} refused the request (422): {reason} for system {system_id}.", excerpt=excerpt, future=future
+            f"{VENDOR} refused the request (422): {reason} for system {system_id}.", excerpt=cut, future=future
         )
     if status == 429:
         return _rate_limited(obj, now)
@@ -316,7 +301,7 @@ def error_for(status: int, text: str, *, system_id: str, now: datetime) -> Provi
         )
     if status >= 500:
         return ProviderConnectionError(f"{VENDOR} had a server error (HTTP {status}); will retry later.")
-    return BadResponse(f"{VENDOR} answered HTTP {status} unexpectedly.", excerpt=excerpt)
+    return BadResponse(f"{VENDOR} answered HTTP {status} unexpectedly.", excerpt=cut)
 
 
 def _rate_limited(obj: Mapping[str, Any], now: datetime) -> RateLimited:

@@ -9,14 +9,13 @@ The facts it relies on, as SolarEdge documented V1 and users observed it:
 - 300 calls a day per site and per account key, at most 3 at once, all enforced here before a call is sent:
   SolarEdge punishes overuse with 429 (empty reason phrase, no Retry-After) for an undocumented time.
 - Every time is naive site-local; the zone comes from `details` (or the `timezone` setting) and DST folds and
-  gaps are resolved in `solaredge_v1_parse`.
+  gaps are resolved in `parse`.
 - History comes from `energyDetails` at QUARTER_OF_AN_HOUR (energy per slot, so the average W is exact) or
   `powerDetails`; both allow "1 month" per call and answer 403 beyond it, so ranges are split first.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import httpx
 import polars as pl
 from pydantic import SecretStr
 
+from core.providers.answers import decode_json, excerpt, scrubbed_text
 from core.providers.base import (
     ApiRetired,
     AuthError,
@@ -43,14 +43,12 @@ from core.providers.base import (
     split_windows,
 )
 from core.providers.exchange import Exchange, quota_position
-from core.providers.http import REDACTED, HttpFunnel, redact
+from core.providers.http import HttpFunnel
 from core.providers.quota import QuotaLedger, account_scope
 from core.providers.solaredge_v1.parse import (
     REQUEST_METERS,
-    VENDOR,
     SiteDetails,
     error_text,
-    excerpt,
     format_local,
     is_range_error,
     local_to_utc,
@@ -63,20 +61,17 @@ from core.providers.solaredge_v1.parse import (
     slice_readings,
     zone_for,
 )
+from core.providers.solaredge_v1.spec import (
+    DEFAULT_DAILY_ACCOUNT_LIMIT,
+    DEFAULT_DAILY_SITE_LIMIT,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_WINDOW,
+    VENDOR,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://monitoringapi.solaredge.com"
-# [doc] "300 requests for a specific account token and ... 300 requests for each specific site ID"; calls without
-# a site ID count against the account. We count every site call against both, which can only be safer.
-DEFAULT_DAILY_SITE_LIMIT = 300
-DEFAULT_DAILY_ACCOUNT_LIMIT = 300
-# [doc] "up to 3 concurrent API calls from the same source IP" (we can only count per key: see quota_rules).
-DEFAULT_MAX_CONCURRENT = 3
-# Sources conflict on the history window: the doc says "1 month" for powerDetails/energyDetails at 15 minutes,
-# EVWorth/solaredge checks 31 days, and Energy-Sparks/energy-sparks PR #4112 saw 28-day windows rejected since
-# Dec 2024 and moved to 25 days. 25 days plus the DST padding below stays under every reading of "1 month".
-DEFAULT_MAX_WINDOW = timedelta(days=25)
 # V1 sends no Retry-After and the 429 block length is undocumented: ~16 min observed (TeslaSolarCharger #167),
 # "rest of the hour" per the solar-api crate. One hour is the conservative choice.
 DEFAULT_RATE_LIMIT_BACKOFF = timedelta(hours=1)
@@ -276,12 +271,6 @@ class SolarEdgeV1Client:
             excerpt(name or ""),
         )
 
-    def _scrub(self, text: str) -> str:
-        """Redact credential parameters and, for good measure, the key's literal value."""
-        secret = self._api_key.get_secret_value()
-        text = redact(text)
-        return text.replace(secret, REDACTED) if secret else text
-
     def _request(self, name: str, params: dict[str, str] | None = None, now: datetime | None = None) -> Any:
         """The one funnel: quota, concurrency slot, HTTP, status mapping, JSON decoding.
 
@@ -302,26 +291,20 @@ class SolarEdgeV1Client:
             return self._decode(response, what)
         raise self._error(response, what, endpoint, when)
 
-    def _decode(self, response: httpx.Response, what: str) -> Any:
-        text = response.text
-        content_type = response.headers.get("content-type", "").lower()
-        if "html" in content_type or text.lstrip().startswith("<"):
-            raise BadResponse(
-                f"{VENDOR} answered an HTML page instead of JSON for the {what} (maintenance or a proxy error); "
-                "the answer was skipped and the next poll will try again.",
-                self._scrub(text[:200]),
-            )
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise BadResponse(
-                f"{VENDOR} answered malformed JSON for the {what}; the answer was skipped.", self._scrub(text[:200])
-            ) from None
+    @staticmethod
+    def _decode(response: httpx.Response, what: str) -> Any:
+        return decode_json(
+            response,
+            html=f"{VENDOR} answered an HTML page instead of JSON for the {what} (maintenance or a proxy error); "
+            "the answer was skipped and the next poll will try again.",
+            malformed=f"{VENDOR} answered malformed JSON for the {what}; the answer was skipped.",
+        )
 
     def _error(self, response: httpx.Response, what: str, endpoint: Endpoint, now: datetime) -> Exception:
         """A non-2xx answer as the error that tells the caller what to do next."""
         status = response.status_code
-        reason = self._scrub(error_text(response.text))
+        text = scrubbed_text(response)  # the `api_key` query parameter is blanked, should the server echo it
+        reason = error_text(text)
         quoted = f": {reason}" if reason else ""
         if status == 410:
             return ApiRetired(RETIRED_MESSAGE)
@@ -343,7 +326,7 @@ class SolarEdgeV1Client:
             return BadResponse(
                 f"{VENDOR} refused the time range asked for the {what} (403{quoted}); this client should have "
                 "split it into shorter windows: lower max_window.",
-                self._scrub(response.text[:200]),
+                excerpt(text),
             )
         if status == 403 and re.search(r"(?i)token|api[ _-]?key|invalid key", reason):
             return AuthError(
@@ -360,7 +343,7 @@ class SolarEdgeV1Client:
             return AuthError(
                 f"{VENDOR} does not know the {what} (404): check the site ID and the base URL in Data Connections."
             )
-        return BadResponse(f"{VENDOR} refused the {what} call ({status}{quoted}).", self._scrub(response.text[:200]))
+        return BadResponse(f"{VENDOR} refused the {what} call ({status}{quoted}).", excerpt(text))
 
     # --- what the collector records (core.providers.exchange) ---------------------------------------------------
 

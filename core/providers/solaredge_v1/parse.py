@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
+from core.providers.answers import EXCERPT_CHARS, excerpt
 from core.providers.base import (
     READINGS_SCHEMA,
     BadResponse,
@@ -38,10 +39,9 @@ from core.providers.base import (
     normalise_readings,
 )
 from core.providers.http import redact
+from core.providers.solaredge_v1.spec import VENDOR
 
-VENDOR = "SolarEdge V1"
 LOCAL_FORMAT = "%Y-%m-%d %H:%M:%S"
-EXCERPT_CHARS = 200
 
 # Meter types as the answers spell them (CamelCase), lower-cased, to our channels. SelfConsumption is virtual
 # (production minus feed-in) and adds nothing the other four do not carry.
@@ -78,12 +78,6 @@ class Overview:
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
-
-
-def excerpt(data: object) -> str:
-    """A short, redacted piece of an answer to keep with a `BadResponse`."""
-    text = data if isinstance(data, str) else json.dumps(data, default=str)
-    return redact(text[:EXCERPT_CHARS])
 
 
 def _bad(what: str, data: object) -> BadResponse:

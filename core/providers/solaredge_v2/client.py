@@ -10,7 +10,7 @@ What V2 offers, mapped to our channels (the vendor facts this relies on: docs/so
     soc_pct                                         stateOfEnergy, sent as 0-1 or 0-100, stored as 0-100 %
 
 Negative battery energy samples are dropped (their bucket's battery power stays unknown) and counted: the count is
-logged at INFO per answer and kept in `negative_storage_samples` (see `solaredge_v2_parse.read_storage`).
+logged at INFO per answer and kept in `negative_storage_samples` (see `parse.read_storage`).
 
 Every call costs one monthly credit (Free tier: 2,000 a month, 10 a minute), so telemetry is only asked for
 when the site has such devices: pass `has_meter` / `has_battery` when known; when left at None the client asks
@@ -26,7 +26,6 @@ unreadable -> BadResponse with a redacted excerpt.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -38,6 +37,7 @@ import httpx
 import polars as pl
 from pydantic import SecretStr
 
+from core.providers.answers import decode_json, excerpt, json_or_none, scrub, scrubbed_text
 from core.providers.base import (
     READINGS_SCHEMA,
     ApiRetired,
@@ -53,18 +53,16 @@ from core.providers.base import (
     split_windows,
 )
 from core.providers.exchange import Exchange, quota_position
-from core.providers.http import HttpFunnel, redact
+from core.providers.http import HttpFunnel
 from core.providers.quota import QuotaLedger, account_scope, period_bounds
 from core.providers.solaredge_v2.parse import (
     Series,
     SiteDetails,
     combine_channels,
-    excerpt,
     format_time,
     next_cycle_start,
     parse_device_types,
     parse_meters,
-    parse_overview,
     parse_power,
     parse_problem,
     parse_retry_after,
@@ -72,18 +70,17 @@ from core.providers.solaredge_v2.parse import (
     parse_site_list,
     read_storage,
 )
+from core.providers.solaredge_v2.spec import (
+    CALLS_PER_MINUTE,
+    CREDITS_PER_MONTH,
+    MAX_WINDOW,
+    TELEMETRY_CHANNELS,
+    VENDOR,
+)
 
 logger = logging.getLogger(__name__)
 
-VENDOR = "SolarEdge"
 DEFAULT_BASE_URL = "https://monitoringapi.solaredge.com/v2"
-# Free tier limits: 10 calls a minute (seen in live `x-ratelimit-limit-minute` headers, S2) and 2,000 credits a
-# month (SolarEdge docs as summarised by S4). Paid tiers are unknown, hence parameters.
-CALLS_PER_MINUTE = 10
-CREDITS_PER_MONTH = 2_000
-# QUARTER_HOUR spans: the docs say 12 h (S4); one live client quotes an API message saying 7 days (S9). The
-# documented, smaller value is the default.
-MAX_WINDOW = timedelta(hours=12)
 SITES_PAGE_SIZE = 1_000  # documented maximum of `sites-in-page`: fewest calls for a fleet key
 MAX_SITE_PAGES = 100  # a server that ignores `page` must not loop forever
 CURRENT_LOOKBACK = timedelta(hours=1)  # "current power" = the last non-null 15-minute bucket within this span
@@ -92,17 +89,10 @@ CURRENT_LOOKBACK = timedelta(hours=1)  # "current power" = the last non-null 15-
 ENDPOINTS: dict[str, tuple[str, str]] = {
     "sites": ("sites", "the site list"),
     "details": ("sites/{site}", "the site details"),
-    "overview": ("sites/{site}/overview", "today's totals"),
     "power": ("sites/{site}/power", "the power series"),
     "meters": ("sites/{site}/meters/telemetry", "the meter telemetry"),
     "storage": ("sites/{site}/storage/telemetry", "the battery telemetry"),
     "devices": ("sites/{site}/devices", "the device list"),
-}
-# The channels each telemetry endpoint serves: a client given `channels` skips an endpoint that serves none of them
-# (every call costs a credit). `power` (pv_w) is always called: it sets the buckets and `test_connection` needs it.
-TELEMETRY_CHANNELS: dict[str, frozenset[str]] = {
-    "meters": frozenset({"grid_import_w", "grid_export_w", "load_w"}),
-    "storage": frozenset({"battery_w", "soc_pct"}),
 }
 
 
@@ -156,7 +146,6 @@ class SolarEdgeV2Client:
             QuotaRule("account", "month", credits_per_month),
         )
         self._key = api_key.get_secret_value().strip()
-        self._secrets = [self._key] + ([account_key.get_secret_value()] if account_key else [])
         self._account = account_scope(self._key)
         self._scope = {"account": self._account, "site": self.site_id or "-"}  # what the quota ledger counts
         self._ledger = ledger or QuotaLedger()
@@ -194,10 +183,9 @@ class SolarEdgeV2Client:
         status = response.status_code
         if 200 <= status < 300:
             return self._decode(response, what)
-        body = self._json_or_none(response)
-        detail = redact(parse_problem(body))
-        for secret in self._secrets:
-            detail = detail.replace(secret, "***")
+        text = scrubbed_text(response)  # the keys sent in the headers are blanked, should the server echo them
+        body = json_or_none(text)
+        detail = scrub(parse_problem(body))
         said = f": {detail}" if detail else ""
         if status == 401:
             raise AuthError(
@@ -227,7 +215,7 @@ class SolarEdgeV2Client:
             raise ProviderConnectionError(f"{VENDOR} had a server problem ({status}) with {what}; will retry later.")
         raise BadResponse(
             f"{VENDOR} refused the request for {what} ({status}{said}); this window was skipped.",
-            excerpt=excerpt(body if body is not None else response.text, self._secrets),
+            excerpt=excerpt(body if body is not None else text),
         )
 
     def _rate_limited(self, response: httpx.Response, moment: datetime) -> RateLimited:
@@ -251,29 +239,14 @@ class SolarEdgeV2Client:
             retry_at=retry_at,
         )
 
-    def _decode(self, response: httpx.Response, what: str) -> Any:
-        text = response.text
-        content_type = response.headers.get("content-type", "").lower()
-        if "html" in content_type or text.lstrip()[:1] == "<":
-            raise BadResponse(
-                f"{VENDOR} answered {what} with a web page instead of data (a proxy or maintenance page?); "
-                "this answer was skipped.",
-                excerpt=excerpt(text, self._secrets),
-            )
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise BadResponse(
-                f"{VENDOR} sent malformed JSON for {what}; this answer was skipped.",
-                excerpt=excerpt(text, self._secrets),
-            ) from None
-
     @staticmethod
-    def _json_or_none(response: httpx.Response) -> Any:
-        try:
-            return response.json()
-        except ValueError:
-            return None
+    def _decode(response: httpx.Response, what: str) -> Any:
+        return decode_json(
+            response,
+            html=f"{VENDOR} answered {what} with a web page instead of data (a proxy or maintenance page?); "
+            "this answer was skipped.",
+            malformed=f"{VENDOR} sent malformed JSON for {what}; this answer was skipped.",
+        )
 
     # --- the provider interface --------------------------------------------------------------------------------
 
@@ -292,10 +265,6 @@ class SolarEdgeV2Client:
             current_power_w=latest[1] if latest else None,
             last_update=last_update,
         )
-
-    def today_totals(self, now: datetime) -> dict[str, float | None]:
-        """Today's production and consumption totals in Wh (`/overview`, one credit): see `parse_overview`."""
-        return parse_overview(self._request("overview", now=now))
 
     def list_sites(self) -> list[ProviderSite]:
         """Every site the key can see, page by page until a short page (no next link, `count` is ambiguous)."""

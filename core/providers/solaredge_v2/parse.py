@@ -27,7 +27,6 @@ Every function raises `BadResponse` (with a short, redacted excerpt) on a shape 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -36,11 +35,11 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from core.providers.answers import excerpt
 from core.providers.base import BadResponse, ProviderSite, address_line
-from core.providers.http import redact
+from core.roles import Role, balance_load
 
 VENDOR = "SolarEdge"
-EXCERPT_CHARS = 200
 
 # Seconds per bucket for the resolutions whose buckets have a fixed length; history only asks for QUARTER_HOUR.
 RESOLUTION_SECONDS = {"QUARTER_HOUR": 900, "HOUR": 3600}
@@ -55,16 +54,6 @@ FRACTION_MAX = 1.0  # a state of energy above this cannot be a 0-1 fraction
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 Series = dict[datetime, float | None]  # bucket start (UTC) -> value in W (or % for SOC); None = vendor said null
-
-
-def excerpt(body: Any, secrets: Iterable[str] = ()) -> str:
-    """A short, redacted piece of a vendor answer for `BadResponse.excerpt` (never a credential)."""
-    text = body if isinstance(body, str) else json.dumps(body, default=str)
-    text = redact(" ".join(text.split()))
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text[:EXCERPT_CHARS]
 
 
 def _bad(what: str, body: Any) -> BadResponse:
@@ -300,15 +289,6 @@ def parse_power(body: Any, tz: ZoneInfo | None = None) -> tuple[int, Series]:
     return interval, _values(body["values"], body, _scale(body.get("unit"), "power", body), tz)
 
 
-def parse_energy(body: Any, tz: ZoneInfo | None = None) -> tuple[int, Series]:
-    """`/sites/{id}/energy`: Wh per bucket turned into the bucket's average W (Wh * 3600 / seconds)."""
-    if not isinstance(body, Mapping) or "values" not in body:
-        raise _bad("an energy series in an unexpected shape", body)
-    interval = interval_seconds(body.get("resolution"), body)
-    factor = _scale(body.get("unit"), "energy", body) * 3600.0 / interval
-    return interval, _values(body["values"], body, factor, tz)
-
-
 def _devices(body: Any, key: str) -> tuple[int, dict[str, Mapping[str, Any]]]:
     if not isinstance(body, Mapping) or key not in body:
         raise _bad(f"telemetry without a {key!r} map", body)
@@ -459,11 +439,11 @@ def parse_storage(body: Any, tz: ZoneInfo | None = None) -> tuple[int, dict[str,
 def combine_channels(pv: Series, meters: Mapping[str, Series], storage: Mapping[str, Series]) -> dict[str, Series]:
     """Our channels from what V2 offers: PV from `/power`, grid and load from meters, battery and SOC from storage.
 
-    Without a consumption metric, load follows from the energy balance
-    `pv + grid_import + battery = load + grid_export` (the derivation live clients check against real totals:
+    Without a consumption metric, load follows from the energy balance (`core.roles.balance_load`:
+    `pv + grid_import + battery = load + grid_export`, the derivation live clients check against real totals:
     self-consumption = production - export, consumption = self-consumption + import). A null PV bucket counts as
     0 W there, because `/power` is null all night until the inverter wakes up while the meter keeps measuring;
-    a null meter or battery bucket makes the derived load null.
+    a null meter or battery bucket makes the derived load null; a site without storage has no battery term.
     """
     out: dict[str, Series] = {"pv_w": dict(pv)}
     if "import" in meters:
@@ -480,37 +460,13 @@ def combine_channels(pv: Series, meters: Mapping[str, Series], storage: Mapping[
         battery = storage.get("battery")
         load: Series = {}
         for ts in sorted(set(pv) | set(meters["import"]) | set(meters["export"])):
-            imported, exported = meters["import"].get(ts), meters["export"].get(ts)
-            stored = 0.0 if battery is None else battery.get(ts)
-            if imported is None or exported is None or stored is None:
-                load[ts] = None
-            else:
-                load[ts] = (pv.get(ts) or 0.0) + imported - exported + stored
+            flows = {
+                Role.PRODUCTION: pv.get(ts) or 0.0,
+                Role.GRID_IMPORT: meters["import"].get(ts),
+                Role.GRID_EXPORT: meters["export"].get(ts),
+            }
+            if battery is not None:
+                flows[Role.BATTERY] = battery.get(ts)
+            load[ts] = balance_load(flows)
         out["load_w"] = load
     return out
-
-
-OVERVIEW_FIELDS = {
-    "production": ("total", "toSelfConsumption", "toStorage", "toGrid"),
-    "consumption": ("total", "fromPv", "fromStorage", "fromGrid"),
-}
-
-
-def parse_overview(body: Any) -> dict[str, float | None]:
-    """Today's running totals (site midnight to now) in Wh, e.g. `production_total_wh`; each block has its unit.
-
-    V2 has no lifetime figure here (V1 had): a null stays null (the site has no meter for it), never 0.
-    """
-    if not isinstance(body, Mapping):
-        raise _bad("the overview", body)
-    totals: dict[str, float | None] = {}
-    for block, fields in OVERVIEW_FIELDS.items():
-        data = body.get(block) or {}
-        if not isinstance(data, Mapping):
-            raise _bad("the overview", body)
-        factor = _scale(data.get("unit"), "energy", body)
-        for field in fields:
-            value = _number(data.get(field), body, "the overview")
-            snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in field)
-            totals[f"{block}_{snake}_wh"] = None if value is None else value * factor
-    return totals

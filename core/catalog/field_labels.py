@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from core.models import PROVIDER_NEEDS_SYSTEM_ID, PROVIDER_SECRETS, Provider
+from core.models import Provider
+from core.providers.registry import CREDENTIAL_LABELS, spec_of
 
 SITE_LABELS: Mapping[str, str] = {
     "name": "Site Name",
@@ -19,8 +20,8 @@ SITE_LABELS: Mapping[str, str] = {
     "timezone": "Time Zone",
 }
 METER_LABELS: Mapping[str, str] = {"name": "Meter Name", "category": "Category"}
-# Credentials by their stored names ("api_key" -> "API Key"), as `PROVIDER_SECRETS` labels them.
-SECRET_LABELS: Mapping[str, str] = {name: label for secrets in PROVIDER_SECRETS.values() for name, label in secrets}
+# Credentials by their stored names ("api_key" -> "API Key"), as the providers' specs label them.
+SECRET_LABELS: Mapping[str, str] = CREDENTIAL_LABELS
 SOURCE_LABELS: Mapping[str, str] = {
     "name": "Source Name",
     "source_type": "Source Type",
@@ -44,7 +45,7 @@ def source_label(field: str, provider: Provider | str | None = None) -> str | No
     """The label of a source's field as the page shows it for this provider; None for what is not a field."""
     if field == "system_id" and provider is not None:
         try:
-            return PROVIDER_NEEDS_SYSTEM_ID.get(Provider(provider), SOURCE_LABELS[field])
+            return spec_of(provider).system_id_label or SOURCE_LABELS[field]
         except ValueError:  # an unknown provider: it has its own message
             pass
     return SOURCE_LABELS.get(field)

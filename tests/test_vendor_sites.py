@@ -1,16 +1,11 @@
-"""One provider site feeds several meters: grouping sources by vendor site and fanning one answer out."""
+"""One provider site feeds several meters: sources grouped by the vendor site they read (core.catalog.vendor_sites)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-import polars as pl
-
 from core.catalog import catalog as cat
 from core.catalog.connections import new_draft, save_connections
-from core.collect.channels import group_by_provider_site, readings_for
+from core.catalog.vendor_sites import group_by_provider_site
 from core.models import Category, MeterIn, SiteIn
-from core.providers.base import normalise_readings
 from core.store.crypto import SecretBox
 from core.store.store import Store
 
@@ -25,7 +20,7 @@ def add(store: Store, box: SecretBox, site: cat.Site, meter: cat.Meter, name: st
     save_connections(store, box, site.id, [draft], set())
 
 
-def test_sources_of_one_vendor_site_share_one_group_and_split_its_answer(store: Store, box: SecretBox) -> None:
+def test_sources_of_one_vendor_site_share_one_group(store: Store, box: SecretBox) -> None:
     site = cat.create_site(store, SiteIn(name="Plant", latitude=50, longitude=4, timezone="Europe/Brussels"))
     prod = cat.create_meter(store, site.id, MeterIn(name="PV", category=Category.PROD))
     inj = cat.create_meter(store, site.id, MeterIn(name="Export", category=Category.INJ))
@@ -43,19 +38,3 @@ def test_sources_of_one_vendor_site_share_one_group_and_split_its_answer(store: 
         ("solaredge", "999"): ["Other site load"],
         ("simulator", f"site:{site.id}"): ["Simulated load"],
     }
-
-    ts = datetime(2026, 6, 1, 12, tzinfo=UTC)
-    answer = normalise_readings(
-        pl.DataFrame(
-            {
-                "ts": [ts] * 3,
-                "interval_s": [900] * 3,
-                "channel": ["pv_w", "grid_export_w", "load_w"],
-                "value": [5000.0, 1200.0, 3800.0],
-            }
-        )
-    )
-    assert readings_for(answer, Category.PROD, "solar")["value"].to_list() == [5000.0]
-    assert readings_for(answer, Category.INJ, "grid")["value"].to_list() == [1200.0]
-    assert readings_for(answer, Category.CONS, "load")["value"].to_list() == [3800.0]
-    assert readings_for(answer, Category.CONS, "grid").height == 0  # no import in this answer: nothing invented

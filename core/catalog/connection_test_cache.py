@@ -1,13 +1,10 @@
-"""Raw vendor responses in `api_data_cache`, and the short-lived reuse of Test Connection results.
+"""The short-lived reuse of Test Connection results, kept in `api_data_cache` beside the archived exchanges.
 
-Every exchange a vendor client recorded (see `core.providers.exchange`) becomes one row: `source_id`, `endpoint`
-(path relative to the vendor base URL, credentials redacted), `fetched_at`, `http_status` (NULL when no answer came)
-and `body` (at most 256 KiB). Retention drops rows after `DATACONN_RETENTION_CACHE_DAYS`.
-
-A Test Connection of a saved source also leaves a row with endpoint `test_connection` whose body is JSON:
+A Test Connection of a saved source leaves a row with endpoint `test_connection` whose body is JSON:
 `{"status", "message", "power_w", "tested_at", "fingerprint"}`. The fingerprint is an HMAC (`SecretBox.fingerprint`)
 of the tested settings and credentials, so a repeated click with the same settings within the TTL is answered from
-that row without a vendor call, and the row reveals no credential.
+that row without a vendor call, and the row reveals no credential. The exchanges the test made are archived with it
+(`core.store.exchange_archive`).
 """
 
 from __future__ import annotations
@@ -17,26 +14,13 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-import duckdb
-
 from core.catalog.source_drafts import TestOutcome
 from core.models import ConnectionStatus
 from core.providers.exchange import Exchange
+from core.store.exchange_archive import INSERT_ROW, write_exchanges
 from core.store.store import Store
 
 TEST_ENDPOINT = "test_connection"
-_INSERT = "INSERT INTO api_data_cache (source_id, endpoint, fetched_at, http_status, body) VALUES (?, ?, ?, ?, ?)"
-
-
-def write_exchanges(con: duckdb.DuckDBPyConnection, source_id: int | None, exchanges: Sequence[Exchange]) -> int:
-    """Insert the exchanges into `api_data_cache` on the caller's connection (inside its transaction, if any).
-
-    Returns the number of rows written.
-    """
-    rows = [(source_id, e.endpoint, e.fetched_at.astimezone(UTC), e.http_status, e.body) for e in exchanges]
-    if rows:
-        con.executemany(_INSERT, rows)
-    return len(rows)
 
 
 def cached_test(store: Store, source_id: int, fingerprint: str, now: datetime, ttl_s: float) -> TestOutcome | None:
@@ -73,7 +57,7 @@ def store_test(
     )
     with store.transaction() as con:
         write_exchanges(con, source_id, exchanges)
-        con.execute(_INSERT, [source_id, TEST_ENDPOINT, outcome.tested_at.astimezone(UTC), None, body])
+        con.execute(INSERT_ROW, [source_id, TEST_ENDPOINT, outcome.tested_at.astimezone(UTC), None, body])
 
 
 def _decode(body: str | None, fingerprint: str) -> TestOutcome | None:
