@@ -3,7 +3,6 @@ writes is one `config import` takes, the key stays out of it, and refusals exit 
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from core.catalog import catalog as cat
 from core.store.store import Store
 from tests.fakes import solaredge_v2 as se
 from tests.fakes.server import free_port, serve
-from tests.processes import operator_env, run_module
+from tests.processes import cli, operator_env
 
 KEY = se.SANDBOX_API_KEY
 
@@ -29,26 +28,22 @@ def fleet() -> Iterator[tuple[se.FakeState, str]]:
 @pytest.fixture
 def env(tmp_path: Path, fleet: tuple[se.FakeState, str]) -> dict[str, str]:
     settings = operator_env(tmp_path / "dataconn.duckdb", tmp_path / "secret.key", DATACONN_SOLAREDGE_BASE_URL=fleet[1])
-    assert run(settings, "init").returncode == 0
+    assert cli(settings, "init").returncode == 0
     return settings
-
-
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return run_module("jobs.cli", *args, env=env)
 
 
 def test_discover_lists_the_account_then_writes_a_file_config_import_takes(
     tmp_path: Path, env: dict[str, str], fleet: tuple[se.FakeState, str]
 ) -> None:
     env["SOLAREDGE_API_KEY"] = KEY
-    listing = run(env, "discover", "solaredge")
+    listing = cli(env, "discover", "solaredge")
     assert listing.returncode == 0, listing.stderr
     assert listing.stdout.startswith("50 site(s); 0 configured already")
     assert "Fleet Site 050" in listing.stdout and "Europe/Brussels" in listing.stdout
 
     out = tmp_path / "fleet.yaml"
     wanted = [arg for site in fleet[0].sites[:8] for arg in ("--site", str(site.site_id))]
-    written = run(env, "discover", "solaredge", *wanted, "--output", str(out))
+    written = cli(env, "discover", "solaredge", *wanted, "--output", str(out))
     assert written.returncode == 0, written.stderr
     assert "Wrote 8 site(s)" in written.stderr and "SOLAREDGE_API_KEY" in written.stderr
     text = out.read_text()
@@ -57,7 +52,7 @@ def test_discover_lists_the_account_then_writes_a_file_config_import_takes(
     assert len(data["sites"]) == 8
     assert data["sites"][0]["meters"][0]["sources"][0]["credentials"] == {"api_key": {"env": "SOLAREDGE_API_KEY"}}
 
-    imported = run(env, "config", "import", str(out))
+    imported = cli(env, "config", "import", str(out))
     assert imported.returncode == 0, imported.stderr
     assert "sites:   8 created" in imported.stdout
     catalog = cat.load_catalog(Store(Path(env["DATACONN_DB_PATH"])))
@@ -66,7 +61,7 @@ def test_discover_lists_the_account_then_writes_a_file_config_import_takes(
     }
 
     # Again: the eight are skipped, listed as configured.
-    again = run(env, "discover", "solaredge", *wanted, "--output", str(tmp_path / "again.yaml"))
+    again = cli(env, "discover", "solaredge", *wanted, "--output", str(tmp_path / "again.yaml"))
     assert (
         again.returncode == 1 and again.stderr.strip() == "Every chosen site is configured already: nothing to write."
     )
@@ -79,7 +74,7 @@ def test_reported_channels_follow_each_sites_devices(tmp_path: Path, env: dict[s
     out = tmp_path / "reported.json"
     sites = ("4000001", "4000002", "4000004")  # meters and battery; PV only; meters only
     args = [arg for site in sites for arg in ("--site", site)]
-    written = run(env, "discover", "solaredge", *args, "--channels", "reported", "--output", str(out))
+    written = cli(env, "discover", "solaredge", *args, "--channels", "reported", "--output", str(out))
     assert written.returncode == 0, written.stderr
     data = yaml.safe_load(out.read_text())
     meters = {site["name"]: [m["name"] for m in site["meters"]] for site in data["sites"]}
@@ -93,7 +88,7 @@ def test_reported_channels_follow_each_sites_devices(tmp_path: Path, env: dict[s
 def test_a_selection_beyond_the_budget_writes_nothing(tmp_path: Path, env: dict[str, str]) -> None:
     env["SOLAREDGE_API_KEY"] = KEY
     out = tmp_path / "all.json"
-    refused = run(env, "discover", "solaredge", "--channels", "meters,battery", "--output", str(out))
+    refused = cli(env, "discover", "solaredge", "--channels", "meters,battery", "--output", str(out))
     assert refused.returncode == 1
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and "allows 2,000 calls a month" in lines[0]
@@ -101,21 +96,21 @@ def test_a_selection_beyond_the_budget_writes_nothing(tmp_path: Path, env: dict[
 
 
 def test_a_bad_key_a_missing_key_or_no_vendor_is_one_line(tmp_path: Path, env: dict[str, str]) -> None:
-    missing = run(env, "discover", "solaredge")
+    missing = cli(env, "discover", "solaredge")
     assert (missing.returncode, missing.stderr.strip()) == (
         1,
         "Set SOLAREDGE_API_KEY to the SolarEdge V2 API key of the account.",
     )
     env["SOLAREDGE_API_KEY"] = "not-the-key"
-    bad = run(env, "discover", "solaredge")
+    bad = cli(env, "discover", "solaredge")
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
     assert "rejected the API key" in bad.stderr and "not-the-key" not in bad.stderr and "Traceback" not in bad.stderr
     env["SOLAREDGE_API_KEY"] = KEY
     env["DATACONN_SOLAREDGE_BASE_URL"] = f"http://127.0.0.1:{free_port()}/v2"
-    offline = run(env, "discover", "solaredge")
+    offline = cli(env, "discover", "solaredge")
     assert offline.returncode == 1 and offline.stderr.startswith("Could not list the sites of this account.")
     assert len(offline.stderr.strip().splitlines()) == 1
-    enphase = run(env, "discover", "enphase")
+    enphase = cli(env, "discover", "enphase")
     assert enphase.returncode == 1 and "--source" in enphase.stderr
 
 
@@ -129,13 +124,13 @@ def test_discover_enphase_uses_an_authorised_sources_application(tmp_path: Path)
     with serve(enphase.create_app(fake)) as url:
         urls = {"DATACONN_ENPHASE_BASE_URL": f"{url}/api/v4", "DATACONN_ENPHASE_AUTH_URL": f"{url}/oauth"}
         env = operator_env(tmp_path / "db.duckdb", tmp_path / "secret.key", DATACONN_ENPHASE_PLAN="kilowatt", **urls)
-        assert run(env, "init").returncode == 0
+        assert cli(env, "init").returncode == 0
         settings = Settings(db_path=tmp_path / "db.duckdb", key_file=tmp_path / "secret.key", **_lower(urls))
         runtime = open_runtime(settings, prepare=False)
         source_id = enphase_source(runtime.store, runtime.box, authorised=True, settings=settings, fake=fake)
 
         out = tmp_path / "systems.yaml"
-        written = run(env, "discover", "enphase", "--source", str(source_id), "--output", str(out))
+        written = cli(env, "discover", "enphase", "--source", str(source_id), "--output", str(out))
         assert written.returncode == 0, written.stderr
         assert "5 site(s); 1 configured already" in written.stdout
         text = out.read_text()
@@ -146,7 +141,7 @@ def test_discover_enphase_uses_an_authorised_sources_application(tmp_path: Path)
         assert "credentials" not in first  # the authorised source's application and grant are shared, not copied
         holder = cat.load_catalog(runtime.store).names_of(source_id)
         assert first["api"]["credentials_from"] == holder
-        imported = run(env, "config", "import", str(out))  # no credential to give
+        imported = cli(env, "config", "import", str(out))  # no credential to give
         assert imported.returncode == 0, imported.stderr
         assert "sites:   4 created" in imported.stdout
 

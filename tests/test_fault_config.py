@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
-import sys
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,9 +32,8 @@ from core.store.crypto import SecretBox, read_key_file
 from core.store.secret_store import put_secret
 from core.store.store import Store
 from tests.holder import held
-from tests.processes import operator_env
+from tests.processes import cli
 
-REPO = Path(__file__).resolve().parents[1]
 A_FEW_MB = 5_000_000  # what refusing a hostile file may cost, in bytes of Python memory at its peak
 
 
@@ -84,17 +81,6 @@ def state(store: Store) -> dict[str, list[tuple[Any, ...]]]:
 
 
 # --- through the CLI, in a process of its own -------------------------------------------------------------------
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return operator_env(tmp_path / "db" / "dataconn.duckdb", tmp_path / "keys" / "secret.key")
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
-    )
 
 
 @pytest.fixture

@@ -172,19 +172,7 @@ def test_a_negative_sample_from_the_vendor_leaves_that_quarter_unknown_and_is_lo
     assert len(logged) == 1 and " 1 negative" in logged[0].getMessage() and OFFICE in logged[0].getMessage()
 
 
-# --- documentation and provenance -----------------------------------------------------------------------------
-
-
-def test_every_fixture_names_where_its_shape_was_observed() -> None:
-    folders = [p for p in FIXTURES.iterdir() if p.is_dir()]
-    assert {p.name for p in folders} >= {"solaredge_v1", "solaredge_v2", "enphase"}
-    for folder in folders:
-        listing = (folder / "PROVENANCE.md").read_text()
-        lines = [line for line in listing.splitlines() if line.startswith("- `")]
-        for fixture in sorted(folder.glob("*.json")) + sorted(folder.glob("*.csv")):
-            line = next((line for line in lines if f"`{fixture.name}`" in line), None)
-            assert line is not None, f"{folder.name}/{fixture.name} has no provenance line"
-            assert line.split(":", 1)[1].strip(), f"{folder.name}/{fixture.name}: empty provenance"
+# --- documentation -----------------------------------------------------------------------------
 
 
 def test_the_v2_code_cites_our_own_documentation_which_states_the_rules() -> None:
