@@ -1,18 +1,30 @@
-"""Run every benchmark in this folder and print its figures."""
+"""Run every benchmark in this folder and print its figures.
+
+`python -m bench` runs them all (the fleet benchmark in its full mode, about 20 minutes); `python -m bench fleet
+[--quick]` runs only the fleet benchmark (bench/bench_fleet.py; `--quick`: about 9 minutes).
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from bench import bench_catalog, bench_config_import, bench_cycle, bench_ingest, bench_pages
+from bench import bench_catalog, bench_config_import, bench_cycle, bench_ingest, bench_pages, bench_write
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["fleet"]:
+        from bench import bench_fleet
+
+        bench_fleet.main(sys.argv[2:])
+        sys.exit(0)
     bench_catalog.main()
     bench_config_import.main()
     bench_ingest.main()
     bench_cycle.main()
+    bench_write.main()
     bench_pages.main()
     # The soak measures the collector's resident memory: in a process of its own, so the others' peaks and imports
     # do not count.
     subprocess.run([sys.executable, "-m", "bench.bench_soak"], check=True)
+    # The fleet runs the real collector process against the fake vendors, in processes of their own.
+    subprocess.run([sys.executable, "-m", "bench.bench_fleet"], check=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.bench_cycle import NOW, STEP, open_fleet
 from core.providers.simulator import client as simulator
-from jobs.collector import WORKERS, collection_for
+from jobs.collector import collection_for
 
 SOURCES = 10
 CYCLES = 10_000
@@ -61,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         runtime = open_fleet(Path(tmp), SOURCES)
         collection = collection_for(runtime)
-        pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="poll")
+        pool = ThreadPoolExecutor(max_workers=runtime.settings.collector_workers, thread_name_prefix="poll")
         samples: list[tuple[int, float, float]] = [(0, *memory_mb())]
         durations, rows = [], 0
         now = NOW

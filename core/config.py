@@ -41,10 +41,36 @@ class Settings(BaseSettings):
         "EUR", description="Currency of the sources' cost per MWh, shown with every cost and price (e.g. EUR, USD)."
     )
     http_timeout_s: float = Field(20.0, gt=0, description="Timeout of one call to a vendor API.")
+    http_max_connections_per_host: int = Field(
+        32,
+        ge=1,
+        le=1000,
+        description="Most connections open at once to one vendor host (shared by every poll; more calls wait).",
+    )
+    collector_workers: int = Field(
+        32,
+        ge=1,
+        le=256,
+        description="Vendor sites the collector polls at once (threads: polls wait on the network, not the CPU).",
+    )
     retention_raw_days: int = Field(
         400, ge=1, description="Raw readings older than this many days are dropped (after rolling them up)."
     )
     retention_cache_days: int = Field(7, ge=1, description="Cached raw vendor responses are kept this many days.")
+    quota_queue_wait_s: float = Field(
+        120.0,
+        ge=0,
+        le=3600,
+        description="Longest the collector lets a vendor call wait for its turn under a per-minute limit (longer: "
+        "refused and retried later).",
+    )
+    quota_lease_calls: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="Day/month calls the collector counts in the database at a time (unused ones are given back "
+        "every minute).",
+    )
     live_refresh_s: int = Field(
         30, ge=2, le=3600, description="Seconds between two reloads of the Live page's panel (not the whole page)."
     )

@@ -13,12 +13,13 @@ ALERTS_MIN_GAP (a poll ending sooner marks one due, which the next tick runs), a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -31,7 +32,7 @@ from core.catalog import catalog as cat
 from core.catalog.vendor_sites import group_by_provider_site
 from core.collect.collection import Collection, backfill
 from core.collect.pass_inputs import READ_WAIT_S
-from core.collect.poll_result import GroupResult
+from core.collect.poll_result import GroupResult, PassReport
 from core.collect.source_health import EARLY_RETRY_SLOWER_THAN, RETRIED_EARLY, GroupKey, early_retry
 from core.config import Settings
 from core.models import UpdateFrequency
@@ -48,7 +49,6 @@ from core.store.store import StoreBusy, StoreError, StoreFault, StoreUnavailable
 from jobs.cli import DEBUG_HINT, CliError, settings_from_env
 
 log = logging.getLogger("dataconn.collector")
-WORKERS = 4
 # Polls ask for an evaluation of the alert rules over the whole fleet; at most one starts per ALERTS_MIN_GAP. One
 # per poll would, with 100 vendor sites, mean evaluations back to back, each holding the database file (the
 # dashboard's reads wait on it). A minute is well under the fastest update frequency (5 min), so alerts still
@@ -56,6 +56,23 @@ WORKERS = 4
 ALERTS_MIN_GAP = timedelta(seconds=60)
 ALERTS_FLOOR = timedelta(minutes=15)  # the rules run at least this often, polls or not (imported data, no_data)
 ALERTS_TICK_S = 5  # how often the main loop checks whether an evaluation is due
+
+
+class PollPool(ThreadPoolExecutor):
+    """The poll threads. A poll hands its pass to the collection's writer and ends without waiting for the write;
+    shutting the pool down with `wait` finishes the polls in hand AND waits until their passes are written (or
+    spooled), as it did when each poll wrote its own."""
+
+    def __init__(self, workers: int, collection: Collection) -> None:
+        super().__init__(max_workers=workers, thread_name_prefix="poll")
+        self.collection = collection
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if wait:  # the passes handed over already, while what follows them (alerts) may still run on the pool
+            self.collection.writer.flush()
+        super().shutdown(wait, cancel_futures=cancel_futures)
+        if wait:  # those of the polls that were still running
+            self.collection.writer.flush()
 
 
 class Collector:
@@ -68,7 +85,9 @@ class Collector:
         self.runtime = runtime
         self.collection = collection_for(runtime)
         self.scheduler = schedule.Scheduler()
-        self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="poll")
+        # Polls wait on vendors, not the CPU: many threads in flight (DATACONN_COLLECTOR_WORKERS, README "How many
+        # polls in flight").
+        self.executor = PollPool(runtime.settings.collector_workers, self.collection)
         self.in_flight: set[GroupKey] = set()
         self.lock = threading.Lock()
         self.intervals: dict[GroupKey, int] = {}
@@ -97,30 +116,64 @@ class Collector:
         self.executor.submit(self._poll, key)
 
     def _poll(self, key: GroupKey) -> None:
+        """Poll one vendor site and hand its pass to the collection's writer, without waiting for the write (the
+        writer groups the passes of many sites in one transaction: `core.collect.group_writer`)."""
         try:
-            report = self.collection.run(datetime.now(UTC), only={key})
-            if report.deferred:  # not polled now (memory full of held passes, a budget that cannot be counted)
-                with self.lock:
-                    self.retry_soon.add(key)
-            self._plan_early_retry(key, report.results)
+            report, written = self.collection.poll(datetime.now(UTC), only={key}, shared_inputs=True)
         except StoreUnavailable as exc:  # nothing could keep this pass (no inputs read yet): poll again soon
             self.collection.episodes.unavailable(exc)
             with self.lock:
                 self.retry_soon.add(key)
         except Exception:  # the job boundary: one site's failure must never stop the others
             log.exception("poll of %s/%s failed", *key)
-        finally:
+        else:
+            if report.deferred:  # not polled now (memory full of held passes, a budget that cannot be counted)
+                with self.lock:
+                    self.retry_soon.add(key)
+            if self._retries_early(key, report.results):
+                # When to poll it again depends on the state this write records: wait for it (only after a failed
+                # poll of a site polled less than hourly; every other poll thread goes on at once).
+                with contextlib.suppress(Exception):  # said by `_written`
+                    written.result()
+            # The site stays in flight until its pass is written or held, so it is never polled again from
+            # bookmarks its last pass has not moved yet.
+            written.add_done_callback(lambda done: self._written(key, done))
+            return
+        self._polled(key)
+
+    def _written(self, key: GroupKey, done: Future[PassReport]) -> None:
+        """Once a site's pass is written or held (or could be neither): on the writer's thread, or on the poll's
+        when it waited for the write."""
+        try:
+            self._plan_early_retry(key, done.result().results)
+        except StoreUnavailable as exc:  # nothing could keep this pass (a file-system fault): poll again soon
+            self.collection.episodes.unavailable(exc)
             with self.lock:
-                self.in_flight.discard(key)
+                self.retry_soon.add(key)
+        except Exception:  # the job boundary, as in `_poll`
+            log.exception("the pass of %s/%s could not be written", *key)
+        self._polled(key)
+
+    def _polled(self, key: GroupKey) -> None:
+        """The site is no longer in flight. The alert rules, which should look at its data, run on the pool, never
+        on the writer's thread."""
+        with self.lock:
+            self.in_flight.discard(key)
         # Also after a failed poll: a vendor that keeps failing is exactly what the no-data rule must report.
-        self.evaluate_alerts()
+        with contextlib.suppress(RuntimeError):  # the pool is shutting down: the next start evaluates
+            self.executor.submit(self.evaluate_alerts)
+
+    def _retries_early(self, key: GroupKey, results: list[GroupResult]) -> bool:
+        """Whether this poll failed in a way a slow group is polled again for before its next slot."""
+        period = timedelta(minutes=self.intervals.get(key, 0))
+        return period > EARLY_RETRY_SLOWER_THAN and any(r.outcome in RETRIED_EARLY for r in results)
 
     def _plan_early_retry(self, key: GroupKey, results: list[GroupResult]) -> None:
         """After a failed poll of a slow group: when to poll it again before its next slot, if at all."""
+        if not self._retries_early(key, results):
+            return
         failed = [r for r in results if r.outcome in RETRIED_EARLY]
         period = timedelta(minutes=self.intervals.get(key, 0))
-        if not failed or period <= EARLY_RETRY_SLOWER_THAN:
-            return
         try:
             with self.runtime.store.connect(read_only=True, timeout_s=READ_WAIT_S) as con:
                 states = read_states(con)
@@ -184,6 +237,7 @@ class Collector:
             log.exception("could not update the schedule; trying again in a minute")
 
     def _sync(self) -> None:
+        self.collection.forget_inputs()  # the polls read the configuration again (changes made in the dashboard)
         self.collection.drain()
         self._flush_journal()
         try:
@@ -263,6 +317,8 @@ class Collector:
             self.stop.wait(1)
         log.info("stopping: finishing the polls in hand")
         self.executor.shutdown(wait=True)
+        self.collection.close()  # writes (or spools) what the polls handed to the writer
+        self.runtime.ledger.close()  # gives back the day/month calls leased and not made
 
 
 def run_alerts(runtime: Runtime, *, log_busy: bool = True) -> StoreUnavailable | bool:
@@ -342,7 +398,11 @@ def run_once(runtime: Runtime) -> int:
     """`--once`: one pass over every vendor site, its summary on stdout; exit 1 when a group could not be polled
     or its pass not kept (a file-system fault: said in one line), 0 otherwise."""
     collection = collection_for(runtime, once=True)
-    report = collection.run(datetime.now(UTC))
+    try:
+        report = collection.run(datetime.now(UTC))
+    finally:
+        collection.close()
+        runtime.ledger.close()  # gives back the day/month calls leased and not made
     print(report.summary())
     for line in report_lines(Spool.beside(runtime.store.path).quarantine.report()):
         print(f"collector: {line}", file=sys.stderr)
@@ -408,7 +468,7 @@ def open_waiting(
     reported = False
     while True:
         try:
-            runtime = open_runtime(settings)
+            runtime = open_runtime(settings, queued=True)  # calls wait their turn (core.providers.quota)
         except StoreUnavailable as exc:
             if not wait:
                 raise

@@ -95,7 +95,9 @@ def _accounts(health: Health) -> None:
         "One row per budget: a SolarEdge API key, an Enphase application, or the built-in simulator. Poll figures"
         " count each poll of a vendor site once, over the last 24 h; quota today is the vendor's UTC day."
     )
-    st.dataframe(account_table(health.accounts, health.now), hide_index=True, key="ah_accounts_table")
+    st.dataframe(
+        account_table(health.accounts, health.now), hide_index=True, column_config=ACCOUNT_HELP, key="ah_accounts_table"
+    )
     download_buttons(health.accounts, "api-health-accounts", key="ah_accounts_download")
 
 
@@ -166,6 +168,15 @@ SOURCE_HELP = {
         help="Enphase refresh token: after it, the owner must authorise again in Data Connections."
     ),
     "Next poll": st.column_config.TextColumn(help="When the collector polls next, and what decides it."),
+}
+ACCOUNT_HELP = {
+    "Queued": st.column_config.NumberColumn(
+        help="Vendor calls waiting now for their turn under the account's per-minute limit (the collector paces"
+        " them, sites taking turns); '-' when the collector reported no queue in the last 3 minutes."
+    ),
+    "Wait p95": st.column_config.TextColumn(
+        help="95th percentile of how long the account's calls waited for their turn over the last 15 minutes."
+    ),
 }
 
 

@@ -13,6 +13,8 @@ each budget is used.
   (SolarEdge V2, Enphase) shows today's calls as the sum of its minute buckets; one without a month budget
   (SolarEdge V1) shows the month's calls as the sum of its day buckets. Budgets are the specs' (`ProviderSpec.
   budgets`, through `quota_plan.budget_rules`); the simulator has none.
+- Queues (calls waiting for their turn under a per-minute limit, and how long they waited) come from
+  `request_queues`, which the collector fills from its memory every few seconds (`core.store.quota_store`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 from pydantic import SecretStr
@@ -41,6 +43,11 @@ SIMULATOR_ACCOUNT = "simulator"
 MIN_SECRET_LENGTH = 4  # shorter values would blank ordinary words out of messages
 
 Usage = dict[tuple[str, str, str], tuple[int, int]]  # (vendor, scope key, period) -> (calls today, calls this month)
+# (vendor, scope key) -> (calls waiting for their turn now, p95 of the waits of the last 15 minutes in s or None)
+Queues = dict[tuple[str, str], tuple[int, float | None]]
+# The collector writes its queue figures every few seconds while calls wait, and at its every-minute sync; older
+# figures are a stopped collector's, and say nothing about now.
+QUEUES_FRESH = timedelta(minutes=3)
 
 
 @dataclass
@@ -156,6 +163,24 @@ def read_usage(con: duckdb.DuckDBPyConnection, now: datetime) -> Usage:
         f" AND bucket_start < {ts_literal(month_end)} GROUP BY ALL"
     ).fetchall()
     return {(str(p), str(s), str(period)): (int(today), int(month)) for p, s, period, today, month in rows}
+
+
+def read_queues(con: duckdb.DuckDBPyConnection, now: datetime) -> Queues:
+    """The collector's per-account request queues (`request_queues`, written by `core.store.quota_store`), where
+    fresh."""
+    rows = con.execute(
+        "SELECT provider, scope_key, queued, wait_p95_s FROM request_queues WHERE updated_at >= ?",
+        [now - QUEUES_FRESH],
+    ).fetchall()
+    return {(str(p), str(s)): (int(queued), None if p95 is None else float(p95)) for p, s, queued, p95 in rows}
+
+
+def queue(account: Account | None, queues: Queues) -> tuple[int | None, float | None]:
+    """(calls queued now, wait p95 in s) of an account; (None, None) when the collector published none lately (not
+    paced: the simulator, an unknown account, no per-minute limit, no collector running)."""
+    if account is None or account.scope_key is None:
+        return None, None
+    return queues.get((spec_of(account.provider).vendor or "", account.scope_key), (None, None))
 
 
 def quota(

@@ -39,7 +39,19 @@ from datetime import datetime, timedelta
 import duckdb
 import polars as pl
 
-from core.analytics.api_accounts import Account, Member, Usage, account_labels, accounts_of, quota, read_usage, scrubber
+from core.analytics.api_accounts import (
+    Account,
+    Member,
+    Queues,
+    Usage,
+    account_labels,
+    accounts_of,
+    queue,
+    quota,
+    read_queues,
+    read_usage,
+    scrubber,
+)
 from core.cadence import jitter_minutes
 from core.catalog import catalog as cat
 from core.catalog import quota_plan
@@ -108,6 +120,7 @@ def load_health(
         polled = [s.id for s in catalog.sources if s.api.use_api]
         last = _last_seen(con, runs, polled, now - LOOKBACK)
         usage = read_usage(con, now)
+        queues = read_queues(con, now)
     members, accounts = accounts_of(catalog, secrets, unreadable)
     clean = scrubber(secrets)
     last = _scrubbed(last, "last_error", clean)
@@ -121,7 +134,7 @@ def load_health(
         .select(SOURCE_COLUMNS)
     )
     quarantined = Spool.beside(store.path).quarantine.report()
-    return Health(now, sources, _account_rows(sources, members, accounts, labels, runs), quarantined)
+    return Health(now, sources, _account_rows(sources, members, accounts, labels, runs, queues), quarantined)
 
 
 # --- reads ----------------------------------------------------------------------------------------------------
@@ -280,6 +293,7 @@ def _account_rows(
     accounts: dict[str, Account],
     labels: dict[str, str],
     runs: pl.DataFrame,
+    queues: Queues,
 ) -> pl.DataFrame:
     """Per account: each vendor site's poll counted once (the rows of one poll share its vendor site and start)."""
     membership = pl.DataFrame(
@@ -308,6 +322,7 @@ def _account_rows(
     rows = []
     for account in accounts.values():
         grants = [g for g in account.grants.values() if g is not None]
+        queued, wait_p95_s = queue(account, queues)
         rows.append(
             {
                 "account_id": account.id,
@@ -318,6 +333,8 @@ def _account_rows(
                 "authorised": bool(spec_of(account.provider).obtained_secrets),
                 "token_expires_at": min((g.access_expires_at for g in grants), default=None),
                 "refresh_expires_at": min((g.refresh_expires_at for g in grants if g.refresh_expires_at), default=None),
+                "queued": queued,
+                "wait_p95_s": wait_p95_s,
             }
         )
     return (
@@ -365,6 +382,8 @@ _ACCOUNT_BASE = pl.Schema(
         "authorised": pl.Boolean(),
         "token_expires_at": _UTC,
         "refresh_expires_at": _UTC,
+        "queued": pl.Int64(),
+        "wait_p95_s": pl.Float64(),
     }
 )
 _POLLS = ["polls_24h", "ok_24h", "success_pct", "p50_ms", "p95_ms", "rate_limited_24h"]
@@ -385,4 +404,5 @@ ACCOUNT_COLUMNS = [
     *_QUOTA,
     *_TOKENS,
     "circuits_open",
+    *("queued", "wait_p95_s"),
 ]

@@ -169,12 +169,24 @@ def account_table(frame: pl.DataFrame, now: datetime) -> pl.DataFrame:
                 "Token expiry": token_text(row, "token_expires_at", now, None),
                 "Refresh token expiry": token_text(row, "refresh_expires_at", now, None),
                 "Circuits open": row["circuits_open"],
+                "Queued": row["queued"],
+                "Wait p95": wait_text(row["wait_p95_s"]),
             }
         )
     return pl.DataFrame(rows, schema=_schema(ACCOUNT_HEADERS))
 
 
-_COUNTS = {"Polls 24 h", "429s 24 h", "Vendor sites", "Sources", "Needing attention", "Circuits open"}
+def wait_text(seconds: float | None) -> str:
+    """How long the account's calls waited for their turn (95th percentile of the last 15 minutes): "-" without
+    figures, "none" for calls that never waited, "0.4 s" under 10 s, then as `span`."""
+    if seconds is None:
+        return "-"
+    if seconds < 0.05:
+        return "none"
+    return f"{seconds:.1f} s" if seconds < 10 else span(seconds)
+
+
+_COUNTS = {"Polls 24 h", "429s 24 h", "Vendor sites", "Sources", "Needing attention", "Circuits open", "Queued"}
 
 
 def _schema(headers: list[str]) -> pl.Schema:
@@ -191,7 +203,7 @@ ACCOUNT_HEADERS = [
     *("Provider", "Account", "Vendor sites", "Sources", "Needing attention"),
     *_SHARED,
     *("Last success", "Last error", "Quota today (UTC)", "Quota this month", "Token expiry", "Refresh token expiry"),
-    "Circuits open",
+    *("Circuits open", "Queued", "Wait p95"),
 ]
 
 

@@ -12,6 +12,11 @@ Rules, each for a reason:
   Credentials our own keys cannot decrypt stop nothing: the key, once restored, is the cure (`core.store.crypto`).
 
 What a pass writes is in `core.collect.pass_write`; what one poll produced in `core.collect.poll_result`.
+
+Group commit: a poll hands its pass to the collection's writer (`core.collect.group_writer`), which writes every pass
+queued in one transaction, at most about once a second and at once when idle, so the file is held once a second
+however many vendor sites were polled in it. `run` waits for its pass to be written (the CLI's `--once`, tests);
+the collector's polls (`poll`) do not, and share one read of the inputs, kept current by the writes (`inputs`).
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +36,7 @@ import polars as pl
 from core.cadence import SETTLE
 from core.catalog import catalog as cat
 from core.catalog.vendor_sites import group_by_provider_site, provider_site_key
+from core.collect.group_writer import GAP_S, GroupWriter
 from core.collect.pass_inputs import (
     GAP_RESERVE,
     READ_WAIT_S,
@@ -39,7 +46,7 @@ from core.collect.pass_inputs import (
     read_inputs,
     window_for,
 )
-from core.collect.pass_write import apply_entry, apply_pass, pass_readings, refresh_rollups
+from core.collect.pass_write import apply_entry, apply_pass_per_source, pass_readings, refresh_rollups
 from core.collect.poll_result import GroupResult, PassReport, newest_finals
 from core.collect.source_health import GroupKey, log_transition, sits_out
 from core.models import Category, Source
@@ -61,13 +68,21 @@ from core.store.crypto import SecretBox
 from core.store.exchange_archive import write_exchanges
 from core.store.held_passes import MEMORY_CAPACITY, HeldPasses
 from core.store.readings_store import ingest, to_batches
-from core.store.source_state import SourceState
+from core.store.source_state import SourceState, read_states
 from core.store.spool import Spool
 from core.store.store import Store, StoreError, StoreUnavailable
 from core.store.store_episodes import StoreEpisodes
 
 log = logging.getLogger(__name__)
 PAUSED = "the passes held in memory must be written first"
+# Polls that share inputs (the collector's) reuse the last read for at most this long: one read of the whole fleet
+# now and then instead of one per poll (a read of a large catalog holds the file for most of a second). Each write
+# moves the kept states of the sources it wrote to what it stored, so only changes made elsewhere (the dashboard's,
+# a CLI's) wait for the next read; the collector also asks for one at its every-minute sync (`forget_inputs`).
+INPUTS_MAX_AGE_S = 10.0
+# The holes those polls re-read (core.collect.gaps) are looked for in the whole fleet at most this often: the
+# search reads a month of rollups, and a hole waits for its site's next poll anyway (minutes at least).
+GAPS_MAX_AGE_S = 60.0
 
 
 def _spare_budget(client: MonitoringProvider, now: datetime) -> bool:
@@ -181,13 +196,29 @@ def _fill_gap(
     return window
 
 
+@dataclass
+class _Pass:
+    """A polled pass on its way to the writer."""
+
+    report: PassReport
+    inputs: PassInputs
+    now: datetime
+
+
+def _claims(polled: _Pass) -> frozenset[Hashable]:
+    """What a pass writes: its sources (two passes of one source never share a commit)."""
+    return frozenset(i for r in polled.report.results for i in r.source_ids)
+
+
 class Collection:
-    """Collection passes of one process: polls, then one transaction per pass; what the database cannot take now
-    is held (`core.store.held_passes`) and written, in order, once it can.
+    """Collection passes of one process: polls, then their passes written by one writer thread, several in one
+    transaction (`core.collect.group_writer`); what the database cannot take now is held
+    (`core.store.held_passes`) and written, in order, once it can.
 
     The last inputs read are kept, so passes go on (against them) while an outside program holds the file.
     `memory_capacity` bounds the passes held in memory when the spool cannot be written either (0: none, for a
-    one-shot process whose memory ends with it).
+    one-shot process whose memory ends with it). `commit_gap_s`: at most one commit per this many seconds.
+    Call `close` when done: it writes what is queued.
     """
 
     def __init__(
@@ -198,11 +229,17 @@ class Collection:
         spool: Spool | None = None,
         *,
         memory_capacity: int = MEMORY_CAPACITY,
+        commit_gap_s: float = GAP_S,
     ) -> None:
         self.store, self.box, self.context, self.spool = store, box, context, spool
         self.episodes = StoreEpisodes(store, spool.directory if spool else None)
         self.held = HeldPasses(spool, self.episodes, memory_capacity) if spool else None
+        self.writer: GroupWriter[_Pass, PassReport] = GroupWriter(self._commit, _claims, gap_s=commit_gap_s)
         self._inputs: PassInputs | None = None
+        self._inputs_lock = threading.Lock()  # one read at a time; polls arriving meanwhile use its result
+        self._inputs_read_at = float("-inf")  # monotonic
+        self._gaps_read_at = float("-inf")  # monotonic; when the kept inputs' gaps were looked for fleet-wide
+        self._kept_lock = threading.Lock()  # replacing the kept inputs vs moving them on after a write
         self._drain_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._keys_notice: str | None = None  # the keys' one line (core.store.crypto), logged when it changes
@@ -221,26 +258,62 @@ class Collection:
         elif before is not None:
             log.info("the stored credentials can be decrypted again: their sources are polled at their next turn")
 
-    def inputs(self, now: datetime, only: set[GroupKey] | None = None) -> PassInputs:
-        self.box.refresh()  # a key file restored (or, with no credential stored, created) since the last pass
-        try:
-            fresh = read_inputs(self.store, self.box, now, timeout_s=READ_WAIT_S if self.spool else None, only=only)
-        except StoreUnavailable as exc:
-            if self.spool is None or self._inputs is None:
-                raise
-            self.episodes.unavailable(exc)
-            return self._inputs
-        if self._inputs is not None and self.held is not None and self.held.waiting():
-            carry_bookmarks(fresh, self._inputs)
-        self._inputs = fresh
-        return fresh
+    def inputs(self, now: datetime, only: set[GroupKey] | None = None, *, shared: bool = False) -> PassInputs:
+        """What a pass reads first. `shared` (the collector's polls): the kept inputs of the whole fleet, read
+        again only when older than `INPUTS_MAX_AGE_S` (or forgotten); else a read of its own, as a full pass
+        (`--once`) or a test wants."""
+        with self._inputs_lock:
+            kept = self._inputs
+            if shared and kept is not None and time.monotonic() - self._inputs_read_at < INPUTS_MAX_AGE_S:
+                return kept
+            find_gaps = not shared or kept is None or time.monotonic() - self._gaps_read_at >= GAPS_MAX_AGE_S
+            self.box.refresh()  # a key file restored (or, with no credential stored, created) since the last pass
+            try:
+                fresh = read_inputs(
+                    self.store,
+                    self.box,
+                    now,
+                    timeout_s=READ_WAIT_S if self.spool else None,
+                    only=None if shared else only,
+                    find_gaps=find_gaps,
+                )
+            except StoreUnavailable as exc:
+                if self.spool is None or kept is None:
+                    raise
+                self.episodes.unavailable(exc)
+                # Polls arriving within the next second go on with the kept inputs instead of each waiting again.
+                self._inputs_read_at = time.monotonic() - INPUTS_MAX_AGE_S + 1.0
+                return kept
+            if find_gaps:  # of the whole fleet, unless a pass of its own looked in a few groups only
+                self._gaps_read_at = time.monotonic() if shared or only is None else float("-inf")
+            waiting = self.writer.pending() or (self.held is not None and self.held.waiting())
+            with self._kept_lock:  # the writer's `_advance` sees either the kept inputs or these, never half of both
+                kept = self._inputs
+                if kept is not None and not find_gaps:
+                    fresh.gaps = dict(kept.gaps)  # as the writes since left them (`_advance`)
+                if kept is not None and waiting:
+                    carry_bookmarks(fresh, kept)
+                self._inputs, self._inputs_read_at = fresh, time.monotonic()
+            return fresh
+
+    def forget_inputs(self) -> None:
+        """The next shared poll reads the inputs again (the configuration may have changed)."""
+        self._inputs_read_at = float("-inf")
 
     def run(self, now: datetime, only: set[GroupKey] | None = None) -> PassReport:
-        """Poll every enabled vendor site (or those in `only`) once and store what came back, in one transaction.
-        Groups that cannot be polled now (memory full of held passes, a vendor budget that cannot be counted)
-        are in the report's `deferred`: the collector tries them again within a minute."""
+        """Poll every enabled vendor site (or those in `only`) once and store what came back, waiting until it is
+        written (with whatever other passes the writer groups it with) or held. Groups that cannot be polled now
+        (memory full of held passes, a vendor budget that cannot be counted) are in the report's `deferred`: the
+        collector tries them again within a minute."""
+        return self.poll(now, only)[1].result()
+
+    def poll(
+        self, now: datetime, only: set[GroupKey] | None = None, *, shared_inputs: bool = False
+    ) -> tuple[PassReport, Future[PassReport]]:
+        """`run` without waiting for the write: the report (its results and `deferred` are final) and a future
+        done once the writer has written or held it. `shared_inputs`: see `inputs`."""
         self.drain()
-        inputs = self.inputs(now, only)
+        inputs = self.inputs(now, only, shared=shared_inputs)
         self._note_keys(inputs)
         report = PassReport()
         paused = self.held is not None and self.held.full()
@@ -267,35 +340,57 @@ class Collection:
                 log_transition(key, result, [inputs.states.get(s.id) for s in sources])
             report.results.append(result)
         if report.results:
-            self._write(report, inputs, now)
-        log.log(logging.INFO if report.results else logging.DEBUG, "collection pass: %s", report.summary())
-        return report
+            return report, self.writer.submit(_Pass(report, inputs, now))
+        log.debug("collection pass: %s", report.summary())
+        done: Future[PassReport] = Future()
+        done.set_result(report)
+        return report, done
 
-    def _write(self, report: PassReport, inputs: PassInputs, now: datetime) -> None:
-        readings = pass_readings(report.results)
-        newest = newest_finals(readings, report.results)
+    def close(self, timeout_s: float | None = None) -> bool:
+        """Write (or hold) every pass queued, then stop the writer; False when `timeout_s` ran out first."""
+        return self.writer.close(timeout_s)
+
+    def _commit(self, passes: Sequence[_Pass]) -> list[PassReport]:
+        """The writer's commit: every queued pass in one transaction through `apply_pass` (one set of readings, one
+        `newest_finals`), or, when the file cannot take them, held together as one pass."""
+        results = [r for p in passes for r in p.report.results]
+        now = max(p.now for p in passes)
+        readings = pass_readings(results)
+        newest = newest_finals(readings, results)
+        stored: dict[int, SourceState] = {}  # the written sources' states as the file now has them
         with self._write_lock:  # so a pass cannot overtake an older one on its way into the spool
             if self.held is not None and self.held.waiting():
-                self._hold(report, readings, now)
+                self._hold(passes, results, readings, now)
             else:
                 try:
                     with self.store.transaction() as con:
-                        report.rows_written = apply_pass(con, report.results, readings, newest, now)
+                        written = apply_pass_per_source(con, results, readings, newest, now)
+                        stored = read_states(con)
                     self.episodes.free()
                 except StoreUnavailable as exc:
                     if self.held is None:
                         raise
                     self.episodes.unavailable(exc)
-                    self._hold(report, readings, now)
+                    self._hold(passes, results, readings, now)
+                else:
+                    for p in passes:
+                        p.report.rows_written = sum(written.get(i, 0) for r in p.report.results for i in r.source_ids)
         # The kept inputs move on too, so a pass that must fall back on them starts where this one ended.
-        _advance(inputs, report.results, newest)
+        with self._kept_lock:
+            kept = {id(inputs): inputs for inputs in (*(p.inputs for p in passes), self._inputs) if inputs is not None}
+            for inputs in kept.values():
+                _advance(inputs, results, newest, stored)
+        for p in passes:
+            log.info("collection pass: %s", p.report.summary())
+        return [p.report for p in passes]
 
-    def _hold(self, report: PassReport, readings: pl.DataFrame, now: datetime) -> None:
+    def _hold(self, passes: Sequence[_Pass], results: list[GroupResult], readings: pl.DataFrame, now: datetime) -> None:
         assert self.held is not None
-        held = self.held.hold(_spool_meta(report.results, now), readings)
+        held = self.held.hold(_spool_meta(results, now), readings)
         fault = self.episodes.fault
-        report.spooled, report.in_memory = held.name, held.in_memory
-        report.why_held = fault.cause if fault else "database held"
+        for p in passes:
+            p.report.spooled, p.report.in_memory = held.name, held.in_memory
+            p.report.why_held = fault.cause if fault else "database held"
 
     def drain(self) -> int:
         """Write what is held, if the database can take it; returns the readings written."""
@@ -320,15 +415,28 @@ def _spool_meta(results: list[GroupResult], now: datetime) -> dict[str, Any]:
     return {"now": now.isoformat(), "results": [r.to_json() for r in results]}
 
 
-def _advance(inputs: PassInputs, results: list[GroupResult], newest: dict[int, datetime]) -> None:
+def _advance(
+    inputs: PassInputs,
+    results: list[GroupResult],
+    newest: dict[int, datetime],
+    stored: dict[int, SourceState] | None = None,
+) -> None:
     """Move the kept inputs on as if the pass had been written (`newest`: its `newest_finals`): the next pass
-    starts where it ended."""
+    starts where it ended. When it was written, `stored` holds the states the file now has (failures, circuit,
+    backoff), taken for its sources, with the bookmark never moved back. New dicts replace the old ones, so a poll
+    reading the shared inputs meanwhile sees either."""
+    states, gaps = dict(inputs.states), dict(inputs.gaps)
     for result in results:
         for source_id in result.source_ids:
-            before = inputs.states.get(source_id, SourceState(None, None, False))
+            before = states.get(source_id, SourceState(None, None, False))
             mine = newest.get(source_id)
             bookmark = max((t for t in (before.bookmark, mine) if t is not None), default=None)
-            inputs.states[source_id] = replace(
+            if stored and source_id in stored:
+                after = stored[source_id]
+                bookmark = max((t for t in (bookmark, after.bookmark) if t is not None), default=None)
+                states[source_id] = replace(after, bookmark=bookmark)  # type: ignore[arg-type]
+                continue
+            states[source_id] = replace(
                 before,
                 bookmark=bookmark,  # type: ignore[arg-type]
                 retry_at=result.retry_at,
@@ -336,7 +444,8 @@ def _advance(inputs: PassInputs, results: list[GroupResult], newest: dict[int, d
             )
         if result.gap_window:
             for source_id in result.source_ids:
-                inputs.gaps.pop(source_id, None)
+                gaps.pop(source_id, None)
+    inputs.states, inputs.gaps = states, gaps
 
 
 def collect_once(
@@ -348,7 +457,11 @@ def collect_once(
     spool: Spool | None = None,
 ) -> PassReport:
     """One pass by a short-lived `Collection` (the CLI's `--once`, tests)."""
-    return Collection(store, box, context, spool).run(now, only)
+    collection = Collection(store, box, context, spool)
+    try:
+        return collection.run(now, only)
+    finally:
+        collection.close()
 
 
 def backfill(

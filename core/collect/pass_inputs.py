@@ -57,8 +57,11 @@ def read_inputs(
     *,
     timeout_s: float | None = None,
     only: set[GroupKey] | None = None,
+    find_gaps: bool = True,
 ) -> PassInputs:
-    """Everything a pass needs; holes are looked for only in the groups in `only` (all when None)."""
+    """Everything a pass needs; holes are looked for only in the groups in `only` (all when None), and not at all
+    without `find_gaps` (the collector's shared inputs look for them less often: the search reads a month of
+    rollups)."""
     with store.connect(read_only=True, timeout_s=timeout_s) as con:
         catalog = cat.read_catalog(con)
         states = read_states(con)
@@ -71,7 +74,7 @@ def read_inputs(
             for sid, state in states.items()
             if state.bookmark is not None and sid in polled
         }
-        gaps = oldest_gaps(con, uppers, now)
+        gaps = oldest_gaps(con, uppers, now) if find_gaps else {}
         outage_days = outage_days_by_site(con)
     return PassInputs(catalog, states, secrets, unreadable, gaps, outage_days)
 

@@ -47,11 +47,23 @@ def apply_pass(
     `readings` are the results' batches in one frame (`pass_readings`, or a spool entry's readings) and `newest`
     their `newest_finals`: the caller has both already (it spools the one and moves its kept bookmarks with the
     other), so they are not computed again here."""
+    return sum(apply_pass_per_source(con, results, readings, newest, now).values())
+
+
+def apply_pass_per_source(
+    con: duckdb.DuckDBPyConnection,
+    results: list[GroupResult],
+    readings: pl.DataFrame,
+    newest: dict[int, datetime],
+    now: datetime,
+) -> dict[int, int]:
+    """`apply_pass`, returning the readings written per source id: a group commit
+    (`core.collect.group_writer`) writes several polls' passes at once and tells each its own count."""
     if not results:
-        return 0
+        return {}
     states = read_states(con)
     written = ingest_per_source(con, readings, now) if readings.height else {}
-    for source_ids, start, end in _touched_spans(results):
+    for source_ids, start, end in _touched_spans(results, readings):
         rollups.refresh(con, source_ids, start, end)
     _record_runs(con, results, written)
     _record_states(con, results, states, newest, now)
@@ -59,7 +71,7 @@ def apply_pass(
         write_exchanges(con, result.source_ids[0], result.exchanges)
         if result.gap_window:
             record_attempt(con, result.source_ids, *result.gap_window, now)
-    return sum(written.values())
+    return written
 
 
 def _span(batch: pl.DataFrame) -> tuple[datetime, datetime]:
@@ -69,10 +81,28 @@ def _span(batch: pl.DataFrame) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _touched_spans(results: list[GroupResult]) -> list[tuple[list[int], datetime, datetime]]:
+def _touched_spans(results: list[GroupResult], readings: pl.DataFrame) -> list[tuple[list[int], datetime, datetime]]:
     """The rollup ranges to rebuild: results whose time spans overlap are merged into one refresh (the usual
-    pass: every group re-read the same recent hours), a group re-reading an old gap keeps its own."""
-    spans = sorted((*_span(r.batch), r.source_ids) for r in results if r.batch is not None and r.batch.height)
+    pass: every group re-read the same recent hours), a group re-reading an old gap keeps its own. The spans come
+    from one aggregation over all the pass's `readings` (the results' batches), not one per result: a group commit
+    carries hundreds of results."""
+    if readings.height == 0:
+        return []
+    per_source = {
+        int(source_id): (start, end)
+        for source_id, start, end in readings.group_by("source_id")
+        .agg(
+            pl.col("ts").min().alias("start"),
+            (pl.col("ts") + pl.duration(seconds=pl.col("interval_s"))).max().alias("end"),
+        )
+        .iter_rows()
+    }
+    spans = []
+    for result in results:
+        found = [per_source[i] for i in result.source_ids if i in per_source]
+        if found:
+            spans.append((min(start for start, _ in found), max(end for _, end in found), result.source_ids))
+    spans.sort(key=lambda span: (span[0], span[1]))
     merged: list[tuple[list[int], datetime, datetime]] = []
     for start, end, source_ids in spans:
         if merged and start <= merged[-1][2]:

@@ -30,6 +30,7 @@ import httpx
 
 from core.providers.base import ProviderConnectionError
 from core.providers.exchange import MAX_EXCHANGES, Exchange, truncate_body
+from core.providers.http_pool import HttpPool
 
 SENSITIVE_PARAMS = ("api_key", "apikey", "key", "code", "refresh_token", "access_token", "client_secret", "token")
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:" + "|".join(SENSITIVE_PARAMS) + r")=)[^&\s\"'#]+")
@@ -82,6 +83,11 @@ class HttpFunnel:
 
     Vendor modules interpret status codes and bodies themselves; this class never raises on a status. It keeps
     the newest `MAX_EXCHANGES` exchanges until `drain` hands them over.
+
+    Where requests go out: through the process's `pool` (one shared client per host, chosen per request, so a call
+    to another host such as an OAuth token endpoint uses that host's client), else through the injected `client`,
+    else through a client of its own. `close` closes only a client of its own: pooled and injected ones belong to
+    whoever made them.
     """
 
     def __init__(
@@ -92,11 +98,15 @@ class HttpFunnel:
         timeout_s: float = 20.0,
         client: httpx.Client | None = None,
         headers: Mapping[str, str] | None = None,
+        pool: HttpPool | None = None,
     ) -> None:
+        if pool is not None and client is not None:
+            raise ValueError("give an HTTP client or a pool, not both")
         install_log_redaction()
         self.vendor = vendor
-        self._owns_client = client is None
-        self._client = client or httpx.Client(timeout=timeout_s)
+        self._pool = pool
+        self._owns_client = client is None and pool is None
+        self._client = client if client is not None or pool is not None else httpx.Client(timeout=timeout_s)
         self.base_url = base_url.rstrip("/")
         self._headers = dict(headers or {})
         self._exchanges: deque[Exchange] = deque(maxlen=MAX_EXCHANGES)
@@ -119,7 +129,9 @@ class HttpFunnel:
         started, clock = datetime.now(UTC), time.monotonic()
         response: httpx.Response | None = None
         try:
-            response = self._client.request(method, target, params=params, headers=sent_headers, json=json)
+            client = self._pool.client_for(target) if self._pool is not None else self._client
+            assert client is not None  # one of the two is always set (__init__)
+            response = client.request(method, target, params=params, headers=sent_headers, json=json)
             return response
         except httpx.TimeoutException:
             raise ProviderConnectionError(f"{self.vendor} did not answer in time; will retry later.") from None
@@ -177,7 +189,7 @@ class HttpFunnel:
         return redact(text[len(prefix) :] if text.startswith(prefix) else text)
 
     def close(self) -> None:
-        if self._owns_client:
+        if self._owns_client and self._client is not None:
             self._client.close()
 
 

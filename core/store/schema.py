@@ -457,6 +457,31 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        10,
+        "request queue figures for API Health",
+        # The collector's per-account queues (core.providers.quota: calls waiting for their turn under a vendor's
+        # per-minute limit) live in its memory; API Health runs in another process. The collector writes each
+        # account's figures here at most every few seconds (core.store.quota_store.StoredQuotaLedger.publish_queues),
+        # one row per account replaced in place: a table because the page reads everything else from this file in
+        # one read-only connection, and the spool folder is the collector's private staging area, not a source for
+        # pages. `updated_at` lets the page tell figures of a stopped collector from current ones.
+        """
+        CREATE TABLE IF NOT EXISTS request_queues (
+            provider VARCHAR NOT NULL,
+            scope_key VARCHAR NOT NULL,
+            queued INTEGER NOT NULL,
+            calls INTEGER NOT NULL,
+            wait_p50_s DOUBLE,
+            wait_p95_s DOUBLE,
+            updated_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (provider, scope_key)
+        );
+        """,
+    )
+)
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 # Every table whose rows belong to one source (`source_id`): deleting the source deletes them, in the same

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 FailureKind = Literal["429", "5xx", "timeout", "malformed", "html", "410"]
 
@@ -30,6 +33,52 @@ class FailureSwitch:
         return self.pending.pop(0) if self.pending else None
 
 
+@dataclass
+class Weather:
+    """The network of a real vendor, for load benchmarks (bench/bench_fleet.py): every call waits a latency drawn
+    uniformly from `latency_s`; a share `error_rate` then answers 502 without reaching the fake, and a share
+    `timeout_rate` answers only after `timeout_s` (longer than a client waits). Applied by wrapping an app
+    (`weathered`), so the fakes and their tests never see it. `statuses` counts what was answered."""
+
+    latency_s: tuple[float, float] = (0.07, 0.8)
+    error_rate: float = 0.0
+    timeout_rate: float = 0.0
+    timeout_s: float = 25.0
+    seed: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    injected: Counter[str] = field(default_factory=Counter)
+
+
+def weathered(app: ASGIApp, weather: Weather) -> ASGIApp:
+    """`app` behind `weather`: the same routes, answered with latency and occasional failures."""
+    draw = random.Random(weather.seed)
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        await asyncio.sleep(draw.uniform(*weather.latency_s))
+        roll = draw.random()
+        if roll < weather.error_rate:
+            weather.injected["5xx"] += 1
+            weather.statuses[502] += 1
+            await send({"type": "http.response.start", "status": 502, "headers": [(b"content-type", b"text/html")]})
+            await send({"type": "http.response.body", "body": b"<html><body>502 Bad Gateway</body></html>"})
+            return
+        if roll < weather.error_rate + weather.timeout_rate:
+            weather.injected["timeout"] += 1
+            await asyncio.sleep(weather.timeout_s)
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                weather.statuses[int(message["status"])] += 1
+            await send(message)
+
+        await app(scope, receive, counted)
+
+    return wrapped
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -37,7 +86,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Starlette, port: int | None = None) -> Iterator[str]:
+def serve(app: ASGIApp, port: int | None = None) -> Iterator[str]:
     """Serve `app` on 127.0.0.1 until the block ends; yields the base URL."""
     port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))

@@ -61,6 +61,7 @@ from core.providers.enphase.parse import (
 from core.providers.enphase.spec import PLANS, VENDOR, plan_key
 from core.providers.exchange import Exchange, quota_position
 from core.providers.http import HttpFunnel
+from core.providers.http_pool import HttpPool
 from core.providers.quota import QuotaLedger, account_scope
 
 DEFAULT_BASE_URL = "https://api.enphaseenergy.com/api/v4"
@@ -93,6 +94,7 @@ class EnphaseClient:
         auth_url: str = DEFAULT_AUTH_URL,
         timeout_s: float = 20.0,
         http_client: httpx.Client | None = None,
+        http_pool: HttpPool | None = None,
         ledger: QuotaLedger | None = None,
         plan: str = "watt",
         calls_per_minute: int | None = None,
@@ -135,7 +137,7 @@ class EnphaseClient:
         # Plan limits count per application, and the API key names the application.
         account = account_scope(api_key.get_secret_value())
         self._scope = {"account": account, "site": self.system_id}
-        self._funnel = HttpFunnel(base_url, vendor=VENDOR, timeout_s=timeout_s, client=http_client)
+        self._funnel = HttpFunnel(base_url, vendor=VENDOR, timeout_s=timeout_s, client=http_client, pool=http_pool)
         self._token_lock = token_store.lock  # shared by every client of the same grant (see TokenStore)
         self._tokens: Tokens | None = None
         self._unsaved: Tokens | None = None

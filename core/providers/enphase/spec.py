@@ -55,6 +55,7 @@ def build_client(request: ConnectionRequest, context: ProviderContext) -> Monito
         base_url=settings.enphase_base_url,
         auth_url=settings.enphase_auth_url,
         timeout_s=settings.http_timeout_s,
+        http_pool=context.http_pool,  # the process's shared clients, one per host
         ledger=context.ledger,
         plan=settings.enphase_plan,
         channels=request.channels,

@@ -44,6 +44,7 @@ from core.providers.base import (
 )
 from core.providers.exchange import Exchange, quota_position
 from core.providers.http import HttpFunnel
+from core.providers.http_pool import HttpPool
 from core.providers.quota import QuotaLedger, account_scope
 from core.providers.solaredge_v1.parse import (
     REQUEST_METERS,
@@ -132,6 +133,7 @@ class SolarEdgeV1Client:
         base_url: str = DEFAULT_BASE_URL,
         timeout_s: float = 20.0,
         http_client: httpx.Client | None = None,
+        http_pool: HttpPool | None = None,
         ledger: QuotaLedger | None = None,
         timezone: str | None = None,
         history_source: Literal["energyDetails", "powerDetails"] = "energyDetails",
@@ -163,7 +165,7 @@ class SolarEdgeV1Client:
             QuotaRule("account", "concurrent", max_concurrent),
         )
         self._ledger = ledger if ledger is not None else QuotaLedger()
-        self._http = HttpFunnel(base_url, vendor=VENDOR, timeout_s=timeout_s, client=http_client)
+        self._http = HttpFunnel(base_url, vendor=VENDOR, timeout_s=timeout_s, client=http_client, pool=http_pool)
         self._timezone = timezone
         self._details: SiteDetails | None = None
 

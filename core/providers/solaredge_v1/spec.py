@@ -31,6 +31,7 @@ def build_client(request: ConnectionRequest, context: ProviderContext) -> Monito
         request.system_id,
         base_url=context.settings.solaredge_v1_base_url,
         timeout_s=context.settings.http_timeout_s,
+        http_pool=context.http_pool,  # the process's shared clients, one per host
         ledger=context.ledger,
         timezone=request.site.timezone,
     )

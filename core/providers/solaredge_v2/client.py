@@ -54,6 +54,7 @@ from core.providers.base import (
 )
 from core.providers.exchange import Exchange, quota_position
 from core.providers.http import HttpFunnel
+from core.providers.http_pool import HttpPool
 from core.providers.quota import QuotaLedger, account_scope, period_bounds
 from core.providers.solaredge_v2.parse import (
     Series,
@@ -115,6 +116,7 @@ class SolarEdgeV2Client:
         base_url: str = DEFAULT_BASE_URL,
         timeout_s: float = 20.0,
         http_client: httpx.Client | None = None,
+        http_pool: HttpPool | None = None,
         ledger: QuotaLedger | None = None,
         calls_per_minute: int = CALLS_PER_MINUTE,
         credits_per_month: int = CREDITS_PER_MONTH,
@@ -126,7 +128,8 @@ class SolarEdgeV2Client:
         sites_page_size: int = SITES_PAGE_SIZE,
         channels: frozenset[str] | None = None,
     ) -> None:
-        """`timeout_s` applies when the client makes its own httpx client; an injected one keeps its timeout.
+        """`timeout_s` applies when the client makes its own httpx client; an injected one (`http_client`, or the
+        process's `http_pool`) keeps its own timeout and is never closed by `close`.
 
         `channels` are the channels the caller will read (None: all of them); telemetry that serves none of them is
         never asked for, so a PV-only group costs 1 call per window instead of 3 (see `TELEMETRY_CHANNELS`).
@@ -160,7 +163,9 @@ class SolarEdgeV2Client:
         headers = {"X-API-Key": self._key, "Accept": "application/json"}
         if account_key is not None and account_key.get_secret_value().strip():
             headers["X-Account-Key"] = account_key.get_secret_value().strip()
-        self._http = HttpFunnel(base_url, vendor=VENDOR, timeout_s=timeout_s, client=http_client, headers=headers)
+        self._http = HttpFunnel(
+            base_url, vendor=VENDOR, timeout_s=timeout_s, client=http_client, headers=headers, pool=http_pool
+        )
 
     # --- the one funnel ----------------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ def build_client(request: ConnectionRequest, context: ProviderContext) -> Monito
         request.system_id,
         base_url=context.settings.solaredge_base_url,
         timeout_s=context.settings.http_timeout_s,
+        http_pool=context.http_pool,  # the process's shared clients, one per host
         ledger=context.ledger,
         site_timezone=request.site.timezone,
         channels=request.channels,
