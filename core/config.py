@@ -48,7 +48,7 @@ class Settings(BaseSettings):
         description="Most connections open at once to one vendor host (shared by every poll; more calls wait).",
     )
     collector_workers: int = Field(
-        32,
+        64,
         ge=1,
         le=256,
         description="Vendor sites the collector polls at once (threads: polls wait on the network, not the CPU).",
@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     )
     retention_cache_days: int = Field(7, ge=1, description="Cached raw vendor responses are kept this many days.")
     quota_queue_wait_s: float = Field(
-        120.0,
+        15.0,
         ge=0,
         le=3600,
         description="Longest the collector lets a vendor call wait for its turn under a per-minute limit (longer: "
