@@ -20,8 +20,6 @@ SITE_LABELS: Mapping[str, str] = {
     "timezone": "Time Zone",
 }
 METER_LABELS: Mapping[str, str] = {"name": "Meter Name", "category": "Category"}
-# Credentials by their stored names ("api_key" -> "API Key"), as the providers' specs label them.
-SECRET_LABELS: Mapping[str, str] = CREDENTIAL_LABELS
 SOURCE_LABELS: Mapping[str, str] = {
     "name": "Source Name",
     "source_type": "Source Type",
@@ -33,7 +31,7 @@ SOURCE_LABELS: Mapping[str, str] = {
     "update_frequency": "Update Frequency",
     "system_id": "System ID",  # "Site ID" for SolarEdge: see `source_label`
     "client_id": "Client ID",
-    **SECRET_LABELS,
+    **CREDENTIAL_LABELS,  # credentials by their stored names, as the providers' specs label them
 }
 # The keys of a configuration file's `api` mapping that differ from the stored names.
 _API_FILE_KEYS = {"enabled": "use_api", "provider": "api_provider"}
@@ -60,7 +58,7 @@ def file_label(loc: Sequence[str | int], provider: Provider | str | None = None)
     if parent == "api":
         return source_label(_API_FILE_KEYS.get(key, key), provider)
     if parent == "credentials":
-        return SECRET_LABELS.get(key)
+        return CREDENTIAL_LABELS.get(key)
     labels = {"sites": SITE_LABELS, "meters": METER_LABELS, "sources": SOURCE_LABELS}.get(parent or "", {})
     return labels.get(key)
 

@@ -365,7 +365,7 @@ class Collection:
                 try:
                     with self.store.transaction() as con:
                         written = apply_pass_per_source(con, results, readings, newest, now)
-                        stored = read_states(con)
+                        stored = read_states(con, {i for r in results for i in r.source_ids})
                     self.episodes.free()
                 except StoreUnavailable as exc:
                     if self.held is None:

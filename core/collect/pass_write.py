@@ -61,7 +61,7 @@ def apply_pass_per_source(
     (`core.collect.group_writer`) writes several polls' passes at once and tells each its own count."""
     if not results:
         return {}
-    states = read_states(con)
+    states = read_states(con, {i for r in results for i in r.source_ids})
     written = ingest_per_source(con, readings, now) if readings.height else {}
     for source_ids, start, end in _touched_spans(results, readings):
         rollups.refresh(con, source_ids, start, end)

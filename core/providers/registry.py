@@ -20,12 +20,6 @@ from core.providers.spec import ConnectionRequest, ProviderSpec
 
 # In the order lists show them.
 SPECS: dict[Provider, ProviderSpec] = {spec.provider: spec for spec in (SOLAREDGE_V2, SOLAREDGE_V1, ENPHASE, SIMULATOR)}
-# Every secret name any provider stores, typed or obtained, in a stable order.
-SECRET_NAMES: tuple[str, ...] = tuple(
-    dict.fromkeys(
-        name for spec in SPECS.values() for name in (*(c.name for c in spec.credentials), *spec.obtained_secrets)
-    )
-)
 OBTAINED_SECRETS: tuple[str, ...] = tuple(dict.fromkeys(n for spec in SPECS.values() for n in spec.obtained_secrets))
 # Credentials by their stored names ("api_key" -> "API Key"), as the specs label them.
 CREDENTIAL_LABELS: dict[str, str] = {c.name: c.label for spec in SPECS.values() for c in spec.credentials}

@@ -7,6 +7,7 @@ API Health and the collector's scheduler read it here.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,15 +26,20 @@ class SourceState:
     circuit: str = "closed"
 
 
-def read_states(con: duckdb.DuckDBPyConnection) -> dict[int, SourceState]:
-    """Per source: bookmark, and whether it must sit this pass out. A stop holds until the source's settings or
-    credentials change after it (their `updated_at` is newer than the state's)."""
-    rows = con.sql(  # a shared key saved anew on the source holding it lifts the stops of all its sources
+def read_states(con: duckdb.DuckDBPyConnection, only: Collection[int] | None = None) -> dict[int, SourceState]:
+    """Per source (of `only`, else every one): bookmark, and whether it must sit this pass out. A stop holds until
+    the source's settings or credentials change after it (their `updated_at` is newer than the state's). A write
+    passes `only`: it needs the states of the sources it writes, not the fleet's, inside its transaction."""
+    sql = (  # a shared key saved anew on the source holding it lifts the stops of all its sources
         "SELECT s.source_id, s.bookmark_ts, s.retry_at,"
         " s.stopped_reason IS NOT NULL AND s.updated_at >= greatest(e.updated_at,"
         f" coalesce((SELECT max(updated_at) FROM {SOURCE_CREDENTIALS} x WHERE x.source_id = s.source_id),"
         " e.updated_at)),"
         " s.consecutive_failures, s.next_due_at, s.circuit"
         " FROM source_state s JOIN energy_sources e ON e.id = s.source_id"
-    ).fetchall()
+    )
+    if only is None:
+        rows = con.sql(sql).fetchall()
+    else:
+        rows = con.execute(sql + " WHERE s.source_id IN (SELECT UNNEST(?))", [list(only)]).fetchall()
     return {int(r[0]): SourceState(r[1], r[2], bool(r[3]), int(r[4]), r[5], str(r[6])) for r in rows}
