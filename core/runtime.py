@@ -41,8 +41,18 @@ class Runtime:
         )
 
     def close(self) -> None:
-        """Close the process's vendor connections (idempotent; the process's exit does it too, see HttpPool)."""
-        self.http_pool.close()
+        """At the process's end: give back the day/month calls leased and not made, and close the vendor
+        connections (idempotent; a process that never says so still closes its connections at exit, see HttpPool)."""
+        try:
+            self.ledger.close()
+        finally:
+            self.http_pool.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def http_pool_for(settings: Settings) -> HttpPool:

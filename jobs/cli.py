@@ -222,7 +222,8 @@ def cmd_discover(args: argparse.Namespace) -> None:
     if logging.getLogger().level > logging.DEBUG:  # httpx's line per request would bury the one-line answer
         logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        discover.run(runtime, args, os.environ)
+        with runtime:  # its vendor connections closed when the listing is done
+            discover.run(runtime, args, os.environ)
     except AccountImportError as exc:
         raise CliError(str(exc)) from None
 

@@ -318,7 +318,7 @@ class Collector:
         log.info("stopping: finishing the polls in hand")
         self.executor.shutdown(wait=True)
         self.collection.close()  # writes (or spools) what the polls handed to the writer
-        self.runtime.ledger.close()  # gives back the day/month calls leased and not made
+        self.runtime.close()  # gives back the day/month calls leased and not made; closes the vendor connections
 
 
 def run_alerts(runtime: Runtime, *, log_busy: bool = True) -> StoreUnavailable | bool:
@@ -402,7 +402,7 @@ def run_once(runtime: Runtime) -> int:
         report = collection.run(datetime.now(UTC))
     finally:
         collection.close()
-        runtime.ledger.close()  # gives back the day/month calls leased and not made
+        runtime.close()  # gives back the day/month calls leased and not made; closes the vendor connections
     print(report.summary())
     for line in report_lines(Spool.beside(runtime.store.path).quarantine.report()):
         print(f"collector: {line}", file=sys.stderr)
@@ -433,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         if runtime is None:
             return 0
         if args.backfill is not None:
-            return run_backfill(runtime, args.backfill, args.start, args.end)
+            with runtime:
+                return run_backfill(runtime, args.backfill, args.start, args.end)
         if args.once:
             return run_once(runtime)
     except (CliError, StoreError, SecretsError) as exc:

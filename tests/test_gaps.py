@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from core.catalog.demo import seed_demo
 from core.collect.collection import collect_once
 from core.collect.gaps import oldest_gaps
 from core.config import Settings
+from core.providers.base import QuotaRule
 from core.providers.context import ProviderContext
-from core.providers.quota import QuotaLedger
+from core.providers.quota import QuotaLedger, account_scope
+from core.providers.solaredge_v2.spec import CALLS_PER_MINUTE, VENDOR
 from core.store import rollups
 from core.store.crypto import SecretBox
 from core.store.store import Store
+from tests.fakes import solaredge_v2
+from tests.fakes.server import serve
+from tests.test_collection import london_roof
 
 NOW = datetime(2026, 6, 21, 12, 2, tzinfo=UTC)
 HOUR = NOW.replace(minute=0)  # holes on the 15-minute grid
@@ -66,3 +72,31 @@ def test_no_hole_no_extra_call(store: Store, box: SecretBox) -> None:
     collect_once(store, box, context, NOW)
     report = collect_once(store, box, context, NOW + timedelta(minutes=5))
     assert report.results[0].gap_window is None
+
+
+def test_a_gap_the_vendor_minute_cannot_take_waits_and_the_poll_keeps_its_answer(store: Store, box: SecretBox) -> None:
+    london_roof(store, box, solaredge_v2.SANDBOX_API_KEY)  # one PV source: one call a poll, and one for a gap
+    ledger = QuotaLedger()  # the dashboard's and one-off tools' kind: a full minute refuses at once
+    with serve(solaredge_v2.create_app(solaredge_v2.FakeState())) as url:
+        context = ProviderContext(Settings(solaredge_base_url=f"{url}/v2"), ledger)
+        while datetime.now(UTC).second > 40:  # both polls and the calls made up below in one UTC minute
+            time.sleep(1)
+        now = datetime.now(UTC)
+        collect_once(store, box, context, now)
+        hour = now.replace(minute=0, second=0, microsecond=0)
+        hole = (hour - timedelta(hours=10), hour - timedelta(hours=9))
+        punch(store, *hole)
+        # The minute filled up to one call: the next poll's own call is its tenth, the gap's would be an eleventh.
+        scope = {"account": account_scope(solaredge_v2.SANDBOX_API_KEY), "site": "3066774"}
+        while ledger.used(VENDOR, scope["account"], "minute", now) < CALLS_PER_MINUTE - 1:
+            ledger.reserve(VENDOR, scope, (QuotaRule("account", "minute", CALLS_PER_MINUTE),), now)
+        before = readings_in(store, now - timedelta(hours=3), now)
+
+        report = collect_once(store, box, context, datetime.now(UTC))
+
+    (result,) = report.results
+    assert result.outcome == "ok" and result.gap_window is None  # the poll kept its answer; the gap waits
+    assert readings_in(store, now - timedelta(hours=3), now) == before > 0
+    assert readings_in(store, *hole) == 0
+    with store.connect(read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM gap_attempts").fetchall()[0][0] == 0  # not attempted: asked again later

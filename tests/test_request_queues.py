@@ -7,6 +7,7 @@ runs `RATE` times faster than the real one (real seconds and real sleeps, scaled
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import threading
 import time
@@ -103,6 +104,22 @@ def test_a_turn_further_away_than_the_bounded_wait_is_refused_counting_nothing()
         ledger.reserve("SolarEdge", {"account": "key"}, (PER_MINUTE, MONTH), NOW)  # its turn is 6.1 s away
     assert info.value.retry_at is not None and NOW < info.value.retry_at <= NOW.replace(second=7)
     assert ledger.used("SolarEdge", "key", "month", NOW) == 1
+
+
+def test_within_one_poll_a_later_call_waits_rather_than_throw_the_first_away() -> None:
+    ledger = QuotaLedger(queue_wait_s=5, clock=FastClock())
+    site = {"account": "key", "site": "a"}
+    with ledger.one_poll():
+        ledger.reserve("SolarEdge", site, (PER_MINUTE, MONTH), NOW)  # the poll's first call: its turn is now
+        began = ledger.clock.now()
+        # Its second call's turn is 6.1 s away, past the 5 s a first call may wait: refusing it now would waste the
+        # first call's answer, so it waits.
+        ledger.reserve("SolarEdge", site, (PER_MINUTE, MONTH), NOW)
+        assert ledger.clock.now() - began >= 6.0
+    for poll in (contextlib.nullcontext(), ledger.one_poll()):  # a first call still is refused
+        with poll, pytest.raises(RateLimited, match="next free turn"):
+            ledger.reserve("SolarEdge", site, (PER_MINUTE, MONTH), NOW)
+    assert ledger.used("SolarEdge", "key", "month", NOW) == 2
 
 
 def test_without_a_queue_the_minute_is_refused_at_once_as_before() -> None:

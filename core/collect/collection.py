@@ -149,15 +149,17 @@ def _poll_group(inputs: PassInputs, context: ProviderContext, sources: list[Sour
     started = time.perf_counter()
     try:
         client = _client_for(inputs, context, sources)
-        try:
-            start, end = window_for(sources, bookmarks, now, unmetered=not client.quota_rules)
-            answer = client.history(start, end)
-            result.gap_window = _fill_gap(client, sources, inputs.gaps, start, now)
-            if result.gap_window:
-                answer = pl.concat([client.history(*result.gap_window), answer])
-        finally:
-            _note_calls(client, result, now)
-            client.close()
+        # One poll: once its first call is made, its other calls wait their turn rather than throw that one away.
+        with context.ledger.one_poll():
+            try:
+                start, end = window_for(sources, bookmarks, now, unmetered=not client.quota_rules)
+                answer = client.history(start, end)
+                gap = _fill_gap(client, sources, inputs.gaps, start, now)
+                if gap:
+                    answer, result.gap_window = _with_gap(client, gap, answer)
+            finally:
+                _note_calls(client, result, now)
+                client.close()
         result.batch = _fan_out(inputs.catalog, sources, answer, now)
     except RateLimited as exc:
         result.outcome, result.error, result.retry_at = "rate_limited", str(exc), exc.retry_at
@@ -173,6 +175,18 @@ def _poll_group(inputs: PassInputs, context: ProviderContext, sources: list[Sour
         result.outcome, result.error = "connection_error", str(exc)
     result.duration_ms = (time.perf_counter() - started) * 1000
     return result
+
+
+def _with_gap(
+    client: MonitoringProvider, gap: tuple[datetime, datetime], answer: pl.DataFrame
+) -> tuple[pl.DataFrame, tuple[datetime, datetime] | None]:
+    """The poll's answer with the gap's re-read before it, and the window re-read. A gap the budget cannot take
+    now stays a gap for a later poll (no attempt is recorded): not a reason to throw the poll's own answer away."""
+    try:
+        return pl.concat([client.history(*gap), answer]), gap
+    except RateLimited as exc:
+        log.info("gap re-read put off: %s", exc)
+        return answer, None
 
 
 def _note_calls(client: MonitoringProvider, result: GroupResult, now: datetime) -> None:

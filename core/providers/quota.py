@@ -9,7 +9,9 @@ process, and `core.store.quota_store` keeps the same counts in the database acro
 In a ledger with a `queue_wait_s` (the collector's, issue 14), per-minute limits are paced instead: each (provider,
 account) has a queue, and a call takes the next free turn in it, first come first served, so the sites sharing an
 account take turns; it then waits for that turn (`Pacer`). Only a call whose turn is further away than `queue_wait_s`
-is refused (`RateLimited` with the time of that turn), counting nothing. Without one (0: the dashboard, whose pages
+is refused (`RateLimited` with the time of that turn), counting nothing; but within one poll (`one_poll`), a call
+after the poll's first waits up to `FOLLOW_ON_WAIT_S`, since refusing it would throw away the answers the poll has
+already been given, and their calls, for nothing. Without one (0: the dashboard, whose pages
 must not hang, and one-off tools) a per-minute limit is counted in UTC minute buckets like the budgets and a call
 over it is refused at once until the minute ends, as before queues existed. The pacing is per process: the
 dashboard's few calls and the collector's share the vendor's minute, and a vendor's 429 says so like any refusal.
@@ -36,6 +38,10 @@ WINDOW_S = 60.0
 # minute however the latencies fall (measured: exactly 60 / limit apart, 70-800 ms latencies put 11 calls in a minute
 # of 10, bench/bench_fleet.py).
 ARRIVAL_SPREAD_S = 1.0
+# A poll's later calls (its other endpoints, a gap re-read) may wait this long for their turn. It stays bounded: a
+# poll is admitted only when its first turn is within `queue_wait_s`, so the calls queued ahead of a later one are
+# those of the few polls admitted before it (at 10 a minute and 15 s, about 3 polls of up to 4 calls: 75 s).
+FOLLOW_ON_WAIT_S = 120.0
 WAIT_HISTORY_S = 15 * 60.0  # the waits API Health's percentiles cover
 WAIT_HISTORY_MAX = 10_000  # per account: bounded memory whatever the call rate
 
@@ -135,6 +141,7 @@ class QuotaLedger:
         self._concurrency_wait_s = concurrency_wait_s
         self.queue_wait_s = queue_wait_s  # how long a call may wait for its turn under a per-minute limit
         self.clock = clock or Clock()
+        self._poll = threading.local()  # `paced`: this thread's poll has had a turn (see `one_poll`)
 
     def used(self, provider: str, scope_key: str, period: str, now: datetime) -> int:
         start, _ = period_bounds(period, now)
@@ -173,6 +180,16 @@ class QuotaLedger:
     def close(self) -> None:
         """At the process's end: nothing to give back here (the stored ledger returns its leases)."""
 
+    @contextmanager
+    def one_poll(self) -> Iterator[None]:
+        """The calls this thread makes inside are one poll's: once the first has had its turn, the later ones wait
+        for theirs up to `FOLLOW_ON_WAIT_S` instead of `queue_wait_s` (see the module docstring)."""
+        self._poll.paced = False
+        try:
+            yield
+        finally:
+            del self._poll.paced
+
     # --- per-minute queues -------------------------------------------------------------------------------------
 
     def _take_turn(
@@ -184,7 +201,8 @@ class QuotaLedger:
             asked = self.clock.now()
             pacers = [self._pacers.setdefault((provider, scope_keys[r.scope], r.limit), Pacer(r.limit)) for r in paced]
             turn = max(p.next_turn(asked) for p in pacers)
-            if turn - asked > self.queue_wait_s:
+            follow_on = getattr(self._poll, "paced", False)
+            if turn - asked > (max(self.queue_wait_s, FOLLOW_ON_WAIT_S) if follow_on else self.queue_wait_s):
                 rule = paced[0]
                 wait = math.ceil(turn - asked)
                 raise RateLimited(
@@ -195,6 +213,8 @@ class QuotaLedger:
             for pacer in pacers:
                 pacer.take(turn, asked)
                 pacer.waiting += 1
+            if hasattr(self._poll, "paced"):
+                self._poll.paced = True
             return [(pacer, turn) for pacer in pacers]
 
     def _give_back(self, turn: list[tuple[Pacer, float]]) -> None:

@@ -201,12 +201,11 @@ def test_the_runtime_carries_one_pool_sized_by_the_settings_and_closes_it(tmp_pa
         seed_demo=False,
         http_max_connections_per_host=7,
     )
-    runtime = open_runtime(settings)
-    pool = runtime.providers.http_pool
-    assert pool is not None and pool is runtime.providers.http_pool  # one per process, whatever asks
-    assert (pool.limits.max_connections, pool.limits.max_keepalive_connections) == (7, 7)
-    client = pool.client_for("https://api.example.com")
-    runtime.close()
+    with open_runtime(settings) as runtime:  # the collector's and the CLI's: closed at their end
+        pool = runtime.providers.http_pool
+        assert pool is not None and pool is runtime.providers.http_pool  # one per process, whatever asks
+        assert (pool.limits.max_connections, pool.limits.max_keepalive_connections) == (7, 7)
+        client = pool.client_for("https://api.example.com")
     assert client.is_closed and pool.closed
 
 
