@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     )
     http_timeout_s: float = Field(20.0, gt=0, description="Timeout of one call to a vendor API.")
     http_max_connections_per_host: int = Field(
-        32,
+        64,
         ge=1,
         le=1000,
         description="Most connections open at once to one vendor host (shared by every poll; more calls wait).",
@@ -83,6 +83,25 @@ class Settings(BaseSettings):
     public_url: str = Field(
         "http://127.0.0.1:8501",
         description="Address users open the dashboard at; OAuth providers redirect back to it.",
+    )
+    # The ingest service (jobs.ingest: readings pushed by loggers and webhooks, docs/real-time.md).
+    ingest_host: str = Field(
+        "127.0.0.1", description="Address the ingest service listens on (127.0.0.1: this machine only)."
+    )
+    ingest_port: int = Field(8502, ge=1, le=65535, description="Port of the ingest service.")
+    ingest_public_url: str = Field(
+        "",
+        description="Address senders reach the ingest service at, shown with a Push source's endpoint (empty:"
+        " http://<ingest host>:<ingest port>).",
+    )
+    ingest_max_body_kb: int = Field(
+        1024, ge=1, le=102_400, description="Largest push request body, in KB (larger: 413)."
+    )
+    ingest_max_readings: int = Field(
+        10_000, ge=1, le=1_000_000, description="Most readings one push request may carry (more: 413)."
+    )
+    ingest_requests_per_minute: int = Field(
+        600, ge=1, le=1_000_000, description="Push requests a token may make in any minute (more: 429, Retry-After)."
     )
     # CSV import of readings (core.collect.readings_import): bounds that keep impossible times and oversized files out.
     readings_import_earliest: date = Field(
@@ -189,3 +208,11 @@ class Settings(BaseSettings):
 def load_settings() -> Settings:
     """Read the settings from the environment (and nothing else: no hidden config files)."""
     return Settings()
+
+
+def ingest_url(settings: Settings) -> str:
+    """Where senders reach the ingest service."""
+    if settings.ingest_public_url.strip():
+        return settings.ingest_public_url.strip().rstrip("/")
+    host = settings.ingest_host if settings.ingest_host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{settings.ingest_port}"

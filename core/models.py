@@ -63,6 +63,7 @@ class Provider(StrEnum):
     SOLAREDGE_V1 = "solaredge_v1"  # retired by SolarEdge on 2026-11-03; kept for tools that still speak it
     ENPHASE = "enphase"
     SIMULATOR = "simulator"
+    PUSH = "push"  # readings sent to the ingest service by a logger or a webhook (docs/real-time.md)
 
 
 class UpdateFrequency(StrEnum):

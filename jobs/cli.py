@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from core.catalog import catalog as cat
-from core.catalog import config_io
+from core.catalog import config_io, push_sources
 from core.catalog.account_import import AccountImportError
 from core.catalog.catalog import InvalidInput
 from core.collect import readings_csv, readings_import
@@ -228,6 +228,22 @@ def cmd_discover(args: argparse.Namespace) -> None:
         raise CliError(str(exc)) from None
 
 
+def cmd_push_token(args: argparse.Namespace) -> None:
+    runtime = _runtime(settings_from_env())
+    try:
+        if args.revoke:
+            gone = push_sources.revoke_token(runtime.store, args.source)
+            print("Token revoked: requests with it are refused." if gone else "That source had no token.")
+            return
+        token = push_sources.make_token(runtime.store, runtime.box, args.source, datetime.now(UTC), signed=args.signed)
+    except push_sources.NotAPushSource as exc:
+        raise CliError(str(exc)) from None
+    print(f"Endpoint: POST {push_sources.endpoint_url(runtime.settings, args.source)}", file=sys.stderr)
+    mode = "signs each request with it (X-Timestamp, X-Signature)" if args.signed else "sends it as a Bearer token"
+    print(f"Token (shown once; any older one no longer works; the sender {mode}):", file=sys.stderr)
+    print(token)
+
+
 def cmd_generate_key(args: argparse.Namespace) -> None:
     print(generate_key())
 
@@ -311,6 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--snap", action="store_true", help="move a time off the interval grid to the nearest grid point"
     )
     readings.add_argument("--dry-run", action="store_true", help="check the file and report without writing")
+    token = command(
+        commands,
+        "push-token",
+        "Make (or with --revoke, withdraw) the token a Push (HTTP) source's sender uses; printed once.",
+        cmd_push_token,
+    )
+    token.add_argument("source", type=int, metavar="SOURCE", help="the Push source's id (see v_sources)")
+    token.add_argument("--signed", action="store_true", help="requests must also carry an HMAC signature")
+    token.add_argument("--revoke", action="store_true", help="withdraw the token: its requests are refused")
     discover.add_arguments(
         command(commands, "discover", "List a vendor account's sites and write a file that imports them.", cmd_discover)
     )

@@ -1,10 +1,12 @@
-"""`python -m jobs.run [streamlit options]` (what `make run` starts): the collector and the dashboard, together.
+"""`python -m jobs.run [streamlit options]` (what `make run` starts): the collector, the dashboard and the ingest
+service (pushed readings, `jobs.ingest`), together.
 
-Both run as child processes and stop together, however the launcher is asked to stop:
+They run as child processes and stop together, however the launcher is asked to stop:
 - SIGTERM or SIGINT to the launcher (Ctrl+C in its terminal, `kill <pid>`): both children get SIGTERM, the
   collector finishes the polls in hand, and the launcher waits for both;
-- one child ending (the dashboard failed to start, say): the other is stopped too, and the launcher exits with
-  the first one's code;
+- the collector or the dashboard ending (the dashboard failed to start, say): the others are stopped too, and the
+  launcher exits with the first one's code. The ingest service ending (its port is taken by another instance,
+  say) is said in one line and the others go on: polling and the dashboard do not depend on it;
 - its parent ending (`kill <pid of make run>` stops make but not the shell make started): the launcher notices
   that it was re-parented within a second and stops both. A shell recipe with `&` and `trap` could not do this.
 """
@@ -23,11 +25,16 @@ POLL_S = 1.0
 
 
 def _children(streamlit_args: Sequence[str]) -> list[subprocess.Popen[bytes]]:
+    """The essential children: the collector and the dashboard."""
     python = sys.executable
     return [
         subprocess.Popen([python, "-m", "jobs.collector"]),
         subprocess.Popen([python, "-m", "ui.serve", *streamlit_args]),
     ]
+
+
+def _ingest() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "jobs.ingest"])
 
 
 def _stop(children: list[subprocess.Popen[bytes]]) -> None:
@@ -49,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     parent = os.getppid()
     children = _children(streamlit_args)
+    ingest: subprocess.Popen[bytes] | None = _ingest()
     code = 0
     try:
         while not stop.wait(POLL_S):
@@ -56,10 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if ended:
                 code = ended[0].returncode or 0
                 break
+            if ingest is not None and ingest.poll() is not None:
+                print(f"run: the ingest service stopped (exit {ingest.returncode}); pushed readings are not taken,"
+                      " polling and the dashboard go on", file=sys.stderr)  # fmt: skip
+                ingest = None
             if os.getppid() != parent:  # whoever started us is gone: nobody is left to stop us
                 break
     finally:
-        _stop(children)
+        _stop([*children, *([ingest] if ingest is not None else [])])
     return code
 
 

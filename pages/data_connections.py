@@ -13,7 +13,7 @@ import streamlit as st
 from core.analytics.poll_status import PollStatus, describe, newer_than_test, poll_statuses, unreported
 from core.catalog import catalog as cat
 from core.catalog import connections as conn
-from core.catalog import enphase_auth
+from core.catalog import enphase_auth, push_sources
 from core.catalog.enphase_auth import paste_url, redirect_uri, start_url
 from core.catalog.field_labels import SOURCE_LABELS, labelled, source_label
 from core.catalog.quota_plan import ScopeCheck
@@ -184,6 +184,9 @@ def _save_all(site_id: int) -> None:
         f"{report.unchanged} unchanged"
     )
     st.session_state["dc_saved"] = report  # listed above the tabs in the next run (`_saved_summary`)
+    # A source just saved as Push gets its token now, shown once in its panel.
+    made = run_safely(push_sources.tokens_for_new, runtime.store, runtime.box, site_id, datetime.now(UTC))
+    _push_tokens().update(made or {})
 
 
 def _saved_summary() -> None:
@@ -314,6 +317,8 @@ def _credentials(
     id_label = spec.system_id_label
     if spec.setup_note:
         st.caption(spec.setup_note)
+        if provider is Provider.PUSH:
+            _push_panel(draft, saved_as_push=same and draft.source_id is not None)
         return
     cols = st.columns(2)
     with cols[0]:
@@ -345,6 +350,70 @@ def _credentials(
         )
     if provider is Provider.ENPHASE:
         _enphase_authorization(draft, same, shared_from)
+
+
+def _push_tokens() -> dict[int, tuple[str, str]]:
+    """Tokens made in this session, shown once: {source id: (source name, token)}."""
+    return st.session_state.setdefault("dc_push_tokens", {})
+
+
+def _push_panel(draft: conn.SourceDraft, *, saved_as_push: bool) -> None:
+    """A Push source's endpoint, its token (shown once, when made) and the buttons that replace or withdraw it."""
+    if not saved_as_push or draft.source_id is None:
+        st.caption("Save this source first: its endpoint and token are shown then.")
+        return
+    runtime = get_runtime()
+    source_id = draft.source_id
+    st.markdown("Endpoint (`POST`, JSON or CSV; see the README's *Push endpoint*):")
+    st.code(push_sources.endpoint_url(runtime.settings, source_id), language=None)
+    fresh = _push_tokens().pop(source_id, None)
+    if fresh is not None:
+        st.warning(
+            "Copy this token now: it is shown once and stored only as a hash. The sender sends it as"
+            " `Authorization: Bearer <token>`.",
+            icon=":material/key:",
+        )
+        st.code(fresh[1], language=None)
+    info = run_safely(push_sources.token_of, runtime.store, source_id)
+    if info is None and fresh is None:
+        st.caption("No token: requests are refused until one is made.")
+    elif info is not None:
+        mode = "signed requests (HMAC)" if info.signed else "Bearer token"
+        st.caption(f"Token ending in `{info.hint}` ({mode}), made {info.created_at:%Y-%m-%d %H:%M} UTC.")
+    signed = st.checkbox(
+        "Signed requests (for webhook senders: X-Timestamp and an HMAC-SHA256 X-Signature)",
+        key=f"dc_push_signed_{draft.key}",
+        value=bool(info and info.signed),
+    )
+    make, revoke = st.columns(2)
+    make.button(
+        "Rotate token" if info is not None else "Make token",
+        key=f"dc_push_make_{draft.key}",
+        icon=":material/autorenew:",
+        on_click=_make_push_token,
+        args=(source_id, draft.values["name"], signed),
+    )
+    if info is not None:
+        revoke.button(
+            "Revoke token",
+            key=f"dc_push_revoke_{draft.key}",
+            icon=":material/block:",
+            on_click=_revoke_push_token,
+            args=(source_id, draft.values["name"]),
+        )
+
+
+def _make_push_token(source_id: int, name: str, signed: bool) -> None:
+    runtime = get_runtime()
+    token = run_safely(push_sources.make_token, runtime.store, runtime.box, source_id, datetime.now(UTC), signed=signed)
+    if token is not None:
+        _push_tokens()[source_id] = (name, token)
+        flash(f"New token for {name}: the old one no longer works.")
+
+
+def _revoke_push_token(source_id: int, name: str) -> None:
+    if run_safely(push_sources.revoke_token, get_runtime().store, source_id):
+        flash(f"Token of {name} revoked: its requests are refused from now on.")
 
 
 def _enphase_authorization(draft: conn.SourceDraft, saved_as_enphase: bool, shared_from: str | None) -> None:

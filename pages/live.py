@@ -1,7 +1,9 @@
 """Live: a site's power flow now, the newest reading of every source with its age, and the last hours of power.
 
-Everything under the site picker is a fragment that reruns itself every `DATACONN_LIVE_REFRESH_S` seconds: only
-the fragment reloads, not the page. Definitions (as of, age, stale) live in `core.analytics.live`.
+Everything under the site picker is a fragment that reruns itself every `CHECK_S` seconds: only the fragment
+reloads, not the page. A rerun reads the database only when one of the site's sources has a new change mark
+(a reading arrived: core.store.change_marks) or `DATACONN_LIVE_REFRESH_S` has passed; otherwise it shows the same
+snapshot with its ages moved on. Definitions (as of, age, stale) live in `core.analytics.live`.
 """
 
 from __future__ import annotations
@@ -30,11 +32,24 @@ _STATUS_STYLE = {
 }
 
 
+CHECK_S = 1.5  # how often the panel looks at the change marks: a new reading shows within about this long
+
+
 @st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
-def load_snapshot(database: str, site_id: int, tick: int) -> LiveSnapshot:
+def load_snapshot(database: str, site_id: int, tick: int, mark: int | None) -> LiveSnapshot:
     """The site now. `database` keys the cache by file, so two databases never share an entry; `tick` numbers the
-    refresh period, so every reload gets fresh data while several open tabs share one query per period."""
+    refresh period and `mark` is the sources' newest change mark, so a new reading or a new period reads again
+    while the reruns between them, and several open tabs, share one read."""
     return live.live_snapshot(get_runtime().store, site_id, datetime.now(UTC))
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
 
 
 def _battery_direction(watts: float) -> str:
@@ -191,10 +206,16 @@ def recent_chart(snapshot: LiveSnapshot) -> None:
 
 def live_panel(site_id: int, refresh_s: int) -> None:
     with page_guard():
+        runtime = get_runtime()
         tick = int(time.time() // refresh_s)
-        snapshot = load_snapshot(str(get_runtime().settings.db_path), site_id, tick)
+        watched = st.session_state.get(f"live_sources_{site_id}", [])  # the previous snapshot's sources
+        mark = live.change_mark(runtime.store, watched) if watched else None
+        snapshot = load_snapshot(str(runtime.settings.db_path), site_id, tick, mark)
+        st.session_state[f"live_sources_{site_id}"] = [s.source.id for s in snapshot.sources]
         zone = ZoneInfo(snapshot.site.timezone)
-        st.caption(f"Updated at {snapshot.now.astimezone(zone):%H:%M:%S} ({snapshot.site.timezone})")
+        newest = live.newest_as_of(snapshot)
+        freshness = f" · newest value {_ago(time.time() - newest.timestamp())}" if newest else ""
+        st.caption(f"Updated at {snapshot.now.astimezone(zone):%H:%M:%S} ({snapshot.site.timezone}){freshness}")
         st.subheader("Power flow now")
         flow_tiles(snapshot)
         st.subheader("Sources")
@@ -209,9 +230,10 @@ with page_guard():
     refresh_s = get_runtime().settings.live_refresh_s
     if site is not None:
         auto = st.toggle(
-            f"Refresh every {refresh_s} s",
+            "Follow new readings",
             value=True,
             key="live_auto_refresh",
-            help="Reloads only this panel, not the page. Turn off to study a moment at leisure.",
+            help=f"Shows a new reading within about {CHECK_S:g} s of its arrival and reloads at least every"
+            f" {refresh_s} s; only this panel, not the page. Turn off to study a moment at leisure.",
         )
-        st.fragment(run_every=refresh_s if auto else None)(live_panel)(site.id, refresh_s)
+        st.fragment(run_every=CHECK_S if auto else None)(live_panel)(site.id, refresh_s)

@@ -5,9 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
+import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.crafting import app_store, craft_site, open_page
+from core.config import load_settings
+from core.models import ApiSettings, Category, Provider, UpdateFrequency
+from core.runtime import open_runtime
+from core.store.change_marks import ChangeMarks
+from core.store.readings_store import ingest, to_batch
+from tests.crafting import SourceSpec, app_store, craft_site, open_page
 from tests.markdown_text import shown
 from tests.seeding import seed_history
 
@@ -40,7 +47,8 @@ def test_the_live_page_shows_the_flow_and_every_source(seeded_env: Path) -> None
     assert set(table["Status"]) == {"current"}
     assert set(table["Category"]) == {"PROD", "CONS", "STOR", "INJ"}
     assert "As of (Europe/Brussels)" in table.columns
-    assert any(c.value.startswith("Updated at ") and c.value.endswith("(Europe/Brussels)") for c in app.caption)
+    updated = [c.value for c in app.caption if c.value.startswith("Updated at ")]
+    assert len(updated) == 1 and "(Europe/Brussels) · newest value " in updated[0]
     assert app.toggle(key="live_auto_refresh").value is True
     app.toggle(key="live_auto_refresh").set_value(False).run()  # paused: the panel stays, without the timer
     assert not app.exception and len(app.metric) == len(FLOW_LABELS)
@@ -66,3 +74,39 @@ def test_a_site_without_sources_says_so(seeded_env: Path) -> None:
     assert not app.exception
     assert [m.value for m in app.metric] == ["-"] * len(FLOW_LABELS)
     assert any("no data sources yet" in i.value for i in app.info)
+
+
+def test_a_new_reading_shows_at_the_next_check_and_nothing_is_read_while_nothing_changed(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATACONN_SEED_DEMO", "false")
+    monkeypatch.setenv("DATACONN_LIVE_REFRESH_S", "3600")  # no timed reload during the test: only marks count
+    store = open_runtime(load_settings()).store  # a new database: created and migrated
+    push = ApiSettings(use_api=True, api_provider=Provider.PUSH, update_frequency=UpdateFrequency.MIN5)
+    _, ids = craft_site(store, [SourceSpec(Category.CONS, "load", name="Logger load", api=push)], name="Logger")
+    source_id = ids["Logger load"]
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+
+    def store_reading(value: float, *, mark: bool) -> None:
+        batch = to_batch(
+            source_id,
+            pl.DataFrame({"ts": [minute], "interval_s": [60], "value": [value]}),
+            datetime.now(UTC),
+            final_before=minute,
+        )
+        with store.transaction() as con:
+            ingest(con, batch, datetime.now(UTC))
+        if mark:
+            ChangeMarks(store.path).mark([source_id])
+
+    store_reading(1_000.0, mark=True)
+    app = open_live()
+    app.run()  # the first run learns which sources to watch; from the second on, only their marks decide
+    assert [m.value for m in app.metric][3] == "1.00 kW"
+    store_reading(2_000.0, mark=False)  # written, but nobody said so: the snapshot is not read again
+    app.run()
+    assert [m.value for m in app.metric][3] == "1.00 kW"
+    ChangeMarks(store.path).mark([source_id])  # what every writer does after its commit
+    app.run()
+    assert [m.value for m in app.metric][3] == "2.00 kW"
+    assert any("newest value " in c.value and " s ago" in c.value for c in app.caption)

@@ -101,7 +101,7 @@ def test_a_turn_further_away_than_the_bounded_wait_is_refused_counting_nothing()
     ledger = QuotaLedger(queue_wait_s=5, clock=FastClock())
     ledger.reserve("SolarEdge", {"account": "key"}, (PER_MINUTE, MONTH), NOW)
     with pytest.raises(RateLimited, match="10 calls per minute") as info:
-        ledger.reserve("SolarEdge", {"account": "key"}, (PER_MINUTE, MONTH), NOW)  # its turn is 6.1 s away
+        ledger.reserve("SolarEdge", {"account": "key"}, (PER_MINUTE, MONTH), NOW)  # its turn is 6.6 s away
     assert info.value.retry_at is not None and NOW < info.value.retry_at <= NOW.replace(second=7)
     assert ledger.used("SolarEdge", "key", "month", NOW) == 1
 
@@ -112,7 +112,7 @@ def test_within_one_poll_a_later_call_waits_rather_than_throw_the_first_away() -
     with ledger.one_poll():
         ledger.reserve("SolarEdge", site, (PER_MINUTE, MONTH), NOW)  # the poll's first call: its turn is now
         began = ledger.clock.now()
-        # Its second call's turn is 6.1 s away, past the 5 s a first call may wait: refusing it now would waste the
+        # Its second call's turn is 6.6 s away, past the 5 s a first call may wait: refusing it now would waste the
         # first call's answer, so it waits.
         ledger.reserve("SolarEdge", site, (PER_MINUTE, MONTH), NOW)
         assert ledger.clock.now() - began >= 6.0
@@ -207,7 +207,7 @@ def test_queue_figures_are_published_while_calls_wait(store: Store) -> None:
     assert during[("SolarEdge", "key")][0] == 1
     queued, p95 = after[("SolarEdge", "key")]
     # A minute after the first call; less the time the first call took to publish (a transaction on the file).
-    assert queued == 0 and p95 is not None and 30 <= p95 <= 61
+    assert queued == 0 and p95 is not None and 30 <= p95 <= 66
 
 
 def test_wait_text() -> None:
@@ -241,5 +241,5 @@ def test_api_health_shows_each_accounts_queue(seeded_env: Path) -> None:
     assert not app.exception
     accounts = app.dataframe[0].value.set_index("Account")
     assert accounts.loc["SolarEdge (V2) account 1", "Queued"] == 0
-    assert accounts.loc["SolarEdge (V2) account 1", "Wait p95"] in {"11 s", "12 s"}  # the third call's 12 s
+    assert accounts.loc["SolarEdge (V2) account 1", "Wait p95"] in {"12 s", "13 s"}  # the third call's 13.2 s
     assert accounts.loc["Simulator (built-in)", "Wait p95"] == "-"  # no queue: no per-minute limit

@@ -1,5 +1,6 @@
-"""`make run`'s launcher (`jobs.run`) as real processes: the collector and the dashboard start together and stop
-together, whether the launcher gets SIGTERM or whoever started it (make) goes away."""
+"""`make run`'s launcher (`jobs.run`) as real processes: the collector, the dashboard and the ingest service start
+together and stop together, whether the launcher gets SIGTERM or whoever started it (make) goes away; the ingest
+service failing alone leaves the others running."""
 
 from __future__ import annotations
 
@@ -48,13 +49,13 @@ def _wait_gone(pids: list[int]) -> list[int]:
     return [pid for pid in pids if _alive(pid)]
 
 
-def _wait_ready(port: int, launcher: int) -> list[int]:
-    """The launcher's two children, once the dashboard answers."""
+def _wait_ready(port: int, launcher: int, children: int = 3) -> list[int]:
+    """The launcher's children (collector, dashboard, ingest service), once the dashboard answers."""
     deadline = time.monotonic() + READY_S
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as answer:
-                if answer.status == 200 and len(_children(launcher)) == 2:
+                if answer.status == 200 and len(_children(launcher)) == children:
                     return _children(launcher)
         except (urllib.error.URLError, OSError):
             pass
@@ -62,13 +63,14 @@ def _wait_ready(port: int, launcher: int) -> list[int]:
     raise AssertionError("the dashboard did not start")
 
 
-def _command(tmp_path: Path, port: int) -> tuple[list[str], dict[str, str]]:
+def _command(tmp_path: Path, port: int, ingest_port: int | None = None) -> tuple[list[str], dict[str, str]]:
     env = operator_env(tmp_path / "dataconn.duckdb", tmp_path / "secret.key")
+    env["DATACONN_INGEST_PORT"] = str(ingest_port or _free_port())
     args = [sys.executable, "-m", "jobs.run", "--server.address=127.0.0.1", f"--server.port={port}"]
     return [*args, "--server.headless=true"], env
 
 
-def test_sigterm_to_the_launcher_stops_the_collector_and_the_dashboard(tmp_path: Path) -> None:
+def test_sigterm_to_the_launcher_stops_the_collector_the_dashboard_and_the_ingest_service(tmp_path: Path) -> None:
     port = _free_port()
     command, env = _command(tmp_path, port)
     launcher = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -109,3 +111,23 @@ def test_when_make_goes_away_the_launcher_stops_both(tmp_path: Path) -> None:
         for pid in started:  # a failed test leaves no server behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_an_ingest_service_that_cannot_start_leaves_the_others_running(tmp_path: Path) -> None:
+    port = _free_port()
+    with socket.socket() as taken:  # another instance's ingest service holds the port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        command, env = _command(tmp_path, port, ingest_port=int(taken.getsockname()[1]))
+        launcher = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            children = _wait_ready(port, launcher.pid, children=2)  # the ingest service gave up, the rest runs
+            time.sleep(2)
+            assert launcher.poll() is None and all(_alive(pid) for pid in children)
+            launcher.send_signal(signal.SIGTERM)
+            assert launcher.wait(timeout=GONE_S) == 0
+            assert launcher.stderr is not None
+            said = launcher.stderr.read().decode()
+            assert "cannot listen on 127.0.0.1" in said and "the ingest service stopped" in said
+        finally:
+            launcher.kill()

@@ -40,6 +40,7 @@ import polars as pl
 from core.catalog.catalog import Catalog, read_catalog
 from core.models import Category, Meter, Site, Source
 from core.roles import BALANCE, ROLE_LABELS, Role, balance_load, balance_load_expr, role_of, unmetered_terms
+from core.store.change_marks import ChangeMarks
 from core.store.store import Store, ts_literal
 
 STALE_FACTOR = 2  # a source is stale once its newest reading is older than this many expected cadences
@@ -131,6 +132,18 @@ class LiveSnapshot:
     recent: pl.DataFrame  # `bucket` (UTC start) and one `<flow>_w` column per power flow of the site; nulls are gaps
     recent_step_s: int
     recent_load_computed: bool
+
+
+def change_mark(store: Store, source_ids: Sequence[int]) -> int | None:
+    """The newest change mark of these sources (core.store.change_marks): when it has not moved since the last
+    snapshot, the database has nothing new for them. A few `stat` calls, no connection."""
+    return ChangeMarks(store.path).newest(source_ids)
+
+
+def newest_as_of(snapshot: LiveSnapshot) -> datetime | None:
+    """How far the site's newest reading reaches ("as of"), for the page's "newest value 2 s ago"."""
+    moments = [s.reading.as_of for s in snapshot.sources if s.reading is not None]
+    return max(moments) if moments else None
 
 
 def cadence_of(source: Source) -> timedelta:

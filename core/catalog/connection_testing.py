@@ -16,10 +16,11 @@ import duckdb
 from pydantic import SecretStr
 
 from core.catalog import catalog as cat
+from core.catalog import push_sources
 from core.catalog.connection_test_cache import cached_test, store_test
 from core.catalog.field_labels import labelled, source_label
 from core.catalog.source_drafts import SourceDraft, TestOutcome, validate_draft
-from core.models import Category, ConnectionStatus
+from core.models import Category, ConnectionStatus, Provider
 from core.providers.base import NeedsReauthorization, ProviderError, RecordsExchanges
 from core.providers.context import ProviderContext
 from core.providers.exchange import Exchange
@@ -63,6 +64,8 @@ def test_connection(
     relevant = {k: v for k, v in errors.items() if k not in {"name"} or valid is None}
     if not draft.values.get("use_api"):
         return TestOutcome(ConnectionStatus.UNTESTED, "Enable API to test this connection.", now)
+    if not spec_of(str(draft.values.get("api_provider"))).polled:
+        return _pushed_outcome(store, draft, now, context)
     if relevant:
         field_name, message = next(iter(relevant.items()))
         label = source_label(field_name, str(draft.values.get("api_provider")))
@@ -93,6 +96,29 @@ def test_connection(
     outcome, exchanges = _call_vendor(request, context, channel, now)
     _keep(store, draft.source_id, fingerprint, outcome, exchanges)
     return outcome
+
+
+def _pushed_outcome(store: Store, draft: SourceDraft, now: datetime, context: ProviderContext) -> TestOutcome:
+    """A pushed source has nobody to call: its test says whether readings arrive."""
+    if draft.source_id is None or cat.load_catalog(store).source(draft.source_id).api.api_provider is not Provider.PUSH:
+        return TestOutcome(
+            ConnectionStatus.UNTESTED, "Save this source as Push (HTTP) first: its endpoint and token come then.", now
+        )
+    endpoint = push_sources.endpoint_url(context.settings, draft.source_id)
+    newest = push_sources.last_received(store, draft.source_id, now)
+    if newest is None:
+        waiting = f"No readings received yet: the sender posts them to {endpoint}."
+        return TestOutcome(ConnectionStatus.UNTESTED, waiting, now)
+    age = max(0, int((now - newest).total_seconds()))
+    return TestOutcome(ConnectionStatus.CONNECTED, f"Receiving: the newest reading was stored {_ago(age)} ago.", now)
+
+
+def _ago(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
 
 
 def _call_vendor(

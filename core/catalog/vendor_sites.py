@@ -20,10 +20,11 @@ def provider_site_key(source: Source, site_id: int) -> tuple[str, str]:
 
 
 def group_by_provider_site(catalog: Catalog) -> dict[tuple[str, str], list[Source]]:
-    """Enabled sources grouped by the vendor site they read, in catalog order."""
+    """Enabled polled sources grouped by the vendor site they read, in catalog order. Sources whose readings are
+    brought to us (Push) are in no group: nobody polls them."""
     groups: dict[tuple[str, str], list[Source]] = {}
     for source in catalog.sources:
-        if not source.api.use_api:
+        if not source.api.use_api or not spec_of(source.api.api_provider).polled:
             continue
         meter = catalog.meter(source.meter_id)
         groups.setdefault(provider_site_key(source, meter.site_id), []).append(source)

@@ -64,6 +64,7 @@ from core.providers.context import ProviderContext
 from core.providers.registry import build_client
 from core.providers.spec import ConnectionRequest
 from core.roles import channel_for
+from core.store.change_marks import ChangeMarks
 from core.store.crypto import SecretBox
 from core.store.exchange_archive import write_exchanges
 from core.store.held_passes import MEMORY_CAPACITY, HeldPasses
@@ -248,6 +249,7 @@ class Collection:
         self.store, self.box, self.context, self.spool = store, box, context, spool
         self.episodes = StoreEpisodes(store, spool.directory if spool else None)
         self.held = HeldPasses(spool, self.episodes, memory_capacity) if spool else None
+        self.marks = ChangeMarks(store.path)
         self.writer: GroupWriter[_Pass, PassReport] = GroupWriter(self._commit, _claims, gap_s=commit_gap_s)
         self._inputs: PassInputs | None = None
         self._inputs_lock = threading.Lock()  # one read at a time; polls arriving meanwhile use its result
@@ -387,6 +389,7 @@ class Collection:
                     self.episodes.unavailable(exc)
                     self._hold(passes, results, readings, now)
                 else:
+                    self.marks.mark(i for i, rows in written.items() if rows)  # Live notices within a second or two
                     for p in passes:
                         p.report.rows_written = sum(written.get(i, 0) for r in p.report.results for i in r.source_ids)
         # The kept inputs move on too, so a pass that must fall back on them starts where this one ended.

@@ -60,6 +60,7 @@ from core.collect.readings_csv_counter import CounterReading, interval_energies
 from core.config import Settings
 from core.models import known_timezones
 from core.store import rollups
+from core.store.change_marks import ChangeMarks
 from core.store.private_files import NotUtf8, decode_utf8
 from core.store.readings_store import ingest, to_batch
 from core.store.store import Store
@@ -545,4 +546,6 @@ def import_readings(
         with store.transaction() as con:
             written = ingest(con, batch, now)
             rollups.refresh(con, [source_id], first, last + timedelta(minutes=options.interval_minutes))
+        if written:
+            ChangeMarks(store.path).mark([source_id])
     return ImportReport(batch.height, written, first, last, site.timezone, tuple(parsed.notes))

@@ -33,11 +33,14 @@ from core.providers.base import QuotaRule, RateLimited
 
 PACED_PERIOD = "minute"  # rules of this period are paced by queues; "concurrent" ones hold slots; others are counted
 WINDOW_S = 60.0
-# A call reaches the vendor some time after its turn (network and server latency: up to about a second), and the vendor
-# counts it when it arrives: turns (WINDOW_S + ARRIVAL_SPREAD_S) / limit apart stay within the limit in every vendor
-# minute however the latencies fall (measured: exactly 60 / limit apart, 70-800 ms latencies put 11 calls in a minute
-# of 10, bench/bench_fleet.py).
-ARRIVAL_SPREAD_S = 1.0
+# A call reaches the vendor some time after its turn (waiting for a pooled connection and for a thread of a busy
+# process, then network and server latency), and the vendor counts it when it arrives: turns
+# (WINDOW_S + ARRIVAL_SPREAD_S) / limit apart stay within the limit in every vendor minute as long as no two calls'
+# delays differ by more than ARRIVAL_SPREAD_S. Measured with bench/bench_fleet.py: turns exactly 60 / limit apart put
+# 11 calls in a SolarEdge minute of 10 (70-800 ms latencies alone); 1 s more was enough at 300 sites but not with
+# the machine overloaded by the full mode's 3,334 (again 11). 6 s costs a tenth of each account's rate (9.1 calls a
+# minute instead of 10 for SolarEdge) and keeps a vendor's block away.
+ARRIVAL_SPREAD_S = 6.0
 # A poll's later calls (its other endpoints, a gap re-read) may wait this long for their turn. It stays bounded: a
 # poll is admitted only when its first turn is within `queue_wait_s`, so the calls queued ahead of a later one are
 # those of the few polls admitted before it (at 10 a minute and 15 s, about 3 polls of up to 4 calls: 75 s).
@@ -94,7 +97,7 @@ class QueueFigures:
 
 
 class Pacer:
-    """One turn every `(WINDOW_S + ARRIVAL_SPREAD_S) / limit` seconds (6.1 s at 10 a minute), handed out in the order
+    """One turn every `(WINDOW_S + ARRIVAL_SPREAD_S) / limit` seconds (6.6 s at 10 a minute), handed out in the order
     they are asked for: a token bucket holding a single token, refilled a little slower than limit/60 per second.
 
     Why one token rather than a bucket holding `limit`: SolarEdge V2 counts a fixed wall-clock minute
@@ -104,7 +107,7 @@ class Pacer:
     our own clock is right only if our minute starts where the vendor's does. Turns at least `WINDOW_S / limit` apart
     put at most `limit` calls in any 60 s, so in any vendor minute wherever it starts. And every call but the first
     waits in line, so a site asking again after its turn goes behind the sites already waiting: the account's sites
-    take turns. The price is that a lone site's poll of 3 calls takes 12 s more at 10 a minute; the collector has the
+    take turns. The price is that a lone site's poll of 3 calls takes 13 s more at 10 a minute; the collector has the
     threads to wait with, and the rate over a minute is the vendor's either way.
     """
 

@@ -13,13 +13,16 @@ from core.models import ApiSettings, Provider
 from core.providers.base import MonitoringProvider
 from core.providers.context import ProviderContext
 from core.providers.enphase.spec import SPEC as ENPHASE
+from core.providers.push.spec import SPEC as PUSH
 from core.providers.simulator.spec import SPEC as SIMULATOR
 from core.providers.solaredge_v1.spec import SPEC as SOLAREDGE_V1
 from core.providers.solaredge_v2.spec import SPEC as SOLAREDGE_V2
 from core.providers.spec import ConnectionRequest, ProviderSpec
 
 # In the order lists show them.
-SPECS: dict[Provider, ProviderSpec] = {spec.provider: spec for spec in (SOLAREDGE_V2, SOLAREDGE_V1, ENPHASE, SIMULATOR)}
+SPECS: dict[Provider, ProviderSpec] = {
+    spec.provider: spec for spec in (SOLAREDGE_V2, SOLAREDGE_V1, ENPHASE, SIMULATOR, PUSH)
+}
 OBTAINED_SECRETS: tuple[str, ...] = tuple(dict.fromkeys(n for spec in SPECS.values() for n in spec.obtained_secrets))
 # Credentials by their stored names ("api_key" -> "API Key"), as the specs label them.
 CREDENTIAL_LABELS: dict[str, str] = {c.name: c.label for spec in SPECS.values() for c in spec.credentials}
@@ -30,8 +33,15 @@ def spec_of(provider: Provider | str) -> ProviderSpec:
     return SPECS[Provider(provider)]
 
 
+class NotPolled(ValueError):
+    """A client was asked of a provider whose readings are brought to us (a caller's bug: check `spec.polled`)."""
+
+
 def build_client(request: ConnectionRequest, context: ProviderContext) -> MonitoringProvider:
-    return spec_of(request.provider).build_client(request, context)
+    factory = spec_of(request.provider).build_client
+    if factory is None:
+        raise NotPolled(f"{request.provider.value} sources are not polled: their readings are sent to us")
+    return factory(request, context)
 
 
 def credential_names(provider: Provider | str) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Literal
 
 from pydantic import SecretStr
 
@@ -60,13 +61,20 @@ def _no_calls(channels: frozenset[str]) -> int:
     return 0
 
 
+# How a provider's readings arrive (docs/real-time.md): the collector polls the vendor's interval history, or the
+# sender pushes them to the ingest service. Only polled providers have a client and take part in collection passes.
+Delivery = Literal["poll", "push"]
+
+
 @dataclass(frozen=True)
 class ProviderSpec:
     """One provider as the program sees it. Fields without a default are what every provider must say."""
 
     provider: Provider
     label: str  # in lists and messages: "SolarEdge", "Enphase"
-    build_client: Callable[[ConnectionRequest, ProviderContext], MonitoringProvider]
+    # The client of a polled provider; None for one whose readings are brought to us (`delivery`).
+    build_client: Callable[[ConnectionRequest, ProviderContext], MonitoringProvider] | None
+    delivery: Delivery = "poll"
     # The vendor's id of a site ("Site ID", "System ID"); None: the provider models our own site (the simulator),
     # so sources of one of our sites share one vendor site.
     system_id_label: str | None = None
@@ -92,6 +100,11 @@ class ProviderSpec:
     window_alignment: timedelta = timedelta(0)
     plan_label: Callable[[str], str] | None = None  # its name with the configured plan, in quota figures
     setup_note: str | None = None  # shown where a provider's fields would be, for one that needs none
+
+    @property
+    def polled(self) -> bool:
+        """Whether the collector polls it (it has a client)."""
+        return self.delivery == "poll"
 
     @property
     def metered(self) -> bool:

@@ -482,6 +482,27 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        11,
+        "push sources' credentials",
+        # A Push source's bearer token is 256 random bits: only its SHA-256 is kept (`token_hash`), enough to check a
+        # request and useless to whoever reads the file; `token_hint` (its last 4 characters) tells a user which
+        # token a sender has. A source in signature mode is checked by an HMAC whose key must be known, so that key is
+        # an encrypted credential in `source_secrets` like every other, and `signed` says the mode
+        # (core.store.push_tokens, docs/real-time.md).
+        """
+        CREATE TABLE IF NOT EXISTS push_tokens (
+            source_id BIGINT PRIMARY KEY,
+            token_hash VARCHAR NOT NULL UNIQUE,
+            token_hint VARCHAR NOT NULL,
+            signed BOOLEAN NOT NULL DEFAULT false,
+            created_at TIMESTAMPTZ NOT NULL
+        );
+        """,
+    )
+)
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 # Every table whose rows belong to one source (`source_id`): deleting the source deletes them, in the same
@@ -498,6 +519,7 @@ SOURCE_DATA_TABLES = (
     "gap_attempts",
     "alerts",
     "source_secrets",
+    "push_tokens",
 )
 
 

@@ -1,0 +1,250 @@
+"""The ingest service: `python -m jobs.ingest` takes readings that loggers and webhooks push (docs/real-time.md).
+
+`POST /api/v1/sources/{source_id}/readings` with `Authorization: Bearer <token>` (and, for a source in signature
+mode, `X-Timestamp` and `X-Signature`), a JSON or CSV body (`core.collect.push_readings`). Answers: 200 stored,
+202 spooled (the file was held: durable, written later), or an RFC 9457 problem (`application/problem+json`) with
+the row errors; `GET /healthz` says the service is up. The order of the checks keeps what an answer reveals to
+what the caller already knows: a request without a valid token for the source learns nothing about the source.
+
+A Starlette application served by uvicorn, both already installed with Streamlit (one web stack, no new dependency).
+Handlers are async; parsing runs in the thread pool and writing in the push writer's thread
+(`core.collect.push_write`), so the event loop only moves bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from core.collect.push_auth import CannotTell, PushDirectory, RateLimiter, ReplayGuard, check_signature
+from core.collect.push_readings import PushLimits, PushRefused, parse_push
+from core.collect.push_write import NotKept, PushBatch, PushWriter
+from core.collect.readings_import import ReadingsFileLimits
+from core.config import Settings
+from core.runtime import Runtime, open_runtime
+from core.store.crypto import SecretsError
+from core.store.private_files import private_umask
+from core.store.spool import Spool
+from core.store.store import StoreError
+from jobs.cli import DEBUG_HINT, settings_from_env
+
+log = logging.getLogger("dataconn.ingest")
+PROBLEM_TYPE = "about:blank"  # RFC 9457: the title is the HTTP status's meaning, `detail` says more
+READINGS_PATH = "/api/v1/sources/{source_id:int}/readings"
+
+
+def problem(status: int, detail: str, errors: list[tuple[str, str]] | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": PROBLEM_TYPE, "title": _TITLES.get(status, "Error"), "status": status}
+    body["detail"] = detail
+    if errors:
+        body["errors"] = [{"pointer": pointer, "detail": message} for pointer, message in errors]
+    body |= extra
+    headers = {"Retry-After": str(extra["retry_after_s"])} if "retry_after_s" in extra else None
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class IngestService:
+    """The service's state: the directory of push sources, the writer, the limits."""
+
+    def __init__(self, runtime: Runtime, *, clock: Any = time.time) -> None:
+        settings = runtime.settings
+        self.settings = settings
+        self.directory = PushDirectory(runtime.store, runtime.box)
+        self.writer = PushWriter(runtime.store, Spool.beside(runtime.store.path))
+        self.limits = PushLimits(
+            max_bytes=settings.ingest_max_body_kb * 1024,
+            max_readings=settings.ingest_max_readings,
+            readings=ReadingsFileLimits.from_settings(settings),
+        )
+        self.rate = RateLimiter(settings.ingest_requests_per_minute)
+        self.replays = ReplayGuard()
+        self.clock = clock
+
+    async def readings(self, request: Request) -> Response:
+        source_id = int(request.path_params["source_id"])
+        token = _bearer(request.headers)
+        if token is None:
+            return problem(401, "Send the source's token: Authorization: Bearer <token>.")
+        try:
+            source = await run_in_threadpool(self.directory.source_for, token, source_id)
+        except CannotTell as exc:
+            return problem(503, f"This token cannot be checked now ({exc}); send again shortly.", retry_after_s=10)
+        if source is None:
+            log.info("push to source %d refused: unknown token", source_id)
+            return problem(401, "This token does not open this source (revoked, rotated, or another source's).")
+        wait = self.rate.retry_after(token, self.clock())
+        if wait is not None:
+            return problem(
+                429, f"More than {self.rate.per_minute} requests a minute with this token.", retry_after_s=wait
+            )
+        if not source.enabled:
+            return problem(409, f"{source.name} is switched off (Use API) in Data Connections: nothing is taken.")
+        body = await _body(request, self.limits.max_bytes)
+        if body is None:
+            return problem(413, f"The body is larger than {self.limits.max_bytes:,} bytes.")
+        if source.signed:
+            wrong = check_signature(
+                source,
+                request.headers.get("x-timestamp"),
+                request.headers.get("x-signature"),
+                body,
+                self.clock(),
+                self.replays,
+            )
+            if wrong is not None:
+                log.info("push to source %d refused: %s", source_id, wrong)
+                return problem(401, wrong[0].upper() + wrong[1:] + ".")
+        now = datetime.now(UTC)
+        try:
+            readings = await run_in_threadpool(
+                parse_push,
+                body,
+                request.headers.get("content-type", ""),
+                dict(request.query_params),
+                source.site_zone,
+                now,
+                self.limits,
+            )
+        except PushRefused as exc:
+            log.info("push to source %d refused (%d): %s", source_id, exc.status, exc.title)
+            extra = {"more_errors": exc.more} if exc.more else {}
+            return problem(exc.status, exc.title, exc.errors, **extra)
+        if readings.height == 0:
+            return JSONResponse({"stored": 0, "status": "stored"}, status_code=200)
+        try:
+            written = await asyncio.wrap_future(self.writer.submit(PushBatch(source_id, readings, now)))
+        except NotKept as exc:
+            log.error("push to source %d not kept: %s", source_id, exc)
+            return problem(
+                503, "The readings could not be stored nor kept for later; send them again.", retry_after_s=30
+            )
+        status = 200 if written == "stored" else 202
+        return JSONResponse({"readings": readings.height, "status": written}, status_code=status)
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+
+def _bearer(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def _body(request: Request, max_bytes: int) -> bytes | None:
+    """The body, or None as soon as it passes `max_bytes` (never read whole into memory first)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                return None
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return b""
+    return b"".join(chunks)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """The service's boundary: a bug of ours is logged (at DEBUG with its traceback), never shown to a client."""
+    log.error("push request failed: %s", type(exc).__name__)
+    log.debug("push request failed", exc_info=exc)
+    return problem(500, "The service failed on this request; it has been logged.")
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    where = READINGS_PATH.replace(":int", "")
+    return problem(404, f"No such endpoint: {request.method} {request.url.path}. Readings go to POST {where}.")
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return JSONResponse(
+        {"type": PROBLEM_TYPE, "title": "Method Not Allowed", "status": 405, "detail": "Use POST."},
+        status_code=405,
+        media_type="application/problem+json",
+        headers={"Allow": "POST"},
+    )
+
+
+def create_app(service: IngestService) -> Starlette:
+    return Starlette(
+        routes=[
+            Route(READINGS_PATH, service.readings, methods=["POST"]),
+            Route("/healthz", service.health, methods=["GET"]),
+        ],
+        exception_handlers={404: _not_found, 405: _method_not_allowed, Exception: _unexpected},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__.split("\n")[0])
+    parser.parse_args(argv)
+    private_umask()
+    try:
+        settings = settings_from_env("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        runtime = open_runtime(settings, prepare=False)
+        service = IngestService(runtime)
+    except (StoreError, SecretsError) as exc:
+        print(f"ingest: {exc}", file=sys.stderr)
+        return 1
+    except Exception:
+        log.debug("ingest failed to start", exc_info=True)
+        print(f"ingest: stopped on a problem it cannot explain; {DEBUG_HINT}", file=sys.stderr)
+        return 1
+    return serve(service, settings)
+
+
+def serve(service: IngestService, settings: Settings) -> int:
+    config = uvicorn.Config(
+        create_app(service),
+        host=settings.ingest_host,
+        port=settings.ingest_port,
+        access_log=False,  # our own line says what matters; a URL never carries a token, but a log needs no URLs
+        log_level=logging.getLevelName(logging.getLogger().level).lower(),
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    log.info("ingest service on http://%s:%d", settings.ingest_host, settings.ingest_port)
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits when it cannot bind the port
+        print(f"ingest: cannot listen on {settings.ingest_host}:{settings.ingest_port} (in use?)", file=sys.stderr)
+        return int(exc.code or 1)
+    finally:
+        service.writer.close()  # what was accepted is written (or spooled) before the process ends
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())  # uvicorn turns SIGTERM and SIGINT into a graceful stop; `serve` then closes the writer
