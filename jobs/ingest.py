@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -29,6 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from core.collect.push_activity import PUBLISH_EVERY_S, PushActivity
 from core.collect.push_auth import CannotTell, PushDirectory, RateLimiter, ReplayGuard, check_signature
 from core.collect.push_readings import PushLimits, PushRefused, parse_push
 from core.collect.push_write import NotKept, PushBatch, PushWriter
@@ -86,9 +89,34 @@ class IngestService:
         self.rate = RateLimiter(settings.ingest_requests_per_minute)
         self.replays = ReplayGuard()
         self.clock = clock
+        self.store = runtime.store
+        self.activity = PushActivity()
+        self._stop = threading.Event()
+        self._publisher = threading.Thread(target=self._publish_loop, name="push-activity", daemon=True)
+        self._publisher.start()
+
+    def close(self) -> None:
+        """Write what was accepted (or spool it), and the last figures."""
+        self._stop.set()
+        self.writer.close()
+        self.activity.publish(self.store, force=True)
+
+    def _publish_loop(self) -> None:
+        while not self._stop.wait(PUBLISH_EVERY_S):
+            self.activity.publish(self.store, force=True)
 
     async def readings(self, request: Request) -> Response:
         source_id = int(request.path_params["source_id"])
+        answer = await self._readings(request, source_id)
+        if self.directory.known(source_id) is not None:  # a request to no Push source is nobody's figure
+            now = datetime.now(UTC)
+            if answer.status_code < 300:
+                self.activity.accepted(source_id, int(answer.headers.get("x-readings", "0")), now)
+            else:
+                self.activity.refused(source_id, answer.status_code, _reason(answer), now)
+        return answer
+
+    async def _readings(self, request: Request, source_id: int) -> Response:
         token = _bearer(request.headers)
         if token is None:
             return problem(401, "Send the source's token: Authorization: Bearer <token>.")
@@ -137,7 +165,7 @@ class IngestService:
             extra = {"more_errors": exc.more} if exc.more else {}
             return problem(exc.status, exc.title, exc.errors, **extra)
         if readings.height == 0:
-            return JSONResponse({"stored": 0, "status": "stored"}, status_code=200)
+            return JSONResponse({"readings": 0, "status": "stored"}, status_code=200)
         try:
             written = await asyncio.wrap_future(self.writer.submit(PushBatch(source_id, readings, now)))
         except NotKept as exc:
@@ -146,10 +174,19 @@ class IngestService:
                 503, "The readings could not be stored nor kept for later; send them again.", retry_after_s=30
             )
         status = 200 if written == "stored" else 202
-        return JSONResponse({"readings": readings.height, "status": written}, status_code=status)
+        headers = {"X-Readings": str(readings.height)}
+        return JSONResponse({"readings": readings.height, "status": written}, status_code=status, headers=headers)
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+
+def _reason(answer: Response) -> str:
+    """A refusal as API Health shows it: the problem's detail (never a token: details name none)."""
+    try:
+        return str(json.loads(bytes(answer.body)).get("detail", ""))
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _bearer(headers: Mapping[str, str]) -> str | None:
@@ -242,7 +279,7 @@ def serve(service: IngestService, settings: Settings) -> int:
         print(f"ingest: cannot listen on {settings.ingest_host}:{settings.ingest_port} (in use?)", file=sys.stderr)
         return int(exc.code or 1)
     finally:
-        service.writer.close()  # what was accepted is written (or spooled) before the process ends
+        service.close()  # what was accepted is written (or spooled) before the process ends
     return 0
 
 

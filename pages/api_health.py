@@ -17,6 +17,7 @@ import streamlit as st
 from core.analytics.api_health import LOOKBACK, NEEDS_ATTENTION, STATUS_LABELS, STATUS_MARKS, Health, load_health
 from core.analytics.api_health_display import (
     account_table,
+    pushed_table,
     quarantine_table,
     quarantine_warning,
     source_table,
@@ -109,6 +110,22 @@ def _sources(health: Health, site: Site) -> None:
     download_buttons(frame, f"api-health-sources-{site.name}", key="ah_sources_download")
 
 
+def _pushed(health: Health, site: Site) -> None:
+    """Push (HTTP) sources: what the ingest service took and refused (they are not polled, so the table above has
+    no poll figures for them)."""
+    if health.pushed is None:
+        return
+    frame = health.pushed.filter(pl.col("site_id") == site.id)
+    if frame.is_empty():
+        return
+    st.subheader("Pushed readings")
+    st.caption(
+        "Requests to the push endpoint over the last 15 minutes, as the ingest service counts them; a refusal shows"
+        " its reason (wrong token, rows refused, rate limit ...)."
+    )
+    st.dataframe(pushed_table(frame, health.now), hide_index=True, key="ah_pushed_table")
+
+
 def _coverage_map(site: Site) -> None:
     st.subheader("Coverage")
     days = st.columns([1, 3])[0].select_slider("Days", options=DAY_CHOICES, value=DEFAULT_DAYS, key="ah_days")
@@ -189,4 +206,5 @@ with page_guard():
     site = choose_site("ah_site")
     if site is not None:
         _sources(health, site)
+        _pushed(health, site)
         _coverage_map(site)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import polars as pl
 import pytest
 
 from core.catalog import catalog as cat
@@ -77,7 +78,7 @@ def pushing(tmp_path: Path) -> Iterator[Pushing]:
     service = IngestService(runtime)
     with serve(create_app(service)) as url:
         yield Pushing(runtime, url, source_id, token, service)
-    service.writer.close()
+    service.close()
 
 
 def readings(*values: float | None, start: datetime = NOW - timedelta(hours=1), step_s: int = 300) -> dict:
@@ -205,7 +206,7 @@ def test_limits_answer_413_and_429_with_retry_after(tmp_path: Path) -> None:
         assert pushing.post(readings(1.0)).status_code == 200
         refused = pushing.post(readings(1.0))
         assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
-    service.writer.close()
+    service.close()
 
 
 def test_signed_requests_are_checked_and_replays_refused(tmp_path: Path) -> None:
@@ -229,7 +230,7 @@ def test_signed_requests_are_checked_and_replays_refused(tmp_path: Path) -> None
         assert signed(now).status_code == 200
         replay = signed(now)
         assert replay.status_code == 401 and "replay" in replay.json()["detail"]
-    service.writer.close()
+    service.close()
     assert [r[2] for r in pushing.rows()] == [7.0]
 
 
@@ -255,3 +256,24 @@ def test_no_token_reaches_a_log_and_no_traceback_reaches_a_client(
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert pushing.token[4:] not in logged
     assert "Traceback" not in gone.text
+
+
+def test_api_health_shows_what_the_service_took_and_refused(pushing: Pushing) -> None:
+    from core.analytics.api_health import load_health
+
+    before = load_health(pushing.runtime.store, pushing.runtime.box, datetime.now(UTC))
+    row = before.sources.row(by_predicate=pl.col("source_id") == pushing.source_id, named=True)
+    assert (row["status"], row["account"]) == ("waiting", None)  # pushed: no vendor account, no poll
+    pushing.post(readings(1.0, 2.0))
+    pushing.post({"readings": [{"ts": "yesterday", "value": 1, "interval_s": 60}]})
+    pushing.post(readings(1.0), token="dcp_wrong")
+    assert pushing.service.activity.publish(pushing.runtime.store, force=True)
+
+    health = load_health(pushing.runtime.store, pushing.runtime.box, datetime.now(UTC))
+    assert health.pushed is not None
+    pushed = health.pushed.row(by_predicate=pl.col("source_id") == pushing.source_id, named=True)
+    assert (pushed["readings"], pushed["refused"], pushed["service_running"]) == (2, 2, True)
+    assert pushed["last_refusal"].startswith("401: This token does not open this source")
+    assert "dcp_" not in pushed["last_refusal"]
+    row = health.sources.row(by_predicate=pl.col("source_id") == pushing.source_id, named=True)
+    assert row["status"] == "ok" and row["next_poll_note"].startswith("pushed by its sender")

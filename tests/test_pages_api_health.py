@@ -117,3 +117,40 @@ def test_no_key_appears_anywhere_on_the_page(at: AppTest) -> None:
     for key in (V2_KEY, V1_KEY):
         assert key.encode() not in shown
         assert key not in values
+
+
+def test_a_push_source_shows_its_requests_not_a_poll_schedule(app_env: Path) -> None:
+    from core.collect.push_activity import PushActivity
+
+    runtime = open_runtime(load_settings())
+    push = ApiSettings(use_api=True, api_provider=Provider.PUSH, update_frequency=UpdateFrequency.MIN5)
+    with runtime.store.transaction() as con:
+        site = cat.read_catalog(con).sites[0]
+        meter = cat.insert_meter(con, site.id, MeterIn(name="Logger", category=Category.CONS))
+        source = SourceIn(
+            name="Logger load",
+            source_type="load",
+            capacity_kw=5,
+            carbon_intensity_g_per_kwh=0,
+            cost_per_mwh=0,
+            api=push,
+        )
+        source_id = cat.insert_source(con, meter, source)
+    activity = PushActivity()
+    now = datetime.now(UTC)
+    activity.accepted(source_id, 100, now)
+    activity.refused(source_id, 429, "More than 600 requests a minute with this token.", now)
+    assert activity.publish(runtime.store, force=True)
+
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.run()
+    app.switch_page("pages/api_health.py").run()
+    assert not app.exception
+    _, sources, pushed = (frame.value for frame in app.dataframe)
+    sources, pushed = sources.set_index("Source"), pushed.set_index("Source")
+    assert sources.loc["Logger load", "Status"] == "First poll pending"
+    assert sources.loc["Logger load", "Next poll"] == "waiting for its sender's first request"
+    assert pushed.loc["Logger load", "Readings (15 min)"] == "100"
+    assert pushed.loc["Logger load", "Refused (15 min)"] == "1"
+    assert pushed.loc["Logger load", "Last refused"].endswith("429: More than 600 requests a minute with this token.")
+    assert pushed.loc["Logger load", "Ingest service"] == "running"

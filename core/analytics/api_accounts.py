@@ -90,7 +90,7 @@ def accounts_of(
     groups: dict[str, list[Source]] = {}
     sites: dict[int, Site] = {}
     for source in catalog.sources:
-        if source.api.use_api:
+        if source.api.use_api and spec_of(source.api.api_provider).polled:  # a pushed source spends no budget
             sites[source.id] = catalog.site(catalog.meter(source.meter_id).site_id)
             groups.setdefault("/".join(provider_site_key(source, sites[source.id].id)), []).append(source)
     members: dict[int, Member] = {}

@@ -52,10 +52,11 @@ from core.analytics.api_accounts import (
     read_usage,
     scrubber,
 )
+from core.analytics.push_health import read_pushed
 from core.cadence import jitter_minutes
 from core.catalog import catalog as cat
 from core.catalog import quota_plan
-from core.models import every_label
+from core.models import Source, every_label
 from core.providers.registry import spec_of
 from core.store.crypto import SecretBox
 from core.store.quarantine import QuarantineReport
@@ -105,6 +106,7 @@ class Health:
     sources: pl.DataFrame
     accounts: pl.DataFrame
     quarantine: QuarantineReport | None = None  # None: not looked at
+    pushed: pl.DataFrame | None = None  # Push sources' request figures (core.analytics.push_health)
 
 
 def load_health(
@@ -121,6 +123,7 @@ def load_health(
         last = _last_seen(con, runs, polled, now - LOOKBACK)
         usage = read_usage(con, now)
         queues = read_queues(con, now)
+        pushed = read_pushed(con, catalog, now)
     members, accounts = accounts_of(catalog, secrets, unreadable)
     clean = scrubber(secrets)
     last = _scrubbed(last, "last_error", clean)
@@ -134,7 +137,8 @@ def load_health(
         .select(SOURCE_COLUMNS)
     )
     quarantined = Spool.beside(store.path).quarantine.report()
-    return Health(now, sources, _account_rows(sources, members, accounts, labels, runs, queues), quarantined)
+    accounts_table = _account_rows(sources, members, accounts, labels, runs, queues)
+    return Health(now, sources, accounts_table, quarantined, _scrubbed(pushed, "last_refusal", clean))
 
 
 # --- reads ----------------------------------------------------------------------------------------------------
@@ -237,6 +241,20 @@ def next_poll(
     return status, due, f"every {every_label(member.frequency_min)}"
 
 
+def pushed_status(source: Source, last_write: datetime | None, now: datetime) -> tuple[str, datetime | None, str]:
+    """(status code, when the next request is expected, what decides it) of a Push source: nobody polls it, so it is
+    on time while its sender's requests come at its Update Frequency (twice that, and a grace, at most)."""
+    if not source.api.use_api:
+        return "off", None, "API off"
+    minutes = source.api.update_frequency.minutes
+    if last_write is None:
+        return "waiting", None, "waiting for its sender's first request"
+    expected = last_write + timedelta(minutes=minutes)
+    if now > last_write + 2 * timedelta(minutes=minutes) + OVERDUE_GRACE:
+        return "overdue", expected, "overdue: is its sender running, and its token current?"
+    return "ok", expected, f"pushed by its sender, expected every {every_label(minutes)}"
+
+
 def _source_rows(
     catalog: cat.Catalog,
     members: dict[int, Member],
@@ -256,7 +274,10 @@ def _source_rows(
         site = member.site if member else catalog.site(catalog.meter(source.meter_id).site_id)
         state = states.get(source.id)
         detail = extra.get(source.id, {})
-        status, due, note = next_poll(member, state, detail.get("last_poll_at"), detail.get("stopped_reason"), now)
+        if spec_of(source.api.api_provider).polled:
+            status, due, note = next_poll(member, state, detail.get("last_poll_at"), detail.get("stopped_reason"), now)
+        else:
+            status, due, note = pushed_status(source, detail.get("last_poll_at"), now)
         today, today_budget, month, month_budget = quota(account, usage, enphase_plan)
         grant = account.grants.get(member.group) if account and member else None
         rows.append(

@@ -244,3 +244,27 @@ def quarantine_table(report: QuarantineReport | None) -> pl.DataFrame:
         },
         schema={"Item": pl.String, "Quarantined (UTC)": pl.String, "Why": pl.String},
     )
+
+
+def pushed_table(frame: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    """One display row per Push source of `core.analytics.push_health.read_pushed`."""
+    rows = []
+    for row in frame.iter_rows(named=True):
+        running = row["service_running"]
+        rate = row["requests_per_min"]
+        rows.append(
+            {
+                "Source": row["source"],
+                "Requests/min": f"{rate:.1f}" if running and rate is not None else "-",
+                "Readings (15 min)": str(row["readings"]) if running and row["readings"] is not None else "-",
+                "Refused (15 min)": str(row["refused"]) if running and row["refused"] is not None else "-",
+                "Last request": relative(row["last_request_at"], now),
+                "Last refused": (
+                    f"{relative(row['last_refused_at'], now)}: {row['last_refusal']}" if row["last_refused_at"] else "-"
+                ),
+                "Ingest service": "running" if running else "no figures in 2 min (not running?)",
+            }
+        )
+    headers = ["Source", "Requests/min", "Readings (15 min)", "Refused (15 min)", "Last request", "Last refused",
+               "Ingest service"]  # fmt: skip
+    return pl.DataFrame(rows, schema=dict.fromkeys(headers, pl.String))

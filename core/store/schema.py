@@ -503,6 +503,29 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        12,
+        "push requests for API Health",
+        # The ingest service counts requests per Push source in memory (accepted, refused and why) and writes each
+        # source's figures of the last `window_s` here every few seconds (core.collect.push_activity): API Health runs
+        # in another process and reads everything from this file. One row per source, replaced in place.
+        """
+        CREATE TABLE IF NOT EXISTS push_activity (
+            source_id BIGINT PRIMARY KEY,
+            window_s INTEGER NOT NULL,
+            accepted INTEGER NOT NULL,
+            refused INTEGER NOT NULL,
+            readings INTEGER NOT NULL,
+            last_request_at TIMESTAMPTZ,
+            last_refused_at TIMESTAMPTZ,
+            last_refusal VARCHAR,
+            updated_at TIMESTAMPTZ NOT NULL
+        );
+        """,
+    )
+)
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 # Every table whose rows belong to one source (`source_id`): deleting the source deletes them, in the same
@@ -520,6 +543,7 @@ SOURCE_DATA_TABLES = (
     "alerts",
     "source_secrets",
     "push_tokens",
+    "push_activity",
 )
 
 
