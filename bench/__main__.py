@@ -9,7 +9,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from bench import bench_catalog, bench_config_import, bench_cycle, bench_ingest, bench_pages, bench_write
+from bench import (
+    bench_catalog,
+    bench_config_import,
+    bench_cycle,
+    bench_ingest,
+    bench_pages,
+    bench_push,
+    bench_write,
+)
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["fleet"]:
@@ -23,6 +31,7 @@ if __name__ == "__main__":
     bench_cycle.main()
     bench_write.main()
     bench_pages.main()
+    bench_push.main()
     # The soak measures the collector's resident memory: in a process of its own, so the others' peaks and imports
     # do not count.
     subprocess.run([sys.executable, "-m", "bench.bench_soak"], check=True)

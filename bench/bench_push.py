@@ -37,7 +37,7 @@ from core.store.change_marks import ChangeMarks
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = 20
-SENDERS = 8
+SENDERS = int(os.environ.get("BENCH_PUSH_SENDERS", "32"))
 SECONDS = float(os.environ.get("BENCH_PUSH_SECONDS", "30"))
 PER_REQUEST = 100
 PORT = 8651

@@ -26,7 +26,7 @@ from typing import Literal
 
 import polars as pl
 
-from core.collect.group_writer import GAP_S, GroupWriter
+from core.collect.group_writer import GroupWriter
 from core.collect.pass_write import apply_entry, apply_pass_per_source
 from core.collect.poll_result import GroupResult, newest_finals
 from core.models import Provider
@@ -39,6 +39,11 @@ from core.store.store_episodes import StoreEpisodes
 
 log = logging.getLogger(__name__)
 
+# At most one commit per this many seconds. Shorter than the collector's second: a sender waits for the commit before
+# its answer, so the gap is its latency, and one that sends a request at a time gets at most 1 / gap requests a
+# second; a commit holds the file a few tens of ms, so a quarter second keeps it free most of the time
+# (bench/bench_push.py).
+PUSH_GAP_S = 0.25
 WRITE_WAIT_S = 2.0  # how long a commit waits for a held file before the spool takes the requests
 DRAIN_WAIT_S = 0.5  # how long a commit waits to write out the spool first
 
@@ -62,7 +67,7 @@ class PushWriter:
     """The ingest service's writer. `submit` returns a future whose result says where the readings went, or
     raises `NotKept`."""
 
-    def __init__(self, store: Store, spool: Spool, *, gap_s: float = GAP_S) -> None:
+    def __init__(self, store: Store, spool: Spool, *, gap_s: float = PUSH_GAP_S) -> None:
         self.store = store
         self.episodes = StoreEpisodes(store, spool.directory)
         self.held = HeldPasses(spool, self.episodes, memory_capacity=0)  # an answer means durable: never memory
