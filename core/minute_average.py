@@ -12,7 +12,9 @@ written, the rewrite it would need costs more than the second of data it carries
 
 Cumulative counters (`Counter`) give the mean power of the span between two readings (the energy over the time
 apart), which `Minutes.add_span` spreads over the minutes it covers: energy is conserved however rarely the device
-publishes. A counter that goes down was reset, and that span gives no power (a gap), never a negative one.
+publishes. A counter that goes down was reset, and that span gives no power (a gap), never a negative one. The
+minute of a counter's newest reading is complete only when the next span fills the rest of it, so the clock
+(`due`) leaves it open: closing it early would write half a minute that the next span could only overwrite.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class _Series:
     last_t: float | None = None  # epoch seconds of the newest sample
     last_value: float | None = None
     held_to: float = -math.inf  # the newest sample's value is spread up to here already
+    counting: bool = False  # fed by spans (a counter): the minute of the newest reading waits for the next span
     # Per open minute (its start, epoch seconds): [value-seconds, covered seconds, samples]
     open: dict[int, list[float]] = field(default_factory=dict)
 
@@ -73,7 +76,7 @@ class Minutes:
         if value is not None and not math.isfinite(value):
             value = None
         self._hold(series, t)
-        series.last_t, series.last_value, series.held_to = t, value, t
+        series.last_t, series.last_value, series.held_to, series.counting = t, value, t, False
         bucket = series.open.setdefault(_minute_of(t), [0.0, 0.0, 0])
         bucket[2] += 1
         return list(self._complete(key, series, before=_minute_of(t)))
@@ -87,8 +90,9 @@ class Minutes:
             return []
         series.last_t, series.last_value, series.held_to = t0, value, t0
         self._hold(series, t1, cap=False)
-        series.last_t, series.last_value = t1, None
-        series.open.setdefault(_minute_of(t1 - 1e-9), [0.0, 0.0, 0])[2] += 1
+        series.last_t, series.last_value, series.counting = t1, None, True
+        # The minute the span ends in (a span ending on a minute's start ends in the minute before).
+        series.open.setdefault(math.ceil(t1 / MINUTE_S) * MINUTE_S - MINUTE_S, [0.0, 0.0, 0])[2] += 1
         return list(self._complete(key, series, before=_minute_of(t1)))
 
     def due(self, now: datetime) -> list[Minute]:
@@ -99,6 +103,8 @@ class Minutes:
             limit = _minute_of(t - self.grace_s)
             if series.last_t is not None and series.last_t < limit:
                 self._hold(series, limit)
+            if series.counting and series.last_t is not None:
+                limit = min(limit, _minute_of(series.last_t))
             done.extend(self._complete(key, series, before=limit))
         return done
 

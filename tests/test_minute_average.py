@@ -92,7 +92,8 @@ def test_a_counter_gives_power_and_a_reset_gives_none() -> None:
 def test_a_counters_energy_is_conserved_across_the_minutes_it_spans() -> None:
     minutes, counter = Minutes(), Counter()
     done: list[Minute] = []
-    for seconds, wh in [(30, 0.0), (400, 100.0), (410, 102.0), (700, 150.0)]:
+    # The reading at 760 s closes the minute of the one at 700 s (the clock leaves a counter's newest minute open).
+    for seconds, wh in [(30, 0.0), (400, 100.0), (410, 102.0), (700, 150.0), (760, 150.0)]:
         span = counter.span("m", at(seconds), wh)
         if span is not None:
             done += minutes.add_span("m", span.start, span.end, span.watts)
@@ -101,3 +102,16 @@ def test_a_counters_energy_is_conserved_across_the_minutes_it_spans() -> None:
     assert energy_wh == pytest.approx(150.0)
     assert [m.ts for m in done] == [at(s) for s in range(0, 720, 60)]
     assert done[0].coverage == pytest.approx(0.5)  # the first reading came at :30
+
+
+def test_the_clock_leaves_a_counters_newest_minute_open_until_the_next_reading_fills_it() -> None:
+    minutes, counter = Minutes(), Counter()
+    done: list[Minute] = []
+    for seconds, wh in [(0, 0.0), (30, 10.0), (300, 100.0)]:
+        span = counter.span("m", at(seconds), wh)
+        if span is not None:
+            done += minutes.add_span("m", span.start, span.end, span.watts)
+        done += minutes.due(at(seconds + 70))  # the clock ticks well past the reading's minute
+    # 10 Wh over 30 s and 90 Wh over 270 s are both 1200 W: every minute is whole, and written once.
+    assert [(m.ts, m.value, m.coverage) for m in done] == [(at(s), 1200.0, 1.0) for s in range(0, 300, 60)]
+    assert minutes.due(at(3600)) == []  # a span ending on a minute's start leaves nothing behind
