@@ -8,7 +8,8 @@ message, and `install_log_redaction()` puts a filter on the httpx/httpcore logge
 The funnel also records every exchange it makes (`HttpFunnel.drain`) for `api_data_cache`: the endpoint goes
 through `redact`, and the literal values of the credentials sent with the request (sensitive query parameters,
 Authorization and API-key headers) are blanked in the endpoint and the body, in case a server echoes them. Calls
-made with `record=False` (OAuth token endpoints, whose answers ARE credentials) are never recorded.
+made with `record=False` (OAuth token endpoints, whose answers ARE credentials) are never recorded. `stream` is the
+same funnel for an answer read while it arrives (Enphase's live status stream).
 
 What a client does with an answer (JSON or a web page, the excerpt for a message, scrubbing the request's
 credentials out of what it quotes) is done once for every vendor in `core.providers.answers`, which learns those
@@ -22,7 +23,8 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -147,6 +149,42 @@ class HttpFunnel:
         finally:
             if record:
                 self._record(target, params, sent_headers, started, clock, response)
+
+    @contextmanager
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Iterator[httpx.Response]:
+        """`request` for an answer read while it arrives (a server-sent event stream): yields the response with its
+        body unread. Transport failures while it is read inside the block (a timeout between two events, a
+        connection cut) become `ProviderConnectionError` as at the start; leaving the block closes the connection.
+        The exchange is recorded when the block ends, its body only if the caller read it whole (an error answer)."""
+        target = f"{self.base_url}/{path.lstrip('/')}"
+        sent_headers = {**self._headers, **(headers or {})}
+        started, clock = datetime.now(UTC), time.monotonic()
+        response: httpx.Response | None = None
+        try:
+            client = self._pool.client_for(target) if self._pool is not None else self._client
+            assert client is not None  # one of the two is always set (__init__)
+            with client.stream(method, target, params=params, headers=sent_headers) as response:
+                yield response
+        except httpx.TimeoutException:
+            raise ProviderConnectionError(f"{self.vendor} did not answer in time; will retry later.") from None
+        except httpx.InvalidURL:
+            raise ProviderConnectionError(
+                f"The {self.vendor} base URL setting is not a valid URL; correct it and try again."
+            ) from None
+        except httpx.TransportError as exc:
+            raise ProviderConnectionError(
+                f"Lost the connection to {self.vendor} ({type(exc).__name__} for {redact_url(httpx.URL(target))}); "
+                "check the network or the base URL setting."
+            ) from None
+        finally:
+            self._record(target, params, sent_headers, started, clock, response)
 
     def drain(self) -> list[Exchange]:
         """The exchanges recorded since the last drain, oldest first; the funnel forgets them."""

@@ -18,6 +18,12 @@ Behaviour follows docs/enphase-v4.md (shapes from the unofficial OpenAPI spec `m
   `wh_exported` (granularity 15mins/day only, as documented), empty without a consumption meter, from the same
   simulated rows as consumption and production, so import - export = consumption - production + charge -
   discharge within rounding. `state.grid_nested` serves the spec schema's nested `intervals` (a list of lists).
+- `/api/v4/systems/{id}/live_data`: the live status stream (server-sent events), checked and counted like every
+  v4 call; the `duration` header (30-300 s, default 30; else the 461/462/463 error frame); a Watt plan refused with
+  401 "Application is not authorized..."; frames from the simulator's 5-minute row around now (grid = consumption -
+  pv - battery) every `state.stream_cadence_s`, the stream lasting `duration * state.stream_time_scale` s; errors
+  per system (`state.stream_errors`) answered instead of the stream, or inside it after `state.stream_error_after`
+  frames; `state.stream_inject` sends raw (e.g. malformed) events after the first frame.
 
 `state.clock_offset` moves the fake's clock (token expiry, "now" for data and quotas) so tests can expire tokens.
 Run it for the sandbox: `python -m tests.fakes.enphase --port 8766`.
@@ -29,9 +35,12 @@ import argparse
 import asyncio
 import base64
 import html
+import json
 import re
 import secrets
+import time as time_module
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -44,7 +53,7 @@ import uvicorn
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from core.providers.base import QuotaRule
@@ -171,6 +180,17 @@ class FakeState:
     token_calls: int = 0
     refresh_latency_s: float = 0.0  # a renewal's answer waits this long (lets tests overlap renewals)
     grid_nested: bool = False  # import/export intervals as the spec's schema nests them (a list of lists)
+    # The live status stream (`/live_data`): real seconds per frame, real seconds per stream second (a 30 s stream
+    # lasts 30 * stream_time_scale s), per-system error codes answered instead of the stream or, with
+    # `stream_error_after` > 0, sent inside it after that many frames; raw event payloads sent after the first frame
+    # (malformed ones, for tests); what was asked and sent.
+    stream_cadence_s: float = 1.0
+    stream_time_scale: float = 1.0
+    stream_errors: dict[int, int] = field(default_factory=dict)
+    stream_error_after: int = 0
+    stream_inject: list[str] = field(default_factory=list)
+    stream_durations: list[int] = field(default_factory=list)  # the `duration` of each stream opened
+    stream_sent: list[dict[str, Any]] = field(default_factory=list)  # every data frame sent, oldest first
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self.clock_offset
@@ -576,13 +596,134 @@ def _api_routes(state: FakeState) -> list[Route]:
             return denied
         return _telemetry(state, state.systems[int(system_id)], kind, request)
 
+    async def live_data(request: Request) -> Response:
+        return await _live_data(state, request)
+
     return [
         Route("/api/v4/systems", systems),
         Route("/api/v4/systems/{system_id}", system),
         Route("/api/v4/systems/{system_id}/summary", summary),
         Route("/api/v4/systems/{system_id}/telemetry/{kind}", telemetry),
+        Route("/api/v4/systems/{system_id}/live_data", live_data),  # before the grid route's catch-all {kind}
         Route("/api/v4/systems/{system_id}/{kind}", grid),
     ]
+
+
+# --- the live status stream (docs/enphase-v4.md, "Live status stream") --------------------------------------------
+
+# code -> (status word, message, frame type), as the vendor's spec gives them
+STREAM_ERRORS: dict[int, tuple[str, str, str]] = {
+    401: ("UNAUTHORIZED", "Access token is invalid", "authentication_error"),
+    403: ("FORBIDDEN", "User is not authorized", "authorization_error"),
+    429: ("TOO_MANY_REQUESTS", "Too Many Requests", "request_exceeded_error"),
+    461: ("INVALID_DURATION", "Duration cannot be less than 30", "validation_error"),
+    462: ("INVALID_DURATION", "Duration cannot be greater than 300", "validation_error"),
+    463: ("INVALID_DURATION", "Duration must be an integer", "validation_error"),
+    466: ("UNSUPPORTED_ENVOY", "Envoy must be active and envoy version must be at least 6.0.0.", "validation_error"),
+    468: ("INVALID_SYSTEM_ID", "System ID doesn't exist", "validation_error"),
+    472: ("LIVE_STREAM_NOT_SUPPORTED", "The system doesn't support live stream", "validation_error"),
+    473: ("ENVOY_NOT_REPORTING", "IQ Gateway is not reporting", "site_connectivity_error"),
+    550: ("SERVICE_UNREACHABLE", "Service unreachable, please try again", "server_error"),
+    551: ("SERVICE_UNREACHABLE", "Service unreachable, please try again", "server_error"),
+    552: ("CONNECTION_NOT_ESTABLISHED", "Unable to connect, please try again", "server_error"),
+}
+# What a plan without streaming (Watt) gets: the spec's 401 case "Application is not authorized to access the
+# requested resource" (assumption: Enphase documents no plan-specific code; device-level calls on Watt give 401 too).
+NO_STREAMING_PLAN = "Application is not authorized to access the requested resource"
+
+
+def _stamp(at: datetime) -> dict[str, Any]:
+    return {"timestamp_epoch": int(at.timestamp() * 1000), "timestamp_utc": at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]}
+
+
+def _event(body: dict[str, Any] | str) -> bytes:
+    return f"data: {body if isinstance(body, str) else json.dumps(body)}\n\n".encode()
+
+
+def _error_frame(state: FakeState, code: int, message: str | None = None) -> dict[str, Any]:
+    status, default, kind = STREAM_ERRORS[code]
+    error = {"code": code, "details": [{}], "message": message or default, "status": status}
+    return {"error": error, **_stamp(state.now()), "type": kind}
+
+
+def _stream_error(state: FakeState, code: int, message: str | None = None) -> Response:
+    """An error answered instead of the stream: the HTTP status is the code, the body one error event."""
+    return Response(_event(_error_frame(state, code, message)), code, media_type="text/event-stream")
+
+
+def _gateway_serial(system: FakeSystem) -> str:
+    return f"1220{system.system_id % 10**8:08d}"
+
+
+def _live_frame(state: FakeState, system: FakeSystem, rows: pl.DataFrame, at: datetime) -> dict[str, Any]:
+    """The system at `at`, between the simulator's 5-minute rows around it (so PV follows its production curve
+    second by second); grid = consumption - pv - battery."""
+    before = rows.filter(pl.col("ts") <= at)
+    row, following = before.row(-1, named=True), rows.row(min(before.height, rows.height - 1), named=True)
+    share = (at - row["ts"]).total_seconds() / 300
+
+    def value(name: str) -> int:
+        return round(row[name] + (following[name] - row[name]) * share)
+
+    pv, load = value("pv_w"), value("load_w")
+    has_battery = system.battery_kwh > 0
+    battery = value("battery_w") if has_battery else 0
+    data = {
+        "battery_mode": "Self-consumption" if has_battery else None,
+        "battery_power": battery,
+        "battery_soc": value("soc_pct") if has_battery else None,
+        "consumption_power": load,
+        "envoy_serial_number": [_gateway_serial(system)],
+        "generator_power": 0,
+        "grid_power": load - pv - battery,
+        "grid_status": "On Grid",
+        "pv_power": pv,
+        "system_id": system.system_id,
+    }
+    return {"data": data, **_stamp(at), "type": "response"}
+
+
+async def _live_data(state: FakeState, request: Request) -> Response:
+    """`GET /systems/{id}/live_data`: the v4 guard (counted as one call), then the plan, the `duration` header and the
+    system's error, then one frame every `stream_cadence_s` for `duration * stream_time_scale` seconds."""
+    system_id = request.path_params["system_id"]
+    denied = await _guard(state, request, system_id)
+    if denied is not None:  # the guard's refusals, as the stream sends them; failure switches answer as they do
+        translated = {401: 401, 429: 429, 404: 468}.get(denied.status_code)
+        return _stream_error(state, translated) if translated else denied
+    if state.plan == "Watt":
+        return _stream_error(state, 401, NO_STREAMING_PLAN)
+    raw = request.headers.get("duration", "30")
+    if not raw.strip().lstrip("-").isdigit():
+        return _stream_error(state, 463)
+    duration = int(raw)
+    if duration < 30 or duration > 300:
+        return _stream_error(state, 461 if duration < 30 else 462)
+    system = state.systems[int(system_id)]
+    code = state.stream_errors.get(system.system_id)
+    if code is not None and not state.stream_error_after:
+        return _stream_error(state, code)
+    state.stream_durations.append(duration)
+    start = state.now()
+    rows = simulate(system.site, _floor(start, timedelta(minutes=5)), start + timedelta(seconds=duration + 300), 5)
+
+    async def events() -> AsyncIterator[bytes]:
+        ends = time_module.monotonic() + duration * state.stream_time_scale
+        sent = 0
+        while time_module.monotonic() < ends:
+            if code is not None and sent >= state.stream_error_after:
+                yield _event(_error_frame(state, code))
+                return
+            frame = _live_frame(state, system, rows, state.now())
+            state.stream_sent.append(frame)
+            yield _event(frame)
+            sent += 1
+            if sent == 1:
+                for payload in state.stream_inject:
+                    yield _event(payload)
+            await asyncio.sleep(state.stream_cadence_s)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 def create_app(state: FakeState) -> Starlette:

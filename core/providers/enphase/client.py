@@ -3,7 +3,9 @@
 Every monitoring call carries `Authorization: Bearer <access token>` AND `?key=<application API key>` (see
 docs/enphase-v4.md), so URLs hold a credential: they only ever reach messages through `redact`. Tokens come from a
 `TokenStore` (the app keeps them encrypted); the client renews them itself, before expiry and after a 401, and saves
-the rotated pair before using it (see `EnphaseClient._refresh_locked`).
+the rotated pair before using it (see `EnphaseClient._refresh_locked`). The live status stream
+(`core/providers/enphase/live_stream.py`) goes through the same client (`EnphaseClient.stream`): same grant, key,
+quota and funnel.
 
 Errors (what the caller does next):
     401 on the API (after one renewal)      AuthError: key of another application, or authorisation revoked
@@ -19,7 +21,8 @@ Errors (what the caller does next):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +30,7 @@ import httpx
 import polars as pl
 from pydantic import SecretStr
 
-from core.providers.answers import decode_json, scrubbed_text
+from core.providers.answers import decode_json, scrub, scrubbed_text, secrets_of
 from core.providers.base import (
     BadResponse,
     ConnectionInfo,
@@ -236,6 +239,46 @@ class EnphaseClient:
             text = scrubbed_text(response, self._known_secrets())
             raise error_for(response.status_code, text, system_id=self.system_id, now=now)
         return self._decode(response)
+
+    @contextmanager
+    def stream(self, path: str, headers: Mapping[str, str], now: datetime) -> Iterator[httpx.Response]:
+        """One API call whose answer is read while it arrives (the live status stream, `live_stream.py`): the same
+        token, quota, credentials and single renewal after a 401 as every other call. Yields the response with its
+        status unchecked; a non-200 answer's body is read (quote it through `scrubbed`), a 200's is left to the
+        caller. Leaving the block closes the stream."""
+        tokens = self._valid_tokens(now)
+        with self._open_stream(path, headers, tokens, now) as response:
+            if response.status_code != 401:
+                if response.status_code != 200:
+                    response.read()
+                yield response
+                return
+            response.read()
+        tokens = self._renew_after_401(now, tokens)
+        with self._open_stream(path, headers, tokens, now) as response:
+            if response.status_code != 200:
+                response.read()
+            yield response
+
+    def scrubbed(self, text: str, response: httpx.Response) -> str:
+        """`text` (from `response`) without any credential the request sent or the grant holds."""
+        return scrub(text, secrets_of(response, self._known_secrets()))
+
+    @contextmanager
+    def _open_stream(
+        self, path: str, headers: Mapping[str, str], tokens: Tokens, now: datetime
+    ) -> Iterator[httpx.Response]:
+        self._ledger.reserve(VENDOR, self._scope, self.quota_rules, now)
+        with (
+            self._ledger.in_flight(VENDOR, self._scope, self.quota_rules),
+            self._funnel.stream(
+                "GET",
+                path,
+                params={"key": self._api_key.get_secret_value()},
+                headers={**headers, "Authorization": f"Bearer {tokens.access_token.get_secret_value()}"},
+            ) as response,
+        ):
+            yield response
 
     def _send(self, path: str, params: dict[str, Any], tokens: Tokens, now: datetime) -> httpx.Response:
         self._ledger.reserve(VENDOR, self._scope, self.quota_rules, now)
