@@ -42,6 +42,14 @@ def _alive(pid: int) -> bool:
         return stat.read().split(") ", 1)[1][0] != "Z"
 
 
+def _kill_tree(launcher: subprocess.Popen[bytes]) -> None:
+    """A failed test leaves no server behind: the launcher's children, then the launcher."""
+    for pid in _children(launcher.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    launcher.kill()
+
+
 def _wait_gone(pids: list[int]) -> list[int]:
     deadline = time.monotonic() + GONE_S
     while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
@@ -80,7 +88,7 @@ def test_sigterm_to_the_launcher_stops_the_collector_the_dashboard_and_the_inges
         assert launcher.wait(timeout=GONE_S) == 0
         assert _wait_gone(children) == []
     finally:
-        launcher.kill()
+        _kill_tree(launcher)
 
 
 def test_when_make_goes_away_the_launcher_stops_both(tmp_path: Path) -> None:
@@ -130,4 +138,4 @@ def test_an_ingest_service_that_cannot_start_leaves_the_others_running(tmp_path:
             said = launcher.stderr.read().decode()
             assert "cannot listen on 127.0.0.1" in said and "the ingest service stopped" in said
         finally:
-            launcher.kill()
+            _kill_tree(launcher)
