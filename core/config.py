@@ -72,7 +72,11 @@ class Settings(BaseSettings):
         "every minute).",
     )
     live_refresh_s: int = Field(
-        30, ge=2, le=3600, description="Seconds between two reloads of the Live page's panel (not the whole page)."
+        30,
+        ge=2,
+        le=3600,
+        description="Longest time in seconds between two database reads of the Live panel; a new reading of the"
+        " shown site is read at once (change marks, checked every 1.5 s).",
     )
     test_cache_ttl_s: int = Field(
         60,
