@@ -35,9 +35,10 @@ class FailureSwitch:
 
 @dataclass
 class Weather:
-    """The network of a real vendor, for load benchmarks (bench/bench_fleet.py): every call waits a latency drawn
-    uniformly from `latency_s`; a share `error_rate` then answers 502 without reaching the fake, and a share
-    `timeout_rate` answers only after `timeout_s` (longer than a client waits). Applied by wrapping an app
+    """The network of a real vendor, for load benchmarks (bench/bench_fleet.py): every answer waits a latency drawn
+    uniformly from `latency_s`; a share `error_rate` answers 502 without reaching the fake (a gateway's), and a
+    share `timeout_rate` answers only after `timeout_s` more (longer than a client waits). The fake handles (and
+    counts) every other call when it arrives, as a vendor does. Applied by wrapping an app
     (`weathered`), so the fakes and their tests never see it. `statuses` counts what was answered."""
 
     latency_s: tuple[float, float] = (0.07, 0.8)
@@ -57,24 +58,33 @@ def weathered(app: ASGIApp, weather: Weather) -> ASGIApp:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        await asyncio.sleep(draw.uniform(*weather.latency_s))
+        latency = draw.uniform(*weather.latency_s)
         roll = draw.random()
-        if roll < weather.error_rate:
+        if roll < weather.error_rate:  # a gateway's 502: the vendor itself never sees (nor counts) the call
+            await asyncio.sleep(latency)
             weather.injected["5xx"] += 1
             weather.statuses[502] += 1
             await send({"type": "http.response.start", "status": 502, "headers": [(b"content-type", b"text/html")]})
             await send({"type": "http.response.body", "body": b"<html><body>502 Bad Gateway</body></html>"})
             return
+        # A vendor counts a call when it arrives, however long its answer then takes: the app (whose quota counters
+        # the benchmark reads) handles the call at once, and its answer is held back by the latency (or the timeout).
+        # Held back before the app saw it, a call that timed out was counted 25 s late, in a later minute.
+        answer: list[Message] = []
+
+        async def held(message: Message) -> None:
+            answer.append(message)
+
+        await app(scope, receive, held)
+        delay = latency
         if roll < weather.error_rate + weather.timeout_rate:
             weather.injected["timeout"] += 1
-            await asyncio.sleep(weather.timeout_s)
-
-        async def counted(message: Message) -> None:
+            delay += weather.timeout_s
+        await asyncio.sleep(delay)
+        for message in answer:
             if message["type"] == "http.response.start":
                 weather.statuses[int(message["status"])] += 1
             await send(message)
-
-        await app(scope, receive, counted)
 
     return wrapped
 
