@@ -131,21 +131,11 @@ class HttpFunnel:
         started, clock = datetime.now(UTC), time.monotonic()
         response: httpx.Response | None = None
         try:
-            client = self._pool.client_for(target) if self._pool is not None else self._client
-            assert client is not None  # one of the two is always set (__init__)
-            response = client.request(method, target, params=params, headers=sent_headers, json=json)
+            with self._transport_errors(target, "Cannot reach"):
+                response = self._client_for(target).request(
+                    method, target, params=params, headers=sent_headers, json=json
+                )
             return response
-        except httpx.TimeoutException:
-            raise ProviderConnectionError(f"{self.vendor} did not answer in time; will retry later.") from None
-        except httpx.InvalidURL:
-            raise ProviderConnectionError(
-                f"The {self.vendor} base URL setting is not a valid URL; correct it and try again."
-            ) from None
-        except httpx.TransportError as exc:
-            raise ProviderConnectionError(
-                f"Cannot reach {self.vendor} ({type(exc).__name__} for {redact_url(httpx.URL(target))}); "
-                "check the network or the base URL setting."
-            ) from None
         finally:
             if record:
                 self._record(target, params, sent_headers, started, clock, response)
@@ -168,10 +158,24 @@ class HttpFunnel:
         started, clock = datetime.now(UTC), time.monotonic()
         response: httpx.Response | None = None
         try:
-            client = self._pool.client_for(target) if self._pool is not None else self._client
-            assert client is not None  # one of the two is always set (__init__)
-            with client.stream(method, target, params=params, headers=sent_headers) as response:
+            with (
+                self._transport_errors(target, "Lost the connection to"),
+                self._client_for(target).stream(method, target, params=params, headers=sent_headers) as response,
+            ):
                 yield response
+        finally:
+            self._record(target, params, sent_headers, started, clock, response)
+
+    def _client_for(self, target: str) -> httpx.Client:
+        client = self._pool.client_for(target) if self._pool is not None else self._client
+        assert client is not None  # one of the two is always set (__init__)
+        return client
+
+    @contextmanager
+    def _transport_errors(self, target: str, failed: str) -> Iterator[None]:
+        """httpx's transport failures as the `ProviderConnectionError` users read ("Cannot reach SolarEdge ...")."""
+        try:
+            yield
         except httpx.TimeoutException:
             raise ProviderConnectionError(f"{self.vendor} did not answer in time; will retry later.") from None
         except httpx.InvalidURL:
@@ -180,11 +184,9 @@ class HttpFunnel:
             ) from None
         except httpx.TransportError as exc:
             raise ProviderConnectionError(
-                f"Lost the connection to {self.vendor} ({type(exc).__name__} for {redact_url(httpx.URL(target))}); "
+                f"{failed} {self.vendor} ({type(exc).__name__} for {redact_url(httpx.URL(target))}); "
                 "check the network or the base URL setting."
             ) from None
-        finally:
-            self._record(target, params, sent_headers, started, clock, response)
 
     def drain(self) -> list[Exchange]:
         """The exchanges recorded since the last drain, oldest first; the funnel forgets them."""
