@@ -13,6 +13,7 @@ import pytest
 from core.catalog import catalog as cat
 from core.catalog import connections
 from core.catalog.config_export import export_config
+from core.catalog.config_io import ConfigImportError, import_config
 from core.catalog.connections import SaveRejected, new_draft, save_connections
 from core.config import Settings
 from core.models import Category, ConnectionStatus, MeterIn, SiteIn
@@ -128,3 +129,47 @@ def test_test_connection_says_why_not(
     assert nobody.message == (
         f"Nothing accepts connections on 127.0.0.1:{port}: is the broker running, and is the port right?"
     )
+
+
+def mqtt_file_source(**api: object) -> dict[str, object]:
+    settings = {"enabled": True, "provider": "mqtt", "update_frequency": "5min", "mqtt_host": "broker.lan"}
+    return {
+        "name": "Plug",
+        "source_type": "load",
+        "capacity_kw": 1,
+        "carbon_intensity_g_per_kwh": 0,
+        "cost_per_mwh": 0,
+        "api": settings | api,
+    }
+
+
+def mqtt_file(source: dict[str, object]) -> dict[str, object]:
+    meter = {"name": "Plugs", "category": "CONS", "sources": [source]}
+    site = {"name": "Flat", "latitude": 50.5, "longitude": 4.25, "timezone": "Europe/Brussels", "meters": [meter]}
+    return {"version": 1, "sites": [site]}
+
+
+def test_config_import_checks_mqtt_settings_alike_and_round_trips(store: Store, box: SecretBox) -> None:
+    bad = mqtt_file(mqtt_file_source(mqtt_topic="tele/+x/SENSOR", mqtt_port=70_000))
+    with pytest.raises(ConfigImportError) as caught:
+        import_config(store, box, bad, environ={})
+    assert caught.value.errors == ["sites[0].meters[0].sources[0].api.mqtt_port: Broker Port must be at most 65,535"]
+    bad = mqtt_file(mqtt_file_source(mqtt_topic="tele/+x/SENSOR"))
+    with pytest.raises(ConfigImportError) as caught:
+        import_config(store, box, bad, environ={})
+    assert caught.value.errors == [
+        "sites[0].meters[0].sources[0].api.mqtt_topic: Topic: In `tele/+x/SENSOR`, `+` must be a whole level (like"
+        " `solar/+/0/power`)."
+    ]
+    assert cat.load_catalog(store).sources == []
+
+    good = mqtt_file(mqtt_file_source(mqtt_topic="tele/plug/SENSOR", mqtt_user="dc", mqtt_payload_path="ENERGY.Total"))
+    source_entry = good["sites"][0]["meters"][0]["sources"][0]  # type: ignore[index]
+    source_entry["credentials"] = {"mqtt_password": {"env": "MQTT_PASSWORD"}}
+    import_config(store, box, good, environ={"MQTT_PASSWORD": "from-env"})
+    (source,) = cat.load_catalog(store).sources
+    api = source.api
+    assert (api.mqtt_host, api.mqtt_topic, api.mqtt_user) == ("broker.lan", "tele/plug/SENSOR", "dc")
+    assert load_secrets(store, box, source.id)["mqtt_password"].get_secret_value() == "from-env"
+    exported = export_config(store)["sites"][0]["meters"][0]["sources"][0]["api"]
+    assert exported["mqtt_payload_path"] == "ENERGY.Total" and "from-env" not in str(export_config(store))

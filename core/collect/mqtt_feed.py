@@ -39,7 +39,7 @@ from core.providers.mqtt.subscriber import (
     Subscription,
 )
 from core.store.change_marks import ChangeMarks
-from core.store.crypto import SecretBox
+from core.store.crypto import SecretBox, SecretsError
 from core.store.held_passes import HeldPasses
 from core.store.readings_store import COVERAGE_SCHEMA
 from core.store.secret_store import read_secrets
@@ -95,7 +95,13 @@ class MqttFeed:
                 for source in sources:
                     if source.id in refused:
                         continue
-                    secret = read_secrets(con, self.box, source.id).get(PASSWORD)
+                    try:
+                        secret = read_secrets(con, self.box, source.id).get(PASSWORD)
+                    except SecretsError as exc:  # a key lost or rotated away: this source waits, the others run
+                        if self._refused.get(source.id) != str(exc):
+                            log.error("MQTT source %s not followed: its password cannot be read (%s)", source.id, exc)
+                        self._refused[source.id] = str(exc)
+                        continue
                     password = secret.get_secret_value() if secret is not None else ""
                     wanted[source.id] = (broker_of(source.api, password), subscription_of(source.id, source.api))
         self._follow(wanted)
