@@ -31,6 +31,7 @@ from core.models import (
     secret_problem,
 )
 from core.providers.registry import (
+    SPECS,
     credential_names,
     credentials_still_apply,
     kept_secrets,
@@ -82,8 +83,9 @@ _FINGERPRINT_KEY = token_gen.token_bytes(32)
 
 def tested_settings(draft: SourceDraft) -> str:
     """A fingerprint (HMAC) of what a connection test depends on among what the user edits: the API switch, the
-    provider, its ids and its credentials as typed (a masked one stands for the stored value). Two drafts with
-    equal fingerprints would be tested alike; the name, numbers and update frequency do not count."""
+    provider, its ids, an MQTT source's broker and topic settings, and its credentials as typed (a masked one stands
+    for the stored value). Two drafts with equal fingerprints would be tested alike; the name, numbers and update
+    frequency do not count."""
     values = draft.values
     try:
         names = credential_names(str(values.get("api_provider")))
@@ -209,7 +211,7 @@ def validate_draft(
     try:
         provider = Provider(str(api_values["api_provider"]))
     except ValueError:
-        return None, {"api_provider": "choose SolarEdge, Enphase or Simulator"}
+        return None, {"api_provider": f"choose one of {', '.join(spec.label for spec in SPECS.values())}"}
     stored_names = stored.secret_names if stored else frozenset()  # shared ones included
     to_set, to_delete = secret_changes(draft, stored_names, provider)
     shared = stored.api.credentials_source_id if stored is not None else None
