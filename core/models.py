@@ -64,6 +64,7 @@ class Provider(StrEnum):
     ENPHASE = "enphase"
     SIMULATOR = "simulator"
     PUSH = "push"  # readings sent to the ingest service by a logger or a webhook (docs/real-time.md)
+    MQTT = "mqtt"  # a device publishing on an MQTT broker, followed by the collector (docs/mqtt-devices.md)
 
 
 class UpdateFrequency(StrEnum):
@@ -213,6 +214,10 @@ Name = Annotated[str, AfterValidator(_clean_name)]
 Number = Annotated[float, BeforeValidator(_to_number)]
 Timezone = Annotated[str, AfterValidator(_check_timezone)]
 Identifier = Annotated[str, AfterValidator(_clean_id)]
+# An MQTT source's settings (ApiSettings.mqtt_*): their meaning is checked by the MQTT spec; here only their size.
+MqttHost = Annotated[str, AfterValidator(str.strip), Field(max_length=253)]  # a DNS name's limit
+MqttPort = Annotated[int, Field(ge=1, le=65_535)]
+MqttText = Annotated[str, Field(max_length=1_024)]
 
 
 class _Model(BaseModel):
@@ -264,6 +269,16 @@ class ApiSettings(_Model):
     # `core.store.secret_store.SOURCE_CREDENTIALS`; renewed Enphase tokens are written to the holder
     # (`core.store.oauth_tokens`).
     credentials_source_id: int | None = Field(None, alias="credentialsSourceId")
+    # An MQTT source's broker and what it reads (docs/mqtt-devices.md); its password is a credential
+    # (`mqtt_password`). Checked in a user's terms by `mqtt_problems`, for MQTT sources only: other providers keep
+    # the defaults, and metadata written before these fields existed loads with them.
+    mqtt_host: MqttHost = Field("", alias="mqttHost")
+    mqtt_port: MqttPort = Field(1883, alias="mqttPort")
+    mqtt_tls: bool = Field(False, alias="mqttTls")
+    mqtt_user: MqttText = Field("", alias="mqttUser")
+    mqtt_topic: MqttText = Field("", alias="mqttTopic")
+    mqtt_payload_path: MqttText = Field("", alias="mqttPayloadPath")
+    mqtt_unit: MqttText = Field("W", alias="mqttUnit")
 
     def to_metadata(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -280,13 +295,23 @@ class ApiSettings(_Model):
         (status, time, error, power) when the API switch, provider, ids and credentials are those `stored` was
         tested with; otherwise as they are (untested, unless they carry a new test). The update frequency and the
         source's other fields do not matter to a test. Used by Save All Connections and the config import."""
-        tested = ("use_api", "api_provider", "system_id", "client_id", "credentials_source_id")
+        tested = ("use_api", "api_provider", "system_id", "client_id", "credentials_source_id", *MQTT_CONNECTION_FIELDS)
         if credentials_changed or any(getattr(self, name) != getattr(stored, name) for name in tested):
             return self
         return self.model_copy(update=stored.model_dump(include=set(TEST_RESULT_FIELDS)))
 
 
 TEST_RESULT_FIELDS = ("connection_status", "last_tested", "last_error", "last_power_w")
+# What a connection test of an MQTT source depends on: changing one makes the source untested again.
+MQTT_CONNECTION_FIELDS = (
+    "mqtt_host",
+    "mqtt_port",
+    "mqtt_tls",
+    "mqtt_user",
+    "mqtt_topic",
+    "mqtt_payload_path",
+    "mqtt_unit",
+)
 
 
 class SourceIn(_Model):

@@ -31,6 +31,8 @@ from core.cadence import jitter_minutes
 from core.catalog import catalog as cat
 from core.catalog.vendor_sites import group_by_provider_site
 from core.collect.collection import Collection, backfill
+from core.collect.mqtt_feed import TICK_S as MQTT_TICK_S
+from core.collect.mqtt_feed import MqttFeed
 from core.collect.pass_inputs import READ_WAIT_S
 from core.collect.poll_result import GroupResult, PassReport
 from core.collect.source_health import EARLY_RETRY_SLOWER_THAN, RETRIED_EARLY, GroupKey, early_retry
@@ -81,9 +83,15 @@ class Collector:
         runtime: Runtime,
         stop: threading.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        mqtt_backoff: dict[str, int] | None = None,
     ) -> None:
+        mqtt_backoff = mqtt_backoff or {}
         self.runtime = runtime
         self.collection = collection_for(runtime)
+        # MQTT sources: subscriptions held by this process, minutes written beside the passes (core.collect.mqtt_feed).
+        self.mqtt = MqttFeed(
+            runtime.store, runtime.box, Spool.beside(runtime.store.path), self.collection.episodes, **mqtt_backoff
+        )
         self.scheduler = schedule.Scheduler()
         # Polls wait on vendors, not the CPU: many threads in flight (DATACONN_COLLECTOR_WORKERS, README "How many
         # polls in flight").
@@ -241,13 +249,15 @@ class Collector:
         self.collection.drain()
         self._flush_journal()
         try:
-            groups = group_by_provider_site(cat.load_catalog(self.runtime.store))
+            catalog = cat.load_catalog(self.runtime.store)
+            groups = group_by_provider_site(catalog)
         except StoreUnavailable as exc:
             self.collection.episodes.unavailable(exc)  # logged once, when the hold or fault starts
             return
         except Exception:
             log.exception("could not read the configuration; keeping the current schedule")
             return
+        self._sync_mqtt(catalog)
         wanted = {
             key: min(UpdateFrequency(s.api.update_frequency).minutes for s in sources)
             for key, sources in groups.items()
@@ -274,6 +284,23 @@ class Collector:
             self.retry_at = {key: when for key, when in self.retry_at.items() if key not in early and key in wanted}
         for key in again | early:
             self.dispatch(key)
+
+    def _sync_mqtt(self, catalog: cat.Catalog) -> None:
+        """Follow the MQTT sources of `catalog`; on its own, so a failure here never keeps polls from their
+        schedule (and the reverse)."""
+        try:
+            self.mqtt.sync(catalog)
+        except StoreUnavailable as exc:
+            self.collection.episodes.unavailable(exc)
+        except Exception:  # the job boundary: the subscriptions stay as they were until the next minute
+            log.exception("could not update the MQTT subscriptions; trying again in a minute")
+
+    def mqtt_tick(self) -> None:
+        """Completed MQTT minutes to the writer, connection states to API Health; never raises (a scheduler job)."""
+        try:
+            self.mqtt.tick()
+        except Exception:  # the job boundary
+            log.exception("MQTT minutes not handed over this time")
 
     def _flush_journal(self) -> None:
         """Add the calls counted while the file was held to the database's counts; on its own, so a journal that
@@ -312,10 +339,12 @@ class Collector:
         # Polls mark the alert rules due; the tick runs them within the throttle, and at least every ALERTS_FLOOR
         # (which also covers a database with no polled source: imported data).
         self.scheduler.every(ALERTS_TICK_S).seconds.do(self._alerts_tick_async)
+        self.scheduler.every(MQTT_TICK_S).seconds.do(self.mqtt_tick)
         while not self.stop.is_set():
             self.scheduler.run_pending()
             self.stop.wait(1)
         log.info("stopping: finishing the polls in hand")
+        self.mqtt.close()  # disconnects from the brokers, writes (or spools) the minutes the clock closed
         self.executor.shutdown(wait=True)
         self.collection.close()  # writes (or spools) what the polls handed to the writer
         self.runtime.close()  # gives back the day/month calls leased and not made; closes the vendor connections

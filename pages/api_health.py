@@ -17,6 +17,7 @@ import streamlit as st
 from core.analytics.api_health import LOOKBACK, NEEDS_ATTENTION, STATUS_LABELS, STATUS_MARKS, Health, load_health
 from core.analytics.api_health_display import (
     account_table,
+    mqtt_table,
     pushed_table,
     quarantine_table,
     quarantine_warning,
@@ -126,6 +127,22 @@ def _pushed(health: Health, site: Site) -> None:
     st.dataframe(pushed_table(frame, health.now), hide_index=True, key="ah_pushed_table")
 
 
+def _mqtt(health: Health, site: Site) -> None:
+    """MQTT sources: the collector's connection to each one's broker (they are not polled either)."""
+    if health.mqtt is None:
+        return
+    frame = health.mqtt.filter(pl.col("site_id") == site.id)
+    if frame.is_empty():
+        return
+    st.subheader("MQTT devices")
+    st.caption(
+        "The collector's connection to each source's broker, as it wrote it a few seconds ago: connecting or refused"
+        " says why; messages are counted over the last minute, and a message without a number at the payload path"
+        " counts as a payload error (the newest reason is shown)."
+    )
+    st.dataframe(mqtt_table(frame, health.now), hide_index=True, key="ah_mqtt_table")
+
+
 def _coverage_map(site: Site) -> None:
     st.subheader("Coverage")
     days = st.columns([1, 3])[0].select_slider("Days", options=DAY_CHOICES, value=DEFAULT_DAYS, key="ah_days")
@@ -207,4 +224,5 @@ with page_guard():
     if site is not None:
         _sources(health, site)
         _pushed(health, site)
+        _mqtt(health, site)
         _coverage_map(site)

@@ -17,7 +17,9 @@ from core.catalog import enphase_auth, push_sources
 from core.catalog.enphase_auth import paste_url, redirect_uri, start_url
 from core.catalog.field_labels import SOURCE_LABELS, labelled, source_label
 from core.catalog.quota_plan import ScopeCheck
+from core.catalog.source_drafts import MQTT_DEFAULTS
 from core.models import (
+    MQTT_CONNECTION_FIELDS,
     SOURCE_TYPES,
     Category,
     ConnectionStatus,
@@ -25,6 +27,7 @@ from core.models import (
     UpdateFrequency,
 )
 from core.providers.base import ProviderError
+from core.providers.mqtt.spec import UNITS as MQTT_UNITS
 from core.providers.registry import CREDENTIAL_LABELS, SPECS, credential_names, spec_of
 from core.roles import ROLE_LABELS, role_of
 from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes
@@ -102,6 +105,9 @@ def _with_edits(base: conn.SourceDraft, stored_provider: str) -> conn.SourceDraf
     same_provider = provider == stored_provider
     for field in ("system_id", "client_id"):
         default = values[field] if same_provider else ""
+        values[field] = state.get(_provider_field(base.key, provider, field), default)
+    for field in MQTT_CONNECTION_FIELDS:
+        default = values[field] if same_provider else MQTT_DEFAULTS[field]
         values[field] = state.get(_provider_field(base.key, provider, field), default)
     secrets = {}
     for name in credential_names(provider):
@@ -320,6 +326,8 @@ def _credentials(
         if provider is Provider.PUSH:
             _push_panel(draft, saved_as_push=same and draft.source_id is not None)
         return
+    if provider is Provider.MQTT:
+        _mqtt_fields(draft, errors, same)
     cols = st.columns(2)
     with cols[0]:
         if spec.client_id_label:
@@ -350,6 +358,42 @@ def _credentials(
         )
     if provider is Provider.ENPHASE:
         _enphase_authorization(draft, same, shared_from)
+
+
+def _mqtt_fields(draft: conn.SourceDraft, errors: dict[str, str], same: bool) -> None:
+    """An MQTT source's broker and what it reads there (docs/mqtt-devices.md); the password follows with the
+    credentials."""
+    start = {f: draft.values[f] if same else MQTT_DEFAULTS[f] for f in MQTT_CONNECTION_FIELDS}
+
+    def key(field: str) -> str:
+        return _provider_field(draft.key, Provider.MQTT.value, field)
+
+    host, port, tls = st.columns([3, 1, 1])
+    with host:
+        _text_field("Broker Host", key("mqtt_host"), str(start["mqtt_host"]), max_chars=253)
+        field_error(errors, "mqtt_host")
+    with port:
+        _init(key("mqtt_port"), int(start["mqtt_port"]))
+        st.number_input("Broker Port", min_value=1, max_value=65_535, step=1, key=key("mqtt_port"))
+        field_error(errors, "mqtt_port")
+    with tls:
+        _init(key("mqtt_tls"), bool(start["mqtt_tls"]))
+        st.checkbox("TLS", key=key("mqtt_tls"))
+    _text_field("Broker User", key("mqtt_user"), str(start["mqtt_user"]), max_chars=256)
+    field_error(errors, "mqtt_user")
+    topic, path, unit = st.columns([3, 2, 1])
+    with topic:
+        _text_field("Topic", key("mqtt_topic"), str(start["mqtt_topic"]), max_chars=1024)
+        st.caption("Wildcards fill a level: `+` one, `#` the rest (last).")
+        field_error(errors, "mqtt_topic")
+    with path:
+        _text_field("Payload Path", key("mqtt_payload_path"), str(start["mqtt_payload_path"]), max_chars=256)
+        st.caption("Empty: the message is the number; `ENERGY.Power` in JSON.")
+        field_error(errors, "mqtt_payload_path")
+    with unit:
+        _init(key("mqtt_unit"), start["mqtt_unit"] if start["mqtt_unit"] in MQTT_UNITS else "W")
+        st.selectbox("Unit", MQTT_UNITS, key=key("mqtt_unit"))
+        field_error(errors, "mqtt_unit")
 
 
 def _push_tokens() -> dict[int, tuple[str, str]]:
@@ -583,9 +627,9 @@ def render_source(
             )
         _status(draft, stored, tz, poll, category)
         for field, message in errors.items():
-            if field not in {"name", "source_type", "api_provider", "update_frequency", "system_id", "client_id"} | {
-                f for f, _ in NUMBER_FIELDS
-            } | set(CREDENTIAL_LABELS):
+            shown = {"name", "source_type", "api_provider", "update_frequency", "system_id", "client_id"}
+            shown |= {f for f, _ in NUMBER_FIELDS} | set(CREDENTIAL_LABELS) | set(MQTT_CONNECTION_FIELDS)
+            if field not in shown:
                 st.error(labelled(message, source_label(field)))
 
 

@@ -296,7 +296,7 @@ def test_every_problem_is_reported_with_its_path_in_the_file(store: Store, box: 
         "sites[0].meters[0].sources[4].credentials.api_key: API Key is not used by Enphase"
         " (needs client_secret, app_api_key)",
         "sites[0].meters[0].sources[4].credentials.token: is not a known credential"
-        " (use api_key, client_secret, app_api_key)",
+        " (use api_key, client_secret, app_api_key, mqtt_password)",
         "sites[0].meters[0].sources[5].name: Source Name: 'array' duplicates the name of sites[0].meters[0].sources[0]",
         "sites[1].latitude: Latitude must be at most 90",
         "sites[1].colour: is not a known field",

@@ -52,11 +52,12 @@ from core.analytics.api_accounts import (
     read_usage,
     scrubber,
 )
+from core.analytics.mqtt_health import read_mqtt
 from core.analytics.push_health import read_pushed
 from core.cadence import jitter_minutes
 from core.catalog import catalog as cat
 from core.catalog import quota_plan
-from core.models import Source, every_label
+from core.models import Provider, Source, every_label
 from core.providers.registry import spec_of
 from core.store.crypto import SecretBox
 from core.store.quarantine import QuarantineReport
@@ -107,6 +108,7 @@ class Health:
     accounts: pl.DataFrame
     quarantine: QuarantineReport | None = None  # None: not looked at
     pushed: pl.DataFrame | None = None  # Push sources' request figures (core.analytics.push_health)
+    mqtt: pl.DataFrame | None = None  # MQTT sources' broker connections (core.analytics.mqtt_health)
 
 
 def load_health(
@@ -124,6 +126,7 @@ def load_health(
         usage = read_usage(con, now)
         queues = read_queues(con, now)
         pushed = read_pushed(con, catalog, now)
+        mqtt = read_mqtt(con, catalog, now)
     members, accounts = accounts_of(catalog, secrets, unreadable)
     clean = scrubber(secrets)
     last = _scrubbed(last, "last_error", clean)
@@ -138,7 +141,8 @@ def load_health(
     )
     quarantined = Spool.beside(store.path).quarantine.report()
     accounts_table = _account_rows(sources, members, accounts, labels, runs, queues)
-    return Health(now, sources, accounts_table, quarantined, _scrubbed(pushed, "last_refusal", clean))
+    pushed = _scrubbed(pushed, "last_refusal", clean)
+    return Health(now, sources, accounts_table, quarantined, pushed, _scrubbed(mqtt, "reason", clean))
 
 
 # --- reads ----------------------------------------------------------------------------------------------------
@@ -242,16 +246,23 @@ def next_poll(
 
 
 def pushed_status(source: Source, last_write: datetime | None, now: datetime) -> tuple[str, datetime | None, str]:
-    """(status code, when the next request is expected, what decides it) of a Push source: nobody polls it, so it is
-    on time while its sender's requests come at its Update Frequency (twice that, and a grace, at most)."""
+    """(status code, when the next readings are expected, what decides it) of a Push or MQTT source: nobody polls
+    it, so it is on time while its readings are written at its Update Frequency (twice that, and a grace, at most):
+    a Push source's sender's requests, an MQTT source's minutes (each written once its device's messages close it)."""
     if not source.api.use_api:
         return "off", None, "API off"
     minutes = source.api.update_frequency.minutes
+    device = source.api.api_provider is Provider.MQTT
     if last_write is None:
-        return "waiting", None, "waiting for its sender's first request"
+        first = "its device's first message" if device else "its sender's first request"
+        return "waiting", None, f"waiting for {first}"
     expected = last_write + timedelta(minutes=minutes)
     if now > last_write + 2 * timedelta(minutes=minutes) + OVERDUE_GRACE:
+        if device:
+            return "overdue", expected, "overdue: is the collector running, and the device publishing?"
         return "overdue", expected, "overdue: is its sender running, and its token current?"
+    if device:
+        return "ok", expected, f"published by its device, expected every {every_label(minutes)}"
     return "ok", expected, f"pushed by its sender, expected every {every_label(minutes)}"
 
 

@@ -268,3 +268,35 @@ def pushed_table(frame: pl.DataFrame, now: datetime) -> pl.DataFrame:
     headers = ["Source", "Requests/min", "Readings (15 min)", "Refused (15 min)", "Last request", "Last refused",
                "Ingest service"]  # fmt: skip
     return pl.DataFrame(rows, schema=dict.fromkeys(headers, pl.String))
+
+
+_STATE_WORDS = {"connected": "connected", "connecting": "connecting", "refused": "refused", "stopped": "stopped"}
+
+
+def mqtt_table(frame: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    """One display row per MQTT source of `core.analytics.mqtt_health.read_mqtt`."""
+    rows = []
+    for row in frame.iter_rows(named=True):
+        running = row["collector_running"]
+        state = _STATE_WORDS.get(row["state"] or "", "-") if running else "no figures in 2 min (collector not running?)"
+        if running and row["reason"]:
+            state = f"{state}: {row['reason']}"
+        if running and row["state"] == "connected" and not row["subscribed"]:
+            state = "connected, topic not subscribed yet"
+        errors = row["payload_errors"]
+        rows.append(
+            {
+                "Source": row["source"],
+                "Broker": row["broker"] or "-",
+                "Connection": state,
+                "Last message": relative(row["last_message_at"], now),
+                "Messages/min": str(row["messages_per_minute"])
+                if running and row["messages_per_minute"] is not None
+                else "-",
+                "Payload errors": (f"{errors}: {row['last_payload_error']}" if errors else "0")
+                if running and errors is not None
+                else "-",
+            }
+        )
+    headers = ["Source", "Broker", "Connection", "Last message", "Messages/min", "Payload errors"]
+    return pl.DataFrame(rows, schema=dict.fromkeys(headers, pl.String))

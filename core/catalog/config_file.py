@@ -124,10 +124,19 @@ class ApiFile(FileModel):
     # Enphase: the source (in the file or stored) whose owner's authorisation this system uses
     # (`ApiSettings.credentials_source_id`); the import turns the names into its id.
     credentials_from: SourcePath | None = None
+    # MQTT: the broker and what the source reads there (`ApiSettings.mqtt_*`, checked like on the page); the
+    # password goes under `credentials` as `mqtt_password`.
+    mqtt_host: Annotated[m.MqttHost, Text] = ""
+    mqtt_port: m.MqttPort = 1883
+    mqtt_tls: StrictBool = False
+    mqtt_user: Annotated[m.MqttText, Text] = ""
+    mqtt_topic: Annotated[m.MqttText, Text] = ""
+    mqtt_payload_path: Annotated[m.MqttText, Text] = ""
+    mqtt_unit: Annotated[m.MqttText, Text] = "W"
 
     def settings(self) -> m.ApiSettings:
         """As stored, with an untested connection: a test result belongs to the database, not to the file."""
-        same_names = self.model_dump(include={"system_id", "client_id", "update_frequency"})
+        same_names = self.model_dump(include={"system_id", "client_id", "update_frequency", *m.MQTT_CONNECTION_FIELDS})
         return m.ApiSettings(use_api=self.enabled, api_provider=self.provider, **same_names)
 
 

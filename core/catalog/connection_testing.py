@@ -19,11 +19,15 @@ from core.catalog import catalog as cat
 from core.catalog import push_sources
 from core.catalog.connection_test_cache import cached_test, store_test
 from core.catalog.field_labels import labelled, source_label
-from core.catalog.source_drafts import SourceDraft, TestOutcome, validate_draft
+from core.catalog.source_drafts import SourceDraft, TestOutcome, ValidDraft, validate_draft
 from core.models import Category, ConnectionStatus, Provider
 from core.providers.base import NeedsReauthorization, ProviderError, RecordsExchanges
 from core.providers.context import ProviderContext
 from core.providers.exchange import Exchange
+from core.providers.mqtt.payload import Unit
+from core.providers.mqtt.probe import probe
+from core.providers.mqtt.source import broker_of, subscription_of
+from core.providers.mqtt.spec import PASSWORD as MQTT_PASSWORD
 from core.providers.registry import build_client, spec_of
 from core.providers.spec import ConnectionRequest
 from core.roles import channel_for
@@ -64,13 +68,16 @@ def test_connection(
     relevant = {k: v for k, v in errors.items() if k not in {"name"} or valid is None}
     if not draft.values.get("use_api"):
         return TestOutcome(ConnectionStatus.UNTESTED, "Enable API to test this connection.", now)
-    if not spec_of(str(draft.values.get("api_provider"))).polled:
+    delivery = spec_of(str(draft.values.get("api_provider"))).delivery
+    if delivery == "push":
         return _pushed_outcome(store, draft, now, context)
     if relevant:
         field_name, message = next(iter(relevant.items()))
         label = source_label(field_name, str(draft.values.get("api_provider")))
         return TestOutcome(ConnectionStatus.FAILED, labelled(message, label), now)
     assert valid is not None
+    if delivery == "subscribe":
+        return _subscribed_outcome(store, box, draft, valid, now)
     secrets: dict[str, SecretStr] = {}
     if draft.source_id is not None:
         secrets = load_secrets(store, box, draft.source_id)
@@ -111,6 +118,21 @@ def _pushed_outcome(store: Store, draft: SourceDraft, now: datetime, context: Pr
         return TestOutcome(ConnectionStatus.UNTESTED, waiting, now)
     age = max(0, int((now - newest).total_seconds()))
     return TestOutcome(ConnectionStatus.CONNECTED, f"Receiving: the newest reading was stored {_ago(age)} ago.", now)
+
+
+def _subscribed_outcome(
+    store: Store, box: SecretBox, draft: SourceDraft, valid: ValidDraft, now: datetime
+) -> TestOutcome:
+    """An MQTT source: connect to its broker as the collector would and wait a few seconds for a message."""
+    password = valid.secrets_to_set.get(MQTT_PASSWORD)
+    if password is None and draft.source_id is not None and MQTT_PASSWORD not in valid.secrets_to_delete:
+        stored = load_secrets(store, box, draft.source_id).get(MQTT_PASSWORD)
+        password = stored.get_secret_value() if stored is not None else None
+    api = valid.source.api
+    result = probe(broker_of(api, password or ""), subscription_of(draft.key, api))
+    status = ConnectionStatus.CONNECTED if result.connected else ConnectionStatus.FAILED
+    power = result.value if result.value is not None and not Unit(api.mqtt_unit).is_counter else None
+    return TestOutcome(status, result.message, now, power_w=power)
 
 
 def _ago(seconds: int) -> str:

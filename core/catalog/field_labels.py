@@ -31,6 +31,13 @@ SOURCE_LABELS: Mapping[str, str] = {
     "update_frequency": "Update Frequency",
     "system_id": "System ID",  # "Site ID" for SolarEdge: see `source_label`
     "client_id": "Client ID",
+    "mqtt_host": "Broker Host",
+    "mqtt_port": "Broker Port",
+    "mqtt_tls": "TLS",
+    "mqtt_user": "Broker User",
+    "mqtt_topic": "Topic",
+    "mqtt_payload_path": "Payload Path",
+    "mqtt_unit": "Unit",
     **CREDENTIAL_LABELS,  # credentials by their stored names, as the providers' specs label them
 }
 # The keys of a configuration file's `api` mapping that differ from the stored names.

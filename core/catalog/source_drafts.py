@@ -20,6 +20,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.models import (
+    MQTT_CONNECTION_FIELDS,
+    ApiSettings,
     Category,
     ConnectionStatus,
     Provider,
@@ -29,6 +31,7 @@ from core.models import (
     secret_problem,
 )
 from core.providers.registry import (
+    SPECS,
     credential_names,
     credentials_still_apply,
     kept_secrets,
@@ -39,7 +42,8 @@ from core.validation import field_errors
 
 MASKED = "\u2022" * 8  # what a stored secret looks like on the page; never the secret itself
 FIELDS = ("name", "source_type", "capacity_kw", "carbon_intensity_g_per_kwh", "cost_per_mwh")
-API_FIELDS = ("use_api", "api_provider", "system_id", "client_id", "update_frequency")
+API_FIELDS = ("use_api", "api_provider", "system_id", "client_id", "update_frequency", *MQTT_CONNECTION_FIELDS)
+MQTT_DEFAULTS: dict[str, Any] = {name: ApiSettings.model_fields[name].default for name in MQTT_CONNECTION_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,9 @@ _FINGERPRINT_KEY = token_gen.token_bytes(32)
 
 def tested_settings(draft: SourceDraft) -> str:
     """A fingerprint (HMAC) of what a connection test depends on among what the user edits: the API switch, the
-    provider, its ids and its credentials as typed (a masked one stands for the stored value). Two drafts with
-    equal fingerprints would be tested alike; the name, numbers and update frequency do not count."""
+    provider, its ids, an MQTT source's broker and topic settings, and its credentials as typed (a masked one stands
+    for the stored value). Two drafts with equal fingerprints would be tested alike; the name, numbers and update
+    frequency do not count."""
     values = draft.values
     try:
         names = credential_names(str(values.get("api_provider")))
@@ -92,6 +97,7 @@ def tested_settings(draft: SourceDraft) -> str:
             "provider": str(values.get("api_provider")),
             "system_id": str(values.get("system_id") or "").strip(),
             "client_id": str(values.get("client_id") or "").strip(),
+            "mqtt": {name: values.get(name, MQTT_DEFAULTS[name]) for name in MQTT_CONNECTION_FIELDS},
             "secrets": {name: str(draft.secrets.get(name) or "").strip() for name in names},
         },
         sort_keys=True,
@@ -111,7 +117,7 @@ def draft_from_source(source: Source) -> SourceDraft:
         "system_id": source.api.system_id,
         "client_id": source.api.client_id,
         "update_frequency": source.api.update_frequency.value,
-    }
+    } | {name: getattr(source.api, name) for name in MQTT_CONNECTION_FIELDS}
     return SourceDraft(
         key=f"s{source.id}",
         meter_id=source.meter_id,
@@ -139,7 +145,7 @@ def new_draft(key: str, meter_id: int, category: Category) -> SourceDraft:
         "system_id": "",
         "client_id": "",
         "update_frequency": "15min",
-    }
+    } | MQTT_DEFAULTS
     return SourceDraft(key=key, meter_id=meter_id, source_id=None, values=values)
 
 
@@ -199,13 +205,13 @@ def validate_draft(
     """
     errors: dict[str, str] = {}
     values = draft.values
-    api_values = {k: values.get(k) for k in API_FIELDS}
+    api_values = {k: values.get(k, MQTT_DEFAULTS.get(k)) for k in API_FIELDS}
     for key in ("system_id", "client_id"):
         api_values[key] = str(api_values[key] or "")
     try:
         provider = Provider(str(api_values["api_provider"]))
     except ValueError:
-        return None, {"api_provider": "choose SolarEdge, Enphase or Simulator"}
+        return None, {"api_provider": f"choose one of {', '.join(spec.label for spec in SPECS.values())}"}
     stored_names = stored.secret_names if stored else frozenset()  # shared ones included
     to_set, to_delete = secret_changes(draft, stored_names, provider)
     shared = stored.api.credentials_source_id if stored is not None else None

@@ -24,7 +24,11 @@ log = logging.getLogger("core.collect.collection")
 
 def pass_readings(results: list[GroupResult]) -> pl.DataFrame:
     batches = [r.batch for r in results if r.batch is not None and r.batch.height]
-    return pl.concat(batches) if batches else pl.DataFrame(schema=INGEST_SCHEMA)
+    if not batches:
+        return pl.DataFrame(schema=INGEST_SCHEMA)
+    # Batches with coverage (MQTT minutes) and without share a frame: the missing coverage is NULL.
+    same = all(b.columns == batches[0].columns for b in batches)
+    return pl.concat(batches, how="vertical" if same else "diagonal_relaxed")
 
 
 def apply_entry(con: duckdb.DuckDBPyConnection, entry: SpoolEntry) -> int:

@@ -13,6 +13,7 @@ from core.models import ApiSettings, Provider
 from core.providers.base import MonitoringProvider
 from core.providers.context import ProviderContext
 from core.providers.enphase.spec import SPEC as ENPHASE
+from core.providers.mqtt.spec import SPEC as MQTT
 from core.providers.push.spec import SPEC as PUSH
 from core.providers.simulator.spec import SPEC as SIMULATOR
 from core.providers.solaredge_v1.spec import SPEC as SOLAREDGE_V1
@@ -21,7 +22,7 @@ from core.providers.spec import ConnectionRequest, ProviderSpec
 
 # In the order lists show them.
 SPECS: dict[Provider, ProviderSpec] = {
-    spec.provider: spec for spec in (SOLAREDGE_V2, SOLAREDGE_V1, ENPHASE, SIMULATOR, PUSH)
+    spec.provider: spec for spec in (SOLAREDGE_V2, SOLAREDGE_V1, ENPHASE, SIMULATOR, PUSH, MQTT)
 }
 OBTAINED_SECRETS: tuple[str, ...] = tuple(dict.fromkeys(n for spec in SPECS.values() for n in spec.obtained_secrets))
 # Credentials by their stored names ("api_key" -> "API Key"), as the specs label them.
@@ -64,18 +65,18 @@ def credentials_still_apply(provider: Provider, client_id: str, stored: ApiSetti
 
 
 def missing_credentials(api: ApiSettings, secret_names: Collection[str]) -> dict[str, str]:
-    """Fields a provider needs but that are empty, as {field: "is required for <provider>"}. Only checked when the
-    API is enabled."""
+    """Fields a provider needs but that are empty, as {field: "is required for <provider>"}, and what its own
+    settings check finds wrong (`ProviderSpec.check_settings`). Only checked when the API is enabled."""
     if not api.use_api:
         return {}
     spec = spec_of(api.api_provider)
+    errors: dict[str, str] = dict(spec.check_settings(api))
     required = f"is required for {spec.label}"
-    errors: dict[str, str] = {}
     if spec.needs_system_id and not api.system_id:
         errors["system_id"] = required
     if spec.shares_by_application and not api.client_id:
         errors["client_id"] = required
     for credential in spec.credentials:
-        if credential.name not in secret_names:
+        if credential.required and credential.name not in secret_names:
             errors[credential.name] = required
     return errors

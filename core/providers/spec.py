@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import SecretStr
 
-from core.models import Provider, Site
+from core.models import ApiSettings, Provider, Site
 from core.providers.base import AuthError, MonitoringProvider, QuotaRule
 from core.providers.context import ProviderContext
 from core.providers.quota import account_scope
@@ -51,6 +51,7 @@ class Credential:
 
     name: str
     label: str
+    required: bool = True  # False: a source may leave it empty (an MQTT broker that takes anonymous clients)
 
 
 def _no_budget(plan: str) -> tuple[QuotaRule, ...]:
@@ -61,9 +62,14 @@ def _no_calls(channels: frozenset[str]) -> int:
     return 0
 
 
-# How a provider's readings arrive (docs/real-time.md): the collector polls the vendor's interval history, or the
-# sender pushes them to the ingest service. Only polled providers have a client and take part in collection passes.
-Delivery = Literal["poll", "push"]
+def _no_problems(api: ApiSettings) -> dict[str, str]:
+    return {}
+
+
+# How a provider's readings arrive (docs/real-time.md): the collector polls the vendor's interval history, the
+# sender pushes them to the ingest service, or the collector subscribes to a broker the device publishes on. Only
+# polled providers have a client and take part in collection passes.
+Delivery = Literal["poll", "push", "subscribe"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,8 @@ class ProviderSpec:
     window_alignment: timedelta = timedelta(0)
     plan_label: Callable[[str], str] | None = None  # its name with the configured plan, in quota figures
     setup_note: str | None = None  # shown where a provider's fields would be, for one that needs none
+    # Its own settings in `ApiSettings` (MQTT's broker and topic) checked in a user's terms: {field: message}.
+    check_settings: Callable[[ApiSettings], dict[str, str]] = _no_problems
 
     @property
     def polled(self) -> bool:

@@ -13,6 +13,9 @@ What a row of `readings` means:
 - `is_final`: false while the interval may still change (it is still open, or recent enough that the collector
   re-reads it); true once the value is settled.
 - `received_at` (UTC): when the collector stored this version of the row.
+- `coverage`: the share of the interval for which samples were seen, 0 to 1, for rows averaged from a device's
+  samples (MQTT minutes: docs/real-time.md); the value is then the mean over the covered part. NULL for every other
+  row (vendors, imports, pushes): the interval as reported.
 
 The natural key is (source_id, ts). The table has no PRIMARY KEY (an index would make bulk inserts ~11x slower and
 cost 3.5-5x the data on disk); `ingest` keeps the key unique instead, which is race-free because only one process
@@ -41,13 +44,18 @@ INGEST_SCHEMA = pl.Schema(
         ("is_final", pl.Boolean()),
     ]
 )
+# A batch MAY carry this column too; one without it (every vendor, import and push path) stores NULL. Optional
+# rather than part of INGEST_SCHEMA so the many producers of plain batches need not know about it.
+COVERAGE = "coverage"
+COVERAGE_SCHEMA = pl.Schema([*INGEST_SCHEMA.items(), (COVERAGE, pl.Float64())])
 
 _names = itertools.count()
 _SMALL_BATCH = 10_000  # up to this many rows, deleting directly is cheaper than counting open rows first
 
 
 def _as_ingest_frame(batch: pl.DataFrame) -> pl.DataFrame:
-    """The batch cast to INGEST_SCHEMA, keys checked, duplicates of one key reduced to the last row."""
+    """The batch cast to COVERAGE_SCHEMA (coverage NULL when the batch has none), keys checked, duplicates of one key
+    reduced to the last row."""
     missing = [name for name in INGEST_SCHEMA.names() if name not in batch.columns]
     if missing:
         raise ValueError(f"readings batch lacks columns {missing}")
@@ -60,7 +68,11 @@ def _as_ingest_frame(batch: pl.DataFrame) -> pl.DataFrame:
         pl.col("interval_s").cast(pl.Int32),
         pl.col("value").cast(pl.Float64),
         pl.col("is_final").cast(pl.Boolean),
+        pl.col(COVERAGE).cast(pl.Float64) if COVERAGE in batch.columns else pl.lit(None, pl.Float64).alias(COVERAGE),
     )
+    coverage = pl.col(COVERAGE)
+    if COVERAGE in batch.columns and frame.select(((coverage < 0) | (coverage > 1) | coverage.is_nan()).any()).item():
+        raise ValueError("readings batch `coverage` must be between 0 and 1")
     required = ["source_id", "ts", "interval_s", "is_final"]
     nulls = frame.select(pl.col(required).null_count()).row(0)
     if any(nulls):
@@ -79,9 +91,10 @@ def _as_ingest_frame(batch: pl.DataFrame) -> pl.DataFrame:
 def ingest(con: duckdb.DuckDBPyConnection, batch: pl.DataFrame, now: datetime) -> int:
     """Store a batch of readings; returns the number of rows inserted (replacements of non-final rows included).
 
-    `batch` has the columns of INGEST_SCHEMA. Idempotent on (source_id, ts): a key already stored as final is left
-    alone; a key stored as non-final is replaced by the batch's row; a new key is inserted; a key repeated in the
-    batch keeps its last row. Runs inside the caller's transaction (`Store.transaction`), so a cycle lands whole.
+    `batch` has the columns of INGEST_SCHEMA, and may have `coverage`. Idempotent on (source_id, ts): a key already
+    stored as final is left alone; a key stored as non-final is replaced by the batch's row; a new key is inserted; a
+    key repeated in the batch keeps its last row. Runs inside the caller's transaction (`Store.transaction`), so a
+    cycle lands whole.
     """
     return sum(_ingest(con, batch, now, per_source=False).values())
 
@@ -120,8 +133,8 @@ def _ingest(con: duckdb.DuckDBPyConnection, batch: pl.DataFrame, now: datetime, 
         # Every stored row still matching a batch key is final: skip those keys.
         returning = " RETURNING source_id" if per_source else ""
         rows = con.execute(
-            f"INSERT INTO readings (source_id, ts, interval_s, value, is_final, received_at) "
-            f"SELECT b.source_id, b.ts, b.interval_s, b.value, b.is_final, {ts_literal(now)} FROM {view} b "
+            f"INSERT INTO readings (source_id, ts, interval_s, value, is_final, received_at, coverage) "
+            f"SELECT b.source_id, b.ts, b.interval_s, b.value, b.is_final, {ts_literal(now)}, b.coverage FROM {view} b "
             f"WHERE NOT EXISTS (SELECT 1 FROM readings r WHERE {bound} AND r.source_id = b.source_id AND r.ts = b.ts)"
             f"{returning}"
         ).fetchall()

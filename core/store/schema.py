@@ -526,6 +526,33 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        13,
+        "reading coverage, MQTT connection state",
+        # `coverage`: the share of an interval for which a device's samples were seen (MQTT minutes, docs/real-time.md);
+        # NULL for every existing row and every vendor, import or push row: the interval as reported.
+        # `mqtt_status`: the collector's broker connections, per MQTT source, for API Health (another process), written
+        # every few seconds (core.collect.mqtt_status); one row per source, replaced in place. Never a password.
+        """
+        ALTER TABLE readings ADD COLUMN coverage DOUBLE;
+        CREATE TABLE IF NOT EXISTS mqtt_status (
+            source_id BIGINT PRIMARY KEY,
+            broker VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,
+            reason VARCHAR,
+            since TIMESTAMPTZ NOT NULL,
+            subscribed BOOLEAN NOT NULL,
+            last_message_at TIMESTAMPTZ,
+            messages_per_minute INTEGER NOT NULL,
+            payload_errors INTEGER NOT NULL,
+            last_payload_error VARCHAR,
+            updated_at TIMESTAMPTZ NOT NULL
+        );
+        """,
+    )
+)
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 # Every table whose rows belong to one source (`source_id`): deleting the source deletes them, in the same
@@ -544,6 +571,7 @@ SOURCE_DATA_TABLES = (
     "source_secrets",
     "push_tokens",
     "push_activity",
+    "mqtt_status",
 )
 
 

@@ -5,7 +5,8 @@ An analyst's `duckdb` CLI session can hold the file for as long as it stays open
 goes here and is written once the file is free. Nothing is ever dropped and nothing is written twice:
 
 - An entry is a directory `<spool>/pass-<utc time>-<random>/` holding `readings.parquet` (the pass's readings,
-  in `core.store.readings_store.INGEST_SCHEMA` order) and `pass.json` (everything else the pass would have written).
+  in `core.store.readings_store.INGEST_SCHEMA` order, with `coverage` last for MQTT minutes) and `pass.json`
+  (everything else the pass would have written).
   It is written under a temporary name, fsynced, then renamed: a crash leaves either a whole entry or a
   `tmp-*` directory that is ignored and cleaned up, never half an entry.
 - Applying an entry records its name in `spool_applied` in the same transaction as its rows; the directory is
@@ -60,7 +61,7 @@ from core.store.private_files import (
     write_private,
 )
 from core.store.quarantine import FOLDER, Quarantine
-from core.store.readings_store import INGEST_SCHEMA
+from core.store.readings_store import COVERAGE_SCHEMA, INGEST_SCHEMA
 from core.store.store import Store, StoreError, StoreFault, StoreUnavailable, fault_cause
 
 log = logging.getLogger(__name__)
@@ -255,10 +256,10 @@ def _read_readings(entry: Path) -> pl.DataFrame:
         raise  # not the entry's fault
     except (Exception, pl.exceptions.PanicException) as exc:  # a damaged file can make the parquet reader panic
         raise DamagedEntry(f"{READINGS_FILE} cannot be read, it is truncated or damaged ({_plain(exc)})") from None
-    if frame.schema != INGEST_SCHEMA:
+    if frame.schema not in (INGEST_SCHEMA, COVERAGE_SCHEMA):  # MQTT minutes carry their coverage
         raise DamagedEntry(
             f"{READINGS_FILE} has the columns {_columns(frame.schema)}; a spool entry's readings have"
-            f" {_columns(INGEST_SCHEMA)}"
+            f" {_columns(INGEST_SCHEMA)}, and may have coverage"
         )
     return frame
 

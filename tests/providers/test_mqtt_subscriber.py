@@ -222,6 +222,17 @@ def test_tls_checks_the_brokers_certificate(tmp_path: Path) -> None:
     )
 
 
+def test_tls_against_a_plain_port_says_so(mosquitto: Mosquitto) -> None:
+    with subscriber(Broker("127.0.0.1", mosquitto.port, tls=True), [Subscription(1, "a")]) as (connection, _):
+        wait_until(lambda: connection.status().reason, "the TLS handshake's failure")
+        status = connection.status()
+    assert status.state == ConnectionState.CONNECTING
+    assert status.reason == (
+        f"127.0.0.1:{mosquitto.port} closed the connection at the TLS handshake; check that this port speaks TLS"
+        " (usually 8883)."
+    )
+
+
 def test_stop_ends_the_network_thread(mosquitto: Mosquitto) -> None:
     with subscriber(Broker("127.0.0.1", mosquitto.port), [Subscription(1, "a")]) as (connection, _):
         subscribed(connection, "a")

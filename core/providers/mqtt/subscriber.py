@@ -277,6 +277,9 @@ def _unreachable(broker: Broker, error: BaseException | None) -> str:
         return f"TLS with {where} failed; check that this port speaks TLS and that TLS is on ({error.reason})."
     if isinstance(error, socket.gaierror):
         return f"The host name {broker.host} could not be resolved."
+    if isinstance(error, ConnectionResetError | ConnectionAbortedError) and broker.tls:
+        # A plain-MQTT port answers a TLS hello by dropping the connection: the one likely cause worth naming.
+        return f"{where} closed the connection at the TLS handshake; check that this port speaks TLS (usually 8883)."
     if isinstance(error, ConnectionRefusedError):
         return f"Nothing accepts connections on {where}: is the broker running, and is the port right?"
     if isinstance(error, TimeoutError | socket.timeout):

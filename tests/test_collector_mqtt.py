@@ -1,0 +1,178 @@
+"""The collector's MQTT part against a real Mosquitto broker (tests/mqtt_broker.py) and a real temporary DuckDB:
+messages become minute rows with coverage in `readings`, written like a pass (runs, change marks), spooled while
+another program holds the file; the connection state reaches `mqtt_status`; and the real `python -m jobs.collector`
+follows a broker that is killed and restarted."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from core.catalog import catalog as cat
+from core.catalog.connections import new_draft, save_connections
+from core.collect.mqtt_feed import MqttFeed
+from core.config import load_settings
+from core.models import Category, MeterIn, SiteIn
+from core.runtime import open_runtime
+from core.store.change_marks import ChangeMarks
+from core.store.crypto import SecretBox
+from core.store.spool import Spool
+from core.store.store import Store
+from core.store.store_episodes import StoreEpisodes
+from tests.holder import held
+from tests.mqtt_broker import publisher, running_mosquitto, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+TOPIC = "tele/fridge/SENSOR"
+
+
+def add_mqtt_source(store: Store, box: SecretBox, port: int, **values: object) -> int:
+    site = cat.create_site(store, SiteIn(name="Home", latitude=50.85, longitude=4.35, timezone="Europe/Brussels"))
+    meter = cat.create_meter(store, site.id, MeterIn(name="Plugs", category=Category.CONS))
+    draft = new_draft("new-plug", meter.id, meter.category)
+    draft.values |= {"name": "Fridge plug", "capacity_kw": "1", "use_api": True, "api_provider": "mqtt"}
+    draft.values |= {"update_frequency": "5min", "mqtt_host": "127.0.0.1", "mqtt_port": port, "mqtt_topic": TOPIC}
+    draft.values |= {"mqtt_payload_path": "ENERGY.Power"} | values
+    save_connections(store, box, site.id, [draft], set())
+    return cat.load_catalog(store).sources[0].id
+
+
+def status(store: Store) -> dict[str, object]:
+    with store.connect(read_only=True) as con:
+        rows = con.sql("SELECT * FROM mqtt_status").pl().to_dicts()
+    return rows[0] if rows else {}
+
+
+def minutes(store: Store) -> list[tuple]:
+    with store.connect(read_only=True) as con:
+        return con.sql("SELECT ts, interval_s, value, coverage, is_final FROM readings ORDER BY ts").fetchall()
+
+
+def feed_for(store: Store, box: SecretBox) -> MqttFeed:
+    spool = Spool.beside(store.path)
+    return MqttFeed(store, box, spool, StoreEpisodes(store, spool.directory), min_backoff_s=1, max_backoff_s=1)
+
+
+def test_messages_become_minute_rows_with_coverage_written_like_a_pass(
+    tmp_path: Path, store: Store, box: SecretBox
+) -> None:
+    with running_mosquitto(tmp_path / "broker") as broker, publisher(broker.port) as device:
+        source_id = add_mqtt_source(store, box, broker.port)
+        feed = feed_for(store, box)
+        try:
+            feed.sync(cat.load_catalog(store))
+
+            def subscribed() -> bool:
+                feed.publish_status(force=True)
+                return status(store).get("subscribed") is True
+
+            wait_until(subscribed, "the subscription")
+            assert status(store)["state"] == "connected" and status(store)["broker"] == f"127.0.0.1:{broker.port}"
+            first = datetime.now(UTC)
+            for power in (100, 100, 100):
+                device.publish(TOPIC, f'{{"ENERGY":{{"Power":{power}}}}}')
+                time.sleep(0.2)
+            device.publish(TOPIC, '{"ENERGY":{"Powr":5}}')  # a payload error: counted, skipped
+            wait_until(lambda: feed.publish_status(force=True) and status(store)["payload_errors"] == 1, "the error")
+            feed.tick(first + timedelta(minutes=3))  # the clock closes the minutes
+            assert feed.writer.flush(10)
+        finally:
+            feed.close()
+    rows = minutes(store)
+    assert rows, "no minute was written"
+    assert all(interval == 60 and final for _, interval, _, _, final in rows)
+    assert all(value == pytest.approx(100.0) for _, _, value, _, _ in rows if value is not None)
+    covered = [coverage for *_, coverage, _ in rows]
+    assert all(0 < c <= 1 for c in covered) and sum(covered) > 0.9  # the last sample holds 90 s at most
+    first_minute = first.replace(second=0, microsecond=0)
+    assert rows[0][0] == first_minute
+    with store.connect(read_only=True) as con:
+        runs = con.sql("SELECT provider, outcome, rows_written FROM collector_runs").fetchall()
+        last_error = con.sql("SELECT last_payload_error FROM mqtt_status").fetchall()[0][0]
+    assert runs == [("mqtt", "ok", len(rows))]
+    assert last_error == "There is no `Power` in `ENERGY` (it has: Powr)."
+    assert ChangeMarks(store.path).newest([source_id]) is not None
+    assert status(store)["state"] == "stopped"
+
+
+def test_minutes_are_spooled_while_the_file_is_held_and_written_after(
+    tmp_path: Path, store: Store, box: SecretBox
+) -> None:
+    with running_mosquitto(tmp_path / "broker") as broker, publisher(broker.port) as device:
+        add_mqtt_source(store, box, broker.port)
+        feed = feed_for(store, box)
+        try:
+            feed.sync(cat.load_catalog(store))
+            wait_until(lambda: feed.publish_status(force=True) and status(store).get("subscribed"), "subscription")
+            device.publish(TOPIC, '{"ENERGY":{"Power":42}}')
+            wait_until(lambda: feed.publish_status(force=True) and status(store)["messages_per_minute"], "the sample")
+            later = datetime.now(UTC) + timedelta(minutes=3)
+            with held(store.path):
+                feed.tick(later)
+                assert feed.writer.flush(15)
+                assert len(Spool.beside(store.path).pending()) == 1
+            assert minutes(store) == []
+            feed.tick(later + timedelta(minutes=1))  # nothing new, but the next commit drains first
+            device.publish(TOPIC, '{"ENERGY":{"Power":43}}')
+            time.sleep(0.3)
+            feed.tick(later + timedelta(minutes=10))
+            assert feed.writer.flush(15)
+        finally:
+            feed.close()
+    assert Spool.beside(store.path).pending() == []
+    assert minutes(store) and minutes(store)[0][2] == pytest.approx(42.0)
+
+
+def _publish(port: int, payload: str) -> None:
+    tool = shutil.which("mosquitto_pub")
+    assert tool, "mosquitto_pub is not installed (Debian's mosquitto-clients)"
+    subprocess.run([tool, "-h", "127.0.0.1", "-p", str(port), "-t", TOPIC, "-m", payload], check=False, timeout=10)
+
+
+def test_the_collector_process_follows_a_broker_killed_and_restarted(
+    tmp_path: Path, app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATACONN_SEED_DEMO", "false")  # only the MQTT source
+    runtime = open_runtime(load_settings())
+    with running_mosquitto(tmp_path / "broker") as broker:
+        source_id = add_mqtt_source(runtime.store, runtime.box, broker.port, mqtt_payload_path="")
+        store = runtime.store
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jobs.collector"], cwd=ROOT, env=os.environ.copy(), stderr=subprocess.PIPE, text=True
+        )
+        try:
+            wait_until(lambda: status(store).get("subscribed") is True, "the collector's subscription", 30)
+            _publish(broker.port, "250")
+            wait_until(lambda: (status(store).get("messages_per_minute") or 0) >= 1, "the message counted", 15)
+            broker.kill()
+            wait_until(lambda: status(store).get("state") == "connecting", "the state 'connecting'", 20)
+            assert "lost" in str(status(store)["reason"]) or "Nothing accepts" in str(status(store)["reason"])
+            broker.start()
+            restarted = datetime.now(UTC)
+            wait_until(lambda: status(store).get("state") == "connected" and status(store)["subscribed"], "again", 30)
+
+            def a_minute_after_the_restart() -> bool:
+                _publish(broker.port, "250")
+                return any(ts >= restarted.replace(second=0, microsecond=0) for ts, *_ in minutes(store))
+
+            wait_until(a_minute_after_the_restart, "a minute row after the restart", 100)
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=30)
+        finally:
+            process.kill()
+    rows = minutes(store)
+    assert rows
+    for _, interval, value, coverage, _ in rows:
+        assert interval == 60 and 0 <= coverage <= 1 and (value is None or value == pytest.approx(250.0))
+    assert process.returncode == 0 and "Traceback" not in stderr
+    assert "MQTT broker 127.0.0.1" in stderr
+    assert status(store)["state"] == "stopped"
+    assert source_id
