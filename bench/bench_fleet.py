@@ -466,6 +466,21 @@ def report(
     duplicates = con.execute(
         "SELECT count(*) FROM (SELECT source_id, ts, interval_s FROM readings GROUP BY ALL HAVING count(*) > 1)"
     ).fetchone()[0]
+    # Our side of the per-minute budget: the most SolarEdge calls one key SENT in any 60 s (api_data_cache's
+    # fetched_at is taken just before the request goes out, after its turn), to tell our pacing from the fake's
+    # count, which happens when its event loop gets to a call.
+    sent_per_key = con.execute(
+        """WITH calls AS (
+               SELECT coalesce(TRY_CAST(json_extract_string(s.metadata, '$.credentialsSourceId') AS BIGINT), s.id)
+                          AS key_holder, c.fetched_at
+               FROM api_data_cache c JOIN energy_sources s ON s.id = c.source_id
+               WHERE json_extract_string(s.metadata, '$.apiProvider') = 'solaredge'),
+           windows AS (
+               SELECT count(*) OVER (PARTITION BY key_holder ORDER BY fetched_at
+                                     RANGE BETWEEN CURRENT ROW AND INTERVAL 59999 MILLISECONDS FOLLOWING) AS n
+               FROM calls)
+           SELECT coalesce(max(n), 0) FROM windows"""
+    ).fetchone()[0]
     gaps, rows = con.execute(
         """SELECT coalesce(sum(expected - n), 0)::BIGINT, coalesce(sum(n), 0)::BIGINT FROM (
                SELECT source_id, interval_s, count(DISTINCT ts) AS n,
@@ -518,6 +533,10 @@ def report(
             f"(VmRSS) {start[1]:.0f}, peak {max(m[1] for m in measured):.0f}, end {end[1]:.0f} MB; peak during "
             f"warm-up {max(m[2] for m in memory):.0f} MB private"
         )
+    print(
+        f"fleet: SolarEdge calls one key sent in any 60 s (our send times): at most {sent_per_key} (budget"
+        f" {CALLS_PER_MINUTE}); the fake's busiest minute below counts them when it handles them"
+    )
     over = counters["se_over_minute"] + counters["en_over_minute"]
     over_month = max(0, counters["se_max_credits"] - CREDITS_PER_MONTH)
     print(
