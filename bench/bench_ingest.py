@@ -67,7 +67,7 @@ def main() -> None:
         started = time.perf_counter()
         with store.transaction() as con:
             con.execute(
-                f"""INSERT INTO readings
+                f"""INSERT INTO readings (source_id, ts, interval_s, value, is_final, received_at)
                 SELECT i % {SOURCES}, TIMESTAMPTZ '{T0.isoformat()}' + to_seconds((i // {SOURCES}) * {INTERVAL_S}),
                        {INTERVAL_S}, ((i // {SOURCES}) * 7919 + i % {SOURCES}) % 100000 / 10.0, true, now()
                 FROM range({slots * SOURCES}) t(i)"""

@@ -60,7 +60,7 @@ def generate(store: Store, days: int, end: datetime) -> int:
         # export the net of the two, battery a small charge/discharge swing. hash() gives stable pseudo-noise.
         con.execute(
             """
-            INSERT INTO readings
+            INSERT INTO readings (source_id, ts, interval_s, value, is_final, received_at)
             SELECT e.id, t.ts, 900,
                    CASE
                      WHEN m.category = 'PROD' THEN greatest(0, 100000 * sin(pi() * (h - 7) / 10)) * (0.6 + 0.4 * n)
@@ -79,14 +79,16 @@ def generate(store: Store, days: int, end: datetime) -> int:
             """,
             [start, end],
         )
-        # A month of 5-minute polls per source in the collector's log, as the API Health page reads it.
+        # A month of 5-minute polls per source in the collector's log, as the API Health page reads it; 2 % failed,
+        # but not the last hour's (a source whose newest poll failed shows an error on Data Connections, which the
+        # renders below take for a broken page).
         con.execute(
             "INSERT INTO collector_runs (source_id, provider, started_at, duration_ms, outcome, http_status)"
             " SELECT e.id, 'simulator', r.ts, 50 + hash(e.id, r.ts) % 800, CASE WHEN hash(r.ts, e.id) % 50 = 0"
-            " THEN 'connection_error' ELSE 'ok' END, 200"
+            " AND r.ts < ?::TIMESTAMPTZ - INTERVAL 1 HOUR THEN 'connection_error' ELSE 'ok' END, 200"
             " FROM range(?::TIMESTAMPTZ, ?::TIMESTAMPTZ, INTERVAL 5 MINUTE) r(ts) CROSS JOIN energy_sources e"
             " ORDER BY r.ts",
-            [end - timedelta(days=min(days, 31)), end],
+            [end, end - timedelta(days=min(days, 31)), end],
         )
         ids = [r[0] for r in con.sql("SELECT id FROM energy_sources").fetchall()]
         rollups.refresh(con, ids, start, end)

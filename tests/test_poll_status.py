@@ -60,7 +60,8 @@ def test_the_power_shown_is_the_newest_value_not_an_empty_interval(store: Store,
         ).fetchall()[0][0]
     with store.transaction() as con_rw:  # an empty newest interval, as vendors report the one in progress
         con_rw.execute(
-            "INSERT INTO readings VALUES (?, ?, 900, NULL, false, ?)",
+            "INSERT INTO readings (source_id, ts, interval_s, value, is_final, received_at)"
+            " VALUES (?, ?, 900, NULL, false, ?)",
             [source_id, now.replace(second=0, microsecond=0), now],
         )
     poll = poll_statuses(store, [source_id], now + timedelta(minutes=1))[source_id]
