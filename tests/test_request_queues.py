@@ -122,6 +122,22 @@ def test_within_one_poll_a_later_call_waits_rather_than_throw_the_first_away() -
     assert ledger.used("SolarEdge", "key", "month", NOW) == 2
 
 
+def test_calls_that_leave_their_turn_late_still_never_crowd_a_minute() -> None:
+    """On a machine far past its ceiling a thread may leave its turn's wait many seconds late, next to calls whose
+    turns came after it. The send-time gate keeps any 11 calls of a key 66 s apart however late they leave."""
+    ledger = QuotaLedger(queue_wait_s=300, clock=FastClock())
+    scope = {"account": "key"}
+    turns = [ledger._take_turn("SolarEdge", scope, (PER_MINUTE,), NOW) for _ in range(11)]  # 6.6 s apart
+    ledger.clock.sleep(turns[-1][0][1] - ledger.clock.now() + 1)  # every thread held up past all eleven turns
+    gone = []
+    for turn in turns:
+        ledger._wait_for(turn)  # each leaves as soon as it may
+        gone.append(ledger.clock.now())
+    assert gone[9] - gone[0] < 2  # ten may go together: at most the limit in any 60 s
+    assert gone[10] - gone[0] >= 66 - 0.5  # the eleventh waits until the first is 66 s old
+    assert gone[10] - turns[10][0][1] > 5  # instead of going at once, as its late turn alone would have let it
+
+
 def test_without_a_queue_the_minute_is_refused_at_once_as_before() -> None:
     ledger = QuotaLedger()  # the dashboard's: a page must not hang
     for _ in range(10):
