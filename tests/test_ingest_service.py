@@ -234,10 +234,13 @@ def test_signed_requests_are_checked_and_replays_refused(tmp_path: Path) -> None
     assert [r[2] for r in pushing.rows()] == [7.0]
 
 
-def test_a_held_file_gives_202_and_the_readings_are_written_later(pushing: Pushing) -> None:
+def test_a_held_file_gives_202_and_the_readings_are_written_later(
+    pushing: Pushing, caplog: pytest.LogCaptureFixture
+) -> None:
     pushing.post(readings())  # the directory is read before the file is held
-    with held(pushing.runtime.store.path):
+    with held(pushing.runtime.store.path), caplog.at_level(logging.WARNING):
         answer = pushing.post(readings(42.0))
+        assert any("pushed readings are still taken" in r.getMessage() for r in caplog.records)
         assert answer.status_code == 202 and answer.json()["status"] == "spooled"
         assert list(pushing.runtime.store.path.with_name("d.duckdb.spool").glob("pass-*"))  # durable before answering
     assert pushing.post(readings(None, 43.0)).status_code == 200  # the spool is written out first, in order

@@ -69,7 +69,9 @@ class PushWriter:
 
     def __init__(self, store: Store, spool: Spool, *, gap_s: float = PUSH_GAP_S) -> None:
         self.store = store
-        self.episodes = StoreEpisodes(store, spool.directory)
+        self.episodes = StoreEpisodes(
+            store, spool.directory, going_on="pushed readings are still taken, each answered once it is in the spool"
+        )
         self.held = HeldPasses(spool, self.episodes, memory_capacity=0)  # an answer means durable: never memory
         self.marks = ChangeMarks(store.path)
         self.writer: GroupWriter[PushBatch, Written] = GroupWriter(

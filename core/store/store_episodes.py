@@ -23,8 +23,15 @@ log = logging.getLogger("core.collect.collection")
 class StoreEpisodes:
     """Shared by a process's polls, drains and alert evaluations (threads), so each episode is told once."""
 
-    def __init__(self, store: Store, spool_directory: Path | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        spool_directory: Path | None = None,
+        *,
+        going_on: str = "polling goes on with the configuration read last",
+    ) -> None:
         self._spool_directory = spool_directory
+        self._going_on = going_on  # what the process keeps doing while the file is held, in its log line
         # What a database write that went through shows to work: the file, its lock and its folder.
         self.database_paths = (store.path, store.lock_path, store.path.parent)
         self._lock = threading.Lock()
@@ -49,8 +56,8 @@ class StoreEpisodes:
                 return
             self._held_since = datetime.now(UTC)
         log.warning(
-            "another program holds the database: polling goes on with the configuration read last, and what"
-            " cannot be written waits in the spool (%s)",
+            "another program holds the database: %s, and what cannot be written waits in the spool (%s)",
+            self._going_on,
             self._spool_directory or "no spool: passes fail",
         )
 
