@@ -218,6 +218,7 @@ Identifier = Annotated[str, AfterValidator(_clean_id)]
 MqttHost = Annotated[str, AfterValidator(str.strip), Field(max_length=253)]  # a DNS name's limit
 MqttPort = Annotated[int, Field(ge=1, le=65_535)]
 MqttText = Annotated[str, Field(max_length=1_024)]
+StreamText = Annotated[str, AfterValidator(str.strip), Field(max_length=40)]
 
 
 class _Model(BaseModel):
@@ -279,6 +280,12 @@ class ApiSettings(_Model):
     mqtt_topic: MqttText = Field("", alias="mqttTopic")
     mqtt_payload_path: MqttText = Field("", alias="mqttPayloadPath")
     mqtt_unit: MqttText = Field("W", alias="mqttUnit")
+    # An Enphase source's live status stream (docs/real-time.md, "The Enphase live stream"): whether Live may open
+    # it while someone watches the site, and when the collector keeps it open ("off", "daylight", "always" or
+    # "HH:MM-HH:MM" in the site's time). Both off by default: every stream opened is a call of the plan. Checked in
+    # a user's terms by the Enphase spec (`core.providers.enphase.stream_schedule`); other providers keep the defaults.
+    stream_on_live: bool = Field(False, alias="streamOnLive")
+    stream_schedule: StreamText = Field("off", alias="streamSchedule")
 
     def to_metadata(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -312,6 +319,8 @@ MQTT_CONNECTION_FIELDS = (
     "mqtt_payload_path",
     "mqtt_unit",
 )
+# When an Enphase source's live stream is open: not part of a connection test.
+STREAM_FIELDS = ("stream_on_live", "stream_schedule")
 
 
 class SourceIn(_Model):

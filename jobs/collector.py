@@ -36,6 +36,8 @@ from core.collect.mqtt_feed import MqttFeed
 from core.collect.pass_inputs import READ_WAIT_S
 from core.collect.poll_result import GroupResult, PassReport
 from core.collect.source_health import EARLY_RETRY_SLOWER_THAN, RETRIED_EARLY, GroupKey, early_retry
+from core.collect.stream_feed import TICK_S as STREAM_TICK_S
+from core.collect.stream_feed import StreamFeed
 from core.config import Settings
 from core.models import UpdateFrequency
 from core.providers.base import JournalledLedger, ProviderError
@@ -84,6 +86,7 @@ class Collector:
         stop: threading.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         mqtt_backoff: dict[str, int] | None = None,
+        stream_options: dict[str, int] | None = None,
     ) -> None:
         mqtt_backoff = mqtt_backoff or {}
         self.runtime = runtime
@@ -92,6 +95,8 @@ class Collector:
         self.mqtt = MqttFeed(
             runtime.store, runtime.box, Spool.beside(runtime.store.path), self.collection.episodes, **mqtt_backoff
         )
+        # Enphase live streams, opened while someone watches a site on Live or on a schedule (core.collect.stream_feed).
+        self.streams = StreamFeed(runtime.store, runtime.box, self.collection.context, **(stream_options or {}))
         self.scheduler = schedule.Scheduler()
         # Polls wait on vendors, not the CPU: many threads in flight (DATACONN_COLLECTOR_WORKERS, README "How many
         # polls in flight").
@@ -258,6 +263,7 @@ class Collector:
             log.exception("could not read the configuration; keeping the current schedule")
             return
         self._sync_mqtt(catalog)
+        self._sync_streams(catalog)
         wanted = {
             key: min(UpdateFrequency(s.api.update_frequency).minutes for s in sources)
             for key, sources in groups.items()
@@ -294,6 +300,22 @@ class Collector:
             self.collection.episodes.unavailable(exc)
         except Exception:  # the job boundary: the subscriptions stay as they were until the next minute
             log.exception("could not update the MQTT subscriptions; trying again in a minute")
+
+    def _sync_streams(self, catalog: cat.Catalog) -> None:
+        """Follow the Enphase sources that may stream; on its own, like the MQTT sources."""
+        try:
+            self.streams.sync(catalog)
+        except StoreUnavailable as exc:
+            self.collection.episodes.unavailable(exc)
+        except Exception:  # the job boundary: the streams stay as they were until the next minute
+            log.exception("could not update the live streams; trying again in a minute")
+
+    def stream_tick(self) -> None:
+        """Start or stop live streams, hand their completed minutes to the writer; never raises (a scheduler job)."""
+        try:
+            self.streams.tick()
+        except Exception:  # the job boundary
+            log.exception("live streams not steered this time")
 
     def mqtt_tick(self) -> None:
         """Completed MQTT minutes to the writer, connection states to API Health; never raises (a scheduler job)."""
@@ -340,11 +362,13 @@ class Collector:
         # (which also covers a database with no polled source: imported data).
         self.scheduler.every(ALERTS_TICK_S).seconds.do(self._alerts_tick_async)
         self.scheduler.every(MQTT_TICK_S).seconds.do(self.mqtt_tick)
+        self.scheduler.every(STREAM_TICK_S).seconds.do(self.stream_tick)
         while not self.stop.is_set():
             self.scheduler.run_pending()
             self.stop.wait(1)
         log.info("stopping: finishing the polls in hand")
         self.mqtt.close()  # disconnects from the brokers, writes (or spools) the minutes the clock closed
+        self.streams.close()  # closes the live streams, writes the minutes they completed
         self.executor.shutdown(wait=True)
         self.collection.close()  # writes (or spools) what the polls handed to the writer
         self.runtime.close()  # gives back the day/month calls leased and not made; closes the vendor connections

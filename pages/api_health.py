@@ -23,6 +23,7 @@ from core.analytics.api_health_display import (
     quarantine_warning,
     source_table,
     status_counts,
+    stream_table,
 )
 from core.analytics.coverage import DEFAULT_DAYS, heatmap, load_coverage
 from core.models import Site
@@ -143,6 +144,22 @@ def _mqtt(health: Health, site: Site) -> None:
     st.dataframe(mqtt_table(frame, health.now), hide_index=True, key="ah_mqtt_table")
 
 
+def _streams(health: Health, site: Site) -> None:
+    """Enphase sources set to stream: the collector's live stream of their system."""
+    if health.streams is None:
+        return
+    frame = health.streams.filter(pl.col("site_id") == site.id)
+    if frame.is_empty():
+        return
+    st.subheader("Live streams")
+    st.caption(
+        "Enphase's live stream of each source's system, as the collector wrote it a few seconds ago: open while someone"
+        " watches the site on Live (when the source allows it) or on its schedule; each stream opened is one call of"
+        " the plan and lasts 5 minutes. Waiting or refused says why; frames are counted over the last minute."
+    )
+    st.dataframe(stream_table(frame, health.now), hide_index=True, key="ah_streams_table")
+
+
 def _coverage_map(site: Site) -> None:
     st.subheader("Coverage")
     days = st.columns([1, 3])[0].select_slider("Days", options=DAY_CHOICES, value=DEFAULT_DAYS, key="ah_days")
@@ -225,4 +242,5 @@ with page_guard():
         _sources(health, site)
         _pushed(health, site)
         _mqtt(health, site)
+        _streams(health, site)
         _coverage_map(site)

@@ -17,16 +17,18 @@ from core.catalog import enphase_auth, push_sources
 from core.catalog.enphase_auth import paste_url, redirect_uri, start_url
 from core.catalog.field_labels import SOURCE_LABELS, labelled, source_label
 from core.catalog.quota_plan import ScopeCheck
-from core.catalog.source_drafts import MQTT_DEFAULTS
+from core.catalog.source_drafts import MQTT_DEFAULTS, OPTION_DEFAULTS
 from core.models import (
     MQTT_CONNECTION_FIELDS,
     SOURCE_TYPES,
+    STREAM_FIELDS,
     Category,
     ConnectionStatus,
     Provider,
     UpdateFrequency,
 )
 from core.providers.base import ProviderError
+from core.providers.enphase.stream_schedule import cost_note as stream_cost_note
 from core.providers.mqtt.spec import UNITS as MQTT_UNITS
 from core.providers.registry import CREDENTIAL_LABELS, SPECS, credential_names, spec_of
 from core.roles import ROLE_LABELS, role_of
@@ -106,8 +108,8 @@ def _with_edits(base: conn.SourceDraft, stored_provider: str) -> conn.SourceDraf
     for field in ("system_id", "client_id"):
         default = values[field] if same_provider else ""
         values[field] = state.get(_provider_field(base.key, provider, field), default)
-    for field in MQTT_CONNECTION_FIELDS:
-        default = values[field] if same_provider else MQTT_DEFAULTS[field]
+    for field in (*MQTT_CONNECTION_FIELDS, *STREAM_FIELDS):
+        default = values[field] if same_provider else OPTION_DEFAULTS[field]
         values[field] = state.get(_provider_field(base.key, provider, field), default)
     secrets = {}
     for name in credential_names(provider):
@@ -358,6 +360,7 @@ def _credentials(
         )
     if provider is Provider.ENPHASE:
         _enphase_authorization(draft, same, shared_from)
+        _stream_fields(draft, errors, same)
 
 
 def _mqtt_fields(draft: conn.SourceDraft, errors: dict[str, str], same: bool) -> None:
@@ -394,6 +397,27 @@ def _mqtt_fields(draft: conn.SourceDraft, errors: dict[str, str], same: bool) ->
         _init(key("mqtt_unit"), start["mqtt_unit"] if start["mqtt_unit"] in MQTT_UNITS else "W")
         st.selectbox("Unit", MQTT_UNITS, key=key("mqtt_unit"))
         field_error(errors, "mqtt_unit")
+
+
+def _stream_fields(draft: conn.SourceDraft, errors: dict[str, str], same: bool) -> None:
+    """When Enphase's live stream of this source's system is open (docs/real-time.md): while someone watches its site
+    on Live, and on a schedule; each stream opened is a call of the plan."""
+    runtime = get_runtime()
+    start = {f: draft.values[f] if same else OPTION_DEFAULTS[f] for f in STREAM_FIELDS}
+
+    def key(field: str) -> str:
+        return _provider_field(draft.key, Provider.ENPHASE.value, field)
+
+    watched, scheduled = st.columns([2, 3])
+    with watched:
+        _init(key("stream_on_live"), bool(start["stream_on_live"]))
+        st.checkbox("Stream While Watched", key=key("stream_on_live"))
+        st.caption("Live follows this system second by second while someone watches its site.")
+    with scheduled:
+        _text_field("Stream Schedule", key("stream_schedule"), str(start["stream_schedule"]), max_chars=40)
+        field_error(errors, "stream_schedule")
+        st.caption(escape_markdown(stream_cost_note(str(st.session_state.get(key("stream_schedule"), "off")),
+                                                    runtime.settings.enphase_plan)))  # fmt: skip
 
 
 def _push_tokens() -> dict[int, tuple[str, str]]:

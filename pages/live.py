@@ -3,7 +3,9 @@
 Everything under the site picker is a fragment that reruns itself every `CHECK_S` seconds: only the fragment
 reloads, not the page. A rerun reads the database only when one of the site's sources has a new change mark
 (a reading arrived: core.store.change_marks) or `DATACONN_LIVE_REFRESH_S` has passed; otherwise it shows the same
-snapshot with its ages moved on. Definitions (as of, age, stale) live in `core.analytics.live`.
+snapshot with its ages moved on, and the newest frames of a live stream (files beside the database) over it. While
+it follows, it also leaves watch marks, so the collector streams an Enphase source that allows it. Definitions (as
+of, age, stale) live in `core.analytics.live`.
 """
 
 from __future__ import annotations
@@ -204,14 +206,18 @@ def recent_chart(snapshot: LiveSnapshot) -> None:
     download_buttons(export, f"live-power-{snapshot.site.name}", key="live_recent_download")
 
 
-def live_panel(site_id: int, refresh_s: int) -> None:
+def live_panel(site_id: int, refresh_s: int, following: bool) -> None:
     with page_guard():
         runtime = get_runtime()
         tick = int(time.time() // refresh_s)
         watched = st.session_state.get(f"live_sources_{site_id}", [])  # the previous snapshot's sources
+        if following and watched:
+            live.watching(runtime.store, watched)  # an Enphase source that allows it streams while someone watches
         mark = live.change_mark(runtime.store, watched) if watched else None
         snapshot = load_snapshot(str(runtime.settings.db_path), site_id, tick, mark)
-        st.session_state[f"live_sources_{site_id}"] = [s.source.id for s in snapshot.sources]
+        ids = [s.source.id for s in snapshot.sources]
+        st.session_state[f"live_sources_{site_id}"] = ids
+        snapshot = live.with_stream_frames(snapshot, live.stream_frames(runtime.store, ids), datetime.now(UTC))
         zone = ZoneInfo(snapshot.site.timezone)
         newest = live.newest_as_of(snapshot)
         freshness = f" · newest value {_ago(time.time() - newest.timestamp())}" if newest else ""
@@ -234,6 +240,7 @@ with page_guard():
             value=True,
             key="live_auto_refresh",
             help=f"Shows a new reading within about {CHECK_S:g} s of its arrival and reloads at least every"
-            f" {refresh_s} s; only this panel, not the page. Turn off to study a moment at leisure.",
+            f" {refresh_s} s; only this panel, not the page. While on, an Enphase source set to stream while"
+            " watched follows its live stream (about a value a second). Turn off to study a moment at leisure.",
         )
-        st.fragment(run_every=CHECK_S if auto else None)(live_panel)(site.id, refresh_s)
+        st.fragment(run_every=CHECK_S if auto else None)(live_panel)(site.id, refresh_s, auto)

@@ -285,3 +285,55 @@ def test_a_deleted_site_is_reported(store: Store) -> None:
 
     with pytest.raises(NotFound, match="site 99 no longer exists"):
         live.live_snapshot(store, 99, T0)
+
+
+# --- the Enphase live stream: stored minutes and the newest frames ------------------------------------------------
+
+
+def _stream_minute(store: Store, source_id: int, ts: datetime, value: float, coverage: float = 1.0) -> None:
+    from core.store.live_readings import store_minutes
+
+    frame = pl.DataFrame(
+        {"source_id": [source_id], "ts": [ts], "interval_s": [60], "value": [value], "coverage": [coverage]}
+    )
+    with store.transaction() as con:
+        store_minutes(con, frame, ts + timedelta(seconds=62))
+
+
+def test_a_stream_minute_newer_than_the_history_is_shown_and_never_reaches_the_chart(store: Store) -> None:
+    site, ids = build_site(store, FULL_SITE[:1])
+    pv = ids["Roof PV"]
+    write(store, pv, T0, [1000.0, 2000.0])  # 10:00 and 10:05: as of 10:10
+    _stream_minute(store, pv, T0 + timedelta(minutes=12), 2600.0)  # 10:12-10:13
+    now = T0 + timedelta(minutes=13, seconds=30)
+    shown = by_name(live.live_snapshot(store, site, now))["Roof PV"]
+    assert (shown.value, shown.status_text) == (2600.0, "current, live stream")
+    assert shown.reading is not None and shown.reading.interval_s == 60 and shown.age == timedelta(seconds=30)
+    snapshot = live.live_snapshot(store, site, now)
+    assert snapshot.flow[Role.PRODUCTION].value == 2600.0
+    assert 2600.0 not in snapshot.recent["production_w"].to_list()  # the chart is the history's
+    # A history row reaching further wins again.
+    write(store, pv, T0 + timedelta(minutes=10), [2500.0])  # 10:10-10:15
+    later = by_name(live.live_snapshot(store, site, T0 + timedelta(minutes=16)))["Roof PV"]
+    assert (later.value, later.status_text) == (2500.0, "current")
+
+
+def test_fresh_frames_stand_in_for_older_readings_and_stale_ones_do_not(store: Store) -> None:
+    site, ids = build_site(store, FULL_SITE[:3])
+    pv, load, grid = ids["Roof PV"], ids["Building Load"], ids["Grid Import"]
+    write(store, pv, T0, [1000.0])
+    write(store, load, T0, [400.0])
+    write(store, grid, T0, [0.0])
+    now = T0 + timedelta(minutes=10)
+    snapshot = live.live_snapshot(store, site, now)
+    frames = {
+        pv: (now - timedelta(seconds=2), 3100.0),
+        load: (now - timedelta(seconds=31), 900.0),  # older than FRAME_FRESH: the stream stopped
+        grid: (now - timedelta(seconds=2), 0.0),
+    }
+    followed = by_name(live.with_stream_frames(snapshot, frames, now))
+    assert (followed["Roof PV"].value, followed["Roof PV"].status_text) == (3100.0, "current, live stream")
+    assert followed["Roof PV"].age == timedelta(seconds=2)
+    assert followed["Building Load"].value == 400.0  # the stale frame is not "now"
+    assert live.with_stream_frames(snapshot, frames, now).flow[Role.PRODUCTION].value == 3100.0
+    assert live.with_stream_frames(snapshot, {}, now) is snapshot

@@ -154,3 +154,36 @@ def test_a_push_source_shows_its_requests_not_a_poll_schedule(app_env: Path) -> 
     assert pushed.loc["Logger load", "Refused (15 min)"] == "1"
     assert pushed.loc["Logger load", "Last refused"].endswith("429: More than 600 requests a minute with this token.")
     assert pushed.loc["Logger load", "Ingest service"] == "running"
+
+
+def test_an_enphase_source_set_to_stream_shows_its_streams_state_and_why(app_env: Path) -> None:
+    from core.collect.stream_feed import StreamFeed
+
+    runtime = open_runtime(load_settings())
+    enphase = ApiSettings(
+        use_api=True, api_provider=Provider.ENPHASE, system_id="42", client_id="app", stream_schedule="always"
+    )
+    with runtime.store.transaction() as con:
+        site = cat.read_catalog(con).sites[0]
+        meter = cat.insert_meter(con, site.id, MeterIn(name="Roof 2", category=Category.PROD))
+        source = SourceIn(
+            name="Enphase roof", source_type="solar", capacity_kw=5, carbon_intensity_g_per_kwh=0, cost_per_mwh=0,
+            api=enphase,
+        )  # fmt: skip
+        cat.insert_source(con, meter, source)
+    # The real feed: the owner never authorised the application, so the stream is refused before any call.
+    feed = StreamFeed(runtime.store, runtime.box, runtime.providers)
+    feed.sync(cat.load_catalog(runtime.store))
+    feed.tick()
+    for stream in feed._streams.values():
+        stream.join(10)
+    feed.close()
+
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.run()
+    app.switch_page("pages/api_health.py").run()
+    assert not app.exception
+    assert "Live streams" in [h.value for h in app.subheader]
+    streams = app.dataframe[-1].value.set_index("Source")
+    assert streams.loc["Enphase roof", "Stream"].startswith("refused: Not authorised yet: use Authorize with Enphase")
+    assert streams.loc["Enphase roof", "Streams opened"] == "0"

@@ -215,3 +215,34 @@ def test_only_a_stored_secret_is_said_to_be_shown_masked(app_env: Path) -> None:
     again = open_connections(app_env)  # a new visit shows the stored key masked
     hints = [c.value for c in again.caption if c.value.startswith("Stored encrypted.")]
     assert hints == ["Stored encrypted. The stored value is shown masked; leave it to keep it."]
+
+
+def test_an_enphase_sources_live_stream_settings_are_checked_and_saved(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATACONN_ENPHASE_PLAN", "kilowatt")
+    at = open_connections(app_env)
+    source = next(s for s in catalog().sources if s.name == "Rooftop PV Array")
+    key = f"s{source.id}"
+    at.selectbox(key=f"dc_{key}_api_provider").set_value("enphase").run()
+    assert not at.checkbox(key=f"dc_{key}_enphase_stream_on_live").value  # off by default: each stream is a call
+    assert at.text_input(key=f"dc_{key}_enphase_stream_schedule").value == "off"
+    at.text_input(key=f"dc_{key}_enphase_client_id").input(enphase.SANDBOX_CLIENT_ID)
+    at.text_input(key=f"dc_{key}_enphase_system_id").input(str(enphase.SANDBOX_SYSTEM_ID))
+    at.text_input(key=f"dc_{key}_enphase_client_secret").input(enphase.SANDBOX_CLIENT_SECRET)
+    at.text_input(key=f"dc_{key}_enphase_app_api_key").input(enphase.SANDBOX_API_KEY)
+    at.checkbox(key=f"dc_{key}_enphase_stream_on_live").check()
+    at.text_input(key=f"dc_{key}_enphase_stream_schedule").input("sunrise")
+    at.button(key="dc_save_all").click().run()
+    assert not at.exception
+    assert any("Stream Schedule must be off, always, daylight" in e.value for e in at.error), [
+        e.value for e in at.error
+    ]
+    assert not catalog().source(source.id).api.stream_on_live  # nothing saved
+
+    at.text_input(key=f"dc_{key}_enphase_stream_schedule").input("07:00-19:00").run()
+    assert any("About 4,464 calls a month of the Kilowatt plan's 50,000" in c.value for c in at.caption)
+    at.button(key="dc_save_all").click().run()
+    assert not at.exception and any(t.value.startswith("Saved:") for t in at.toast)
+    api = catalog().source(source.id).api
+    assert (api.stream_on_live, api.stream_schedule) == (True, "07:00-19:00")

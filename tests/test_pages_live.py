@@ -110,3 +110,30 @@ def test_a_new_reading_shows_at_the_next_check_and_nothing_is_read_while_nothing
     app.run()
     assert [m.value for m in app.metric][3] == "2.00 kW"
     assert any("newest value " in c.value and " s ago" in c.value for c in app.caption)
+
+
+def test_a_live_stream_frame_shows_without_a_database_read_and_watching_leaves_marks(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.store.change_marks import WatchMarks
+    from core.store.stream_now import StreamNow
+
+    monkeypatch.setenv("DATACONN_SEED_DEMO", "false")
+    monkeypatch.setenv("DATACONN_LIVE_REFRESH_S", "3600")
+    store = open_runtime(load_settings()).store
+    enphase = ApiSettings(use_api=True, api_provider=Provider.ENPHASE, system_id="123", stream_on_live=True)
+    _, ids = craft_site(store, [SourceSpec(Category.PROD, "solar", name="Roof", api=enphase)], name="Streamed")
+    roof = ids["Roof"]
+    app = open_live()
+    app.run()  # the second run knows the site's sources: it marks them watched
+    watched_at = WatchMarks(store.path).newest([roof])
+    assert watched_at is not None
+    assert app.metric[0].value == "-"  # nothing yet
+    StreamNow(store.path).write({roof: (datetime.now(UTC), 4_200.0)})  # what the collector's stream does
+    app.run()
+    assert app.metric[0].value == "4.20 kW"
+    assert "current, live stream" in app.dataframe[0].value["Status"].to_list()
+    app.toggle(key="live_auto_refresh").set_value(False).run()  # not following: nobody is watching any more
+    before = WatchMarks(store.path).newest([roof])
+    app.run()
+    assert WatchMarks(store.path).newest([roof]) == before

@@ -68,10 +68,11 @@ def test_old_file_migrates_old_rows_get_null_coverage_and_old_metadata_loads(
             [source_id, T0, NOW],
         )
 
-    assert migrate(store) == [13]
+    assert migrate(store) == list(range(13, schema.LATEST_VERSION + 1))  # 13 and every later one
     assert rows(store) == [(source_id, 5.0, None)]  # the interval as reported
     api = cat.load_catalog(store).source(source_id).api
     assert api.api_provider is Provider.SIMULATOR and api.mqtt_port == 1883 and api.mqtt_topic == ""
+    assert (api.stream_on_live, api.stream_schedule) == (False, "off")  # nor the stream keys of migration 14
     with store.connect(read_only=True) as con:
         assert con.sql("SELECT count(*) FROM mqtt_status").fetchall() == [(0,)]
 

@@ -28,12 +28,12 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 import polars as pl
-from pvlib import solarposition
 from pvlib.location import Location
 
 from core.localtime import local_midnight
 from core.models import UpdateFrequency, every_label
 from core.roles import Role, role_expr
+from core.sun import sun_elevation
 
 
 class Rule(StrEnum):
@@ -178,11 +178,6 @@ DAILY_SCHEMA = pl.Schema(
 
 
 # --- the sun ---------------------------------------------------------------------------------------------------
-
-
-def sun_elevation(latitude: float, longitude: float, times: pd.DatetimeIndex) -> np.ndarray:
-    """The sun's elevation above the horizon in degrees (geometric, no refraction) at aware `times`."""
-    return np.asarray(solarposition.get_solarposition(times, latitude, longitude)["elevation"], dtype=np.float64)
 
 
 # Memo of `sun_elevation` by (latitude, longitude, epoch second): an evaluation after every poll sees the same

@@ -54,6 +54,7 @@ from core.analytics.api_accounts import (
 )
 from core.analytics.mqtt_health import read_mqtt
 from core.analytics.push_health import read_pushed
+from core.analytics.stream_health import read_streams
 from core.cadence import jitter_minutes
 from core.catalog import catalog as cat
 from core.catalog import quota_plan
@@ -109,6 +110,7 @@ class Health:
     quarantine: QuarantineReport | None = None  # None: not looked at
     pushed: pl.DataFrame | None = None  # Push sources' request figures (core.analytics.push_health)
     mqtt: pl.DataFrame | None = None  # MQTT sources' broker connections (core.analytics.mqtt_health)
+    streams: pl.DataFrame | None = None  # Enphase live streams (core.analytics.stream_health)
 
 
 def load_health(
@@ -127,6 +129,7 @@ def load_health(
         queues = read_queues(con, now)
         pushed = read_pushed(con, catalog, now)
         mqtt = read_mqtt(con, catalog, now)
+        streams = read_streams(con, catalog, now)
     members, accounts = accounts_of(catalog, secrets, unreadable)
     clean = scrubber(secrets)
     last = _scrubbed(last, "last_error", clean)
@@ -142,7 +145,8 @@ def load_health(
     quarantined = Spool.beside(store.path).quarantine.report()
     accounts_table = _account_rows(sources, members, accounts, labels, runs, queues)
     pushed = _scrubbed(pushed, "last_refusal", clean)
-    return Health(now, sources, accounts_table, quarantined, pushed, _scrubbed(mqtt, "reason", clean))
+    mqtt, streams = _scrubbed(mqtt, "reason", clean), _scrubbed(streams, "reason", clean)
+    return Health(now, sources, accounts_table, quarantined, pushed, mqtt, streams)
 
 
 # --- reads ----------------------------------------------------------------------------------------------------

@@ -300,3 +300,38 @@ def mqtt_table(frame: pl.DataFrame, now: datetime) -> pl.DataFrame:
         )
     headers = ["Source", "Broker", "Connection", "Last message", "Messages/min", "Payload errors"]
     return pl.DataFrame(rows, schema=dict.fromkeys(headers, pl.String))
+
+
+_STREAM_WORDS = {"streaming": "streaming", "opening": "opening", "waiting": "waiting", "refused": "refused",
+                 "idle": "closed"}  # fmt: skip
+_WANTED_BY = {"Live": "someone watches Live", "schedule": "its schedule"}
+
+
+def stream_table(frame: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    """One display row per source of `core.analytics.stream_health.read_streams`."""
+    rows = []
+    for row in frame.iter_rows(named=True):
+        running = row["collector_running"]
+        state = (
+            _STREAM_WORDS.get(row["state"] or "", "-") if running else "no figures in 2 min (collector not running?)"
+        )
+        if running and row["state"] == "idle":
+            state = "closed (nobody watches, and the schedule is off now)"
+        elif running and row["reason"]:
+            state = f"{state}: {row['reason']}"
+        wanted = _WANTED_BY.get(row["wanted_by"] or "", "-") if running else "-"
+        rate = row["frames_per_minute"]
+        opened = row["streams_opened"]
+        rows.append(
+            {
+                "Source": row["source"],
+                "System": row["system_id"] or "-",
+                "Stream": state,
+                "Open because": wanted,
+                "Last frame": relative(row["last_frame_at"], now),
+                "Frames/min": str(rate) if running and rate is not None else "-",
+                "Streams opened": str(opened) if running and opened is not None else "-",
+            }
+        )
+    headers = ["Source", "System", "Stream", "Open because", "Last frame", "Frames/min", "Streams opened"]
+    return pl.DataFrame(rows, schema=dict.fromkeys(headers, pl.String))

@@ -29,8 +29,8 @@ day. `source_state.bookmark_ts` is not used for this: it tracks final intervals 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -40,8 +40,10 @@ import polars as pl
 from core.catalog.catalog import Catalog, read_catalog
 from core.models import Category, Meter, Site, Source
 from core.roles import BALANCE, ROLE_LABELS, Role, balance_load, balance_load_expr, role_of, unmetered_terms
-from core.store.change_marks import ChangeMarks
+from core.store.change_marks import ChangeMarks, WatchMarks
+from core.store.live_readings import newest_minutes
 from core.store.store import Store, ts_literal
+from core.store.stream_now import StreamNow
 
 STALE_FACTOR = 2  # a source is stale once its newest reading is older than this many expected cadences
 MANUAL_CADENCE = timedelta(hours=1)  # nominal cadence of a source without API (CSV imports, manual meters)
@@ -62,14 +64,19 @@ FLOW_LABELS = ROLE_LABELS | {Role.PRODUCTION: "PV production"}
 
 
 NO_VALUE = "no value reported"
+LIVE_STREAM = "live stream"
+# A live-stream frame counts as "now" for this long: frames come about every second, and a stream that stopped (nobody
+# watches, the collector stopped) must not leave its last frame standing for the source's whole cadence.
+FRAME_FRESH = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
 class Reading:
     value: float | None  # None: the vendor answered for this interval without a figure
     ts: datetime  # UTC start of the interval
-    interval_s: int
+    interval_s: int  # 0 for a live-stream frame: an instant
     received_at: datetime
+    live: bool = False  # from the vendor's live stream (a frame, or a minute of frames), not its history
 
     @property
     def as_of(self) -> datetime:
@@ -100,9 +107,12 @@ class SourceLive:
 
     @property
     def status_text(self) -> str:
-        """The status as the page shows it: "current, no value reported" for a current NULL reading."""
+        """The status as the page shows it: "current, no value reported" for a current NULL reading, "current, live
+        stream" for a value of the vendor's live stream."""
         if self.reading is not None and self.reading.value is None:
             return f"{self.status.value}, {NO_VALUE}"
+        if self.reading is not None and self.reading.live:
+            return f"{self.status.value}, {LIVE_STREAM}"
         return self.status.value
 
     def problem(self) -> str:
@@ -353,19 +363,63 @@ def live_snapshot(store: Store, site_id: int, now: datetime) -> LiveSnapshot:
         catalog = read_catalog(con)
         site = catalog.site(site_id)
         site_sources = _ordered_sources(catalog, site_id)
-        newest = latest_readings(con, [s.id for s, _ in site_sources], now)
-        sources = []
+        ids = [s.id for s, _ in site_sources]
+        newest = latest_readings(con, ids, now)
+        minutes = newest_minutes(con, ids, now - RECENT, now)
+        history = []
         for source, meter in site_sources:
             reading = newest.get(source.id)
             cadence = cadence_of(source)
             age, status = judge(reading, cadence, source.api.use_api, now)
             kind = role_of(meter.category, source.source_type)
-            sources.append(SourceLive(source, meter, kind, cadence, reading, age, status))
-        plan = plan_recent(sources, now)
+            history.append(SourceLive(source, meter, kind, cadence, reading, age, status))
+        plan = plan_recent(history, now)  # the chart's step follows the history's intervals, not the stream's minutes
         buckets = fetch_recent(con, plan)
     # Shaping happens after the connection is closed: a read connection is held only while reading.
     recent, computed = shape_recent(plan, buckets)
+    stream = {
+        source_id: Reading(value, ts, interval_s, received_at, live=True)
+        for source_id, (ts, interval_s, value, received_at) in minutes.items()
+    }
+    sources = [_newer(s, stream.get(s.source.id), now) for s in history]
     return LiveSnapshot(site, now, sources, power_flow(sources), recent, plan.step_s, computed)
+
+
+def _newer(shown: SourceLive, candidate: Reading | None, now: datetime) -> SourceLive:
+    """The source with `candidate` (a live-stream reading) when it reaches further than what it shows."""
+    if candidate is None or (shown.reading is not None and candidate.as_of <= shown.reading.as_of):
+        return shown
+    age, status = judge(candidate, shown.cadence, shown.source.api.use_api, now)
+    return replace(shown, reading=candidate, age=age, status=status)
+
+
+def with_stream_frames(
+    snapshot: LiveSnapshot, frames: Mapping[int, tuple[datetime, float | None]], now: datetime
+) -> LiveSnapshot:
+    """The snapshot with the newest live-stream frames (core.store.stream_now: {source_id: (time, value)}) that are
+    fresh (`FRAME_FRESH`) at `now` and newer than what a source shows, and the power flow again. (The snapshot may
+    be older than the frames: it is read again only when the database has something new.)"""
+    fresh = {
+        source_id: Reading(value, at, 0, at, live=True)
+        for source_id, (at, value) in frames.items()
+        if timedelta(0) <= now - at <= FRAME_FRESH or timedelta(0) <= at - now <= timedelta(seconds=5)
+    }
+    if not fresh:
+        return snapshot
+    sources = [_newer(s, fresh.get(s.source.id), now) for s in snapshot.sources]
+    return replace(snapshot, sources=sources, flow=power_flow(sources))
+
+
+def stream_frames(store: Store, source_ids: Sequence[int]) -> dict[int, tuple[datetime, float | None]]:
+    """The newest live-stream frame of each of these sources that has one (files beside the database, no
+    connection)."""
+    return StreamNow(store.path).read(source_ids)
+
+
+def watching(store: Store, source_ids: Sequence[int]) -> None:
+    """Say that someone is watching these sources now (Live, while it follows): the collector opens the live stream
+    of an Enphase source that allows it, and closes it a few seconds after the marks stop moving."""
+    WatchMarks(store.path).mark(source_ids)
 
 
 _CATEGORY_ORDER = list(Category)

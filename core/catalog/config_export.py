@@ -13,7 +13,7 @@ from typing import Any
 
 from core.catalog import catalog as cat
 from core.catalog.config_file import FORMAT_VERSION
-from core.models import MQTT_CONNECTION_FIELDS, Provider, name_key
+from core.models import MQTT_CONNECTION_FIELDS, STREAM_FIELDS, Provider, name_key
 from core.store.store import Store
 
 _SITE_FIELDS = ("name", "latitude", "longitude", "timezone")
@@ -49,6 +49,8 @@ def export_config(store: Store) -> dict[str, Any]:
                 api |= {"update_frequency": s.api.update_frequency.value}
                 if s.api.api_provider is Provider.MQTT:  # other providers' files stay as they were
                     api |= {name: getattr(s.api, name) for name in MQTT_CONNECTION_FIELDS}
+                if s.api.api_provider is Provider.ENPHASE:
+                    api |= {name: getattr(s.api, name) for name in STREAM_FIELDS}
                 if s.api.credentials_source_id in paths:  # shared credentials, by their holder's names
                     api["credentials_from"] = paths[s.api.credentials_source_id]
                 sources.append({k: getattr(s, k) for k in _SOURCE_FIELDS} | {"api": api})

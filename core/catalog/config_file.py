@@ -133,10 +133,15 @@ class ApiFile(FileModel):
     mqtt_topic: Annotated[m.MqttText, Text] = ""
     mqtt_payload_path: Annotated[m.MqttText, Text] = ""
     mqtt_unit: Annotated[m.MqttText, Text] = "W"
+    # Enphase: when its live stream is open (`ApiSettings.stream_*`, checked like on the page).
+    stream_on_live: StrictBool = False
+    stream_schedule: Annotated[m.StreamText, Text] = "off"
 
     def settings(self) -> m.ApiSettings:
         """As stored, with an untested connection: a test result belongs to the database, not to the file."""
-        same_names = self.model_dump(include={"system_id", "client_id", "update_frequency", *m.MQTT_CONNECTION_FIELDS})
+        same_names = self.model_dump(
+            include={"system_id", "client_id", "update_frequency", *m.MQTT_CONNECTION_FIELDS, *m.STREAM_FIELDS}
+        )
         return m.ApiSettings(use_api=self.enabled, api_provider=self.provider, **same_names)
 
 

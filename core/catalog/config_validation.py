@@ -42,7 +42,7 @@ from core.catalog.connection_quota import (
     refusals,
 )
 from core.catalog.field_labels import file_label, labelled
-from core.models import MQTT_CONNECTION_FIELDS, name_key
+from core.models import MQTT_CONNECTION_FIELDS, STREAM_FIELDS, name_key
 from core.providers.registry import CREDENTIAL_LABELS, credential_names, missing_credentials, spec_of
 from core.store.crypto import SecretBox
 from core.validation import capped, format_path, located_errors
@@ -51,6 +51,9 @@ PLAN_VARIABLE = "DATACONN_ENPHASE_PLAN"  # the setting `Settings.enphase_plan`, 
 MAX_SHOWN = 100  # problems listed; the rest are counted ("and N more")
 CREDENTIAL_NAMES = tuple(CREDENTIAL_LABELS)
 Loc = list[str | int]
+
+# A source's problem under these keys is in the file's `api` mapping; any other is a credential.
+_API_KEYS = ("system_id", "client_id", *MQTT_CONNECTION_FIELDS, *STREAM_FIELDS)
 
 
 class ConfigImportError(Exception):
@@ -226,7 +229,7 @@ class _Validator:
             present = set(holder_file.credentials if holder_file else ()) | set(stored.secret_names if stored else ())
             provider = source.api.provider
             for key, message in missing_credentials(source.api.settings(), present).items():
-                where = "api" if key in ("system_id", "client_id", *MQTT_CONNECTION_FIELDS) else "credentials"
+                where = "api" if key in _API_KEYS else "credentials"
                 self.error([*loc, where, key], f"{message} on {through}, whose credentials this source uses", provider)
             self.key_from(format_path(loc), provider, holder_file, stored)
 
@@ -306,7 +309,7 @@ class _Validator:
         else:
             present = set(source.credentials) | set(stored.secret_names if stored else ())  # a stored one counts
             for key, message in missing_credentials(source.api.settings(), present).items():
-                part = "api" if key in ("system_id", "client_id", *MQTT_CONNECTION_FIELDS) else "credentials"
+                part = "api" if key in _API_KEYS else "credentials"
                 self.error([*loc, part, key], message, provider)
         if meter and len(self.errors) == problems:
             account_name = spec_of(provider).account_credential

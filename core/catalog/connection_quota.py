@@ -20,6 +20,7 @@ from core.catalog import catalog as cat
 from core.catalog import quota_plan
 from core.catalog.source_drafts import SourceDraft
 from core.models import Category, Provider, Source, UpdateFrequency
+from core.providers.enphase.stream_schedule import calls_per_day, parse_schedule
 from core.providers.quota import account_scope
 from core.providers.registry import spec_of
 from core.providers.spec import ProviderSpec
@@ -91,7 +92,10 @@ def planned_source(
     if channel is None:
         return None
     vendor_site = str(api.get("system_id") or "").strip() or f"?{key}"  # no id yet: a vendor site of its own
-    return quota_plan.PlannedSource(key, provider, vendor_site, account or f"?{key}", channel, frequency, editable)
+    streams = stream_calls_per_day(str(api.get("stream_schedule") or "off")) if provider is Provider.ENPHASE else 0
+    return quota_plan.PlannedSource(
+        key, provider, vendor_site, account or f"?{key}", channel, frequency, editable, stream_calls_per_day=streams
+    )
 
 
 def account(api: Mapping[str, Any], typed_key: str | None, stored: str | None) -> str | None:
@@ -216,3 +220,13 @@ def quota_checks(
             accounts = stored_accounts(con, box, to_read)
     planned = planned_sources(catalog, edited, replaced_ids(drafts, removed_ids), accounts)
     return quota_plan.by_member(quota_plan.check(planned, enphase_plan=enphase_plan))
+
+
+def stream_calls_per_day(schedule: str) -> int:
+    """The calls a day a live-stream schedule costs (0 for one that does not read: the page refuses it anyway).
+    Streams opened while someone watches Live are not planned: they last as long as someone watches."""
+    try:
+        parsed = parse_schedule(schedule)
+    except ValueError:
+        return 0
+    return calls_per_day(parsed)

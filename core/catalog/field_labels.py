@@ -38,6 +38,8 @@ SOURCE_LABELS: Mapping[str, str] = {
     "mqtt_topic": "Topic",
     "mqtt_payload_path": "Payload Path",
     "mqtt_unit": "Unit",
+    "stream_on_live": "Stream While Watched",
+    "stream_schedule": "Stream Schedule",
     **CREDENTIAL_LABELS,  # credentials by their stored names, as the providers' specs label them
 }
 # The keys of a configuration file's `api` mapping that differ from the stored names.

@@ -110,6 +110,7 @@ class PlannedSource:
     channel: str
     frequency: UpdateFrequency
     editable: bool = True
+    stream_calls_per_day: int = 0  # its live-stream schedule's calls (core.providers.enphase.stream_schedule)
 
 
 @dataclass
@@ -121,7 +122,13 @@ class _Group:
     def calls_per_day(self, choice: UpdateFrequency | None) -> int:
         provider, minutes = self.members[0].provider, self.minutes(choice)
         per_window = calls_per_poll(provider, {m.channel for m in self.members})
-        return per_window * windows_per_poll(provider, minutes) * (MINUTES_PER_DAY // minutes)
+        polls = per_window * windows_per_poll(provider, minutes) * (MINUTES_PER_DAY // minutes)
+        return polls + self.stream_calls_per_day()
+
+    def stream_calls_per_day(self) -> int:
+        """One stream serves the vendor site's sources: the longest of their schedules counts (an approximation
+        when two sources of one system have different partial schedules)."""
+        return max((m.stream_calls_per_day for m in self.members), default=0)
 
     def minutes(self, choice: UpdateFrequency | None) -> int:
         """The fastest frequency of its sources, with `choice` in place of the editable sources' own."""
@@ -153,6 +160,7 @@ class ScopeCheck:
     at_slowest: tuple[int, int]
     others_per_day: int
     at_fastest_fit: tuple[int, int] | None = None
+    stream_per_day: int = 0  # calls/day its live-stream schedules take whatever the frequency
 
     @property
     def fits(self) -> bool:
@@ -225,6 +233,9 @@ class ScopeCheck:
         if self.others_per_day:
             others = self.others_per_day * (MONTH_DAYS if period == "month" else 1)
             text += f", {others:,} of them for sources of other sites"
+        if self.stream_per_day:
+            streams = self.stream_per_day * (MONTH_DAYS if period == "month" else 1)
+            text += f" ({streams:,} of them for live-stream schedules: set one to off or to fewer hours)"
         return f"{text}: read fewer channels, use {spec_of(self.provider).budget_remedy}, or disable a source."
 
 
@@ -282,6 +293,7 @@ def _check_scope(
         at_slowest=totals(SLOWEST),
         others_per_day=sum(g.calls_per_day(None) for g in groups if not any(m.editable for m in g.members)),
         at_fastest_fit=totals(fastest_fit) if fastest_fit is not None else None,
+        stream_per_day=sum(group.stream_calls_per_day() for group in groups),
     )
 
 

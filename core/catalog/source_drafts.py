@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from core.models import (
     MQTT_CONNECTION_FIELDS,
+    STREAM_FIELDS,
     ApiSettings,
     Category,
     ConnectionStatus,
@@ -42,8 +43,12 @@ from core.validation import field_errors
 
 MASKED = "\u2022" * 8  # what a stored secret looks like on the page; never the secret itself
 FIELDS = ("name", "source_type", "capacity_kw", "carbon_intensity_g_per_kwh", "cost_per_mwh")
-API_FIELDS = ("use_api", "api_provider", "system_id", "client_id", "update_frequency", *MQTT_CONNECTION_FIELDS)
+API_FIELDS = (
+    "use_api", "api_provider", "system_id", "client_id", "update_frequency", *MQTT_CONNECTION_FIELDS, *STREAM_FIELDS
+)  # fmt: skip
 MQTT_DEFAULTS: dict[str, Any] = {name: ApiSettings.model_fields[name].default for name in MQTT_CONNECTION_FIELDS}
+STREAM_DEFAULTS: dict[str, Any] = {name: ApiSettings.model_fields[name].default for name in STREAM_FIELDS}
+OPTION_DEFAULTS = MQTT_DEFAULTS | STREAM_DEFAULTS  # the provider-specific settings a new draft starts from
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,7 @@ def draft_from_source(source: Source) -> SourceDraft:
         "system_id": source.api.system_id,
         "client_id": source.api.client_id,
         "update_frequency": source.api.update_frequency.value,
-    } | {name: getattr(source.api, name) for name in MQTT_CONNECTION_FIELDS}
+    } | {name: getattr(source.api, name) for name in (*MQTT_CONNECTION_FIELDS, *STREAM_FIELDS)}
     return SourceDraft(
         key=f"s{source.id}",
         meter_id=source.meter_id,
@@ -145,7 +150,7 @@ def new_draft(key: str, meter_id: int, category: Category) -> SourceDraft:
         "system_id": "",
         "client_id": "",
         "update_frequency": "15min",
-    } | MQTT_DEFAULTS
+    } | OPTION_DEFAULTS
     return SourceDraft(key=key, meter_id=meter_id, source_id=None, values=values)
 
 
@@ -205,7 +210,7 @@ def validate_draft(
     """
     errors: dict[str, str] = {}
     values = draft.values
-    api_values = {k: values.get(k, MQTT_DEFAULTS.get(k)) for k in API_FIELDS}
+    api_values = {k: values.get(k, OPTION_DEFAULTS.get(k)) for k in API_FIELDS}
     for key in ("system_id", "client_id"):
         api_values[key] = str(api_values[key] or "")
     try:

@@ -28,10 +28,11 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import polars as pl
+from pydantic import SecretStr
 
 from core.cadence import SETTLE
 from core.catalog import catalog as cat
@@ -106,29 +107,40 @@ class CredentialsUnreadable(ProviderError):
 
 def _client_for(inputs: PassInputs, context: ProviderContext, sources: list[Source]) -> MonitoringProvider:
     """The client of the vendor site these sources read (their first source's credentials)."""
-    catalog = inputs.catalog
     first = sources[0]
     if first.id in inputs.unreadable:
         raise CredentialsUnreadable(inputs.unreadable[first.id])
+    request = request_for(inputs.catalog, sources, inputs.secrets.get(first.id, {}), inputs.outage_days)
+    return build_client(request, context)
+
+
+def request_for(
+    catalog: cat.Catalog,
+    sources: list[Source],
+    secrets: dict[str, SecretStr],
+    outage_days: dict[int, frozenset[date]] | None = None,
+) -> ConnectionRequest:
+    """What a client of the vendor site these sources read is built from (their first source's settings and
+    `secrets`, the credentials it reads)."""
+    first = sources[0]
     site = catalog.site(catalog.meter(first.meter_id).site_id)
     prod_meters = catalog.meters_of(site.id, Category.PROD)
     pv_capacity = sum(s.capacity_kw for m in prod_meters for s in catalog.sources_of(m.id))
-    request = ConnectionRequest(
+    return ConnectionRequest(
         provider=first.api.api_provider,
         site=site,
         pv_capacity_kw=pv_capacity or 10.0,
         system_id=first.api.system_id,
         client_id=first.api.client_id,
-        secrets=inputs.secrets.get(first.id, {}),
+        secrets=secrets,
         source_id=first.id,
         # Only the endpoints these sources need: the quota planner (core.catalog.quota_plan) counts the same calls.
-        channels=frozenset(_channels(catalog, sources).values()),
-        outage_days=inputs.outage_days.get(site.id, frozenset()),
+        channels=frozenset(source_channels(catalog, sources).values()),
+        outage_days=(outage_days or {}).get(site.id, frozenset()),
     )
-    return build_client(request, context)
 
 
-def _channels(catalog: cat.Catalog, sources: list[Source]) -> dict[int, str]:
+def source_channels(catalog: cat.Catalog, sources: list[Source]) -> dict[int, str]:
     """Source id -> the channel it reads (`core.roles.channel_for`); a type no role covers reads none."""
     found = {s.id: channel_for(catalog.meter(s.meter_id).category, s.source_type) for s in sources}
     return {source_id: channel for source_id, channel in found.items() if channel is not None}
@@ -136,7 +148,7 @@ def _channels(catalog: cat.Catalog, sources: list[Source]) -> dict[int, str]:
 
 def _fan_out(catalog: cat.Catalog, sources: list[Source], answer: pl.DataFrame, now: datetime) -> pl.DataFrame:
     """One vendor answer split into each source's channel (one join, however many sources), as ingest batches."""
-    channels = _channels(catalog, sources)
+    channels = source_channels(catalog, sources)
     targets = pl.DataFrame(
         {"channel": list(channels.values()), "source_id": list(channels)},
         schema={"channel": answer.schema["channel"], "source_id": pl.Int64},

@@ -24,9 +24,10 @@ import polars as pl
 
 from core.catalog.catalog import Catalog
 from core.collect.group_writer import GroupWriter
-from core.collect.mqtt_status import StatusPublisher, status_rows
+from core.collect.mqtt_status import status_rows
 from core.collect.pass_write import apply_entry, apply_pass_per_source
 from core.collect.poll_result import GroupResult, newest_finals
+from core.collect.status_table import StatusTable
 from core.models import Provider
 from core.providers.mqtt.aggregate import MinuteAggregator
 from core.providers.mqtt.source import broker_of, subscription_of
@@ -70,7 +71,7 @@ class MqttFeed:
         self.held = HeldPasses(spool, episodes, memory_capacity=0)  # minutes are final: durable or not at all
         self.marks = ChangeMarks(store.path)
         self.aggregator = MinuteAggregator()
-        self.status = StatusPublisher(store)
+        self.status = StatusTable(store, "mqtt_status")
         self._backoff = (min_backoff_s, max_backoff_s)
         self._subscribers: dict[Broker, BrokerSubscriber] = {}
         self._followed: dict[int, tuple[Broker, Subscription]] = {}

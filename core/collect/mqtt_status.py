@@ -1,13 +1,10 @@
 """The collector's MQTT connections as API Health reads them: one `mqtt_status` row per MQTT source (its broker's
 state and reason, whether its topic is subscribed, its last message, messages per minute, payload errors), written
-every `PUBLISH_EVERY_S` in one small transaction, replaced in place; rows of sources no longer followed are
-deleted. Skipped while the file is held (the figures are in memory and the next write catches up). A broker is named
-by host and port, never a credential."""
+every few seconds by a `core.collect.status_table.StatusTable`. A broker is named by host and port, never a
+credential."""
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -15,11 +12,6 @@ import polars as pl
 
 from core.providers.mqtt.status import BrokerStatus
 from core.providers.mqtt.subscriber import Subscription
-from core.store.store import Store, StoreError
-
-log = logging.getLogger(__name__)
-
-PUBLISH_EVERY_S = 5.0
 
 SCHEMA = pl.Schema(
     [
@@ -59,35 +51,3 @@ def status_rows(followed: Iterable[tuple[Subscription, BrokerStatus]], now: date
             }
         )
     return pl.DataFrame(rows, schema=SCHEMA)
-
-
-class StatusPublisher:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._published = -float("inf")
-        # The table is known empty: with no MQTT source (the demo, a vendor-only fleet) nothing is written at all
-        # after the first clear-out of rows a previous run left.
-        self._cleared = False
-
-    def publish(self, rows: pl.DataFrame, *, force: bool = False) -> bool:
-        """Write `rows` as the whole table if `PUBLISH_EVERY_S` passed (or `force`); False when skipped or held."""
-        if rows.is_empty() and self._cleared:
-            return False
-        if not force and time.monotonic() - self._published < PUBLISH_EVERY_S:
-            return False
-        self._published = time.monotonic()
-        try:
-            with self.store.transaction(timeout_s=0.5) as con:
-                if rows.is_empty():
-                    con.execute("DELETE FROM mqtt_status")
-                    self._cleared = True
-                    return True
-                con.register("mqtt_status_now", rows)
-                con.execute("DELETE FROM mqtt_status WHERE source_id NOT IN (SELECT source_id FROM mqtt_status_now)")
-                con.execute("INSERT OR REPLACE INTO mqtt_status SELECT * FROM mqtt_status_now")
-                con.unregister("mqtt_status_now")
-                self._cleared = False
-        except StoreError as exc:
-            log.debug("MQTT connection states not written now: %s", exc)
-            return False
-        return True

@@ -28,8 +28,11 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXE
 class ChangeMarks:
     """The marks beside one database file."""
 
+    SUFFIX = ".changes"  # the folder beside the database file
+    UNMARKED = "pages notice new readings at their next reload"  # what a failing folder costs, for the log
+
     def __init__(self, db_path: Path) -> None:
-        self.directory = db_path.with_name(db_path.name + ".changes")
+        self.directory = db_path.with_name(db_path.name + self.SUFFIX)
         self._failing = False
 
     def mark(self, source_ids: Iterable[int]) -> None:
@@ -47,8 +50,7 @@ class ChangeMarks:
                     os.close(os.open(path, _CREATE, 0o600))
         except OSError as exc:
             if not self._failing:
-                log.warning("cannot leave change marks in %s (%s); pages notice new readings at their next reload",
-                            self.directory, exc.strerror or exc)  # fmt: skip
+                log.warning("cannot leave marks in %s (%s); %s", self.directory, exc.strerror or exc, self.UNMARKED)
             self._failing = True
             return
         self._failing = False
@@ -63,3 +65,21 @@ class ChangeMarks:
                 continue
             newest = stamp if newest is None else max(newest, stamp)
         return newest
+
+
+class WatchMarks(ChangeMarks):
+    """Marks the other way round: Live touches the marks of the sources it shows while someone watches (each time it
+    looks for new readings), and the collector opens the live stream of a watched Enphase source that allows it
+    (core.collect.stream_feed). A mark older than a few seconds means nobody is watching any more."""
+
+    SUFFIX = ".watched"
+    UNMARKED = "live streams cannot follow who watches Live"
+
+    def watched(self, source_ids: Iterable[int], *, within_ns: int, now_ns: int) -> set[int]:
+        """The sources among these whose mark is at most `within_ns` old at `now_ns` (nanoseconds since the epoch)."""
+        found = set()
+        for source_id in source_ids:
+            stamp = self.newest([source_id])
+            if stamp is not None and now_ns - stamp <= within_ns:
+                found.add(int(source_id))
+        return found

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from core.store import rollups
 from core.store.gap_attempts import forget_old_attempts
+from core.store.live_readings import drop_before
 from core.store.store import Store
 
 SPOOL_MEMORY = timedelta(days=7)
@@ -37,5 +38,7 @@ def apply_retention(store: Store, now: datetime, raw_days: int, cache_days: int)
         # Bookkeeping that only matters for a while: re-read windows (core.store.gap_attempts) and written spool
         # entries, whose names only guard against the few moments between a commit and the removal of the entry.
         forget_old_attempts(con, now)
+        # Live-stream minutes are a preview the history replaces: they go with the raw readings of their age.
+        drop_before(con, raw_cutoff)
         con.execute("DELETE FROM spool_applied WHERE applied_at < ?", [now - SPOOL_MEMORY])
     return int(dropped), int(cached)

@@ -553,6 +553,43 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        14,
+        "Enphase live stream minutes and stream state",
+        # `live_readings`: 1-minute averages of an Enphase system's live stream, per source, with their coverage
+        # (docs/real-time.md, "The Enphase live stream"). A table of their own because the same source has the vendor's
+        # 5/15-minute history in `readings`, which is its energy: a minute row beside a 15-minute row of the same start
+        # would share the natural key (source_id, ts) and double the energy. Live reads both; KPIs, History and the
+        # rollups never read this one. No PRIMARY KEY for the reason `readings` has none; the natural key is
+        # (source_id, ts), kept unique by `core.store.live_readings`.
+        # `stream_status`: the collector's streams per source for API Health (another process), written every few
+        # seconds (core.collect.stream_status); one row per source, replaced in place.
+        """
+        CREATE TABLE IF NOT EXISTS live_readings (
+            source_id BIGINT NOT NULL,
+            ts TIMESTAMPTZ NOT NULL,
+            interval_s INTEGER NOT NULL CHECK (interval_s > 0),
+            value DOUBLE,
+            coverage DOUBLE,
+            received_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS stream_status (
+            source_id BIGINT PRIMARY KEY,
+            system_id VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,
+            reason VARCHAR,
+            since TIMESTAMPTZ NOT NULL,
+            wanted_by VARCHAR,
+            last_frame_at TIMESTAMPTZ,
+            frames_per_minute INTEGER NOT NULL,
+            streams_opened INTEGER NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL
+        );
+        """,
+    )
+)
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 # Every table whose rows belong to one source (`source_id`): deleting the source deletes them, in the same
@@ -572,6 +609,8 @@ SOURCE_DATA_TABLES = (
     "push_tokens",
     "push_activity",
     "mqtt_status",
+    "live_readings",
+    "stream_status",
 )
 
 

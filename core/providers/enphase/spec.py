@@ -9,6 +9,7 @@ from core.models import Provider
 from core.providers.base import MonitoringProvider, NeedsReauthorization, QuotaRule
 from core.providers.context import ProviderContext
 from core.providers.enphase.endpoints import DEFAULT_ENDPOINTS, ENDPOINT_CHANNELS, ENDPOINTS
+from core.providers.enphase.stream_schedule import schedule_problems
 from core.providers.spec import ConnectionRequest, Credential, ProviderSpec, required_secret
 
 VENDOR = "Enphase"  # the name its calls are counted under (`quota_usage.provider`) and messages use
@@ -85,4 +86,5 @@ SPEC = ProviderSpec(
     # them on its 15-minute grid, which can lengthen a window by up to one interval.
     max_window=min(ENDPOINTS[name].max_window for name in DEFAULT_ENDPOINTS),
     window_alignment=max(ENDPOINTS[name].interval for name in DEFAULT_ENDPOINTS),
+    check_settings=schedule_problems,  # the live stream's schedule (docs/real-time.md)
 )
