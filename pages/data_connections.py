@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import streamlit as st
 
+from core.analytics.live import STALE_FACTOR
 from core.analytics.poll_status import PollStatus, describe, newer_than_test, poll_statuses, unreported
 from core.catalog import catalog as cat
 from core.catalog import connections as conn
@@ -26,6 +27,7 @@ from core.models import (
     ConnectionStatus,
     Provider,
     UpdateFrequency,
+    every_label,
 )
 from core.providers.base import ProviderError
 from core.providers.enphase.stream_schedule import cost_note as stream_cost_note
@@ -580,6 +582,39 @@ def _quota_lines(scopes: list[ScopeCheck], errors: dict[str, str]) -> None:
             st.error(scope.message(), icon=":material/speed:")
 
 
+# What the Update Frequency of a source nobody polls stands for, by how its readings arrive (its spec's `delivery`).
+_EXPECTED = {
+    "push": "the cadence its sender is expected to keep",
+    "subscribe": "how often readings of its device are expected (stored each minute while it publishes)",
+}
+
+
+def _span(minutes: float) -> str:
+    return every_label(int(minutes)) if float(minutes).is_integer() else f"{minutes:g} min"
+
+
+def _cadence_note(provider: Provider, frequency: str) -> None:
+    """Under Update Frequency, for a Push or MQTT source: nothing polls it, so the frequency is the cadence its
+    readings are expected at, which Live's staleness and the no-data alert judge it by (said with their limits)."""
+    expected = _EXPECTED.get(spec_of(provider).delivery)
+    if expected is None:
+        return
+    minutes = UpdateFrequency(frequency).minutes
+    factor = get_runtime().settings.alert_no_data_factor
+    stale, late = STALE_FACTOR * minutes, factor * minutes
+    if stale == late:
+        judged = (
+            f"Live shows the source stale, and the No data alert fires, once no reading has arrived for {_span(late)}"
+            f" ({factor:g} x this)."
+        )
+    else:
+        judged = (
+            f"Live shows the source stale after {_span(stale)} without a reading ({STALE_FACTOR} x this); the No data"
+            f" alert fires after {_span(late)} ({factor:g} x this)."
+        )
+    st.caption(f"Not a poll interval: {expected}. {judged}")
+
+
 def render_source(
     site_id: int,
     draft: conn.SourceDraft,
@@ -631,6 +666,7 @@ def render_source(
                     format_func=lambda code: spec_of(code).label,
                 )
                 field_error(errors, "api_provider")
+            provider = Provider(st.session_state[_wkey(draft.key, "api_provider")])
             with frequency_col:
                 st.selectbox(
                     "Update Frequency",
@@ -640,7 +676,7 @@ def render_source(
                 )
                 field_error(errors, "update_frequency")
                 _quota_lines(quota or [], errors)
-            provider = Provider(st.session_state[_wkey(draft.key, "api_provider")])
+                _cadence_note(provider, st.session_state[_wkey(draft.key, "update_frequency")])
             _credentials(draft, provider, errors, stored_provider, shared_from)
             st.button(
                 "Test Connection",

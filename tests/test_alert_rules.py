@@ -50,6 +50,7 @@ def source(source_id: int, category: str = "PROD", source_type: str = "solar", *
         "capacity_kw": 100.0,
         "use_api": True,
         "cadence_min": 15,
+        "delivery": "poll",
         "created_at": datetime(2026, 1, 1, tzinfo=UTC),
         "latitude": lat,
         "longitude": lon,
@@ -144,6 +145,19 @@ def test_no_data_counts_from_creation_for_a_source_that_never_reported() -> None
     assert findings[1].state == State.CLEAR
     assert findings[2].state == State.FIRING and findings[2].value == 120.0
     assert findings[2].message == "No reading received yet (expected every 15 min)."
+
+
+def test_no_data_names_the_sender_or_device_of_a_source_nobody_polls() -> None:
+    table = sources(
+        source(1, delivery="push"), source(2, delivery="subscribe", cadence_min=5), source(3, delivery="push")
+    )
+    ends = latest(s1=NOON - timedelta(minutes=47), s2=NOON - timedelta(minutes=11))  # source 3 never sent anything
+    messages = {f.source_id: f.message for f in no_data(table, ends, NOON, TH)}
+    assert messages == {
+        1: "No reading pushed for 47 min (expected every 15 min); the newest ended 2026-06-21 13:13 CEST.",
+        2: "No reading from its MQTT device for 11 min (expected every 5 min); the newest ended 2026-06-21 13:49 CEST.",
+        3: "No reading pushed yet (expected every 15 min).",
+    }
 
 
 def test_no_data_factor_is_a_setting() -> None:

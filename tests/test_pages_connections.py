@@ -246,3 +246,39 @@ def test_an_enphase_sources_live_stream_settings_are_checked_and_saved(
     assert not at.exception and any(t.value.startswith("Saved:") for t in at.toast)
     api = catalog().source(source.id).api
     assert (api.stream_on_live, api.stream_schedule) == (True, "07:00-19:00")
+
+
+def cadence_notes(at: AppTest, draft_key: str) -> list[str]:
+    """What the source's panel says its Update Frequency stands for, when nothing polls it."""
+    box = at.main.get_by_key(f"source-{draft_key}")
+    return [c.value for c in box.caption if c.value.startswith("Not a poll interval")]
+
+
+def test_the_update_frequency_of_a_push_or_mqtt_source_is_said_to_be_its_expected_cadence(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = open_connections(app_env)
+    source = next(s for s in catalog().sources if s.name == "Rooftop PV Array")  # the demo's simulator source
+    key = f"s{source.id}"
+    assert cadence_notes(at, key) == []  # polled: the frequency is how often the collector polls it
+
+    at.selectbox(key=f"dc_{key}_api_provider").set_value("push").run()
+    assert cadence_notes(at, key) == [
+        "Not a poll interval: the cadence its sender is expected to keep. Live shows the source stale, and the No"
+        " data alert fires, once no reading has arrived for 30 min (2 x this)."
+    ]
+    at.selectbox(key=f"dc_{key}_update_frequency").set_value("1hour").run()
+    at.selectbox(key=f"dc_{key}_api_provider").set_value("mqtt").run()
+    assert cadence_notes(at, key) == [
+        "Not a poll interval: how often readings of its device are expected (stored each minute while it"
+        " publishes). Live shows the source stale, and the No data alert fires, once no reading has arrived for 2 h"
+        " (2 x this)."
+    ]
+    monkeypatch.setenv("DATACONN_ALERT_NO_DATA_FACTOR", "3")  # the alert's factor is a setting; Live's is not
+    at.run()
+    assert cadence_notes(at, key)[0].endswith(
+        "Live shows the source stale after 2 h without a reading (2 x this); the No data alert fires after 3 h"
+        " (3 x this)."
+    )
+    at.selectbox(key=f"dc_{key}_api_provider").set_value("simulator").run()
+    assert not at.exception and cadence_notes(at, key) == []

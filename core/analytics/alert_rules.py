@@ -149,6 +149,7 @@ SOURCE_SCHEMA = pl.Schema(
         ("capacity_kw", pl.Float64()),
         ("use_api", pl.Boolean()),
         ("cadence_min", pl.Int64()),
+        ("delivery", pl.Utf8()),  # how its readings arrive (`core.providers.spec.Delivery`): poll, push, subscribe
         ("created_at", pl.Datetime("us", "UTC")),
         ("latitude", pl.Float64()),
         ("longitude", pl.Float64()),
@@ -278,12 +279,19 @@ _BATTERY = role_expr() == Role.BATTERY.value
 # Each rule aggregates per source in Polars, then walks the (few hundred) aggregated rows to phrase its findings.
 
 
+# A late source's message names who went quiet when nobody polls it: a Push source's sender, an MQTT source's device
+# (the update frequency is then the cadence the user said to expect of them, not a poll interval). Polled sources
+# keep the plain wording.
+_SILENT = {"push": "No reading pushed", "subscribe": "No reading from its MQTT device"}
+
+
 def no_data(sources: pl.DataFrame, latest: pl.DataFrame, now: datetime, th: Thresholds) -> list[Finding]:
     """Sources with the API on whose newest stored reading ended more than `no_data_factor` update periods ago.
 
     Age counts from the END of the newest stored interval, a NULL value included: a NULL is the vendor answering
     "no value" (SolarEdge reports null PV power all night), which is contact, not silence. Or from the source's
-    creation when that is later, so a source just added is not late before its first poll.
+    creation when that is later, so a source just added is not late before its first poll. The period is the
+    source's Update Frequency whatever the interval of its readings (a Push sender's 1-minute readings included).
     """
     findings = []
     frame = sources.filter(pl.col("use_api")).join(latest, on="source_id", how="left")
@@ -296,12 +304,14 @@ def no_data(sources: pl.DataFrame, latest: pl.DataFrame, now: datetime, th: Thre
             findings.append(_finding(Rule.NO_DATA, row, State.CLEAR))
             continue
         expected = f"expected every {every_label(row['cadence_min'])}"
+        silent = _SILENT.get(row["delivery"])
         if last_end is None:
-            message = f"No reading received yet ({expected})."
+            message = f"{silent or 'No reading received'} yet ({expected})."
         else:
             newest = _local(last_end, row["timezone"])
             message = (
-                f"No reading for {_minutes((now - last_end).total_seconds())} ({expected}); the newest ended {newest}."
+                f"{silent or 'No reading'} for {_minutes((now - last_end).total_seconds())} ({expected}); the newest"
+                f" ended {newest}."
             )
         value = round(age.total_seconds() / 60, 1) if age is not None else None
         findings.append(_finding(Rule.NO_DATA, row, State.FIRING, message, value))
@@ -588,8 +598,9 @@ def rule_explanations(th: Thresholds) -> dict[Rule, str]:
         Rule.NO_DATA: (
             f"A source with the API enabled whose newest reading ended more than {th.no_data_factor:g} x its update"
             " frequency ago (age from the end of the newest stored interval, one whose value the vendor reported as"
-            " empty included, e.g. SolarEdge PV at night; or from when the source was added if later). Resolves when"
-            " data arrives."
+            " empty included, e.g. SolarEdge PV at night; or from when the source was added if later). For a Push or"
+            " MQTT source, which nothing polls, the update frequency is the cadence its sender or device is expected"
+            " to keep, whatever the interval of its readings. Resolves when data arrives."
         ),
         Rule.PV_ZERO_IN_SUN: (
             f"A solar source produced at most {th.zero_w:g} W for {th.zero_minutes:g} minutes of readings while"

@@ -44,6 +44,7 @@ from core.analytics.alert_rules import (
     yesterday_bounds,
 )
 from core.models import ApiSettings, UpdateFrequency
+from core.providers.registry import SPECS
 from core.roles import Role, role_expr
 from core.store.store import Store, ts_literal
 
@@ -90,6 +91,7 @@ _SOURCES_SQL = f"""
     SELECT e.id AS source_id, s.id AS site_id, m.category, e.source_type, e.capacity_kw,
            coalesce((e.metadata->>'{_API["use_api"].alias}')::BOOLEAN, false) AS use_api,
            e.metadata->>'{_API["update_frequency"].alias}' AS update_frequency,
+           e.metadata->>'{_API["api_provider"].alias}' AS api_provider,
            e.created_at, s.latitude, s.longitude, s.timezone
     FROM energy_sources e JOIN meters m ON m.id = e.meter_id JOIN sites s ON s.id = m.site_id
 """
@@ -99,9 +101,15 @@ def _source_table(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """SOURCE_SCHEMA straight from SQL: validating every source's model costs ~0.1 ms each, here a few ms in all."""
     default = UpdateFrequency(_API["update_frequency"].default)
     minutes = {f.value: f.minutes for f in UpdateFrequency}
+    deliveries = {provider.value: spec.delivery for provider, spec in SPECS.items()}
     frame = con.sql(_SOURCES_SQL).pl()
     cadence = pl.col("update_frequency").replace_strict(minutes, default=default.minutes, return_dtype=pl.Int64)
-    return frame.with_columns(cadence.alias("cadence_min")).select(SOURCE_SCHEMA.names()).cast(dict(SOURCE_SCHEMA))
+    delivery = pl.col("api_provider").replace_strict(deliveries, default="poll", return_dtype=pl.Utf8)
+    return (
+        frame.with_columns(cadence.alias("cadence_min"), delivery.alias("delivery"))
+        .select(SOURCE_SCHEMA.names())
+        .cast(dict(SOURCE_SCHEMA))
+    )
 
 
 def _hourly_ends(con: duckdb.DuckDBPyConnection, ids: Iterable[int], since: datetime, until: datetime) -> pl.DataFrame:
