@@ -24,6 +24,9 @@ FAKES = [
     ("SolarEdge V1", "tests.fakes.solaredge_v1", 8702, "DATACONN_SOLAREDGE_V1_BASE_URL", ""),
     ("Enphase", "tests.fakes.enphase", 8703, "DATACONN_ENPHASE_BASE_URL", "/api/v4"),
 ]
+# The sandbox's Enphase application is on the Kilowatt plan, the smallest with the live stream, so every Enphase
+# feature can be tried; the dashboard is told the same plan.
+FAKE_OPTIONS = {"tests.fakes.enphase": ["--plan", "Kilowatt"]}
 
 
 MQTT_PORT = 1883
@@ -70,7 +73,8 @@ def mqtt_processes(folder: Path) -> list[subprocess.Popen[bytes]]:
 
 def main() -> int:
     processes: list[subprocess.Popen[bytes]] = [
-        subprocess.Popen([sys.executable, "-m", module, "--port", str(port)]) for _, module, port, _, _ in FAKES
+        subprocess.Popen([sys.executable, "-m", module, "--port", str(port), *FAKE_OPTIONS.get(module, [])])
+        for _, module, port, _, _ in FAKES
     ]
     folder = tempfile.TemporaryDirectory(prefix="dataconn-sandbox-")
     processes += mqtt_processes(Path(folder.name))
@@ -78,6 +82,7 @@ def main() -> int:
     for name, _, port, variable, path in FAKES:
         print(f"  export {variable}=http://127.0.0.1:{port}{path}    # {name}")
     print("  export DATACONN_ENPHASE_AUTH_URL=http://127.0.0.1:8703/oauth")
+    print("  export DATACONN_ENPHASE_PLAN=kilowatt    # the sandbox application's plan (it has the live stream)")
     print("Press Ctrl+C to stop.")
     stopping = False
 
