@@ -11,7 +11,14 @@ from zoneinfo import ZoneInfo
 import streamlit as st
 
 from core.analytics.live import STALE_FACTOR
-from core.analytics.poll_status import PollStatus, describe, newer_than_test, poll_statuses, unreported
+from core.analytics.poll_status import (
+    SOURCE_OF_LINE,
+    PollStatus,
+    describe,
+    newer_than_test,
+    poll_statuses,
+    unreported,
+)
 from core.catalog import catalog as cat
 from core.catalog import connections as conn
 from core.catalog import enphase_auth, push_sources
@@ -266,8 +273,9 @@ def _status(
 
 def _poll_line(poll: PollStatus, stored: cat.Source, tz: ZoneInfo, category: Category) -> None:
     role = role_of(category, stored.source_type)
-    missing = unreported(spec_of(stored.api.api_provider).label, ROLE_LABELS[role]) if role else ""
-    line = describe(poll, datetime.now(UTC), tz, role.unit if role else "W", missing)
+    spec = spec_of(stored.api.api_provider)
+    missing = unreported(spec.label, ROLE_LABELS[role]) if role else ""
+    line = describe(poll, datetime.now(UTC), tz, role.unit if role else "W", missing, spec.delivery)
     text = f"**{line.headline}** · {escape_markdown(line.text)}"
     if line.kind == "ok":
         st.success(text, icon=":material/check_circle:")
@@ -275,7 +283,7 @@ def _poll_line(poll: PollStatus, stored: cat.Source, tz: ZoneInfo, category: Cat
         st.error(text, icon=":material/error:")
     else:
         st.warning(text, icon=":material/block:")
-    st.caption(f"From the collector's last poll · Last tested: {_tested_when(stored.api.last_tested, tz)}")
+    st.caption(f"From {SOURCE_OF_LINE[spec.delivery]} · Last tested: {_tested_when(stored.api.last_tested, tz)}")
 
 
 def _test_line(

@@ -42,6 +42,10 @@ def test_a_working_source_is_connected_with_its_age_and_power(store: Store, box:
     line = describe(poll, poll.polled_at + timedelta(minutes=3), LONDON)
     assert (line.kind, line.headline) == ("ok", "Connected")
     assert line.text.startswith("polled 3 min ago")
+    # Nobody polls a pushed or an MQTT source: their line names what arrived.
+    later = poll.polled_at + timedelta(minutes=3)
+    assert describe(poll, later, LONDON, delivery="push").text.startswith("readings received 3 min ago")
+    assert describe(poll, later, LONDON, delivery="subscribe").text.startswith("minute written 3 min ago")
     assert poll.reading is not None and poll.reading.value is not None  # at night the PV reports 0 W: still a value
     at = poll.reading.ts.astimezone(LONDON).strftime("%H:%M")
     assert line.text.endswith((f" W at {at}", f" kW at {at}")), line.text

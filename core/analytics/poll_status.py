@@ -100,11 +100,23 @@ def newer_than_test(poll: PollStatus | None, last_tested: datetime | None) -> bo
     return poll.polled_at is not None and (last_tested is None or poll.polled_at > last_tested)
 
 
-def describe(poll: PollStatus, now: datetime, tz: tzinfo, unit: str = "W", unreported: str = "") -> PollLine:
+# How the newest write is named for each way readings arrive (`ProviderSpec.delivery`): only polled sources are polled.
+WRITTEN = {"poll": "polled", "push": "readings received", "subscribe": "minute written"}
+SOURCE_OF_LINE = {
+    "poll": "the collector's last poll",
+    "push": "the newest pushed readings",
+    "subscribe": "the collector's newest MQTT minute",
+}
+
+
+def describe(
+    poll: PollStatus, now: datetime, tz: tzinfo, unit: str = "W", unreported: str = "", delivery: str = "poll"
+) -> PollLine:
     """ "Connected · polled 3 min ago, 1.2 kW" / "Failing since 09:40: <reason>" / "Stopped: <reason>". `unit` is
     the source's (a battery's state of charge is in %). `unreported` says what the vendor does not report when its
     polls succeed but none brought this source a value ("SolarEdge reports no battery for this site"): a channel
-    the vendor site lacks (its polls move on without it: `core.collect.poll_result.newest_finals`)."""
+    the vendor site lacks (its polls move on without it: `core.collect.poll_result.newest_finals`). `delivery`
+    words a pushed or MQTT source's line ("readings received 3 min ago"): nobody polls those."""
     if poll.stopped_reason is not None:
         return PollLine("stopped", "Stopped", poll.stopped_reason)
     assert poll.polled_at is not None  # `newer_than_test` let only polled sources through
@@ -115,7 +127,8 @@ def describe(poll: PollStatus, now: datetime, tz: tzinfo, unit: str = "W", unrep
             power = f", {format_value(poll.reading.value, unit)} at {at}"
         elif unreported:
             power = f"; {unreported}"
-        return PollLine("ok", "Connected", f"polled {format_age(now - poll.polled_at)}{power}")
+        written = WRITTEN.get(delivery, "polled")
+        return PollLine("ok", "Connected", f"{written} {format_age(now - poll.polled_at)}{power}")
     since = (poll.failing_since or poll.polled_at).astimezone(tz)
     when = since.strftime("%H:%M") if since.date() == now.astimezone(tz).date() else since.strftime("%Y-%m-%d %H:%M")
     return PollLine("failing", f"Failing since {when}", poll.error or "the vendor's answer could not be used")
