@@ -213,3 +213,26 @@ def test_minutes_wait_for_a_held_file_and_are_written_once_it_is_free(
         assert feed._pending  # the file was held: kept, not lost
     feed.close()
     assert {r[0] for r in _live_rows(store)} >= {pv}
+
+
+def test_a_minute_completed_by_the_next_frame_is_stored_whole_beside_the_next(
+    store: Store, box: SecretBox, fake: tuple[enphase.FakeState, Settings]
+) -> None:
+    state, settings = fake
+    pv = streaming_source(store, box, state, settings, stream_schedule="always")
+    now = datetime.now(UTC)
+    state.clock_offset = timedelta(seconds=57 - now.second - now.microsecond / 1e6)  # the fake's clock at hh:mm:57
+    feed = feed_for(store, box, settings)
+    try:
+        feed.tick()
+        wait_until(lambda: len(state.stream_sent) >= 30, "six seconds of frames, across the minute")  # 5 a second
+        feed.tick(datetime.now(UTC) + state.clock_offset + timedelta(seconds=10))  # the first minute is due
+        feed.writer.flush(10)
+        first = _live_rows(store)
+        assert {r[0] for r in first} == {pv, pv + 1}  # the minute the next frame completed, for both sources
+    finally:
+        feed.close()
+    minutes = sorted({r[1] for r in _live_rows(store)})
+    assert len(minutes) == 2 and minutes[1] - minutes[0] == timedelta(minutes=1)
+    earlier = [r for r in _live_rows(store) if r[1] == minutes[0] and r[0] == pv]
+    assert earlier and 0.03 < earlier[0][4] < 0.2  # the 3 s of it the stream covered, of 60

@@ -192,6 +192,7 @@ class SystemStream:
         self.refused_until: float | None = None  # monotonic time until which a refusal holds
         self._frames: deque[float] = deque()
         self._minutes = StreamMinutes()
+        self._completed: list[pl.DataFrame] = []  # minutes completed by a frame, not yet taken by `due`
         self._lock = threading.Lock()  # the minutes: fed by the stream's thread, taken by the feed's tick
         self._wanted = threading.Event()
         self._wake = threading.Event()
@@ -238,8 +239,8 @@ class SystemStream:
     def due(self, now: datetime) -> pl.DataFrame:
         """Rows of the minutes that completed, per source."""
         with self._lock:
-            rows = self._minutes.due(now)
-        return fan_out(rows, self.plan.channels)
+            parts, self._completed = [*self._completed, self._minutes.due(now)], []
+        return fan_out(pl.concat(parts), self.plan.channels)
 
     def frames_per_minute(self) -> int:
         horizon = time.monotonic() - RATE_WINDOW_S
@@ -306,8 +307,10 @@ class SystemStream:
         self._set("streaming", None)
         self.last_frame_at = frame.at
         self._frames.append(time.monotonic())
-        with self._lock:
-            self._minutes.add(frame)  # the completed minutes are taken by the feed's tick (`due`)
+        with self._lock:  # a frame of a new minute completes the one before: kept for the feed's tick (`due`)
+            completed = self._minutes.add(frame)
+            if completed.height:
+                self._completed.append(completed)
         self._on_values(frame_values(frame, self.plan.channels))
 
 
