@@ -6,7 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.actors import acting_as
 from ui.context import key_banner, page_guard, runtime_or_none
+from ui.identity import session_actor
 
 # The icon is a file of ours, sent inline: a ":material/..." page icon makes the browser fetch it from a font server.
 st.set_page_config(
@@ -41,4 +43,6 @@ if runtime is not None:
     with page_guard():
         key_banner(runtime)
 
-navigation.run()
+# Every write a page makes checks this actor's role (core.actors.require) and is recorded under their name.
+with acting_as(session_actor(runtime.settings if runtime is not None else None)):
+    navigation.run()

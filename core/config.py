@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -106,6 +106,49 @@ class Settings(BaseSettings):
     )
     ingest_requests_per_minute: int = Field(
         600, ge=1, le=1_000_000, description="Push requests a token may make in any minute (more: 429, Retry-After)."
+    )
+    # Sign-in through the organisation's OpenID Connect provider, roles and who may reach the dashboard
+    # (docs/access.md). Sign-in is on when the issuer, client id and client secret are all set.
+    auth_metadata_url: str = Field(
+        "",
+        description="Sign-in: the identity provider's discovery document (https://.../.well-known/openid-configuration);"
+        " empty: no sign-in (the dashboard then serves 127.0.0.1 only).",
+    )
+    auth_client_id: str = Field("", description="Sign-in: the client id this dashboard is registered under.")
+    auth_client_secret: SecretStr = Field(SecretStr(""), description="Sign-in: the client secret (never logged).")
+    auth_cookie_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Sign-in: a random string of at least 32 characters that signs the identity cookie (empty: one is"
+        " made and kept in a private file beside the database).",
+    )
+    auth_redirect_url: str = Field(
+        "",
+        description="Sign-in: the address the provider sends users back to, registered with it (empty: the public URL"
+        " + /oauth2callback).",
+    )
+    auth_role_claim: str = Field(
+        "",
+        description="Roles: the ID token claim that carries a user's groups or roles (e.g. groups, roles); empty: roles"
+        " come from the Users page only.",
+    )
+    auth_admin_values: str = Field("", description="Roles: comma-separated claim values that make a user an admin.")
+    auth_editor_values: str = Field("", description="Roles: comma-separated claim values that make a user an editor.")
+    auth_viewer_values: str = Field("", description="Roles: comma-separated claim values that make a user a viewer.")
+    auth_default_role: str = Field(
+        "viewer",
+        pattern="^(viewer|editor|none)$",
+        description="Roles: the role of a signed-in user whom neither the claim nor the Users page gives one (none: no"
+        " access until an admin gives one).",
+    )
+    allow_unauthenticated_network: bool = Field(
+        False,
+        description="Let the dashboard serve an address other than 127.0.0.1 without sign-in (a trusted network only:"
+        " everyone who reaches it is an admin). Warned about in the log and on every page.",
+    )
+    frame_ancestors: str = Field(
+        "",
+        description="Space-separated origins allowed to show the dashboard in a frame (empty: no one; framing is"
+        " refused against clickjacking).",
     )
     # CSV import of readings (core.collect.readings_import): bounds that keep impossible times and oversized files out.
     readings_import_earliest: date = Field(
@@ -220,3 +263,12 @@ def ingest_url(settings: Settings) -> str:
         return settings.ingest_public_url.strip().rstrip("/")
     host = settings.ingest_host if settings.ingest_host not in ("0.0.0.0", "::") else "127.0.0.1"
     return f"http://{host}:{settings.ingest_port}"
+
+
+def sign_in_configured(settings: Settings) -> bool:
+    """Whether the dashboard asks users to sign in (docs/access.md): the provider, client id and secret are set."""
+    return bool(
+        settings.auth_metadata_url.strip()
+        and settings.auth_client_id.strip()
+        and settings.auth_client_secret.get_secret_value().strip()
+    )

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import schedule
 
+from core.actors import COLLECTOR, set_process_actor
 from core.analytics.alert_rules import Thresholds
 from core.analytics.alerts import evaluate as evaluate_alerts
 from core.cadence import jitter_minutes
@@ -477,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.backfill is not None and not (args.start and args.end):
         parser.error("--backfill needs --from DATE and --to DATE")
     private_umask()
+    set_process_actor(COLLECTOR)  # what it changes, the audit log records as the collector's
     try:
         settings = _settings()
         stop = threading.Event()

@@ -31,6 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from core.actors import SIGNED_OUT, set_process_actor
 from core.collect.push_activity import PUBLISH_EVERY_S, PushActivity
 from core.collect.push_auth import CannotTell, PushDirectory, RateLimiter, ReplayGuard, check_signature
 from core.collect.push_readings import PushLimits, PushRefused, parse_push
@@ -248,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__.split("\n")[0])
     parser.parse_args(argv)
     private_umask()
+    set_process_actor(SIGNED_OUT)  # a request acts as whoever its token names; anything else may not write
     try:
         settings = settings_from_env("%(asctime)s %(levelname)s %(name)s: %(message)s")
         runtime = open_runtime(settings, prepare=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.web import cli
 
+from core.actors import SIGNED_OUT, set_process_actor
 from core.store.private_files import private_umask
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -21,6 +22,7 @@ APP = Path(__file__).resolve().parents[1] / "app.py"
 
 def main(argv: list[str]) -> int:
     PagesManager.uses_pages_directory = False
+    set_process_actor(SIGNED_OUT)  # a page run acts as its user (app.py); anything outside one may not write
     private_umask()  # the dashboard creates the database on a first start, and its WAL on every write
     sys.argv = ["streamlit", "run", str(APP), *argv]
     return int(cli.main() or 0)

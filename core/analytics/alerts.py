@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import polars as pl
 
+from core.actors import Permission
 from core.analytics.alert_rules import (
     DAILY_SCHEMA,
     LATEST_SCHEMA,
@@ -43,9 +44,11 @@ from core.analytics.alert_rules import (
     evaluate_rules,
     yesterday_bounds,
 )
+from core.catalog.audited import audited_change
 from core.models import ApiSettings, UpdateFrequency
 from core.providers.registry import SPECS
 from core.roles import Role, role_expr
+from core.store.audit_log import AuditEntry
 from core.store.store import Store, ts_literal
 
 STATUSES = ("open", "acknowledged", "resolved")
@@ -299,7 +302,8 @@ def acknowledge(store: Store, alert_ids: Iterable[int], now: datetime) -> int:
     ids = sorted({int(i) for i in alert_ids})
     if not ids:
         return 0
-    with store.transaction() as con:
+    done: list[AuditEntry] = []
+    with audited_change(store, Permission.ACKNOWLEDGE, extra=done) as con:
         # Never before the alert opened (the page's clock and the collector's may disagree a little); a resolved
         # alert stays resolved, so an acknowledgement never follows its resolution.
         rows = con.execute(
@@ -307,6 +311,13 @@ def acknowledge(store: Store, alert_ids: Iterable[int], now: datetime) -> int:
             " WHERE status = 'open' AND id IN (SELECT unnest(?::BIGINT[])) RETURNING id",
             [now, ids],
         ).fetchall()
+        acknowledged = [int(r[0]) for r in rows]
+        if acknowledged:
+            named = con.execute(
+                "SELECT id, rule || ': ' || coalesce(message, '') FROM alerts WHERE id IN (SELECT unnest(?::BIGINT[]))",
+                [acknowledged],
+            ).fetchall()
+            done += [AuditEntry("acknowledge", "alert", int(i), str(name), "alert acknowledged") for i, name in named]
     return len(rows)
 
 

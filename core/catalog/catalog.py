@@ -23,6 +23,8 @@ from functools import cached_property
 import duckdb
 import polars as pl
 
+from core.actors import Permission
+from core.catalog.audited import audited_change
 from core.catalog.field_labels import METER_LABELS, SITE_LABELS, labelled
 from core.models import ApiSettings, Category, Meter, MeterIn, Site, SiteIn, Source, SourceIn, name_key
 from core.providers.registry import OBTAINED_SECRETS
@@ -252,14 +254,14 @@ def write_site(con: duckdb.DuckDBPyConnection, site_id: int, site: SiteIn) -> No
 
 
 def create_site(store: Store, site: SiteIn) -> Site:
-    with store.transaction() as con:
+    with audited_change(store) as con:
         _check_site_name(con, site.name, None)
         site_id = insert_site(con, site)
     return Site(id=site_id, **site.model_dump())
 
 
 def update_site(store: Store, site_id: int, site: SiteIn) -> Site:
-    with store.transaction() as con:
+    with audited_change(store) as con:
         _require(con, "sites", site_id, "site")
         _check_site_name(con, site.name, site_id)
         write_site(con, site_id, site)
@@ -268,7 +270,7 @@ def update_site(store: Store, site_id: int, site: SiteIn) -> Site:
 
 def delete_site(store: Store, site_id: int) -> None:
     """Delete a site with its meters and their sources, with everything that belongs to them (`_delete_sources`)."""
-    with store.transaction() as con:
+    with audited_change(store, Permission.DELETE) as con:
         _require(con, "sites", site_id, "site")
         _delete_sources(con, "meter_id IN (SELECT id FROM meters WHERE site_id = ?)", [site_id])
         con.execute("DELETE FROM alerts WHERE site_id = ?", [site_id])
@@ -312,7 +314,7 @@ def write_meter(con: duckdb.DuckDBPyConnection, meter_id: int, meter: MeterIn) -
 
 
 def create_meter(store: Store, site_id: int, meter: MeterIn) -> Meter:
-    with store.transaction() as con:
+    with audited_change(store) as con:
         _require(con, "sites", site_id, "site")
         _check_meter_name(con, site_id, meter.name, None)
         meter_id = insert_meter(con, site_id, meter)
@@ -320,7 +322,7 @@ def create_meter(store: Store, site_id: int, meter: MeterIn) -> Meter:
 
 
 def update_meter(store: Store, meter_id: int, meter: MeterIn) -> None:
-    with store.transaction() as con:
+    with audited_change(store) as con:
         current = con.execute("SELECT site_id, category FROM meters WHERE id = ?", [meter_id]).fetchall()
         if not current:
             raise NotFound(f"meter {meter_id} no longer exists")
@@ -338,7 +340,7 @@ def update_meter(store: Store, meter_id: int, meter: MeterIn) -> None:
 
 def delete_meter(store: Store, meter_id: int) -> None:
     """Delete a meter with its sources and everything that belongs to them (`_delete_sources`)."""
-    with store.transaction() as con:
+    with audited_change(store, Permission.DELETE) as con:
         _require(con, "meters", meter_id, "meter")
         _delete_sources(con, "meter_id = ?", [meter_id])
         con.execute("DELETE FROM meters WHERE id = ?", [meter_id])

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.catalog import catalog as cat
+from core.catalog.audited import audited_change
 from core.catalog.config_export import export_config
 from core.catalog.config_file import (
     DEFAULT_LIMITS,
@@ -117,7 +118,7 @@ def _written(store: Store, box: SecretBox, fingerprint: tuple[Any, ...], plan: P
     """
     gc.freeze()
     try:
-        with store.transaction() as con:
+        with audited_change(store, origin="config import") as con:
             if cat.fingerprint(con) != fingerprint:
                 return False
             plan.write(con, box)

@@ -16,6 +16,7 @@ import duckdb
 
 from core.catalog import catalog as cat
 from core.catalog import quota_plan
+from core.catalog.audited import audited_change
 from core.catalog.connection_quota import (
     Edited,
     edited_drafts,
@@ -169,7 +170,7 @@ def save_connections(
     A schedule whose vendor calls do not fit a provider's budget (`core.catalog.quota_plan`) is refused on the drafts'
     Update Frequency; `enphase_plan` is the `DATACONN_ENPHASE_PLAN` setting (default: the smallest plan).
     """
-    with store.transaction() as con:
+    with audited_change(store) as con:
         catalog = cat.read_catalog(con)
         catalog.site(site_id)
         to_read = keys_to_compare(catalog, edited_drafts(catalog, drafts, removed_ids), removed_ids)

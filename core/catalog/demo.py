@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
+from core.actors import OPERATOR, acting_as
+from core.catalog.audited import audited_change
 from core.catalog.catalog import insert_meter, insert_site, insert_source
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
 from core.store.store import Store
@@ -83,7 +85,8 @@ def seed_demo(store: Store, now: datetime | None = None) -> bool:
     with store.connect(read_only=True) as con:
         if con.execute("SELECT 1 FROM app_state WHERE key = ?", [_MARKER]).fetchall():
             return False
-    with store.transaction() as con:
+    # The seed is the installation's, whoever's page run happens to open the file first.
+    with acting_as(OPERATOR), audited_change(store, origin="demo seed") as con:
         if con.execute("SELECT 1 FROM app_state WHERE key = ?", [_MARKER]).fetchall():
             return False
         if con.sql("SELECT count(*) FROM sites").fetchall()[0][0]:

@@ -14,11 +14,13 @@ from datetime import datetime
 
 from pydantic import SecretStr
 
+from core.actors import Permission, require
 from core.catalog import catalog as cat
 from core.config import Settings
 from core.models import Provider
 from core.providers.base import NeedsReauthorization
 from core.providers.enphase.oauth import authorize_url, default_redirect_uri, exchange_code
+from core.store.audit_log import AuditEntry
 from core.store.crypto import SecretBox, SecretsError
 from core.store.oauth_tokens import StoredTokens
 from core.store.secret_store import load_secrets
@@ -59,6 +61,7 @@ def complete(
 
     A `pasted` code came from Enphase's own page (`paste_url`): the exchange names Enphase's default redirect, as
     the consent did; otherwise the code came back to this dashboard (`start_url`)."""
+    require(Permission.CREDENTIALS)  # before the code is spent
     source = cat.load_catalog(store).source(source_id)
     if source.api.api_provider is not Provider.ENPHASE or not source.api.client_id:
         raise NeedsReauthorization(f"{source.name} is not a saved Enphase source with a Client ID.")
@@ -74,5 +77,6 @@ def complete(
         auth_url=settings.enphase_auth_url,
         timeout_s=settings.http_timeout_s,
     )
-    StoredTokens(store, box, source_id).save(tokens)
+    granted = AuditEntry("update", "credential", source_id, source.name, "Enphase authorization granted")
+    StoredTokens(store, box, source_id).save(tokens, audit=granted)
     return source.name

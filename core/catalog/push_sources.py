@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from core.actors import Permission
 from core.catalog import catalog as cat
+from core.catalog.audited import audited_change
 from core.config import Settings, ingest_url
 from core.models import Provider, Source
 from core.store import push_tokens
@@ -38,14 +40,14 @@ def _push_source(store: Store, source_id: int) -> Source:
 def make_token(store: Store, box: SecretBox, source_id: int, now: datetime, *, signed: bool = False) -> str:
     """A new token for the source (any older one stops working at once); shown once, never stored in the clear."""
     _push_source(store, source_id)
-    with store.transaction() as con:
+    with audited_change(store, Permission.CREDENTIALS) as con:
         return push_tokens.issue(con, box, source_id, now, signed=signed)
 
 
 def revoke_token(store: Store, source_id: int) -> bool:
     """Requests with the source's token are refused from now on; False when it had none."""
     _push_source(store, source_id)
-    with store.transaction() as con:
+    with audited_change(store, Permission.CREDENTIALS) as con:
         return push_tokens.revoke(con, source_id)
 
 
@@ -60,7 +62,7 @@ def tokens_for_new(store: Store, box: SecretBox, site_id: int, now: datetime) ->
     catalog = cat.load_catalog(store)
     meters = {m.id for m in catalog.meters if m.site_id == site_id}
     made: dict[int, tuple[str, str]] = {}
-    with store.transaction() as con:
+    with audited_change(store, Permission.CREDENTIALS) as con:
         have = {int(r[0]) for r in con.sql("SELECT source_id FROM push_tokens").fetchall()}
         for source in catalog.sources:
             if source.meter_id in meters and source.api.api_provider is Provider.PUSH and source.id not in have:

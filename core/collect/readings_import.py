@@ -46,7 +46,9 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from core.actors import Permission
 from core.catalog import catalog as cat
+from core.catalog.audited import audited_change
 from core.collect.readings_csv import (
     DECIMAL_MARKS,
     DELIMITERS,
@@ -60,6 +62,7 @@ from core.collect.readings_csv_counter import CounterReading, interval_energies
 from core.config import Settings
 from core.models import known_timezones
 from core.store import rollups
+from core.store.audit_log import AuditEntry
 from core.store.change_marks import ChangeMarks
 from core.store.private_files import NotUtf8, decode_utf8
 from core.store.readings_store import ingest, to_batch
@@ -543,7 +546,14 @@ def import_readings(
     assert isinstance(first, datetime) and isinstance(last, datetime)
     written = 0
     if not dry_run:
-        with store.transaction() as con:
+        imported = AuditEntry(
+            "import readings",
+            "readings",
+            source_id,
+            source.name,
+            f"{batch.height:,} readings from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC imported",
+        )
+        with audited_change(store, Permission.IMPORT, extra=[imported]) as con:
             written = ingest(con, batch, now)
             rollups.refresh(con, [source_id], first, last + timedelta(minutes=options.interval_minutes))
         if written:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import SecretStr
 
+from core.actors import current_actor
 from core.providers.enphase.oauth import Tokens
 from core.providers.enphase.spec import TOKENS_SECRET
+from core.store import audit_log
+from core.store.audit_log import AuditEntry
 from core.store.crypto import SecretBox
 from core.store.secret_store import credentials_holder, put_secret, read_secrets
 from core.store.store import Store
@@ -66,10 +69,14 @@ class StoredTokens:
             secret = read_secrets(con, self.box, self.source_id).get(TOKENS_SECRET)
         return decode_tokens(secret.get_secret_value()) if secret else None
 
-    def save(self, tokens: Tokens) -> None:
+    def save(self, tokens: Tokens, *, audit: AuditEntry | None = None) -> None:
+        """Save the grant; `audit` records a person's authorization in the same transaction (a refresh by a
+        client is routine and not recorded)."""
         holder = self.holder()  # before the write: the store allows one connection at a time while writing
         with self.store.transaction() as con:
             put_secret(con, self.box, holder, TOKENS_SECRET, encode_tokens(tokens))
+            if audit is not None:
+                audit_log.record(con, current_actor(), [audit], datetime.now(UTC))
 
 
 # One lock per grant and database in this process: the collector's clients of systems sharing a grant renew it one

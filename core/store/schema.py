@@ -590,6 +590,59 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        15,
+        "users, personal API tokens and the audit log",
+        # docs/access.md. `users`: everyone who signed in through the identity provider, keyed by the provider's
+        # `sub` claim; `role_from` says whether the role is the provider's claim (re-read at every sign-in) or an
+        # admin's choice on the Users page ('table'), or the first user's admin ('first user').
+        # `api_tokens`: personal tokens for scripts, kept as SHA-256 hashes with the last four characters; a token
+        # acts with its owner's current role, so demoting a person demotes their tokens.
+        # `audit_log`: one row per changed object, added in the change's own transaction, never updated
+        # (core.store.audit_log). Deleting a source keeps its rows: the log outlives what it describes.
+        """
+        CREATE TABLE IF NOT EXISTS users (
+            subject VARCHAR PRIMARY KEY,
+            email VARCHAR,
+            name VARCHAR,
+            role VARCHAR NOT NULL CHECK (role IN ('viewer', 'editor', 'admin')),
+            role_from VARCHAR NOT NULL CHECK (role_from IN ('claim', 'table', 'first user', 'default')),
+            created_at TIMESTAMPTZ NOT NULL,
+            last_seen_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE SEQUENCE IF NOT EXISTS api_tokens_id_seq;
+        CREATE TABLE IF NOT EXISTS api_tokens (
+            id BIGINT PRIMARY KEY DEFAULT nextval('api_tokens_id_seq'),
+            owner_subject VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            token_hash VARCHAR NOT NULL UNIQUE,
+            token_hint VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            expires_at TIMESTAMPTZ,
+            last_used_at TIMESTAMPTZ,
+            revoked_at TIMESTAMPTZ
+        );
+        CREATE SEQUENCE IF NOT EXISTS audit_log_id_seq;
+        CREATE TABLE IF NOT EXISTS audit_log (
+            id BIGINT PRIMARY KEY DEFAULT nextval('audit_log_id_seq'),
+            changed_at TIMESTAMPTZ NOT NULL,
+            actor VARCHAR NOT NULL,
+            actor_kind VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,
+            object_type VARCHAR NOT NULL,
+            object_id BIGINT,
+            object_name VARCHAR,
+            fields VARCHAR[],
+            before JSON,
+            after JSON,
+            summary VARCHAR NOT NULL,
+            origin VARCHAR
+        );
+        """,
+    )
+)
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 # Every table whose rows belong to one source (`source_id`): deleting the source deletes them, in the same

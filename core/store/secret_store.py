@@ -11,10 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import duckdb
 from pydantic import SecretStr
 
+from core.actors import Permission, require
+from core.store import audit_log
+from core.store.audit_log import AuditEntry
 from core.store.crypto import KeyState, SecretBox, SecretsError
 from core.store.store import Store, StoreError
 
@@ -114,9 +118,12 @@ def rotate_all(store: Store, box: SecretBox) -> int:
     Decrypting everything first means a row that no configured key can read aborts the rotation before any
     row changes, so a rotation never leaves the table half old, half new.
     """
+    actor = require(Permission.ROTATE_KEYS)
     with store.transaction() as con:
         rows = con.sql("SELECT source_id, name, ciphertext FROM source_secrets").fetchall()
         rotated = [(box.rotate(token), source_id, name) for source_id, name, token in rows]
+        summary = f"{len(rotated):,} stored credentials re-encrypted under the newest key"
+        audit_log.record(con, actor, [AuditEntry("rotate keys", "keys", None, "", summary)], datetime.now(UTC))
         for token, source_id, name in rotated:
             con.execute(
                 "UPDATE source_secrets SET ciphertext = ?, updated_at = now() WHERE source_id = ? AND name = ?",
@@ -219,8 +226,24 @@ def forget_undecryptable(store: Store, box: SecretBox, *, dry_run: bool) -> list
     if dry_run:
         with store.connect(read_only=True) as con:
             return [credential for credential, _ in _undecryptable(con, box)]
+    actor = require(Permission.CREDENTIALS)
     with store.transaction() as con:
         lost = _undecryptable(con, box)
+        audit_log.record(
+            con,
+            actor,
+            [
+                AuditEntry(
+                    "delete",
+                    "credential",
+                    c.source_id,
+                    c.source or "",
+                    f"{c.name} forgotten: no configured key reads it",
+                )
+                for c, _ in lost
+            ],
+            datetime.now(UTC),
+        )
         for credential, token in lost:
             con.execute(
                 "DELETE FROM source_secrets WHERE source_id = ? AND name = ? AND ciphertext = ?",
