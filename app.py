@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.actors import acting_as
-from ui.context import key_banner, page_guard, runtime_or_none
+from ui.context import key_banner, page_guard, remember_actor, runtime_or_none
 from ui.identity import session_actor
 
 # The icon is a file of ours, sent inline: a ":material/..." page icon makes the browser fetch it from a font server.
@@ -43,6 +43,9 @@ if runtime is not None:
     with page_guard():
         key_banner(runtime)
 
-# Every write a page makes checks this actor's role (core.actors.require) and is recorded under their name.
-with acting_as(session_actor(runtime.settings if runtime is not None else None)):
+# Every write a page makes checks this actor's role (core.actors.require) and is recorded under their name; the
+# callbacks of the next run act as the same (ui.context.run_safely).
+actor = session_actor(runtime.settings if runtime is not None else None)
+remember_actor(actor)
+with acting_as(actor):
     navigation.run()

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import streamlit as st
 
+from core.actors import Forbidden, acting_as
 from core.analytics.live import STALE_FACTOR
 from core.analytics.poll_status import (
     SOURCE_OF_LINE,
@@ -41,7 +42,7 @@ from core.providers.enphase.stream_schedule import cost_note as stream_cost_note
 from core.providers.mqtt.spec import UNITS as MQTT_UNITS
 from core.providers.registry import CREDENTIAL_LABELS, SPECS, credential_names, spec_of
 from core.roles import ROLE_LABELS, role_of
-from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes
+from ui.context import field_error, flash, get_runtime, page_guard, run_safely, session_actor_now, show_flashes
 from ui.markdown import escape_markdown
 from ui.widgets import choose_site, show_site
 
@@ -542,15 +543,19 @@ def _complete_authorization(source_id: int, *, code: str | None = None, code_key
         flash("Paste the authorization code first.", ":material/error:")
         return
     try:
-        name = enphase_auth.complete(
-            runtime.store,
-            runtime.box,
-            runtime.settings,
-            source_id,
-            code,
-            datetime.now(UTC),
-            pasted=code_key is not None,
-        )
+        with acting_as(session_actor_now()):  # a callback runs before the router sets the session's actor
+            name = enphase_auth.complete(
+                runtime.store,
+                runtime.box,
+                runtime.settings,
+                source_id,
+                code,
+                datetime.now(UTC),
+                pasted=code_key is not None,
+            )
+    except Forbidden as exc:
+        flash(str(exc), ":material/lock:")
+        return
     except ProviderError as exc:
         flash(str(exc), ":material/error:")
         return
