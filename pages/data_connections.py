@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import streamlit as st
 
-from core.actors import Forbidden, acting_as
+from core.actors import Forbidden, Permission, acting_as
 from core.analytics.live import STALE_FACTOR
 from core.analytics.poll_status import (
     SOURCE_OF_LINE,
@@ -42,7 +42,17 @@ from core.providers.enphase.stream_schedule import cost_note as stream_cost_note
 from core.providers.mqtt.spec import UNITS as MQTT_UNITS
 from core.providers.registry import CREDENTIAL_LABELS, SPECS, credential_names, spec_of
 from core.roles import ROLE_LABELS, role_of
-from ui.context import field_error, flash, get_runtime, page_guard, run_safely, session_actor_now, show_flashes
+from ui.context import (
+    can,
+    field_error,
+    flash,
+    get_runtime,
+    page_guard,
+    role_note,
+    run_safely,
+    session_actor_now,
+    show_flashes,
+)
 from ui.markdown import escape_markdown
 from ui.widgets import choose_site, show_site
 
@@ -356,7 +366,12 @@ def _credentials(
             name = credential.name
             key = _provider_field(draft.key, provider.value, name)
             _text_field(
-                credential.label, key, draft.secrets.get(name, "") if same else "", type="password", max_chars=600
+                credential.label,
+                key,
+                draft.secrets.get(name, "") if same else "",
+                type="password",
+                max_chars=600,
+                disabled=not can(Permission.CREDENTIALS),
             )
             # A caption, not `help`: the help icon sits inside the widget, and Shift+Tab onto it would keep the
             # typed value uncommitted (see ui/page.css).
@@ -471,6 +486,7 @@ def _push_panel(draft: conn.SourceDraft, *, saved_as_push: bool) -> None:
         icon=":material/autorenew:",
         on_click=_make_push_token,
         args=(source_id, draft.values["name"], signed),
+        disabled=not can(Permission.CREDENTIALS),
     )
     if info is not None:
         revoke.button(
@@ -479,6 +495,7 @@ def _push_panel(draft: conn.SourceDraft, *, saved_as_push: bool) -> None:
             icon=":material/block:",
             on_click=_revoke_push_token,
             args=(source_id, draft.values["name"]),
+            disabled=not can(Permission.CREDENTIALS),
         )
 
 
@@ -512,7 +529,9 @@ def _enphase_authorization(draft: conn.SourceDraft, saved_as_enphase: bool, shar
             return
         st.caption(f"Register this redirect URI in the Enphase developer portal: `{redirect_uri(runtime.settings)}`")
         url = start_url(runtime.settings, runtime.box, draft.source_id, stored_client_id)
-        st.link_button("Authorize with Enphase", url, icon=":material/open_in_new:")
+        st.link_button(
+            "Authorize with Enphase", url, icon=":material/open_in_new:", disabled=not can(Permission.CREDENTIALS)
+        )
         st.caption(
             "Or, when your Enphase app keeps Enphase's default redirect, get a code from Enphase, paste it below and "
             "complete the authorization."
@@ -530,6 +549,7 @@ def _enphase_authorization(draft: conn.SourceDraft, saved_as_enphase: bool, shar
             on_click=_complete_authorization,
             args=(draft.source_id,),
             kwargs={"code_key": code_key},
+            disabled=not can(Permission.CREDENTIALS),
         )
 
 
@@ -655,6 +675,7 @@ def render_source(
             icon=":material/delete:",
             on_click=_remove_source,
             args=(site_id, draft.key, draft.source_id),
+            disabled=not can(Permission.DELETE if stored else Permission.EDIT_CONFIG),
         )
         name_col, type_col = st.columns([3, 2])
         with name_col:
@@ -697,6 +718,7 @@ def render_source(
                 icon=":material/network_check:",
                 on_click=_test_source,
                 args=(site_id, draft.key),
+                disabled=not can(Permission.TEST_CONNECTION),
             )
         _status(draft, stored, tz, poll, category)
         for field, message in errors.items():
@@ -740,6 +762,7 @@ def render_meter(
         icon=":material/add:",
         on_click=_add_source,
         args=(site_id, meter),
+        disabled=not can(Permission.EDIT_CONFIG),
     )
 
 
@@ -790,6 +813,8 @@ def main() -> None:
             runtime.store, runtime.box, catalog, drafts, _removed(site_id), enphase_plan=runtime.settings.enphase_plan
         )
         polls = poll_statuses(runtime.store, [s.id for s in catalog.sources_of_site(site_id)], datetime.now(UTC))
+        role_note(Permission.EDIT_CONFIG, "Changing data sources")
+        role_note(Permission.CREDENTIALS, "Entering or replacing credentials, tokens and authorisations")
         # Always drawn, even empty: a message that comes and goes in the page's own list of elements would shift
         # everything after it, and Streamlit then redraws those afresh, closing the open expanders below.
         with st.container(key="dc_messages"):
@@ -813,6 +838,7 @@ def main() -> None:
             key="dc_save_all",
             on_click=_save_all,
             args=(site_id,),
+            disabled=not can(Permission.EDIT_CONFIG),
         )
 
 

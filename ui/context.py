@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 
-from core.actors import SIGNED_OUT, Actor, Forbidden, acting_as
+from core.actors import SIGNED_OUT, Actor, Forbidden, Permission, acting_as, allowed
 from core.catalog.catalog import InvalidInput, NotFound
 from core.config import Settings, load_settings
 from core.runtime import Runtime, open_runtime
@@ -200,6 +200,34 @@ def remember_actor(actor: Actor) -> None:
 def session_actor_now() -> Actor:
     actor = st.session_state.get(SESSION_ACTOR)
     return actor if isinstance(actor, Actor) else SIGNED_OUT
+
+
+def can(permission: Permission) -> bool:
+    """Whether this session's role allows `permission`: for disabling what it may not do. A courtesy only: core
+    checks the role again at the write (core.actors.require)."""
+    return allowed(permission, session_actor_now())
+
+
+def role_note(permission: Permission, what: str) -> None:
+    """One line saying what this role may not do here, where the disabled controls are."""
+    if not can(permission):
+        actor = session_actor_now()
+        st.caption(
+            f":material/lock: {what} needs the {permission.role.value} role; you are signed in as"
+            f" {escape_markdown(actor.name)} ({actor.role.value})."
+        )
+
+
+def role_wall(permission: Permission, what: str) -> None:
+    """Stop the page here, saying why, for a role that may not `what` (e.g. "read the audit log")."""
+    if not can(permission):
+        actor = session_actor_now()
+        st.info(
+            f"Only an {permission.role.value} can {what}; you are signed in as {escape_markdown(actor.name)}"
+            f" ({actor.role.value}).",
+            icon=":material/lock:",
+        )
+        st.stop()
 
 
 def run_safely(action, *args, errors_key: str | None = None, **kwargs):  # type: ignore[no-untyped-def]
