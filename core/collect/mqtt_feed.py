@@ -32,6 +32,7 @@ from core.models import Provider
 from core.providers.mqtt.aggregate import MinuteAggregator
 from core.providers.mqtt.source import broker_of, subscription_of
 from core.providers.mqtt.spec import PASSWORD, check_settings
+from core.providers.mqtt.status import BrokerStatus
 from core.providers.mqtt.subscriber import (
     DEFAULT_MAX_BACKOFF_S,
     DEFAULT_MIN_BACKOFF_S,
@@ -75,6 +76,10 @@ class MqttFeed:
         self._backoff = (min_backoff_s, max_backoff_s)
         self._subscribers: dict[Broker, BrokerSubscriber] = {}
         self._followed: dict[int, tuple[Broker, Subscription]] = {}
+        # What the connection states are built from: each followed source's subscription and its broker's
+        # subscriber, replaced whole at the end of each sync, so a status build sees one sync's result, never half of
+        # it (a subscriber stopped by the sync, a broker not in `_subscribers` yet).
+        self._following: tuple[tuple[Subscription, BrokerSubscriber], ...] = ()
         self._refused: dict[int, str] = {}  # sources left out, and why (logged when it changes)
         self._lock = threading.Lock()  # serialises drain, commit and spool, as the collection's own writer does
         self.writer: GroupWriter[pl.DataFrame, None] = GroupWriter(
@@ -130,6 +135,7 @@ class MqttFeed:
             else:
                 subscriber.update(subscriptions)
         self._followed = wanted
+        self._following = tuple((subscription, self._subscribers[broker]) for broker, subscription in wanted.values())
 
     def tick(self, now: datetime | None = None) -> None:
         """Hand the completed minutes to the writer; write the connection states when due."""
@@ -140,8 +146,16 @@ class MqttFeed:
         self.publish_status()
 
     def publish_status(self, *, force: bool = False) -> bool:
-        followed = [(sub, self._subscribers[broker].status()) for broker, sub in self._followed.values()]
-        return self.status.publish(status_rows(followed, datetime.now(UTC)), force=force)
+        """Write the connection states to `mqtt_status` if due (or `force`); False when skipped or held. The rows are
+        built from one snapshot per broker: a snapshot holds every source's counters of that broker, and its lock,
+        which the broker's network thread takes for every message."""
+        following = self._following  # one reference: `sync` (maybe on another thread) replaces it whole
+        snapshots: dict[BrokerSubscriber, BrokerStatus] = {}
+        for _, subscriber in following:
+            if subscriber not in snapshots:
+                snapshots[subscriber] = subscriber.status()
+        rows = status_rows(((sub, snapshots[subscriber]) for sub, subscriber in following), datetime.now(UTC))
+        return self.status.publish(rows, force=force)
 
     def close(self, timeout_s: float | None = 10.0) -> None:
         """Stop every subscriber, write the minutes the clock has closed, and end the writer."""
