@@ -17,11 +17,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from core.catalog import catalog as cat
 from core.catalog.connections import new_draft, save_connections
 from core.collect.mqtt_feed import MqttFeed
+from core.collect.mqtt_status import SCHEMA as STATUS_SCHEMA
+from core.collect.status_table import StatusTable
 from core.config import load_settings
 from core.models import ApiSettings, Category, MeterIn, Provider, SiteIn, SourceIn, UpdateFrequency
 from core.runtime import open_runtime
@@ -283,3 +286,19 @@ def test_the_states_can_be_written_while_a_sync_runs_on_another_thread(store: St
         feed.close()
     assert failures == [] and writes > 0
     assert counted(store, "true") == len(ids)
+
+
+def test_the_status_table_says_when_a_write_is_due(store: Store) -> None:
+    """`due()` lets a caller ticking every 2 s build its rows (1,000 sources' counters) only when they are written."""
+    table = StatusTable(store, "mqtt_status", every_s=0.3)
+    now = datetime.now(UTC)
+    row = {"source_id": 1, "broker": "127.0.0.1:1883", "state": "connected", "reason": None, "since": now}
+    row |= {"subscribed": True, "last_message_at": now, "messages_per_minute": 60, "payload_errors": 0}
+    row |= {"last_payload_error": None, "updated_at": now}
+    rows = pl.DataFrame([row], schema=STATUS_SCHEMA)
+    assert table.due()
+    assert table.publish(rows)
+    assert not table.due() and not table.publish(rows)  # not due: nothing written
+    time.sleep(0.35)
+    assert table.due() and table.publish(rows)
+    assert counted(store, "true") == 1

@@ -147,8 +147,10 @@ class MqttFeed:
 
     def publish_status(self, *, force: bool = False) -> bool:
         """Write the connection states to `mqtt_status` if due (or `force`); False when skipped or held. The rows are
-        built from one snapshot per broker: a snapshot holds every source's counters of that broker, and its lock,
-        which the broker's network thread takes for every message."""
+        built only then, from one snapshot per broker: a snapshot holds every source's counters of that broker,
+        and its lock, which the broker's network thread takes for every message."""
+        if not force and not self.status.due():
+            return False
         following = self._following  # one reference: `sync` (maybe on another thread) replaces it whole
         snapshots: dict[BrokerSubscriber, BrokerStatus] = {}
         for _, subscriber in following:
