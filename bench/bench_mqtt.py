@@ -351,6 +351,7 @@ def run(folder: Path, broker: Mosquitto, sources: int, warm_up_s: float, minutes
         end = time.time()
         cpu_end = (end, cpu_s(collector.pid), cpu_s(broker.pid), cpu_s(publisher.pid))
         rates = message_rates(store)  # before anything stops: messages per source in the last minute
+        broker_exit = broker.exited()
     finally:
         if publisher.is_alive():
             parent.send("stop")
@@ -365,6 +366,9 @@ def run(folder: Path, broker: Mosquitto, sources: int, warm_up_s: float, minutes
         stop.set()
     sent = parent.recv()
     publisher.join(timeout=30)
+    if broker_exit is not None:  # the run means nothing then: say why
+        print(f"mqtt: the broker ended during the run (exit status {broker_exit}); its log ends with:")
+        print(broker.log.read_text()[-1500:])
     report(
         settings.db_path,
         devices,
@@ -527,6 +531,7 @@ def report(
         f"mqtt: collector stopped {stopped_s:.1f} s after SIGTERM with exit code {returncode}; its log: "
         f"{len(lines):,} lines, {len(warnings):,} warnings, {len(errors):,} errors"
         + (f"; first error: {errors[0][:200]}" if errors else "")
+        + (f"; first warning: {warnings[0][:200]}" if warnings else "")
     )
     if os.environ.get("BENCH_MQTT_LOG"):  # keep the collector's log for a closer look
         Path(os.environ["BENCH_MQTT_LOG"]).write_text("\n".join(lines))

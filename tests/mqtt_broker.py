@@ -137,6 +137,10 @@ class Mosquitto:
         """The broker process's id while it runs (the MQTT benchmark reads its CPU time)."""
         return self._process.pid if self._process is not None else None
 
+    def exited(self) -> int | None:
+        """The broker's exit status if it ended by itself (or was killed from outside), else None."""
+        return self._process.poll() if self._process is not None else None
+
     def kill(self) -> None:
         if self._process is not None:
             self._process.kill()
