@@ -66,17 +66,21 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def parse_json(body: bytes) -> Any:
+def parse_object(body: bytes) -> dict[str, Any]:
+    """The body's JSON object; `BadBody` saying why when it is not one."""
     if not body.strip():
         raise BadBody("The body is empty: send the source as a JSON object.")
     try:
-        return json.loads(body.decode("utf-8"), object_pairs_hook=_unique_keys)
+        parsed = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         raise BadBody("The body is not UTF-8 text.") from None
     except json.JSONDecodeError as exc:
         raise BadBody(f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
     except RecursionError:
         raise BadBody("The body nests too deeply to be a source.") from None
+    if not isinstance(parsed, dict):
+        raise BadBody("The body must be a JSON object of the source's fields.")
+    return parsed
 
 
 class ApiService:
@@ -208,7 +212,7 @@ class ApiService:
             if raw is None:
                 return problem(413, f"The body is larger than {MAX_BODY_BYTES:,} bytes.")
             try:
-                parsed = parse_json(raw)
+                parsed = parse_object(raw)
             except BadBody as exc:
                 return problem(400, str(exc))
         answer = await self._work(verified.actor, work, parsed, where, verified.token_id)

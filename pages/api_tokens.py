@@ -55,7 +55,7 @@ def _show_new(made: IssuedToken, base_url: str) -> None:
         st.code(f'curl -H "Authorization: Bearer {made.token}" {base_url}/meters', language="sh")
         st.caption(
             f"It acts with your role as it is at each request. The endpoints: `{base_url}/openapi.json`, and the"
-            " README's \"HTTP API\"."
+            ' README\'s "HTTP API".'
         )
 
 

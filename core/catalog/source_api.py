@@ -25,7 +25,7 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.actors import Permission, require
+from core.actors import Forbidden, Permission, require
 from core.catalog import catalog as cat
 from core.catalog.config_validation import credential_name_problem
 from core.catalog.connection_testing import test_connection
@@ -214,13 +214,14 @@ def _by_draft(exc: SaveRejected) -> dict[str, dict[str, str]]:
     return cast(dict[str, dict[str, str]], exc.errors)  # SaveRejected keeps them by draft, then by field
 
 
-def _refused(draft: SourceDraft, exc: SaveRejected, catalog: cat.Catalog) -> SourceRefused:
+def _located(draft: SourceDraft, problems: Mapping[str, str]) -> list[tuple[str, str]]:
+    """A draft's {field: message} as (pointer, message naming the field as the page labels it)."""
     provider = str(draft.values.get("api_provider"))
-    errors = [
-        (pointer(field), labelled(message, source_label(field, provider)))
-        for problems in _by_draft(exc).values()
-        for field, message in problems.items()
-    ]
+    return [(pointer(field), labelled(message, source_label(field, provider))) for field, message in problems.items()]
+
+
+def _refused(draft: SourceDraft, exc: SaveRejected, catalog: cat.Catalog) -> SourceRefused:
+    errors = [error for problems in _by_draft(exc).values() for error in _located(draft, problems)]
     fields = {field for problems in _by_draft(exc).values() for field in problems}
     name = str(draft.values.get("name") or "")
     taken = fields == {"name"} and any(
@@ -282,10 +283,7 @@ def _save(
     if errors:  # not saved: still, every problem of the draft is said at once, as the page does
         stored = catalog.source(draft.source_id) if draft.source_id is not None else None
         _, problems = validate_draft(draft, meter.category, stored)
-        errors += [
-            (pointer(f), labelled(m, source_label(f, str(draft.values.get("api_provider")))))
-            for f, m in problems.items()
-        ]
+        errors += _located(draft, problems)
         raise SourceRefused(f"{len(errors)} problem(s) to fix before saving; nothing was saved", errors)
     site_id = meter.site_id
     try:
@@ -375,7 +373,7 @@ def test_source(
                 store, box, site_id, [draft], set(), enphase_plan=enphase_plan, unchanged_since={source_id: stored}
             )
             saved = True
-        except (cat.InvalidInput, StoreUnavailable):  # changed meanwhile, refused, or the file is held
+        except (cat.InvalidInput, Forbidden, StoreUnavailable):  # changed meanwhile, refused, or the file is held
             pass
     return TestResultOut(
         status=outcome.status,
