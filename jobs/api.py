@@ -192,6 +192,8 @@ class ApiService:
             verified = await run_in_threadpool(self._verify, token, now)
         except StoreUnavailable as exc:
             return _unavailable(exc, "this token cannot be checked now")
+        except Exception as exc:  # the API's boundary, as in `_work`
+            return _failed(where, exc)
         if verified is None:
             log.info("%s refused: unknown, revoked or expired token", where)
             return problem(401, UNAUTHORIZED, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
@@ -246,14 +248,19 @@ class ApiService:
                 " what to do). Nothing was changed.",
             )
         except Exception as exc:  # the API's boundary: a bug of ours is logged, never shown
-            log.error("%s failed: %s", where, type(exc).__name__)
-            log.debug("%s failed", where, exc_info=exc)
-            return problem(500, "The service failed on this request; it has been logged. Nothing was changed.")
+            return _failed(where, exc)
 
 
 def _as(actor: Actor, work: Callable[[Any], Response], parsed: Any) -> Response:
     with acting_as(actor), reads_wait_at_most(READ_WAIT_S):
         return work(parsed)
+
+
+def _failed(where: str, exc: Exception) -> Response:
+    """A fault of ours: its kind in the log (the traceback at DEBUG), nothing of it in the answer."""
+    log.error("%s failed: %s", where, type(exc).__name__)
+    log.debug("%s failed", where, exc_info=exc)
+    return problem(500, "The service failed on this request; it has been logged. Nothing was changed.")
 
 
 def _ok(content: Any) -> Response:

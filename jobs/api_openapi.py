@@ -73,7 +73,16 @@ def _component_schemas() -> dict[str, Any]:
         "A source's connection settings, by the keys the energy_sources.metadata column stores. The test result and"
         " the shared-credentials link are read-only: sent back, they are ignored."
     )
+    metadata["title"] = "Metadata"
     schemas["Metadata"] = metadata
+    # The enums' own docstrings are written for this code's readers; a client reads what the values mean.
+    schemas["Provider"]["description"] = (
+        "solaredge (Monitoring API V2), solaredge_v1 (legacy), enphase, simulator, push"
+    )
+    schemas["Provider"]["description"] += " (readings sent to the push endpoint), mqtt (a device on a broker)"
+    schemas["UpdateFrequency"]["description"] = (
+        "How often the collector polls the source; for push and MQTT sources, how often readings are expected"
+    )
     source_in = schemas.pop("SourceIn")
     fields = {name: _json_schema_bounds(source_in["properties"][name]) for name in FIELDS}
     for name, prop in fields.items():

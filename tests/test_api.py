@@ -472,3 +472,15 @@ def test_the_openapi_document_describes_every_route_and_validates_real_answers(a
     ):
         check(answer, path, method)
     json.dumps(document)  # plain JSON throughout
+
+
+def test_a_fault_of_ours_answers_500_without_a_traceback(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    with api.runtime.store.transaction() as con:
+        con.execute("ALTER TABLE api_tokens RENAME TO api_tokens_gone")  # a file this version cannot read tokens from
+    with caplog.at_level(logging.ERROR):
+        answer = api.call("GET", "/meters")
+    assert answer.status_code == 500 and answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["detail"] == "The service failed on this request; it has been logged. Nothing was changed."
+    assert "Traceback" not in answer.text and "api_tokens" not in answer.text
+    assert any("GET /api/v1/meters failed: CatalogException" in r.getMessage() for r in caplog.records)
+    assert answer.headers["x-frame-options"] == "DENY"
