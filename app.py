@@ -30,6 +30,7 @@ pages = [
         "pages/import_readings.py", title="Import Readings", icon=":material/upload_file:", url_path="import-readings"
     ),
     st.Page("pages/import_sites.py", title="Import Sites", icon=":material/travel_explore:", url_path="import-sites"),
+    st.Page("pages/api_tokens.py", title="API Tokens", icon=":material/key:", url_path="api-tokens"),
     st.Page("pages/users.py", title="Users", icon=":material/manage_accounts:", url_path="users"),
     st.Page("pages/audit.py", title="Audit", icon=":material/history_edu:", url_path="audit"),
 ]
