@@ -164,12 +164,16 @@ def _credentials(before: Snapshot, after: Snapshot) -> list[AuditEntry]:
     return entries
 
 
+# A saved Test Connection result is part of a source's settings, though no form field shows it as such.
+_TEST_RESULT_LABELS = {"connection_status": "Connection Status", "last_tested": "Last Tested"}
+
+
 def differences(before: Snapshot, after: Snapshot) -> list[AuditEntry]:
     """The audit entries that turn `before` into `after`: sites, meters, sources, then credentials."""
     return [
         *_objects("site", before.sites, after.sites, dict(SITE_LABELS)),
         *_objects("meter", before.meters, after.meters, dict(METER_LABELS)),
-        *_objects("source", before.sources, after.sources, dict(SOURCE_LABELS)),
+        *_objects("source", before.sources, after.sources, dict(SOURCE_LABELS) | _TEST_RESULT_LABELS),
         *_credentials(before, after),
     ]
 
