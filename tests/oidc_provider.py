@@ -43,7 +43,7 @@ def password(user: str) -> str:
 
 
 @dataclass(frozen=True)
-class TestProvider:
+class LoopbackProvider:
     issuer: str
     log_path: Path
 
@@ -87,7 +87,7 @@ def _answers(url: str) -> bool:
 @contextmanager
 def running_provider(
     redirect_uris: Sequence[str], log_path: Path, *, id_token_ttl_s: int = 3600
-) -> Iterator[TestProvider]:
+) -> Iterator[LoopbackProvider]:
     """The provider, listening and answering its discovery document, until the block ends (then stopped)."""
     node = _node()
     port = free_port()
@@ -98,7 +98,7 @@ def running_provider(
         "OIDC_REDIRECT_URIS": " ".join(redirect_uris),
         "OIDC_ID_TOKEN_TTL": str(id_token_ttl_s),
     }
-    provider = TestProvider(f"http://127.0.0.1:{port}", log_path)
+    provider = LoopbackProvider(f"http://127.0.0.1:{port}", log_path)
     with log_path.open("wb") as log:
         process = subprocess.Popen([node, "provider.mjs"], cwd=OIDC_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
