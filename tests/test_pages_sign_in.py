@@ -83,7 +83,7 @@ def texts(app: AppTest) -> str:
 
 
 def sidebar_text(app: AppTest) -> str:
-    return " | ".join(shown(c.value).replace("**", "") for c in app.sidebar.caption)
+    return " | ".join(shown(c.value).replace("**", "").replace("`", "") for c in app.sidebar.caption)
 
 
 def test_a_visitor_who_is_not_signed_in_sees_only_the_sign_in_screen(signed_in_env: Path) -> None:

@@ -198,10 +198,14 @@ def show_identity() -> None:
     if known is None:
         return
     user: Mapping[str, Any] = st.user.to_dict()
-    name, email = user.get("name"), user.get("email")
-    who = f"{name} ({email})" if name and email and name != email else str(name or email or known.actor.name)
-    shown = escape_markdown(who).replace("@", "\\@")  # an address as text, not a mailto link
-    line = f"Signed in as **{shown}** · {known.actor.role.value}"
+    name, email = str(user.get("name") or ""), str(user.get("email") or "")
+    # An address in a code span: shown as typed, where markdown would make it a mailto link.
+    address = f"`{email.replace('`', '')}`" if email else ""
+    shown = [f"**{escape_markdown(name)}**"] if name and name != email else []
+    if address:
+        shown.append(f"({address})" if shown else address)
+    line = "Signed in as " + (" ".join(shown) or f"**{escape_markdown(known.actor.name)}**")
+    line += f" · {known.actor.role.value}"
     expires = _expiry(user)
     if expires is not None:
         line += f" · until {_local_time(expires)}"

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from authlib.deprecate import AuthlibDeprecationWarning
 from pydantic import ValidationError
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -242,8 +243,9 @@ def prepare(settings: Settings) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    # Authlib warns, on the first sign-in, that its own httpx integration module is renamed: nothing for an operator.
-    warnings.filterwarnings("ignore", message="The httpx module is deprecated", module="authlib")
+    # Authlib warns, at the first sign-in, that its own httpx integration module is renamed: nothing for an operator.
+    # Importing its warning class first: that import puts an "always" filter in front, which ours must come before.
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated", category=AuthlibDeprecationWarning)
     PagesManager.uses_pages_directory = False
     set_process_actor(SIGNED_OUT)  # a page run acts as its user (app.py); anything outside one may not write
     private_umask()  # the dashboard creates the database on a first start, and its WAL on every write
