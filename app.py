@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.actors import acting_as
-from ui.context import key_banner, page_guard, runtime_or_none
+from ui.context import key_banner, page_guard, remember_actor, runtime_or_none
 from ui.identity import require_sign_in, session_actor, show_identity
 
 # The icon is a file of ours, sent inline: a ":material/..." page icon makes the browser fetch it from a font server.
@@ -30,6 +30,9 @@ pages = [
         "pages/import_readings.py", title="Import Readings", icon=":material/upload_file:", url_path="import-readings"
     ),
     st.Page("pages/import_sites.py", title="Import Sites", icon=":material/travel_explore:", url_path="import-sites"),
+    st.Page("pages/api_tokens.py", title="API Tokens", icon=":material/key:", url_path="api-tokens"),
+    st.Page("pages/users.py", title="Users", icon=":material/manage_accounts:", url_path="users"),
+    st.Page("pages/audit.py", title="Audit", icon=":material/history_edu:", url_path="audit"),
 ]
 require_sign_in(pages)  # with sign-in configured, nothing below runs for a visitor who is not signed in
 navigation = st.navigation(pages)
@@ -45,6 +48,9 @@ if runtime is not None:
     with page_guard():
         key_banner(runtime)
 
-# Every write a page makes checks this actor's role (core.actors.require) and is recorded under their name.
-with acting_as(session_actor(runtime.settings if runtime is not None else None)):
+# Every write a page makes checks this actor's role (core.actors.require) and is recorded under their name; the
+# callbacks of the next run act as the same (ui.context.run_safely).
+actor = session_actor(runtime.settings if runtime is not None else None)
+remember_actor(actor)
+with acting_as(actor):
     navigation.run()

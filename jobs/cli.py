@@ -17,12 +17,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from core.catalog import api_tokens, config_io, push_sources
 from core.catalog import catalog as cat
-from core.catalog import config_io, push_sources
 from core.catalog.account_import import AccountImportError
 from core.catalog.catalog import InvalidInput
 from core.collect import readings_csv, readings_import
-from core.config import Settings, load_settings
+from core.config import Settings, ingest_url, load_settings
 from core.runtime import Runtime, open_runtime
 from core.store import file_format
 from core.store.crypto import SecretBox, SecretsError, generate_key, parse_keys, read_key_file, write_key_file
@@ -244,6 +244,32 @@ def cmd_push_token(args: argparse.Namespace) -> None:
     print(token)
 
 
+def cmd_api_token(args: argparse.Namespace) -> None:
+    """Personal API tokens for scripts (the API Tokens page's, docs/access.md): the operator acts as admin."""
+    runtime = _runtime(settings_from_env())
+    now = datetime.now(UTC)
+    try:
+        if args.token_command == "create":
+            days = None if args.expires_days == 0 else args.expires_days
+            made = api_tokens.issue(runtime.store, args.name, now, expires_in_days=days, owner=args.owner)
+            print(f"API: {ingest_url(runtime.settings)}/api/v1 (Authorization: Bearer <token>)", file=sys.stderr)
+            print(f"Token {made.info.id} of {made.info.owner} (shown once):", file=sys.stderr)
+            print(made.token)
+        elif args.token_command == "revoke":
+            gone = api_tokens.revoke(runtime.store, args.id, now)
+            print(f"Token {gone.id} ({gone.name}, ...{gone.hint}) of {gone.owner} revoked: its requests are refused.")
+        else:
+            for token in api_tokens.list_tokens(runtime.store, everyone=True):
+                expires = f"{token.expires_at:%Y-%m-%d}" if token.expires_at else "never"
+                used = f"{token.last_used_at:%Y-%m-%d %H:%M}" if token.last_used_at else "never"
+                print(
+                    f"{token.id}\t{token.name}\t...{token.hint}\t{token.owner}\t{token.state(now)}\texpires {expires}"
+                    f"\tlast used {used}"
+                )
+    except api_tokens.TokenRefused as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_generate_key(args: argparse.Namespace) -> None:
     print(generate_key())
 
@@ -336,6 +362,20 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("source", type=int, metavar="SOURCE", help="the Push source's id (see v_sources)")
     token.add_argument("--signed", action="store_true", help="requests must also carry an HMAC signature")
     token.add_argument("--revoke", action="store_true", help="withdraw the token: its requests are refused")
+    api_token = commands.add_parser("api-token", help="Make, revoke or list personal tokens for the HTTP API.")
+    token_commands = api_token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    create = command(token_commands, "create", "Make a token (printed once).", cmd_api_token)
+    create.add_argument("--name", required=True, help="what the token is for, as the API Tokens page lists it")
+    create.add_argument(
+        "--owner",
+        default=api_tokens.LOCAL_OWNER,
+        help="the subject of the user it acts as (their current role); default 'local': the local user, an admin,"
+        " valid only while sign-in is not configured",
+    )
+    create.add_argument("--expires-days", type=int, default=90, help="days until it expires; 0: never (default 90)")
+    revoke = command(token_commands, "revoke", "Revoke a token: its requests are refused.", cmd_api_token)
+    revoke.add_argument("id", type=int, metavar="ID", help="the token's id (see `api-token list`)")
+    command(token_commands, "list", "List every token (never the token itself).", cmd_api_token)
     discover.add_arguments(
         command(commands, "discover", "List a vendor account's sites and write a file that imports them.", cmd_discover)
     )

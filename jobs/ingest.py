@@ -6,6 +6,10 @@ mode, `X-Timestamp` and `X-Signature`), a JSON or CSV body (`core.collect.push_r
 the row errors; `GET /healthz` says the service is up. The order of the checks keeps what an answer reveals to
 what the caller already knows: a request without a valid token for the source learns nothing about the source.
 
+The same service serves the HTTP API (`jobs/api.py`: meters and energy sources under `/api/v1/`, with personal API
+tokens), so there is one port to open and one process to run. Every answer carries the headers of
+`jobs.problems.SecurityHeaders` (no framing, no sniffing, no caching).
+
 A Starlette application served by uvicorn, both already installed with Streamlit (one web stack, no new dependency).
 Handlers are async; parsing runs in the thread pool and writing in the push writer's thread
 (`core.collect.push_write`), so the event loop only moves bytes.
@@ -20,14 +24,14 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect, Request
+from starlette.middleware import Middleware
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -43,35 +47,12 @@ from core.store.crypto import SecretsError
 from core.store.private_files import private_umask
 from core.store.spool import Spool
 from core.store.store import StoreError
+from jobs.api import PREFIX, ApiService
 from jobs.cli import DEBUG_HINT, settings_from_env
+from jobs.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE, SecurityHeaders, bearer, problem, read_body
 
 log = logging.getLogger("dataconn.ingest")
-PROBLEM_TYPE = "about:blank"  # RFC 9457: the title is the HTTP status's meaning, `detail` says more
 READINGS_PATH = "/api/v1/sources/{source_id:int}/readings"
-
-
-def problem(status: int, detail: str, errors: list[tuple[str, str]] | None = None, **extra: Any) -> JSONResponse:
-    body: dict[str, Any] = {"type": PROBLEM_TYPE, "title": _TITLES.get(status, "Error"), "status": status}
-    body["detail"] = detail
-    if errors:
-        body["errors"] = [{"pointer": pointer, "detail": message} for pointer, message in errors]
-    body |= extra
-    headers = {"Retry-After": str(extra["retry_after_s"])} if "retry_after_s" in extra else None
-    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
-
-
-_TITLES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    409: "Conflict",
-    413: "Content Too Large",
-    415: "Unsupported Media Type",
-    422: "Unprocessable Content",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 class IngestService:
@@ -92,6 +73,7 @@ class IngestService:
         self.clock = clock
         self.store = runtime.store
         self.activity = PushActivity()
+        self.api = ApiService(runtime, clock=clock)  # the HTTP API (jobs/api.py), served beside the push endpoint
         self._stop = threading.Event()
         self._publisher = threading.Thread(target=self._publish_loop, name="push-activity", daemon=True)
         self._publisher.start()
@@ -118,7 +100,7 @@ class IngestService:
         return answer
 
     async def _readings(self, request: Request, source_id: int) -> Response:
-        token = _bearer(request.headers)
+        token = bearer(request.headers)
         if token is None:
             return problem(401, "Send the source's token: Authorization: Bearer <token>.")
         try:
@@ -135,7 +117,7 @@ class IngestService:
             )
         if not source.enabled:
             return problem(409, f"{source.name} is switched off (Use API) in Data Connections: nothing is taken.")
-        body = await _body(request, self.limits.max_bytes)
+        body = await read_body(request, self.limits.max_bytes)
         if body is None:
             return problem(413, f"The body is larger than {self.limits.max_bytes:,} bytes.")
         if source.signed:
@@ -163,7 +145,7 @@ class IngestService:
             )
         except PushRefused as exc:
             log.info("push to source %d refused (%d): %s", source_id, exc.status, exc.title)
-            extra = {"more_errors": exc.more} if exc.more else {}
+            extra: dict[str, Any] = {"more_errors": exc.more} if exc.more else {}
             return problem(exc.status, exc.title, exc.errors, **extra)
         if readings.height == 0:
             return JSONResponse({"readings": 0, "status": "stored"}, status_code=200)
@@ -190,30 +172,6 @@ def _reason(answer: Response) -> str:
         return ""
 
 
-def _bearer(headers: Mapping[str, str]) -> str | None:
-    value = headers.get("authorization", "")
-    scheme, _, token = value.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
-async def _body(request: Request, max_bytes: int) -> bytes | None:
-    """The body, or None as soon as it passes `max_bytes` (never read whole into memory first)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_bytes:
-                return None
-            chunks.append(chunk)
-    except ClientDisconnect:
-        return b""
-    return b"".join(chunks)
-
-
 async def _unexpected(request: Request, exc: Exception) -> Response:
     """The service's boundary: a bug of ours is logged (at DEBUG with its traceback), never shown to a client."""
     log.error("push request failed: %s", type(exc).__name__)
@@ -223,15 +181,20 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 async def _not_found(request: Request, exc: Exception) -> Response:
     where = READINGS_PATH.replace(":int", "")
-    return problem(404, f"No such endpoint: {request.method} {request.url.path}. Readings go to POST {where}.")
+    asked = f"{request.method} {request.url.path}"
+    if request.url.path.startswith(PREFIX) and not request.url.path.startswith(f"{PREFIX}/sources/"):
+        return problem(404, f"No such endpoint: {asked}. The API is described at GET {PREFIX}/openapi.json.")
+    return problem(404, f"No such endpoint: {asked}. Readings go to POST {where}.")
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    headers = getattr(exc, "headers", None) or {}  # Starlette's HTTPException names the route's methods
+    allow = str(headers.get("Allow", "POST"))
     return JSONResponse(
-        {"type": PROBLEM_TYPE, "title": "Method Not Allowed", "status": 405, "detail": "Use POST."},
+        {"type": PROBLEM_TYPE, "title": "Method Not Allowed", "status": 405, "detail": f"Use {allow}."},
         status_code=405,
-        media_type="application/problem+json",
-        headers={"Allow": "POST"},
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers={"Allow": allow},
     )
 
 
@@ -240,7 +203,9 @@ def create_app(service: IngestService) -> Starlette:
         routes=[
             Route(READINGS_PATH, service.readings, methods=["POST"]),
             Route("/healthz", service.health, methods=["GET"]),
+            *service.api.routes(),
         ],
+        middleware=[Middleware(SecurityHeaders, frame_ancestors=service.settings.frame_ancestors)],
         exception_handlers={404: _not_found, 405: _method_not_allowed, Exception: _unexpected},
     )
 

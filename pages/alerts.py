@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import streamlit as st
 
+from core.actors import Permission
 from core.analytics import alerts as al
 from core.analytics.alert_rules import Rule, Thresholds, rule_explanations
-from ui.context import flash, get_runtime, page_guard, run_safely, show_flashes
+from ui.context import can, flash, get_runtime, page_guard, run_safely, show_flashes
 from ui.widgets import choose_site, download_buttons
 
 REFRESH_S = 30  # how long the page keeps the alerts it read; acknowledging clears it at once
@@ -135,7 +136,7 @@ def _acknowledge_form(frame: pl.DataFrame) -> None:
     button.button(
         "Acknowledge selected",
         on_click=_acknowledge,
-        disabled=not selected,
+        disabled=not selected or not can(Permission.ACKNOWLEDGE),
         icon=":material/done_all:",
         key="al_ack",
         help="An acknowledged alert stays acknowledged until its condition is gone; then it is resolved.",

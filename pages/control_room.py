@@ -16,10 +16,11 @@ from typing import TypeVar
 import streamlit as st
 from pydantic import BaseModel, ValidationError
 
+from core.actors import Permission
 from core.catalog import catalog as cat
 from core.models import CATEGORY_LABELS, Category, MeterIn, SiteIn, known_timezones
 from core.validation import field_errors
-from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes
+from ui.context import can, field_error, flash, get_runtime, page_guard, role_note, run_safely, show_flashes
 from ui.markdown import escape_markdown
 from ui.widgets import choose_site, current_site, keep_site, show_site
 
@@ -30,6 +31,8 @@ SITES_SHOWN_AT_ONCE = 10
 CATEGORIES = list(Category)
 OPEN_SITES = "cr_open_sites"  # session state: ids of the sites whose expander is open
 OPENED_CHOICE = "cr_opened_choice"  # session state: the chosen site this page last opened for the analyst
+
+EDIT = Permission.EDIT_CONFIG
 
 
 def _category_label(category: Category) -> str:
@@ -200,7 +203,7 @@ def render_add_site(first: bool) -> None:
         errors = st.session_state.get("cr_add_site_errors", {})
         with st.form("cr_add_site_form", border=False):
             _site_fields("cr_add_site", errors)
-            st.form_submit_button("Create Site", type="primary", on_click=_create_site)
+            st.form_submit_button("Create Site", type="primary", on_click=_create_site, disabled=not can(EDIT))
 
 
 def render_meter(meter: cat.Meter, catalog: cat.Catalog) -> None:
@@ -217,8 +220,20 @@ def render_meter(meter: cat.Meter, catalog: cat.Catalog) -> None:
             st.selectbox("Category", CATEGORIES, key=f"{prefix}_cat", format_func=_category_label)
         with actions:
             save, delete = st.columns(2)
-            save.button("Save", key=f"{prefix}_save", on_click=_update_meter, args=(meter.id, meter.site_id))
-            delete.button("Delete", key=f"{prefix}_delete", on_click=_ask_delete, args=("meter", meter.id))
+            save.button(
+                "Save",
+                key=f"{prefix}_save",
+                on_click=_update_meter,
+                args=(meter.id, meter.site_id),
+                disabled=not can(EDIT),
+            )
+            delete.button(
+                "Delete",
+                key=f"{prefix}_delete",
+                on_click=_ask_delete,
+                args=("meter", meter.id),
+                disabled=not can(Permission.DELETE),
+            )
         field_error(errors, "name")
         field_error(errors, "category")
         field_error(errors, "_form")
@@ -240,8 +255,14 @@ def render_site(site: cat.Site, catalog: cat.Catalog) -> None:
         errors = st.session_state.get(f"{prefix}_errors", {})
         with st.form(f"{prefix}_form", border=False):
             _site_fields(prefix, errors)
-            st.form_submit_button("Save Site", on_click=_update_site, args=(site.id,))
-        st.button("Delete Site", key=f"{prefix}_delete", on_click=_ask_delete, args=("site", site.id))
+            st.form_submit_button("Save Site", on_click=_update_site, args=(site.id,), disabled=not can(EDIT))
+        st.button(
+            "Delete Site",
+            key=f"{prefix}_delete",
+            on_click=_ask_delete,
+            args=("site", site.id),
+            disabled=not can(Permission.DELETE),
+        )
         _confirm_box("site", site.id, site.name, catalog)
 
         st.markdown("##### Meters")
@@ -260,7 +281,7 @@ def render_site(site: cat.Site, catalog: cat.Catalog) -> None:
                 st.selectbox("Meter Category", CATEGORIES, key=f"{add_prefix}_cat", format_func=_category_label)
                 field_error(add_errors, "category")
             field_error(add_errors, "_form")
-            st.form_submit_button("Add Meter", on_click=_create_meter, args=(site.id,))
+            st.form_submit_button("Add Meter", on_click=_create_meter, args=(site.id,), disabled=not can(EDIT))
 
 
 def _open_the_chosen_site(site: cat.Site | None) -> None:
@@ -277,6 +298,7 @@ def main() -> None:
     show_flashes()
     with page_guard():
         catalog = cat.load_catalog(get_runtime().store)
+        role_note(EDIT, "Changing sites and meters")
         render_add_site(first=not catalog.sites)
         if not catalog.sites:
             st.info("No sites yet: add one above.")

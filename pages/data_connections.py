@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import streamlit as st
 
+from core.actors import Forbidden, Permission, acting_as
 from core.analytics.live import STALE_FACTOR
 from core.analytics.poll_status import (
     SOURCE_OF_LINE,
@@ -41,7 +42,17 @@ from core.providers.enphase.stream_schedule import cost_note as stream_cost_note
 from core.providers.mqtt.spec import UNITS as MQTT_UNITS
 from core.providers.registry import CREDENTIAL_LABELS, SPECS, credential_names, spec_of
 from core.roles import ROLE_LABELS, role_of
-from ui.context import field_error, flash, get_runtime, page_guard, run_safely, show_flashes
+from ui.context import (
+    can,
+    field_error,
+    flash,
+    get_runtime,
+    page_guard,
+    role_note,
+    run_safely,
+    session_actor_now,
+    show_flashes,
+)
 from ui.markdown import escape_markdown
 from ui.widgets import choose_site, show_site
 
@@ -355,7 +366,12 @@ def _credentials(
             name = credential.name
             key = _provider_field(draft.key, provider.value, name)
             _text_field(
-                credential.label, key, draft.secrets.get(name, "") if same else "", type="password", max_chars=600
+                credential.label,
+                key,
+                draft.secrets.get(name, "") if same else "",
+                type="password",
+                max_chars=600,
+                disabled=not can(Permission.CREDENTIALS),
             )
             # A caption, not `help`: the help icon sits inside the widget, and Shift+Tab onto it would keep the
             # typed value uncommitted (see ui/page.css).
@@ -470,6 +486,7 @@ def _push_panel(draft: conn.SourceDraft, *, saved_as_push: bool) -> None:
         icon=":material/autorenew:",
         on_click=_make_push_token,
         args=(source_id, draft.values["name"], signed),
+        disabled=not can(Permission.CREDENTIALS),
     )
     if info is not None:
         revoke.button(
@@ -478,6 +495,7 @@ def _push_panel(draft: conn.SourceDraft, *, saved_as_push: bool) -> None:
             icon=":material/block:",
             on_click=_revoke_push_token,
             args=(source_id, draft.values["name"]),
+            disabled=not can(Permission.CREDENTIALS),
         )
 
 
@@ -511,7 +529,9 @@ def _enphase_authorization(draft: conn.SourceDraft, saved_as_enphase: bool, shar
             return
         st.caption(f"Register this redirect URI in the Enphase developer portal: `{redirect_uri(runtime.settings)}`")
         url = start_url(runtime.settings, runtime.box, draft.source_id, stored_client_id)
-        st.link_button("Authorize with Enphase", url, icon=":material/open_in_new:")
+        st.link_button(
+            "Authorize with Enphase", url, icon=":material/open_in_new:", disabled=not can(Permission.CREDENTIALS)
+        )
         st.caption(
             "Or, when your Enphase app keeps Enphase's default redirect, get a code from Enphase, paste it below and "
             "complete the authorization."
@@ -529,6 +549,7 @@ def _enphase_authorization(draft: conn.SourceDraft, saved_as_enphase: bool, shar
             on_click=_complete_authorization,
             args=(draft.source_id,),
             kwargs={"code_key": code_key},
+            disabled=not can(Permission.CREDENTIALS),
         )
 
 
@@ -542,15 +563,19 @@ def _complete_authorization(source_id: int, *, code: str | None = None, code_key
         flash("Paste the authorization code first.", ":material/error:")
         return
     try:
-        name = enphase_auth.complete(
-            runtime.store,
-            runtime.box,
-            runtime.settings,
-            source_id,
-            code,
-            datetime.now(UTC),
-            pasted=code_key is not None,
-        )
+        with acting_as(session_actor_now()):  # a callback runs before the router sets the session's actor
+            name = enphase_auth.complete(
+                runtime.store,
+                runtime.box,
+                runtime.settings,
+                source_id,
+                code,
+                datetime.now(UTC),
+                pasted=code_key is not None,
+            )
+    except Forbidden as exc:
+        flash(str(exc), ":material/lock:")
+        return
     except ProviderError as exc:
         flash(str(exc), ":material/error:")
         return
@@ -650,6 +675,7 @@ def render_source(
             icon=":material/delete:",
             on_click=_remove_source,
             args=(site_id, draft.key, draft.source_id),
+            disabled=not can(Permission.DELETE if stored else Permission.EDIT_CONFIG),
         )
         name_col, type_col = st.columns([3, 2])
         with name_col:
@@ -692,6 +718,7 @@ def render_source(
                 icon=":material/network_check:",
                 on_click=_test_source,
                 args=(site_id, draft.key),
+                disabled=not can(Permission.TEST_CONNECTION),
             )
         _status(draft, stored, tz, poll, category)
         for field, message in errors.items():
@@ -735,6 +762,7 @@ def render_meter(
         icon=":material/add:",
         on_click=_add_source,
         args=(site_id, meter),
+        disabled=not can(Permission.EDIT_CONFIG),
     )
 
 
@@ -785,6 +813,8 @@ def main() -> None:
             runtime.store, runtime.box, catalog, drafts, _removed(site_id), enphase_plan=runtime.settings.enphase_plan
         )
         polls = poll_statuses(runtime.store, [s.id for s in catalog.sources_of_site(site_id)], datetime.now(UTC))
+        role_note(Permission.EDIT_CONFIG, "Changing data sources")
+        role_note(Permission.CREDENTIALS, "Entering or replacing credentials, tokens and authorisations")
         # Always drawn, even empty: a message that comes and goes in the page's own list of elements would shift
         # everything after it, and Streamlit then redraws those afresh, closing the open expanders below.
         with st.container(key="dc_messages"):
@@ -808,6 +838,7 @@ def main() -> None:
             key="dc_save_all",
             on_click=_save_all,
             args=(site_id,),
+            disabled=not can(Permission.EDIT_CONFIG),
         )
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
+from core.actors import Permission
 from core.catalog import catalog as cat
 from core.collect.readings_csv import (
     DECIMAL_MARKS,
@@ -25,7 +26,7 @@ from core.collect.readings_import import (
     import_readings,
 )
 from core.models import CATEGORY_LABELS, known_timezones
-from ui.context import get_runtime, page_guard
+from ui.context import can, get_runtime, page_guard, role_note
 from ui.widgets import choose_site
 
 TIMEZONES = sorted(known_timezones())
@@ -205,7 +206,12 @@ with page_guard():
                 "Check file", icon=":material/fact_check:", disabled=upload is None, key="import_check"
             )
             importing = write.button(
-                "Import", type="primary", icon=":material/upload:", disabled=upload is None, key="import_write"
+                "Import",
+                type="primary",
+                icon=":material/upload:",
+                disabled=upload is None or not can(Permission.IMPORT),
+                key="import_write",
             )
+            role_note(Permission.IMPORT, "Importing readings")
             if upload is not None and (checking or importing):  # both are disabled until a file is chosen
                 _run_import(source_id, upload.getvalue(), options, dry_run=checking)

@@ -12,6 +12,7 @@ from typing import Any
 
 import streamlit as st
 
+from core.actors import Forbidden, Permission, acting_as
 from core.catalog import account_import as ai
 from core.catalog import catalog as cat
 from core.catalog import quota_plan
@@ -20,7 +21,7 @@ from core.models import Provider, UpdateFrequency
 from core.providers.base import ProviderSite
 from core.store.crypto import SecretsError
 from core.store.store import StoreError
-from ui.context import get_runtime, page_guard
+from ui.context import can, get_runtime, page_guard, role_note, session_actor_now
 from ui.markdown import escape_markdown
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ def _list_sites() -> None:
             account = ai.enphase_account(runtime.store, runtime.box, int(source_id))
         else:
             account = ai.solaredge_account(st.session_state.get("isites_api_key") or "")
-        sites = ai.list_account_sites(account, runtime.settings, runtime.ledger, runtime.store, runtime.box)
+        with acting_as(session_actor_now()):  # a callback runs before the router sets the session's actor
+            sites = ai.list_account_sites(account, runtime.settings, runtime.ledger, runtime.store, runtime.box)
     except Exception as exc:  # a callback runs outside `page_guard`: no traceback may reach the page
         st.session_state["isites_error"] = _message(exc)
         return
@@ -63,7 +65,7 @@ def _list_sites() -> None:
 
 def _message(exc: Exception) -> str:
     """What a callback's failure tells the user: our own messages as they are, anything else logged."""
-    if isinstance(exc, ai.AccountImportError | StoreError | SecretsError):
+    if isinstance(exc, ai.AccountImportError | StoreError | SecretsError | Forbidden):
         return str(exc)
     log.exception("import sites: %s failed", type(exc).__name__)
     return f"Something went wrong ({type(exc).__name__}). Nothing was changed; the details are in the server log."
@@ -127,8 +129,13 @@ def _account_fields(catalog: cat.Catalog) -> None:
             )
             ready = True
     st.button(
-        "List sites", icon=":material/travel_explore:", disabled=not ready, on_click=_list_sites, key="isites_list"
+        "List sites",
+        icon=":material/travel_explore:",
+        disabled=not ready or not can(Permission.TEST_CONNECTION),
+        on_click=_list_sites,
+        key="isites_list",
     )
+    role_note(Permission.TEST_CONNECTION, "Listing an account's sites")
 
 
 def _meters_text(groups: frozenset[str] | None) -> str:
@@ -172,7 +179,8 @@ def _check_meters(account: ai.Account) -> None:
     reported = st.session_state.setdefault(REPORTED, {})
     wanted = [site_id for site_id in st.session_state.get(CHOSEN, []) if site_id not in reported]
     try:
-        found = ai.check_meters(account, wanted, runtime.settings, runtime.ledger)
+        with acting_as(session_actor_now()):
+            found = ai.check_meters(account, wanted, runtime.settings, runtime.ledger)
     except Exception as exc:  # a callback runs outside `page_guard`: no traceback may reach the page
         st.session_state["isites_meter_note"] = _message(exc)
         return
@@ -295,11 +303,12 @@ def _selection(account: ai.Account, sites: list[ProviderSite], catalog: cat.Cata
                 args=(best,),
             )
     count = len(document["sites"])  # type: ignore[arg-type]
+    role_note(Permission.IMPORT, "Importing sites")
     if st.button(
         f"Import {count} site(s)",
         type="primary",
         icon=":material/download:",
-        disabled=count == 0 or not fits,
+        disabled=count == 0 or not fits or not can(Permission.IMPORT),
         key="isites_import",
     ):
         _import(account, document)

@@ -132,6 +132,15 @@ class Mosquitto:
                 pytest.fail(f"mosquitto did not start on port {self.port}:\n{self.log.read_text()[-2000:]}")
             time.sleep(0.02)
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (the MQTT benchmark reads its CPU time)."""
+        return self._process.pid if self._process is not None else None
+
+    def exited(self) -> int | None:
+        """The broker's exit status if it ended by itself (or was killed from outside), else None."""
+        return self._process.poll() if self._process is not None else None
+
     def kill(self) -> None:
         if self._process is not None:
             self._process.kill()

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
+from core.actors import COLLECTOR, acting_as
 from core.store.readings_store import ingest
 from core.store.retention import apply_retention
 from core.store.store import Store
@@ -35,8 +36,13 @@ def test_old_raw_rows_go_their_energy_stays_in_the_rollups(store: Store) -> None
             [NOW - timedelta(days=30), NOW - timedelta(hours=1)],
         )  # fmt: skip
 
-    assert apply_retention(store, NOW, raw_days=400, cache_days=7) == (8, 1)
+    with acting_as(COLLECTOR):
+        assert apply_retention(store, NOW, raw_days=400, cache_days=7) == (8, 1)
     with store.connect(read_only=True) as con:
+        recorded = con.sql("SELECT actor, action, summary FROM audit_log").fetchall()
+        assert recorded == [
+            ("collector", "retention", "8 final raw readings before 2025-10-23 UTC dropped (rollups kept)")
+        ]
         assert con.sql("SELECT count(*) FROM readings").fetchall()[0][0] == 4
         hourly = con.execute("SELECT sum(energy_wh) FROM readings_hourly WHERE bucket < ?", [NOW - timedelta(days=400)])
         assert hourly.fetchall()[0][0] == 2000.0  # 1 kW for the two dropped hours, still accounted for

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 
+from core.actors import SIGNED_OUT, Actor, Forbidden, Permission, acting_as, allowed
 from core.catalog.catalog import InvalidInput, NotFound
 from core.config import Settings, load_settings
 from core.runtime import Runtime, open_runtime
@@ -159,6 +160,8 @@ def page_guard() -> Iterator[None]:
             yield
     except StoreBusy as exc:
         wait_for_database(exc.path)
+    except Forbidden as exc:
+        st.error(str(exc), icon=":material/lock:")
     except (StoreError, SecretsError, NotFound, InvalidInput) as exc:
         st.error(str(exc), icon=":material/error:")
     except Exception as exc:  # the page boundary: nothing below may show a traceback to the user
@@ -185,10 +188,59 @@ def field_error(errors: dict[str, str], field: str) -> None:
         st.error(escape_markdown(errors[field]), icon=":material/error:")
 
 
+SESSION_ACTOR = "_dataconn_actor"  # not a widget key: a browser cannot set it
+
+
+def remember_actor(actor: Actor) -> None:
+    """The router's answer to "who is this session?", for the callbacks of the next run: Streamlit runs them
+    before the script, outside the router's `acting_as`."""
+    st.session_state[SESSION_ACTOR] = actor
+
+
+def session_actor_now() -> Actor:
+    actor = st.session_state.get(SESSION_ACTOR)
+    return actor if isinstance(actor, Actor) else SIGNED_OUT
+
+
+def can(permission: Permission) -> bool:
+    """Whether this session's role allows `permission`: for disabling what it may not do. A courtesy only: core
+    checks the role again at the write (core.actors.require)."""
+    return allowed(permission, session_actor_now())
+
+
+def role_note(permission: Permission, what: str) -> None:
+    """One line saying what this role may not do here, where the disabled controls are."""
+    if not can(permission):
+        actor = session_actor_now()
+        st.caption(
+            f":material/lock: {what} needs the {permission.role.value} role; you are signed in as"
+            f" {escape_markdown(actor.name)} ({actor.role.value})."
+        )
+
+
+def role_wall(permission: Permission, what: str) -> None:
+    """Stop the page here, saying why, for a role that may not `what` (e.g. "read the audit log")."""
+    if not can(permission):
+        actor = session_actor_now()
+        st.info(
+            f"Only an {permission.role.value} can {what}; you are signed in as {escape_markdown(actor.name)}"
+            f" ({actor.role.value}).",
+            icon=":material/lock:",
+        )
+        st.stop()
+
+
 def run_safely(action, *args, errors_key: str | None = None, **kwargs):  # type: ignore[no-untyped-def]
-    """Run a core action from a widget callback. Known failures become messages; returns the result or None."""
+    """Run a core action from a widget callback, as this session's actor (whose role core checks). Known failures
+    become messages; returns the result or None."""
     try:
-        return action(*args, **kwargs)
+        with acting_as(session_actor_now()):
+            return action(*args, **kwargs)
+    except Forbidden as exc:
+        flash(str(exc), ":material/lock:")
+        if errors_key:
+            st.session_state[errors_key] = {"_form": str(exc)}
+        return None
     except InvalidInput as exc:
         if errors_key:
             st.session_state[errors_key] = exc.errors

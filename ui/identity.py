@@ -31,7 +31,7 @@ from core.catalog.users import NoRole, RoleMapping, sign_in
 from core.config import Settings, load_settings, sign_in_configured
 from core.serving import network_warning
 from core.store.store import StoreUnavailable
-from ui.context import get_runtime, page_guard
+from ui.context import get_runtime, page_guard, remember_actor
 from ui.markdown import escape_markdown
 
 log = logging.getLogger("dataconn.ui")
@@ -76,7 +76,7 @@ def require_sign_in(pages: Sequence[StreamlitPage]) -> None:
         return
     user: Mapping[str, Any] = st.user.to_dict()
     if "is_logged_in" not in user:  # Streamlit has no [auth] section: not started by ui.serve
-        _stop_with(
+        _stop(
             pages,
             lambda: st.error(
                 "Sign-in is configured, but this dashboard was started without it, so it shows nothing. Start it"
@@ -87,20 +87,23 @@ def require_sign_in(pages: Sequence[StreamlitPage]) -> None:
         )
     if not user.get("is_logged_in"):
         st.session_state.pop(_SIGNED_IN, None)
-        _stop_with(pages, _sign_in_screen)
+        _stop(pages, _sign_in_screen)
     expires = _expiry(user)
     if expires is None or expires <= time.time():
         st.session_state.pop(_SIGNED_IN, None)
-        _stop_with(pages, lambda: _expired_screen(expires))
+        _stop(pages, lambda: _expired_screen(expires))
     _signed_in_actor(pages, settings, user)
 
 
-def _stop_with(pages: Sequence[StreamlitPage], screen: Any) -> None:
-    """Show `screen` instead of any page and end the run. The navigation is declared (hidden) so that a link to a
-    page is not "Page not found": it shows the same screen."""
+def _stop(pages: Sequence[StreamlitPage], screen: Any = None) -> None:
+    """Show `screen` (the product's name and what it says) instead of any page, and end the run. The navigation is
+    declared hidden, so that a link to a page is not "Page not found" but the same screen; the callbacks of the next
+    run act as whom the router last remembered (ui.context.run_safely): nobody, now."""
+    remember_actor(SIGNED_OUT)
     st.navigation(list(pages), position="hidden")
-    st.title(PRODUCT)
-    screen()
+    if screen is not None:
+        st.title(PRODUCT)
+        screen()
     st.stop()
 
 
@@ -165,10 +168,9 @@ def _signed_in_actor(pages: Sequence[StreamlitPage], settings: Settings, user: M
         if actor is None:
             st.session_state.pop(_SIGNED_IN, None)
     if refused is not None:
-        _stop_with(pages, lambda: _no_role_screen(refused))
+        _stop(pages, lambda: _no_role_screen(refused))
     if actor is None:  # page_guard showed why
-        st.navigation(list(pages), position="hidden")
-        st.stop()
+        _stop(pages)
     assert actor is not None
     st.session_state[_SIGNED_IN] = SignedIn(actor, subject, now)
     return actor

@@ -36,6 +36,7 @@ from datetime import datetime
 
 from pydantic import SecretStr, ValidationError
 
+from core.actors import Permission, require
 from core.catalog import catalog as cat
 from core.catalog import quota_plan
 from core.catalog.config_file import FORMAT_VERSION, NAME
@@ -180,6 +181,7 @@ def list_account_sites(
     account: Account, settings: Settings, ledger: QuotaLedger, store: Store, box: SecretBox
 ) -> list[ProviderSite]:
     """Every site of the account, in the vendor's order; `AccountImportError` with the vendor's reason if not."""
+    require(Permission.TEST_CONNECTION)  # it spends the account's calls, as a test does
     try:
         client = _client(account, settings, ledger, store, box)
     except ValueError as exc:  # an Enphase source whose saved settings the client refuses
@@ -212,6 +214,7 @@ def check_meters(account: Account, site_ids: Sequence[str], settings: Settings, 
     Stops at the first budget refusal (the Free tier allows 10 calls a minute) and says which sites are left, rather
     than waiting: the caller asks again later. Enphase's site list and plan leave this out (see the module).
     """
+    require(Permission.TEST_CONNECTION)
     if account.provider is not Provider.SOLAREDGE:
         raise AccountImportError("Only SolarEdge reports a site's meters here: choose the channels for Enphase.")
     found: dict[str, frozenset[str]] = {}

@@ -96,6 +96,16 @@ def quota_errors(snapshot: Snapshot, box: SecretBox, edited: list[Edited], enpha
     return [f"{one.key}.api.update_frequency: {refused[one.key]}" for one in edited if one.key in refused]
 
 
+def credential_name_problem(name: str, provider: m.Provider) -> str | None:
+    """Why a source of `provider` cannot be given a credential called `name` (config import, the HTTP API), or None."""
+    if name not in CREDENTIAL_NAMES:
+        return f"is not a known credential (use {', '.join(CREDENTIAL_NAMES)})"
+    needed = credential_names(provider)
+    if name not in needed:
+        return f"is not used by {spec_of(provider).label} (needs {', '.join(needed) or 'no credentials'})"
+    return None
+
+
 class _Unknown(enum.Enum):
     """What is stored for a file's row that matches several stored rows, and for its children: nobody can tell. The
     checks that depend on it (a meter's category, credentials already stored, the quota plan) skip such rows;
@@ -284,16 +294,11 @@ class _Validator:
         if meter and (problem := m.check_source_type(meter.category, source.source_type)):
             self.error([*loc, "source_type"], problem)
         provider = source.api.provider
-        needed = credential_names(provider)
         resolved: dict[str, Credential] = {}
         for name, given in source.credentials.items():
             where: Loc = [*loc, "credentials", name]
-            if name not in CREDENTIAL_NAMES:
-                self.error(where, f"is not a known credential (use {', '.join(CREDENTIAL_NAMES)})")
-            elif name not in needed:
-                self.error(
-                    where, f"is not used by {spec_of(provider).label} (needs {', '.join(needed) or 'no credentials'})"
-                )
+            if problem := credential_name_problem(name, provider):
+                self.error(where, problem)
             elif isinstance(value := self.resolve(given), SecretStr):
                 resolved[name] = Credential(value=value, env=given.env)
             else:

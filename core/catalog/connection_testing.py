@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 from pydantic import SecretStr
 
+from core.actors import Permission, require
 from core.catalog import catalog as cat
 from core.catalog import push_sources
 from core.catalog.connection_test_cache import cached_test, store_test
@@ -53,13 +54,15 @@ def _pv_capacity(catalog: cat.Catalog, site_id: int, draft: SourceDraft, categor
 def test_connection(
     store: Store, box: SecretBox, site_id: int, draft: SourceDraft, now: datetime, context: ProviderContext
 ) -> TestOutcome:
-    """Test the connection the draft describes (typed secrets, else the stored ones). Never raises.
+    """Test the connection the draft describes (typed secrets, else the stored ones). Never raises, except
+    `Forbidden` for a role that may not test (a test spends the vendor's calls).
 
     The client is asked for the draft's channel only, so it calls only the endpoints serving it. For a saved vendor
     source, a repeat within `settings.test_cache_ttl_s` with the same settings and credentials (same fingerprint)
     returns the stored outcome and calls nobody; otherwise the vendor is called and the outcome (unless it is
     "re-authorise") is stored with the exchanges the test made, in `api_data_cache`.
     """
+    require(Permission.TEST_CONNECTION)
     catalog = cat.load_catalog(store)
     site = catalog.site(site_id)
     meter = catalog.meter(draft.meter_id)

@@ -38,13 +38,14 @@ from core.catalog.source_drafts import (
     tested_settings,
     validate_draft,
 )
-from core.models import SourceIn
+from core.models import Source, SourceIn
 from core.store.crypto import SecretBox
 from core.store.secret_store import credentials_holder, delete_secret, put_secret
 from core.store.store import Store
 
 __all__ = [
     "MASKED",
+    "ChangedMeanwhile",
     "SaveRejected",
     "SaveReport",
     "SourceDraft",
@@ -67,6 +68,7 @@ class SaveReport:
     changed: tuple[str, ...] = ()  # settings or credentials
     removed_names: tuple[str, ...] = ()
     unchanged: int = 0
+    added_ids: tuple[int, ...] = ()  # the new sources' ids, in the order of `added` (the HTTP API answers with them)
 
     @property
     def created(self) -> int:
@@ -79,6 +81,14 @@ class SaveReport:
     @property
     def removed(self) -> int:
         return len(self.removed_names)
+
+
+class ChangedMeanwhile(cat.InvalidInput):
+    """A source the caller built its drafts from was changed or deleted by someone else meanwhile; nothing was saved
+    (`save_connections(..., unchanged_since=...)`)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__({"_form": f"{name} was changed or deleted meanwhile: read it again and repeat the change"})
 
 
 class SaveRejected(cat.InvalidInput):
@@ -164,15 +174,22 @@ def save_connections(
     removed_ids: set[int],
     *,
     enphase_plan: str = quota_plan.DEFAULT_ENPHASE_PLAN,
+    unchanged_since: Mapping[int, Source] | None = None,
 ) -> SaveReport:
     """Validate every draft, then write all of them in one transaction, or nothing (raises `SaveRejected`).
 
     A schedule whose vendor calls do not fit a provider's budget (`core.catalog.quota_plan`) is refused on the drafts'
     Update Frequency; `enphase_plan` is the `DATACONN_ENPHASE_PLAN` setting (default: the smallest plan).
+    `unchanged_since` are the stored sources a caller built drafts from (the HTTP API's PATCH): if one of them is
+    stored otherwise now, `ChangedMeanwhile` is raised, checked inside the transaction, so a change made between the
+    caller's read and this save is never overwritten with what the caller read.
     """
     with audited_change(store) as con:
         catalog = cat.read_catalog(con)
         catalog.site(site_id)
+        for source_id, seen in (unchanged_since or {}).items():
+            if next((s for s in catalog.sources if s.id == source_id), None) != seen:
+                raise ChangedMeanwhile(seen.name)
         to_read = keys_to_compare(catalog, edited_drafts(catalog, drafts, removed_ids), removed_ids)
         accounts = stored_accounts(con, box, to_read)
         valid, errors = validate_drafts(
@@ -191,6 +208,7 @@ def _apply(
     con: duckdb.DuckDBPyConnection, box: SecretBox, catalog: cat.Catalog, valid: list[ValidDraft], removed_ids: set[int]
 ) -> SaveReport:
     added: list[str] = []
+    added_ids: list[int] = []
     changed: list[str] = []
     unchanged = 0
     for source_id in removed_ids:  # a removed source that held shared credentials hands them over (catalog)
@@ -207,6 +225,7 @@ def _apply(
         if one.draft.source_id is None:
             source_id = cat.insert_source(con, one.draft.meter_id, one.source)
             added.append(one.source.name)
+            added_ids.append(source_id)
         else:
             source_id = one.draft.source_id
             stored = catalog.source(source_id)
@@ -222,4 +241,4 @@ def _apply(
         for name in one.secrets_to_delete:
             delete_secret(con, source_id, name)
     removed = tuple(catalog.source(i).name for i in sorted(removed_ids))
-    return SaveReport(tuple(added), tuple(changed), removed, unchanged)
+    return SaveReport(tuple(added), tuple(changed), removed, unchanged, tuple(added_ids))

@@ -20,18 +20,25 @@ PUBLISH_EVERY_S = 5.0
 class StatusTable:
     """One table keyed by `source_id`, whose columns are the rows' columns in order."""
 
-    def __init__(self, store: Store, table: str) -> None:
+    def __init__(self, store: Store, table: str, *, every_s: float = PUBLISH_EVERY_S) -> None:
         self.store, self.table = store, table
+        self.every_s = every_s
         self._published = -float("inf")
         # The table is known empty: with no source of this kind (the demo, a vendor-only fleet) nothing is written
         # at all after the first clear-out of rows a previous run left.
         self._cleared = False
 
+    def due(self) -> bool:
+        """Whether `publish` would write now (`every_s` passed since the last write). Building the rows can cost more
+        than writing them (a snapshot of every source's counters), so callers ticking more often than `every_s` build
+        them only when this says so."""
+        return time.monotonic() - self._published >= self.every_s
+
     def publish(self, rows: pl.DataFrame, *, force: bool = False) -> bool:
-        """Write `rows` as the whole table if `PUBLISH_EVERY_S` passed (or `force`); False when skipped or held."""
+        """Write `rows` as the whole table if `every_s` passed (or `force`); False when skipped or held."""
         if rows.is_empty() and self._cleared:
             return False
-        if not force and time.monotonic() - self._published < PUBLISH_EVERY_S:
+        if not force and not self.due():
             return False
         self._published = time.monotonic()
         table, now_view = self.table, f"{self.table}_now"

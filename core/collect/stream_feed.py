@@ -454,6 +454,9 @@ class StreamFeed:
         return pl.DataFrame(rows, schema=STATUS_SCHEMA)
 
     def publish_status(self, *, force: bool = False) -> bool:
+        """Write the streams' states to `stream_status` if due (or `force`); the rows are built only then."""
+        if not force and not self.status.due():
+            return False
         return self.status.publish(self.status_rows(datetime.now(UTC)), force=force)
 
     def close(self, timeout_s: float = 10.0) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from core.store import rollups
+from core.actors import current_actor
+from core.store import audit_log, rollups
+from core.store.audit_log import AuditEntry
 from core.store.gap_attempts import forget_old_attempts
 from core.store.live_readings import drop_before
 from core.store.store import Store
@@ -41,4 +43,8 @@ def apply_retention(store: Store, now: datetime, raw_days: int, cache_days: int)
         # Live-stream minutes are a preview the history replaces: they go with the raw readings of their age.
         drop_before(con, raw_cutoff)
         con.execute("DELETE FROM spool_applied WHERE applied_at < ?", [now - SPOOL_MEMORY])
+        if dropped:  # a deletion of data, recorded as its actor's (the collector's daily run)
+            summary = f"{dropped:,} final raw readings before {raw_cutoff:%Y-%m-%d} UTC dropped (rollups kept)"
+            entry = AuditEntry("retention", "readings", None, f"older than {raw_days} days", summary)
+            audit_log.record(con, current_actor(), [entry], now)
     return int(dropped), int(cached)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -93,13 +94,19 @@ def read_secrets(con: duckdb.DuckDBPyConnection, box: SecretBox, source_id: int)
 
 
 def read_all_secrets(
-    con: duckdb.DuckDBPyConnection, box: SecretBox
+    con: duckdb.DuckDBPyConnection, box: SecretBox, source_ids: Collection[int] | None = None
 ) -> tuple[dict[int, dict[str, SecretStr]], dict[int, str]]:
-    """Every source's secrets in one query (shared ones under each source using them), and, apart, why a source's
-    cannot be decrypted (so one unreadable secret stops only the sources using it)."""
+    """Every source's secrets in one query (shared ones under each source using them), or only those of
+    `source_ids`, and, apart, why a source's cannot be decrypted (so one unreadable secret stops only the sources
+    using it). One query for many sources: a query per source costs ~2.5 ms (2.5 s for 1,000)."""
     secrets: dict[int, dict[str, SecretStr]] = {}
     unreadable: dict[int, str] = {}
-    for source_id, name, token in con.sql(f"SELECT source_id, name, ciphertext FROM {SOURCE_CREDENTIALS}").fetchall():
+    query = f"SELECT source_id, name, ciphertext FROM {SOURCE_CREDENTIALS}"
+    if source_ids is not None:
+        rows = con.execute(f"{query} WHERE source_id IN (SELECT unnest(?::BIGINT[]))", [list(source_ids)]).fetchall()
+    else:
+        rows = con.sql(query).fetchall()
+    for source_id, name, token in rows:
         try:
             secrets.setdefault(int(source_id), {})[name] = box.decrypt(token)
         except SecretsError as exc:

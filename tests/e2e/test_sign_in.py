@@ -36,6 +36,9 @@ PAGE_PATHS = [
     "/api-health",
     "/import-readings",
     "/import-sites",
+    "/api-tokens",
+    "/users",
+    "/audit",
 ]
 DEMO_SITE = "Demo Rooftop"
 DATA_ELEMENTS = ["stPlotlyChart", "stMetric", "stDataFrame", "stExpander", "stTable", "stSidebar"]

@@ -97,7 +97,11 @@ def main() -> int:
     for process in processes:
         process.terminate()
     for process in processes:
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a server waiting out an open live stream (up to 300 s) to shut down
+            process.kill()
+            process.wait()
     folder.cleanup()
     return 0
 
