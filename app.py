@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.actors import acting_as
 from ui.context import key_banner, page_guard, remember_actor, runtime_or_none
-from ui.identity import session_actor
+from ui.identity import require_sign_in, session_actor, show_identity
 
 # The icon is a file of ours, sent inline: a ":material/..." page icon makes the browser fetch it from a font server.
 st.set_page_config(
@@ -34,6 +34,7 @@ pages = [
     st.Page("pages/users.py", title="Users", icon=":material/manage_accounts:", url_path="users"),
     st.Page("pages/audit.py", title="Audit", icon=":material/history_edu:", url_path="audit"),
 ]
+require_sign_in(pages)  # with sign-in configured, nothing below runs for a visitor who is not signed in
 navigation = st.navigation(pages)
 
 runtime = runtime_or_none()  # None: the page says why (settings, database, keys), once
@@ -41,6 +42,7 @@ with st.sidebar:
     st.caption("Energy Data Connections")
     if runtime is not None:
         st.caption(f"Database: `{runtime.settings.db_path.name}`")
+    show_identity()  # the signed-in user, their role and Sign out
 
 if runtime is not None:
     with page_guard():

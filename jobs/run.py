@@ -9,6 +9,10 @@ They run as child processes and stop together, however the launcher is asked to 
   say) is said in one line and the others go on: polling and the dashboard do not depend on it;
 - its parent ending (`kill <pid of make run>` stops make but not the shell make started): the launcher notices
   that it was re-parented within a second and stops both. A shell recipe with `&` and `trap` could not do this.
+
+Before starting anything it checks what `core.serving` checks (`ui.serve` checks it again, with the address from
+Streamlit's own configuration too): a network address without sign-in (`make run HOST=0.0.0.0`), half-configured
+sign-in or framing settings are said in words, and nothing is started (exit code 2).
 """
 
 from __future__ import annotations
@@ -18,10 +22,39 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+from pydantic import ValidationError
+
+from core.config import load_settings
+from core.serving import serving_problems, setting_problems
 
 STOP_WAIT_S = 20.0  # the collector finishes the polls in hand; a vendor call times out after 20 s by default
 POLL_S = 1.0
+EXIT_REFUSED = 2
+ADDRESS_FLAG = "--server.address"
+
+
+def served_address(streamlit_args: Sequence[str], environ: Mapping[str, str]) -> str | None:
+    """The address the dashboard is told to serve, by flag (the last one counts) or Streamlit's environment variable;
+    None when neither says (Streamlit's config files then decide, and `ui.serve` checks)."""
+    address = None
+    for i, arg in enumerate(streamlit_args):
+        if arg.startswith(ADDRESS_FLAG + "="):
+            address = arg.split("=", 1)[1]
+        elif arg == ADDRESS_FLAG and i + 1 < len(streamlit_args):
+            address = streamlit_args[i + 1]
+    return address if address is not None else environ.get("STREAMLIT_SERVER_ADDRESS")
+
+
+def refusals(streamlit_args: Sequence[str]) -> list[str]:
+    """Why the launcher must not start (empty: start). Invalid settings are the children's to say."""
+    try:
+        settings = load_settings()
+    except ValidationError:
+        return []
+    address = served_address(streamlit_args, os.environ)
+    return setting_problems(settings) if address is None else serving_problems(settings, address)
 
 
 def _children(streamlit_args: Sequence[str]) -> list[subprocess.Popen[bytes]]:
@@ -51,6 +84,14 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     streamlit_args = list(sys.argv[1:] if argv is None else argv)
+    problems = refusals(streamlit_args)
+    if problems:
+        for problem in problems:
+            print(f"run: {problem}", file=sys.stderr)
+        print(
+            "run: nothing was started (neither the dashboard nor the collector nor the ingest service)", file=sys.stderr
+        )
+        return EXIT_REFUSED
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())

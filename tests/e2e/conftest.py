@@ -10,20 +10,14 @@ import contextlib
 import os
 import shutil
 import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-STARTUP_TIMEOUT_S = 60.0
-SHUTDOWN_TIMEOUT_S = 10.0
+from tests.dashboard import dashboard_env, read_log, running_dashboard
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-dev-shm-usage",
@@ -84,14 +78,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200 and response.read().decode().strip() == "ok"
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.fixture(scope="session")
 def fake_vendors() -> Iterator[dict[str, str]]:
     """The fake SolarEdge V2, SolarEdge V1 and Enphase servers, as `DATACONN_*` settings pointing at them."""
@@ -117,54 +103,14 @@ def app_server(
     """The dashboard (`python -m ui.serve`, as `make run` starts it) on a free port with a fresh database."""
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "DATACONN_DB_PATH": str(tmp_path / "dataconn.duckdb"),
-        "DATACONN_KEY_FILE": str(tmp_path / "secret.key"),
-        "DATACONN_SEED_DEMO": "true" if seed_demo else "false",
-        "PYTHONUNBUFFERED": "1",
-        "DATACONN_PUBLIC_URL": base_url,  # where Enphase's consent page sends the browser back
-        **fake_vendors,
-    }
-    env.pop("DATACONN_SECRET_KEYS", None)  # the key file above, not keys from the developer's shell
-    command = [
-        sys.executable,
-        "-m",
-        "ui.serve",  # what `make run` starts
-        "--server.headless=true",
-        "--server.address=127.0.0.1",
-        f"--server.port={port}",
-        "--browser.gatherUsageStats=false",
-        # Others edit the repo while tests run: a file change must not rerun the app or pop "Source file changed".
-        "--server.fileWatcherType=none",
-    ]
+    env = dashboard_env(tmp_path, base_url, seed_demo=seed_demo, **fake_vendors)
     log_path = tmp_path / "streamlit-server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    started = False
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _healthy(f"{base_url}/_stcore/health"):
-            if process.poll() is not None:
-                pytest.fail(f"streamlit exited with code {process.returncode}:\n{_read(log_path)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit was not healthy after {STARTUP_TIMEOUT_S:.0f} s:\n{_read(log_path)}")
-            time.sleep(0.2)
-        started = True
-        yield base_url
-    finally:
-        exited_early = process.poll()
-        process.terminate()
+    with running_dashboard(env, port, log_path) as process:
         try:
-            process.wait(timeout=SHUTDOWN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=SHUTDOWN_TIMEOUT_S)
-        if started and _failed(request.node):  # a failed start already put the log in its message
-            if exited_early is not None:
-                print(f"\nstreamlit had already exited with code {exited_early} when the test ended")
-            print(f"\n--- streamlit server log ({log_path}) ---\n{_read(log_path)}")
-
-
-def _read(path: Path) -> str:
-    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else "(no log)"
+            yield base_url
+        finally:
+            if _failed(request.node):
+                exited_early = process.poll()
+                if exited_early is not None:
+                    print(f"\nstreamlit had already exited with code {exited_early} when the test ended")
+                print(f"\n--- streamlit server log ({log_path}) ---\n{read_log(log_path)}")
