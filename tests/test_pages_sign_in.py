@@ -205,3 +205,15 @@ def test_without_sign_in_a_loopback_dashboard_shows_no_warning_and_no_identity(a
     assert app.title[0].value == "Control Room"
     assert not any("without sign-in" in shown(w.value) for w in app.warning)
     assert [b.label for b in app.sidebar.button] == []
+
+
+def test_a_viewer_sees_what_they_may_not_do_disabled_with_the_reason(signed_in_env: Path) -> None:
+    """Disabled controls are a courtesy (core refuses the write itself: tests/test_access.py, and the API's per-role
+    tests): AppTest, like a browser, cannot press them."""
+    opened(claims("ada", ["energy-admins"]))  # the installation's first user is an admin whatever her groups
+    app = opened(claims("vera", []))  # no mapped group: the default role, viewer
+    assert next(b for b in app.button if b.label == "Create Site").disabled
+    assert all(b.disabled for b in app.button if b.label in ("Save Site", "Delete Site", "Add Meter", "Save"))
+    assert "Changing sites and meters needs the editor role; you are signed in as vera@example.com (viewer)" in texts(
+        app
+    )

@@ -216,3 +216,53 @@ def test_a_dashboard_serving_a_network_without_sign_in_says_so_on_every_page(pag
             warning = page.get_by_test_id("stAlert").filter(has_text="without sign-in")
             expect(warning, path).to_contain_text("everyone who can reach it acts as an admin")
             _idle(page)
+
+
+def _audit(db: Path) -> list[tuple[str, str, str, str]]:
+    """Everything the log holds beyond sign-ins and the installation's own seed: (who, action, object, change)."""
+    with Store(db, lock_timeout_s=10).connect(read_only=True) as con:
+        rows = con.execute(
+            "SELECT actor, action, object_type, summary FROM audit_log"
+            " WHERE action <> 'sign in' AND actor <> 'operator' ORDER BY id"
+        ).fetchall()
+    return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
+
+def test_each_role_does_what_it_may_is_refused_the_rest_and_the_audit_log_says_who_did_what(
+    page: Page, tmp_path: Path
+) -> None:
+    with installation(tmp_path) as site:
+        _sign_in(page, site.base_url, "ada")  # the first user; an admin by her groups anyway
+        _signed_in_as(page, "ada", "admin")
+        _sign_out(page)
+
+        # A viewer: every control that changes something is disabled, and the page says which role it needs.
+        _sign_in(page, site.base_url, "vera")
+        _signed_in_as(page, "vera", "viewer")
+        page.goto(site.base_url + "/data-connections")
+        expect(page.get_by_role("button", name="Save All Connections")).to_be_disabled()
+        expect(page.get_by_text("Changing data sources needs the editor role")).to_be_visible()
+        page.goto(site.base_url + "/audit")
+        expect(page.get_by_text("Only an admin can read the audit log")).to_be_visible()
+        expect(page.get_by_test_id("stDataFrame")).to_have_count(0)
+        _sign_out(page)
+
+        # An editor renames the demo site with the keyboard; deleting it is an admin's.
+        _sign_in(page, site.base_url, "ed")
+        _signed_in_as(page, "ed", "editor")
+        box = page.get_by_test_id("stExpander").nth(1).get_by_label("Site Name")
+        box.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("Demo Rooftop East")
+        page.keyboard.press("Enter")  # submits the site's form
+        expect(page.get_by_text("Demo Rooftop East").first).to_be_visible()
+        expect(page.get_by_role("button", name="Delete Site")).to_be_disabled()
+        _sign_out(page)
+
+        # The admin reads who did it on the Audit page.
+        _sign_in(page, site.base_url, "ada")
+        page.goto(site.base_url + "/audit")
+        expect(page.get_by_text("change(s), newest first")).to_be_visible()
+        assert _audit(site.db) == [
+            ("ed@example.test", "update", "site", "Site Name 'Demo Rooftop' -> 'Demo Rooftop East'")
+        ]
