@@ -24,6 +24,7 @@ from core.analytics.live import FLOW_LABELS, LiveSnapshot, SourceLive, Status
 from core.analytics.power_units import power_scale
 from core.roles import Role
 from ui.context import get_runtime, page_guard
+from ui.identity import session_lapsed
 from ui.markdown import escape_markdown
 from ui.widgets import choose_site, download_buttons
 
@@ -207,6 +208,8 @@ def recent_chart(snapshot: LiveSnapshot) -> None:
 
 
 def live_panel(site_id: int, refresh_s: int, following: bool) -> None:
+    if session_lapsed():  # this fragment reruns by itself, past the router's sign-in gate: let the gate speak
+        st.rerun()
     with page_guard():
         runtime = get_runtime()
         tick = int(time.time() // refresh_s)

@@ -176,6 +176,18 @@ def _signed_in_actor(pages: Sequence[StreamlitPage], settings: Settings, user: M
     return actor
 
 
+def session_lapsed() -> bool:
+    """With sign-in configured: whether this session's user is signed out or past the ID token's expiry. For a
+    fragment that reruns by itself (Live's panel), which skips the router's gate: it reruns the whole app instead,
+    so the gate shows its screen rather than the panel showing data after the session ended."""
+    settings = _settings()
+    if settings is None or not sign_in_configured(settings):
+        return False
+    user: Mapping[str, Any] = st.user.to_dict()
+    expires = _expiry(user)
+    return not user.get("is_logged_in") or expires is None or expires <= time.time()
+
+
 def _signed_in() -> SignedIn | None:
     known = st.session_state.get(_SIGNED_IN)
     return known if isinstance(known, SignedIn) else None
