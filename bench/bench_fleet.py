@@ -52,6 +52,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bench.process_stats import sample_memory
 from bench.timing import percentiles
 from core.catalog import catalog as cat
 from core.config import Settings
@@ -279,20 +280,6 @@ def _site_of(con: Any, source_id: int) -> int:
 # --- measuring from outside ------------------------------------------------------------------------------------
 
 
-def memory_mb(pid: int) -> tuple[float, float] | None:
-    """(VmRSS, RssAnon) of process `pid` in MB, or None once it is gone."""
-    fields = {}
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                name, _, value = line.partition(":")
-                if name in ("VmRSS", "RssAnon"):
-                    fields[name] = int(value.split()[0]) * 1024 / 1e6
-    except OSError:
-        return None
-    return (fields["VmRSS"], fields["RssAnon"]) if len(fields) == 2 else None
-
-
 def lock_taken(lock_path: Path) -> bool:
     """Whether the store's sidecar lock is held right now (tried without waiting, released at once)."""
     import fcntl
@@ -319,15 +306,6 @@ def analyst_read(settings: Settings, site_id: int) -> float:
     except StoreBusy:  # the page would say "busy, try again": counted at the time it waited
         return -(time.perf_counter() - started)
     return time.perf_counter() - started
-
-
-def sample_memory(pid: int, stop: threading.Event, into: list[tuple[float, float, float]]) -> None:
-    while not stop.is_set():
-        sample = memory_mb(pid)
-        if sample is None:
-            return
-        into.append((time.monotonic(), *sample))
-        stop.wait(1.0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -384,7 +362,12 @@ def run(
     t0_mono = time.monotonic()
     stop = threading.Event()
     memory: list[tuple[float, float, float]] = []
-    sampler = threading.Thread(target=sample_memory, args=(collector.pid, stop, memory), daemon=True)
+    sampler = threading.Thread(
+        target=sample_memory,
+        args=(collector.pid, stop, memory),
+        kwargs={"clock": time.monotonic},
+        daemon=True,
+    )
     sampler.start()
     probes = held = 0
     loaded_reads: list[float] = []

@@ -20,7 +20,7 @@ collector within seconds after its minute closes. Measured from outside the coll
 - rows: 1,000 x the measured (complete) minutes expected, against rows stored: none missing, none twice (the
   natural key keeps a row once, so "twice" is a minute handed over again: a `collector_runs` row of the feed that
   inserted nothing); each value against the power published; coverage p5 (target ~1.0);
-- the collector's memory, VmRSS and its private part RssAnon (see `bench_soak.memory_mb`), every second: after
+- the collector's memory, VmRSS and its private part RssAnon (see `bench.process_stats.memory_mb`), every second: after
   warm-up (baseline), peak, end, growth and trend; target: flat, growth < 10 % (the soak's);
 - CPU in cores (user + system time over the measured wall time) of the collector, the broker and the publisher.
 
@@ -49,6 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.process_stats import cpu_s, sample_memory
 from bench.timing import percentiles
 from core.catalog import catalog as cat
 from core.config import Settings
@@ -190,40 +191,6 @@ def publish(conn: multiprocessing.connection.Connection, port: int, devices: lis
 # --- measuring from outside -----------------------------------------------------------------------------------
 
 
-def memory_mb(pid: int) -> tuple[float, float] | None:
-    """(VmRSS, RssAnon) of process `pid` in MB, or None once it is gone."""
-    fields = {}
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                name, _, value = line.partition(":")
-                if name in ("VmRSS", "RssAnon"):
-                    fields[name] = int(value.split()[0]) * 1024 / 1e6
-    except OSError:
-        return None
-    return (fields["VmRSS"], fields["RssAnon"]) if len(fields) == 2 else None
-
-
-def cpu_s(pid: int | None) -> float:
-    """User + system seconds process `pid` has used (all its threads), NaN when unknown."""
-    if pid is None:
-        return float("nan")
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14 and 15)
-
-
-def sample_memory(pid: int, stop: threading.Event, into: list[tuple[float, float, float]]) -> None:
-    while not stop.is_set():
-        sample = memory_mb(pid)
-        if sample is None:
-            return
-        into.append((time.time(), *sample))
-        stop.wait(SAMPLE_EVERY_S)
-
-
 class Visibility:
     """When each (source, minute) row is first seen in the file, read every `POLL_EVERY_S`."""
 
@@ -317,7 +284,12 @@ def run(folder: Path, broker: Mosquitto, sources: int, warm_up_s: float, minutes
     publisher = context.Process(target=publish, args=(child, broker.port, devices), daemon=True)
     stop = threading.Event()
     memory: list[tuple[float, float, float]] = []
-    sampler = threading.Thread(target=sample_memory, args=(collector.pid, stop, memory), daemon=True)
+    sampler = threading.Thread(
+        target=sample_memory,
+        args=(collector.pid, stop, memory),
+        kwargs={"clock": time.time, "every_s": SAMPLE_EVERY_S},
+        daemon=True,
+    )
     sampler.start()
     visibility = Visibility(store)
     stopped_s = float("nan")
