@@ -6,16 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
-from tests.processes import REPO
+from tests.processes import REPO, answers, serving
 
 STARTUP_TIMEOUT_S = 60.0
 SHUTDOWN_TIMEOUT_S = 10.0
@@ -54,45 +49,20 @@ def serve_command(port: int, *, address: str = "127.0.0.1", extra: Sequence[str]
     ]
 
 
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200 and response.read().decode().strip() == "ok"
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def read_log(path: Path) -> str:
-    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else "(no log)"
-
-
 @contextmanager
 def running_dashboard(
     env: Mapping[str, str], port: int, log_path: Path, *, address: str = "127.0.0.1", extra: Sequence[str] = ()
 ) -> Iterator[subprocess.Popen[bytes]]:
     """The dashboard started and healthy on `port` (the test fails with the server's log otherwise); stopped, or
     killed, when the block ends."""
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            serve_command(port, address=address, extra=extra),
-            cwd=REPO,
-            env=dict(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not healthy(f"http://127.0.0.1:{port}/_stcore/health"):
-            if process.poll() is not None:
-                pytest.fail(f"the dashboard exited with code {process.returncode}:\n{read_log(log_path)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the dashboard was not healthy after {STARTUP_TIMEOUT_S:.0f} s:\n{read_log(log_path)}")
-            time.sleep(0.2)
+    with serving(
+        serve_command(port, address=address, extra=extra),
+        cwd=REPO,
+        env=env,
+        log_path=log_path,
+        ready=lambda: answers(f"http://127.0.0.1:{port}/_stcore/health", "ok"),
+        what="the dashboard",
+        start_timeout_s=STARTUP_TIMEOUT_S,
+        stop_timeout_s=SHUTDOWN_TIMEOUT_S,
+    ) as process:
         yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=SHUTDOWN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=SHUTDOWN_TIMEOUT_S)

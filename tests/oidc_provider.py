@@ -10,10 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.server import free_port
-from tests.processes import REPO
+from tests.processes import REPO, answers, serving
 
 OIDC_DIR = REPO / "tests" / "oidc"
 USERS: dict[str, dict[str, object]] = json.loads((OIDC_DIR / "users.json").read_text(encoding="utf-8"))
@@ -61,9 +57,6 @@ class LoopbackProvider:
             **more,
         }
 
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
-
 
 def _node() -> str:
     node = shutil.which("node")
@@ -74,14 +67,6 @@ def _node() -> str:
     if not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
         pytest.fail("the test OpenID provider is not installed: run `npm ci` in tests/oidc (.ci/run does)")
     return node
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 @contextmanager
@@ -99,21 +84,13 @@ def running_provider(
         "OIDC_ID_TOKEN_TTL": str(id_token_ttl_s),
     }
     provider = LoopbackProvider(f"http://127.0.0.1:{port}", log_path)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([node, "provider.mjs"], cwd=OIDC_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _answers(provider.metadata_url):
-            if process.poll() is not None:
-                pytest.fail(f"the test OpenID provider exited with code {process.returncode}:\n{provider.log()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the test OpenID provider did not answer after {START_TIMEOUT_S:g} s:\n{provider.log()}")
-            time.sleep(0.1)
+    with serving(
+        [node, "provider.mjs"],
+        cwd=OIDC_DIR,
+        env=env,
+        log_path=log_path,
+        ready=lambda: answers(provider.metadata_url),
+        what="the test OpenID provider",
+        start_timeout_s=START_TIMEOUT_S,
+    ):
         yield provider
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)

@@ -6,8 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,3 +49,51 @@ def run_module(
 def cli(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """`python -m jobs.cli args` with the environment `env` (an operator's, see `operator_env`)."""
     return run_module("jobs.cli", *args, env=env)
+
+
+def answers(url: str, body: str | None = None) -> bool:
+    """Whether `url` answers 200 now (with exactly `body`, when given)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200 and (body is None or response.read().decode().strip() == body)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def read_log(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else "(no log)"
+
+
+@contextmanager
+def serving(
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log_path: Path,
+    ready: Callable[[], bool],
+    what: str,
+    start_timeout_s: float,
+    stop_timeout_s: float = 10.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server of the tests' (`command`, output to `log_path`) from when `ready()` says so until the block ends:
+    then terminated, killed if it does not end within `stop_timeout_s`. A server that exits or is not ready in
+    `start_timeout_s` fails the test with its log (`what` names it)."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(list(command), cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while not ready():
+            if process.poll() is not None:
+                pytest.fail(f"{what} exited with code {process.returncode}:\n{read_log(log_path)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} was not ready after {start_timeout_s:g} s:\n{read_log(log_path)}")
+            time.sleep(0.1)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=stop_timeout_s)

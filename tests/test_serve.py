@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.dashboard import dashboard_env, read_log, running_dashboard, serve_command
+from tests.dashboard import dashboard_env, running_dashboard, serve_command
 from tests.fakes.server import free_port
-from tests.processes import REPO
+from tests.processes import REPO, read_log
 
 REFUSAL_TIMEOUT_S = 60.0
 CLIENT_SECRET = "client-secret-that-must-never-be-logged"

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.dashboard import dashboard_env, read_log, running_dashboard
+from tests.dashboard import dashboard_env, running_dashboard
+from tests.processes import read_log
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -18,10 +18,10 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from core.store.store import Store
-from tests.dashboard import dashboard_env, read_log, running_dashboard
+from tests.dashboard import dashboard_env, running_dashboard
 from tests.fakes.server import free_port
 from tests.oidc_provider import USERS, LoopbackProvider, password, running_provider
-from tests.processes import cli
+from tests.processes import cli, read_log
 
 pytestmark = pytest.mark.browser
 
