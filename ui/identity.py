@@ -180,10 +180,9 @@ def session_lapsed() -> bool:
     """With sign-in configured: whether this session's user is signed out or past the ID token's expiry. For a
     fragment that reruns by itself (Live's panel), which skips the router's gate: it reruns the whole app instead,
     so the gate shows its screen rather than the panel showing data after the session ended."""
-    settings = _settings()
-    if settings is None or not sign_in_configured(settings):
-        return False
     user: Mapping[str, Any] = st.user.to_dict()
+    if "is_logged_in" not in user:  # no [auth] section: sign-in is off (or the gate already refused this run)
+        return False
     expires = _expiry(user)
     return not user.get("is_logged_in") or expires is None or expires <= time.time()
 

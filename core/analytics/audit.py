@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import polars as pl
 
 from core.actors import Permission, require
@@ -39,10 +37,3 @@ def audit_choices(store: Store) -> dict[str, list[str]]:
     require(Permission.READ_AUDIT)
     with store.connect(read_only=True) as con:
         return audit_log.choices(con)
-
-
-def first_change(store: Store) -> datetime | None:
-    require(Permission.READ_AUDIT)
-    with store.connect(read_only=True) as con:
-        value = con.sql("SELECT min(changed_at) FROM audit_log").fetchall()[0][0]
-    return value if isinstance(value, datetime) else None
